@@ -1,0 +1,174 @@
+// The data model of protocol v1: tensors, requests and replies as they travel
+// between the gateway, the router, the cache and the executors.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal {
+
+using clock_type = std::chrono::steady_clock;
+using time_point = clock_type::time_point;
+
+enum class dtype : uint8_t { f32, f16, bf16, f64, i8, i16, i32, i64, u8, boolean };
+
+// Bytes per element.
+size_t dtype_size(dtype t) noexcept;
+std::string_view to_string(dtype t) noexcept;
+std::optional<dtype> parse_dtype(std::string_view s) noexcept;
+
+// Wire status codes (DESIGN.md, "Reply").
+enum class status : uint8_t {
+  ok,
+  invalid_argument,
+  not_found,
+  resource_exhausted,
+  deadline_exceeded,
+  unavailable,
+  unauthenticated,
+  permission_denied,
+  internal,
+  cancelled,
+};
+
+std::string_view to_string(status s) noexcept;
+std::optional<status> parse_status(std::string_view s) noexcept;
+
+struct tensor {
+  std::string name;
+  dtype type = dtype::f32;
+  std::vector<uint64_t> shape;
+  // Little-endian, row-major, exactly prod(shape) * dtype_size(type) bytes.
+  std::vector<uint8_t> data;
+
+  // prod(shape), or nullopt on overflow.
+  std::optional<uint64_t> element_count() const noexcept;
+  friend bool operator==(const tensor&, const tensor&) = default;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, tensor& x) {
+  auto t = static_cast<uint8_t>(x.type);
+  auto res = f(x.name, t, x.shape, x.data);
+  x.type = static_cast<dtype>(t);
+  return res;
+}
+
+// A request id is a uint64 or a string of at most 128 bytes, echoed verbatim.
+struct request_id {
+  enum class kind : uint8_t { nil, num, str };
+  kind k = kind::nil;
+  uint64_t num = 0;
+  std::string str;
+
+  static request_id of(uint64_t n) { return {kind::num, n, {}}; }
+  static request_id of(std::string s) { return {kind::str, 0, std::move(s)}; }
+  std::string to_string() const;
+  friend bool operator==(const request_id&, const request_id&) = default;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, request_id& x) {
+  auto k = static_cast<uint8_t>(x.k);
+  auto res = f(k, x.num, x.str);
+  x.k = static_cast<request_id::kind>(k);
+  return res;
+}
+
+enum class op_kind : uint8_t {
+  infer,
+  ping,
+  models,
+  status,
+  load,
+  unload,
+  drain
+};
+
+std::string_view to_string(op_kind o) noexcept;
+std::optional<op_kind> parse_op(std::string_view s) noexcept;
+
+enum class cache_mode : uint8_t { use, bypass, refresh };
+
+std::string_view to_string(cache_mode m) noexcept;
+std::optional<cache_mode> parse_cache_mode(std::string_view s) noexcept;
+
+// A decoded, validated client request.
+struct request {
+  uint32_t v = 1;
+  request_id id;
+  op_kind op = op_kind::infer;
+  std::string model;
+  std::optional<uint64_t> version;
+  std::vector<tensor> inputs;
+  uint8_t priority = 5;
+  std::optional<uint64_t> timeout_ms;
+  cache_mode cache = cache_mode::use;
+  std::string tenant;
+  // `node` argument of the admin op `drain`.
+  std::string node;
+};
+
+struct timing {
+  uint64_t queue_us = 0;
+  uint64_t compute_us = 0;
+  uint64_t total_us = 0;
+};
+
+enum class reply_source : uint8_t { none, cache, executor, coalesced };
+
+std::string_view to_string(reply_source s) noexcept;
+
+// Entries of the `models` op reply.
+struct io_spec {
+  std::string name;
+  dtype type = dtype::f32;
+  std::vector<int64_t> shape; // -1 marks the batch axis
+};
+
+struct model_info {
+  std::string name;
+  std::vector<uint64_t> versions;
+  std::string state; // loaded, loading, available
+  std::vector<io_spec> inputs;
+  std::vector<io_spec> outputs;
+};
+
+// Entries of the `status` op reply.
+struct node_info {
+  std::string name;
+  std::string role;  // head, worker, all
+  std::string state; // up, suspect, draining, down
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::vector<std::pair<std::string, uint64_t>> replicas;
+};
+
+// A reply to any op. Fields that do not apply to the op stay empty and are
+// not encoded.
+struct reply {
+  uint32_t v = 1;
+  request_id id;
+  status code = status::ok;
+  std::string error;
+  std::vector<tensor> outputs;
+  // Pre-encoded msgpack array of tensors; when non-empty it is written
+  // verbatim instead of `outputs`, which lets the cache serve hits without
+  // re-encoding.
+  std::string outputs_encoded;
+  reply_source source = reply_source::none;
+  std::string model;
+  std::optional<uint64_t> version;
+  std::optional<timing> timing_us;
+  std::string node;
+  std::vector<model_info> models; // op models
+  std::vector<node_info> nodes;   // op status
+  bool has_models = false;
+  bool has_nodes = false;
+};
+
+} // namespace shoal
