@@ -1,1 +1,393 @@
-// placeholder
+#include "config/config.hpp"
+
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <sstream>
+
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include "net/error.hpp"
+
+#ifndef SHOAL_DEFAULT_MODEL_ROOT
+#  define SHOAL_DEFAULT_MODEL_ROOT "examples/models"
+#endif
+
+extern char** environ;
+
+namespace shoal {
+
+namespace {
+
+// One declared setting: where it lives, what it means, how to read it from
+// a TOML node or a string, and how to print it.
+struct setting {
+  std::string key; // "section.name"
+  std::string doc;
+  std::function<caf::error(node_config&, const toml::node&,
+                           const std::string&)>
+    from_toml;
+  std::function<caf::error(node_config&, const std::string&,
+                           const std::string&)>
+    from_string;
+  std::function<std::string(const node_config&)> render;
+};
+
+caf::error bad(const std::string& origin, const std::string& key,
+               const std::string& what) {
+  return make_error(errc::config_invalid, origin + ": " + key + ": " + what);
+}
+
+template <class T>
+std::string render_value(const T& v) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    std::ostringstream os;
+    os << toml::value<std::string>{v};
+    return os.str();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return v ? "true" : "false";
+  } else {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  }
+}
+
+template <class T>
+caf::error parse_string(const std::string& s, T& out) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    out = s;
+    return {};
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (s == "true" || s == "1" || s == "yes") {
+      out = true;
+      return {};
+    }
+    if (s == "false" || s == "0" || s == "no") {
+      out = false;
+      return {};
+    }
+    return make_error(errc::config_invalid, "expected true or false");
+  } else if constexpr (std::is_floating_point_v<T>) {
+    char* end = nullptr;
+    auto v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0')
+      return make_error(errc::config_invalid, "expected a number");
+    out = static_cast<T>(v);
+    return {};
+  } else {
+    T v{};
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size())
+      return make_error(errc::config_invalid, "expected an integer");
+    out = v;
+    return {};
+  }
+}
+
+template <class Section, class T>
+setting declare(std::string key, std::string doc, Section node_config::*sec,
+                T Section::*field) {
+  setting s;
+  s.key = key;
+  s.doc = std::move(doc);
+  s.from_toml = [=](node_config& cfg, const toml::node& n,
+                    const std::string& origin) -> caf::error {
+    auto& dst = cfg.*sec.*field;
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (auto v = n.value_exact<std::string>()) {
+        dst = *v;
+        return {};
+      }
+      return bad(origin, key, "expected a string");
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (auto v = n.value_exact<bool>()) {
+        dst = *v;
+        return {};
+      }
+      return bad(origin, key, "expected true or false");
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (auto v = n.value<double>()) {
+        dst = static_cast<T>(*v);
+        return {};
+      }
+      return bad(origin, key, "expected a number");
+    } else {
+      auto v = n.value_exact<int64_t>();
+      if (!v)
+        return bad(origin, key, "expected an integer");
+      if (*v < 0 && std::is_unsigned_v<T>)
+        return bad(origin, key, "must not be negative");
+      dst = static_cast<T>(*v);
+      return {};
+    }
+  };
+  s.from_string = [=](node_config& cfg, const std::string& str,
+                      const std::string& origin) -> caf::error {
+    if (auto err = parse_string(str, cfg.*sec.*field))
+      return bad(origin, key, reason_of(err) + ", got '" + str + "'");
+    return {};
+  };
+  s.render = [=](const node_config& cfg) {
+    return render_value(cfg.*sec.*field);
+  };
+  return s;
+}
+
+const std::vector<setting>& settings() {
+  using c = node_config;
+  static const std::vector<setting> all{
+    declare("node.name",
+            "Name of this node in status and metrics (default: hostname).",
+            &c::node, &c::node_section::name),
+    declare("node.role", "head, worker or all (standalone).", &c::node,
+            &c::node_section::role),
+    declare("gateway.endpoint", "ZeroMQ ROUTER endpoint clients connect to.",
+            &c::gateway, &c::gateway_section::endpoint),
+    declare("gateway.max_frame_bytes",
+            "Largest request frame accepted; larger ones are refused.",
+            &c::gateway, &c::gateway_section::max_frame_bytes),
+    declare("gateway.default_timeout_ms",
+            "Deadline for requests that carry no timeout_ms.", &c::gateway,
+            &c::gateway_section::default_timeout_ms),
+    declare("gateway.max_inflight",
+            "Requests accepted but not answered before new ones get "
+            "RESOURCE_EXHAUSTED.",
+            &c::gateway, &c::gateway_section::max_inflight),
+    declare("gateway.io_threads", "ZeroMQ I/O threads.", &c::gateway,
+            &c::gateway_section::io_threads),
+    declare("http.listen",
+            "HOST:PORT of /metrics, /healthz and /readyz (empty: off).",
+            &c::http, &c::http_section::listen),
+    declare("http.threads", "HTTP worker threads.", &c::http,
+            &c::http_section::threads),
+    declare("models.root",
+            "Model repository: <root>/<name>/<version>/model.toml.",
+            &c::models, &c::models_section::root),
+    declare("cache.max_bytes",
+            "Result cache budget in bytes (keys, values and overhead); 0 "
+            "disables the cache.",
+            &c::cache, &c::cache_section::max_bytes),
+    declare("cache.default_ttl_ms",
+            "TTL of cached results for models that set none (0: no expiry).",
+            &c::cache, &c::cache_section::default_ttl_ms),
+    declare("cache.window_fraction",
+            "Share of the cache budget for the W-TinyLFU admission window.",
+            &c::cache, &c::cache_section::window_fraction),
+    declare("router.queue_capacity",
+            "Requests queued per model before RESOURCE_EXHAUSTED (models "
+            "may override).",
+            &c::router, &c::router_section::queue_capacity),
+    declare("router.max_redispatch",
+            "Times one request is re-run after its executor died before it "
+            "fails with INTERNAL.",
+            &c::router, &c::router_section::max_redispatch),
+    declare("router.tick_ms",
+            "Period of deadline and idle checks (the deadline resolution).",
+            &c::router, &c::router_section::tick_ms),
+    declare("router.inflight_per_replica",
+            "Requests handed to one replica at once (0: two batches' worth); "
+            "the rest wait in the router's priority queue.",
+            &c::router, &c::router_section::inflight_per_replica),
+    declare("executor.idle_ttl_ms",
+            "An unpinned replica idle this long retires (scale to zero).",
+            &c::executor, &c::executor_section::idle_ttl_ms),
+    declare("executor.detached",
+            "Run each executor on its own thread, as a GPU stream owner "
+            "would, so a long batch never blocks the scheduler.",
+            &c::executor, &c::executor_section::detached),
+    declare("supervisor.max_restarts",
+            "Restarts allowed within supervisor.period_ms before the node "
+            "exits non-zero (escalation).",
+            &c::supervisor, &c::supervisor_section::max_restarts),
+    declare("supervisor.period_ms", "Window of supervisor.max_restarts.",
+            &c::supervisor, &c::supervisor_section::period_ms),
+    declare("supervisor.backoff_initial_ms",
+            "Delay before the first restart; doubles with each restart in "
+            "the window.",
+            &c::supervisor, &c::supervisor_section::backoff_initial_ms),
+    declare("supervisor.backoff_max_ms", "Upper bound of the restart delay.",
+            &c::supervisor, &c::supervisor_section::backoff_max_ms),
+    declare("runtime.scheduler_threads",
+            "CAF scheduler threads (0: one per core).", &c::runtime,
+            &c::runtime_section::scheduler_threads),
+    declare("runtime.drain_grace_ms",
+            "On SIGTERM, how long in-flight work may take before exit.",
+            &c::runtime, &c::runtime_section::drain_grace_ms),
+    declare("log.level", "trace, debug, info, warn, error or off.", &c::log,
+            &c::log_section::level),
+  };
+  return all;
+}
+
+const setting* find_setting(std::string_view key) {
+  for (auto& s : settings())
+    if (s.key == key)
+      return &s;
+  return nullptr;
+}
+
+caf::error apply_toml(node_config& cfg, const toml::table& root,
+                      const std::string& file) {
+  for (auto& [section, node] : root) {
+    auto sec = std::string{section.str()};
+    auto* tbl = node.as_table();
+    if (!tbl)
+      return bad(file, sec, "expected a table [" + sec + "]");
+    for (auto& [key, value] : *tbl) {
+      auto dotted = sec + "." + std::string{key.str()};
+      auto* s = find_setting(dotted);
+      if (!s)
+        return bad(file, dotted, "unknown key");
+      if (auto err = s->from_toml(cfg, value, file))
+        return err;
+    }
+  }
+  return {};
+}
+
+caf::error apply_env(node_config& cfg) {
+  // SHOAL_<SECTION>_<KEY>, e.g. SHOAL_GATEWAY_ENDPOINT. Unknown SHOAL_*
+  // names are an error too: a typo must not silently do nothing.
+  static const std::vector<std::string> not_settings{
+    "SHOAL_MODEL_ROOT", "SHOAL_ENDPOINT", "SHOAL_CONFIG"};
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv{*e};
+    if (kv.substr(0, 6) != "SHOAL_")
+      continue;
+    auto eq = kv.find('=');
+    if (eq == std::string_view::npos)
+      continue;
+    std::string name{kv.substr(0, eq)};
+    std::string value{kv.substr(eq + 1)};
+    if (std::find(not_settings.begin(), not_settings.end(), name)
+        != not_settings.end())
+      continue;
+    const setting* match = nullptr;
+    for (auto& s : settings()) {
+      std::string env = "SHOAL_";
+      for (char ch : s.key)
+        env += ch == '.' ? '_' : static_cast<char>(std::toupper(ch));
+      if (env == name) {
+        match = &s;
+        break;
+      }
+    }
+    if (!match)
+      return make_error(errc::config_invalid,
+                        "environment: " + name + ": unknown setting");
+    if (auto err = match->from_string(cfg, value, "environment " + name))
+      return err;
+  }
+  return {};
+}
+
+} // namespace
+
+std::string default_model_root() {
+  if (auto* env = std::getenv("SHOAL_MODEL_ROOT"); env && *env)
+    return env;
+  return SHOAL_DEFAULT_MODEL_ROOT;
+}
+
+caf::expected<node_config> load_config(const std::string& file) {
+  node_config cfg;
+  if (!file.empty()) {
+    try {
+      auto tbl = toml::parse_file(file);
+      if (auto err = apply_toml(cfg, tbl, file))
+        return err;
+    } catch (const toml::parse_error& e) {
+      std::ostringstream os;
+      os << file << ":" << e.source().begin.line << ":"
+         << e.source().begin.column << ": " << e.description();
+      return make_error(errc::config_invalid, os.str());
+    }
+  }
+  if (auto err = apply_env(cfg))
+    return err;
+  if (cfg.models.root.empty())
+    cfg.models.root = default_model_root();
+  if (cfg.node.name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+      std::snprintf(host, sizeof(host), "node");
+    cfg.node.name = host;
+  }
+  return cfg;
+}
+
+caf::error set_config_value(node_config& cfg, const std::string& dotted,
+                            const std::string& value,
+                            const std::string& origin) {
+  auto* s = find_setting(dotted);
+  if (!s)
+    return bad(origin, dotted, "unknown key");
+  return s->from_string(cfg, value, origin);
+}
+
+caf::error validate(const node_config& cfg) {
+  auto fail = [](const std::string& key, const std::string& what) {
+    return make_error(errc::config_invalid, key + ": " + what);
+  };
+  if (cfg.node.role != "all" && cfg.node.role != "head"
+      && cfg.node.role != "worker")
+    return fail("node.role", "must be head, worker or all, got '"
+                               + cfg.node.role + "'");
+  if (cfg.gateway.endpoint.find("://") == std::string::npos)
+    return fail("gateway.endpoint",
+                "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, got '"
+                  + cfg.gateway.endpoint + "'");
+  if (cfg.gateway.max_frame_bytes < 64)
+    return fail("gateway.max_frame_bytes", "must be at least 64");
+  if (cfg.gateway.io_threads < 1)
+    return fail("gateway.io_threads", "must be at least 1");
+  if (cfg.http.threads < 1)
+    return fail("http.threads", "must be at least 1");
+  if (!cfg.http.listen.empty()
+      && cfg.http.listen.rfind(':') == std::string::npos)
+    return fail("http.listen", "expected HOST:PORT, got '" + cfg.http.listen
+                                 + "'");
+  if (cfg.cache.window_fraction <= 0 || cfg.cache.window_fraction >= 1)
+    return fail("cache.window_fraction", "must be in (0, 1)");
+  if (cfg.router.queue_capacity == 0)
+    return fail("router.queue_capacity", "must be at least 1");
+  if (cfg.router.tick_ms == 0)
+    return fail("router.tick_ms", "must be at least 1");
+  if (cfg.supervisor.period_ms == 0)
+    return fail("supervisor.period_ms", "must be at least 1");
+  if (cfg.supervisor.backoff_max_ms < cfg.supervisor.backoff_initial_ms)
+    return fail("supervisor.backoff_max_ms",
+                "must not be below supervisor.backoff_initial_ms");
+  static const std::vector<std::string> levels{"trace", "debug", "info",
+                                               "warn",  "error", "off"};
+  if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end())
+    return fail("log.level", "must be one of trace, debug, info, warn, "
+                             "error, off; got '"
+                               + cfg.log.level + "'");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(cfg.models.root, ec))
+    return fail("models.root",
+                "'" + cfg.models.root + "' is not a directory");
+  return {};
+}
+
+std::string render_config(const node_config& cfg) {
+  std::string out = "# shoald effective configuration\n";
+  std::string current;
+  for (auto& s : settings()) {
+    auto dot = s.key.find('.');
+    auto sec = s.key.substr(0, dot);
+    if (sec != current) {
+      out += "\n[" + sec + "]\n";
+      current = sec;
+    }
+    out += "# " + s.doc + "\n";
+    out += s.key.substr(dot + 1) + " = " + s.render(cfg) + "\n";
+  }
+  return out;
+}
+
+} // namespace shoal

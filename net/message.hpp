@@ -53,10 +53,7 @@ struct tensor {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tensor& x) {
-  auto t = static_cast<uint8_t>(x.type);
-  auto res = f(x.name, t, x.shape, x.data);
-  x.type = static_cast<dtype>(t);
-  return res;
+  return f(x.name, x.type, x.shape, x.data);
 }
 
 // A request id is a uint64 or a string of at most 128 bytes, echoed verbatim.
@@ -74,10 +71,7 @@ struct request_id {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request_id& x) {
-  auto k = static_cast<uint8_t>(x.k);
-  auto res = f(k, x.num, x.str);
-  x.k = static_cast<request_id::kind>(k);
-  return res;
+  return f(x.k, x.num, x.str);
 }
 
 enum class op_kind : uint8_t {

@@ -1,1 +1,361 @@
-// placeholder
+#include "runtime/model_repository.hpp"
+
+#include <charconv>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+#include <toml++/toml.h>
+
+#include "net/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace shoal {
+
+namespace {
+
+// Reads one manifest table, remembering the file for error messages.
+class manifest_reader {
+public:
+  explicit manifest_reader(std::string path) : path_(std::move(path)) {
+    // nop
+  }
+
+  caf::error fail(const std::string& key, const std::string& what) const {
+    return make_error(errc::config_invalid, path_ + ": " + key + ": " + what);
+  }
+
+  // Rejects keys outside `allowed`: a typo in a manifest must not be
+  // silently ignored.
+  caf::error only(const toml::table& tbl, const std::string& prefix,
+                  std::initializer_list<std::string_view> allowed) const {
+    for (auto& [k, v] : tbl) {
+      bool ok = false;
+      for (auto a : allowed)
+        ok = ok || a == k.str();
+      if (!ok)
+        return fail(prefix + std::string{k.str()}, "unknown key");
+    }
+    return {};
+  }
+
+  template <class T>
+  caf::error get(const toml::table& tbl, const std::string& prefix,
+                 std::string_view key, T& out) const {
+    auto* n = tbl.get(key);
+    if (!n)
+      return {};
+    auto full = prefix + std::string{key};
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (auto v = n->value_exact<std::string>()) {
+        out = *v;
+        return {};
+      }
+      return fail(full, "expected a string");
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (auto v = n->value_exact<bool>()) {
+        out = *v;
+        return {};
+      }
+      return fail(full, "expected true or false");
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (auto v = n->value<double>()) {
+        out = *v;
+        return {};
+      }
+      return fail(full, "expected a number");
+    } else {
+      auto v = n->value_exact<int64_t>();
+      if (!v)
+        return fail(full, "expected an integer");
+      if (*v < 0)
+        return fail(full, "must not be negative");
+      out = static_cast<T>(*v);
+      return {};
+    }
+  }
+
+  caf::error io_list(const toml::table& root, std::string_view key,
+                     std::vector<io_spec>& out) const {
+    auto* n = root.get(key);
+    if (!n)
+      return {};
+    auto* arr = n->as_array();
+    if (!arr)
+      return fail(std::string{key}, "expected an array of tables [[" +
+                                      std::string{key} + "]]");
+    std::set<std::string> names;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto prefix = std::string{key} + "[" + std::to_string(i) + "].";
+      auto* t = arr->get(i)->as_table();
+      if (!t)
+        return fail(prefix, "expected a table");
+      if (auto err = only(*t, prefix, {"name", "dtype", "shape"}))
+        return err;
+      io_spec s;
+      std::string dt;
+      if (auto err = get(*t, prefix, "name", s.name))
+        return err;
+      if (s.name.empty())
+        return fail(prefix + "name", "required");
+      if (!names.insert(s.name).second)
+        return fail(prefix + "name", "duplicate name '" + s.name + "'");
+      if (auto err = get(*t, prefix, "dtype", dt))
+        return err;
+      auto parsed = parse_dtype(dt);
+      if (!parsed)
+        return fail(prefix + "dtype", "unknown dtype '" + dt + "'");
+      s.type = *parsed;
+      auto* shape = t->get_as<toml::array>("shape");
+      if (!shape)
+        return fail(prefix + "shape", "required: an array of integers");
+      for (size_t d = 0; d < shape->size(); ++d) {
+        auto v = shape->get(d)->value_exact<int64_t>();
+        if (!v || *v < -1 || *v == 0)
+          return fail(prefix + "shape",
+                      "dimensions are positive integers, or -1 for the "
+                      "batch axis");
+        if (*v == -1 && d != 0)
+          return fail(prefix + "shape", "only the first axis may be -1");
+        s.shape.push_back(*v);
+      }
+      if (s.shape.size() > 8)
+        return fail(prefix + "shape", "rank above 8");
+      out.push_back(std::move(s));
+    }
+    return {};
+  }
+
+private:
+  std::string path_;
+};
+
+} // namespace
+
+caf::expected<model_spec> parse_manifest(const std::string& path,
+                                         const std::string& name,
+                                         uint64_t version) {
+  manifest_reader rd{path};
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << path << ":" << e.source().begin.line << ":"
+       << e.source().begin.column << ": " << e.description();
+    return make_error(errc::config_invalid, os.str());
+  }
+  if (auto err = rd.only(root, "",
+                         {"name", "backend", "pinned", "idle_ttl_ms",
+                          "queue_capacity", "inputs", "outputs", "batching",
+                          "cache", "synthetic"}))
+    return err;
+  model_spec spec;
+  spec.name = name;
+  spec.version = version;
+  spec.dir = fs::path{path}.parent_path().string();
+  std::string declared_name;
+  if (auto err = rd.get(root, "", "name", declared_name))
+    return err;
+  if (!declared_name.empty() && declared_name != name)
+    return rd.fail("name", "'" + declared_name
+                             + "' does not match the directory name '" + name
+                             + "'");
+  if (auto err = rd.get(root, "", "backend", spec.backend))
+    return err;
+  if (spec.backend.empty())
+    return rd.fail("backend", "required (supported: synthetic)");
+  if (spec.backend != "synthetic")
+    return rd.fail("backend",
+                   "unknown backend '" + spec.backend + "' (supported: "
+                     "synthetic)");
+  if (auto err = rd.get(root, "", "pinned", spec.pinned))
+    return err;
+  if (root.contains("idle_ttl_ms")) {
+    uint64_t ms = 0;
+    if (auto err = rd.get(root, "", "idle_ttl_ms", ms))
+      return err;
+    spec.idle_ttl = std::chrono::milliseconds{ms};
+  }
+  if (root.contains("queue_capacity")) {
+    uint64_t cap = 0;
+    if (auto err = rd.get(root, "", "queue_capacity", cap))
+      return err;
+    if (cap == 0)
+      return rd.fail("queue_capacity", "must be at least 1");
+    spec.queue_capacity = cap;
+  }
+  if (auto err = rd.io_list(root, "inputs", spec.inputs))
+    return err;
+  if (auto err = rd.io_list(root, "outputs", spec.outputs))
+    return err;
+  if (spec.inputs.empty())
+    return rd.fail("inputs", "at least one input is required");
+  if (spec.outputs.empty())
+    return rd.fail("outputs", "at least one output is required");
+  if (auto* b = root.get_as<toml::table>("batching")) {
+    if (auto err = rd.only(*b, "batching.", {"max_batch", "max_delay_us"}))
+      return err;
+    if (auto err = rd.get(*b, "batching.", "max_batch", spec.max_batch))
+      return err;
+    uint64_t us = 0;
+    if (auto err = rd.get(*b, "batching.", "max_delay_us", us))
+      return err;
+    spec.max_delay = std::chrono::microseconds{us};
+    if (spec.max_batch == 0 || spec.max_batch > 4096)
+      return rd.fail("batching.max_batch", "must be in 1..4096");
+  } else if (root.contains("batching")) {
+    return rd.fail("batching", "expected a table");
+  }
+  if (auto* c = root.get_as<toml::table>("cache")) {
+    if (auto err = rd.only(*c, "cache.", {"enabled", "ttl_ms"}))
+      return err;
+    if (auto err = rd.get(*c, "cache.", "enabled", spec.cache_enabled))
+      return err;
+    uint64_t ms = 0;
+    if (auto err = rd.get(*c, "cache.", "ttl_ms", ms))
+      return err;
+    spec.cache_ttl = std::chrono::milliseconds{ms};
+  } else if (root.contains("cache")) {
+    return rd.fail("cache", "expected a table");
+  }
+  if (auto* s = root.get_as<toml::table>("synthetic")) {
+    auto& p = spec.synthetic;
+    if (auto err = rd.only(*s, "synthetic.",
+                           {"cost_per_batch_us", "cost_per_item_us", "scale",
+                            "offset", "crash_after_batches", "load_ms"}))
+      return err;
+    caf::error err;
+    (err = rd.get(*s, "synthetic.", "cost_per_batch_us", p.cost_per_batch_us))
+      || (err = rd.get(*s, "synthetic.", "cost_per_item_us",
+                       p.cost_per_item_us))
+      || (err = rd.get(*s, "synthetic.", "scale", p.scale))
+      || (err = rd.get(*s, "synthetic.", "offset", p.offset))
+      || (err = rd.get(*s, "synthetic.", "crash_after_batches",
+                       p.crash_after_batches))
+      || (err = rd.get(*s, "synthetic.", "load_ms", p.load_ms));
+    if (err)
+      return err;
+  } else if (root.contains("synthetic")) {
+    return rd.fail("synthetic", "expected a table");
+  }
+  // The batch axis must be declared consistently: batching concatenates
+  // requests along it.
+  bool batched = spec.inputs.front().shape.size() > 0
+                 && spec.inputs.front().shape[0] == -1;
+  for (auto* list : {&spec.inputs, &spec.outputs})
+    for (auto& io : *list) {
+      bool b = !io.shape.empty() && io.shape[0] == -1;
+      if (b != batched)
+        return rd.fail(list == &spec.inputs ? "inputs" : "outputs",
+                       "'" + io.name
+                         + "': either every input and output has the batch "
+                           "axis -1 first, or none has");
+    }
+  if (!batched && spec.max_batch > 1)
+    return rd.fail("batching.max_batch",
+                   "is above 1 but the inputs have no batch axis (-1)");
+  return spec;
+}
+
+caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
+  auto catalog = std::make_shared<model_catalog>();
+  std::error_code ec;
+  if (!fs::is_directory(root, ec))
+    return make_error(errc::not_found,
+                      "model repository '" + root + "' is not a directory");
+  for (auto& model_dir : fs::directory_iterator{root, ec}) {
+    if (!model_dir.is_directory())
+      continue;
+    auto name = model_dir.path().filename().string();
+    if (name.empty() || name[0] == '.')
+      continue;
+    std::map<uint64_t, model_spec_ptr> versions;
+    for (auto& vdir : fs::directory_iterator{model_dir.path(), ec}) {
+      if (!vdir.is_directory())
+        continue;
+      auto vname = vdir.path().filename().string();
+      uint64_t v = 0;
+      auto [p, perr] = std::from_chars(vname.data(),
+                                       vname.data() + vname.size(), v);
+      if (perr != std::errc{} || p != vname.data() + vname.size() || v == 0) {
+        spdlog::warn("model repository: skipping {} (version directories "
+                     "are positive integers)",
+                     vdir.path().string());
+        continue;
+      }
+      auto manifest = vdir.path() / "model.toml";
+      if (!fs::exists(manifest, ec)) {
+        spdlog::warn("model repository: {} has no model.toml, skipped",
+                     vdir.path().string());
+        continue;
+      }
+      auto spec = parse_manifest(manifest.string(), name, v);
+      if (!spec)
+        return spec.error();
+      versions.emplace(v, std::make_shared<model_spec>(std::move(*spec)));
+    }
+    if (versions.empty()) {
+      spdlog::warn("model repository: {} holds no versions, skipped",
+                   model_dir.path().string());
+      continue;
+    }
+    catalog->models.emplace(name, std::move(versions));
+  }
+  if (ec)
+    return make_error(errc::io_error,
+                      "cannot read model repository '" + root
+                        + "': " + ec.message());
+  return model_catalog_ptr{std::move(catalog)};
+}
+
+caf::expected<uint64_t> validate_inputs(const model_spec& spec,
+                                        const std::vector<tensor>& inputs) {
+  auto fail = [&](const std::string& what) {
+    return make_error(errc::invalid_argument,
+                      "model " + spec.name + " v"
+                        + std::to_string(spec.version) + ": " + what);
+  };
+  if (inputs.size() != spec.inputs.size())
+    return fail("expects " + std::to_string(spec.inputs.size())
+                + " input(s), got " + std::to_string(inputs.size()));
+  std::optional<uint64_t> batch;
+  for (auto& decl : spec.inputs) {
+    auto it = std::find_if(inputs.begin(), inputs.end(),
+                           [&](const tensor& t) { return t.name == decl.name; });
+    if (it == inputs.end())
+      return fail("missing input '" + decl.name + "'");
+    if (it->type != decl.type)
+      return fail("input '" + decl.name + "' has dtype "
+                  + std::string{to_string(it->type)} + ", expected "
+                  + std::string{to_string(decl.type)});
+    if (it->shape.size() != decl.shape.size())
+      return fail("input '" + decl.name + "' has rank "
+                  + std::to_string(it->shape.size()) + ", expected "
+                  + std::to_string(decl.shape.size()));
+    for (size_t d = 0; d < decl.shape.size(); ++d) {
+      if (decl.shape[d] == -1) {
+        if (it->shape[d] == 0)
+          return fail("input '" + decl.name + "' has an empty batch");
+        if (batch && *batch != it->shape[d])
+          return fail("inputs disagree on the batch size");
+        batch = it->shape[d];
+      } else if (it->shape[d] != static_cast<uint64_t>(decl.shape[d])) {
+        return fail("input '" + decl.name + "' dimension "
+                    + std::to_string(d) + " is "
+                    + std::to_string(it->shape[d]) + ", expected "
+                    + std::to_string(decl.shape[d]));
+      }
+    }
+  }
+  uint64_t rows = batch.value_or(1);
+  if (rows > spec.max_batch && spec.max_batch > 0 && batch)
+    return fail("batch of " + std::to_string(rows)
+                + " rows exceeds the model's max_batch "
+                + std::to_string(spec.max_batch));
+  return rows;
+}
+
+} // namespace shoal

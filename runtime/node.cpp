@@ -1,1 +1,245 @@
-// placeholder
+#include "runtime/node.hpp"
+
+#include <csignal>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/cache.hpp"
+#include "actors/executor.hpp"
+#include "actors/router.hpp"
+#include "actors/supervisor.hpp"
+#include "net/error.hpp"
+#include "net/gateway.hpp"
+#include "runtime/http_server.hpp"
+#include "runtime/model_repository.hpp"
+#include "runtime/node_metrics.hpp"
+
+namespace shoal {
+
+void block_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+struct node::impl {
+  node_config cfg;
+  model_catalog_ptr catalog;
+  metrics::registry registry;
+  std::shared_ptr<node_metrics> metrics;
+  std::shared_ptr<result_cache> cache;
+  std::shared_ptr<reply_sink> sink;
+  std::unique_ptr<caf::actor_system_config> sys_cfg;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor supervisor;
+  caf::actor router;
+  caf::actor cache_maint;
+  std::unique_ptr<gateway> gw;
+  std::unique_ptr<http_server> http;
+  std::atomic<bool> drain_requested{false};
+  std::atomic<bool> draining{false};
+  std::string endpoint;
+
+  uint64_t open_requests(caf::scoped_actor& self) {
+    uint64_t n = 0;
+    self->request(router, std::chrono::seconds{5}, count_atom::value)
+      .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
+    return n;
+  }
+};
+
+node::node() : impl_(std::make_unique<impl>()) {
+  // nop
+}
+
+node::~node() {
+  auto& d = *impl_;
+  if (d.gw)
+    d.gw->stop();
+  d.http.reset();
+  if (d.system) {
+    for (auto& a : {d.router, d.supervisor, d.cache_maint})
+      if (a)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    d.router = nullptr;
+    d.supervisor = nullptr;
+    d.cache_maint = nullptr;
+    d.system.reset();
+  }
+}
+
+caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
+  std::unique_ptr<node> n{new node};
+  auto& d = *n->impl_;
+  d.cfg = std::move(cfg);
+  auto& c = d.cfg;
+  auto catalog = scan_repository(c.models.root);
+  if (!catalog)
+    return catalog.error();
+  d.catalog = *catalog;
+  spdlog::info("model repository {}: {} model(s)", c.models.root,
+               d.catalog->models.size());
+  d.metrics = std::make_shared<node_metrics>(d.registry, c.node.name);
+  result_cache::config cc;
+  cc.max_bytes = c.cache.max_bytes;
+  cc.window_fraction = c.cache.window_fraction;
+  d.cache = std::make_shared<result_cache>(cc);
+  d.metrics->watch_cache(d.cache);
+  d.sink = std::make_shared<reply_sink>();
+
+  d.sys_cfg = std::make_unique<caf::actor_system_config>();
+  auto threads = c.runtime.scheduler_threads > 0
+                   ? c.runtime.scheduler_threads
+                   : std::max(2u, std::thread::hardware_concurrency());
+  d.sys_cfg->set("scheduler.max-threads", static_cast<size_t>(threads));
+  d.sys_cfg->set("logger.verbosity", caf::atom("quiet"));
+  d.system = std::make_unique<caf::actor_system>(*d.sys_cfg);
+
+  restart_policy policy;
+  policy.max_restarts = c.supervisor.max_restarts;
+  policy.period = std::chrono::milliseconds{c.supervisor.period_ms};
+  policy.backoff_initial =
+    std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
+  policy.backoff_max = std::chrono::milliseconds{c.supervisor.backoff_max_ms};
+  auto catalog_ptr = d.catalog;
+  auto metrics = d.metrics;
+  bool detached = c.executor.detached;
+  child_factory factory = [catalog_ptr, metrics, detached](
+                            caf::local_actor* self, const std::string& model,
+                            uint64_t version,
+                            caf::actor listener) -> caf::actor {
+    auto spec = catalog_ptr->resolve(model, version);
+    if (!spec)
+      return {};
+    if (detached)
+      return self->spawn<caf::detached>(executor_actor, spec, listener,
+                                        metrics);
+    return self->spawn(executor_actor, spec, listener, metrics);
+  };
+  auto escalate = [](const std::string& why) {
+    spdlog::critical("node exits: {}", why);
+    spdlog::default_logger()->flush();
+    std::_Exit(70);
+  };
+  d.supervisor = d.system->spawn(supervisor_actor, policy, factory, escalate,
+                                 [metrics](std::string_view reason) {
+                                   metrics->spawn(reason);
+                                 });
+  router_config rc;
+  rc.queue_capacity = c.router.queue_capacity;
+  rc.max_redispatch = c.router.max_redispatch;
+  rc.tick = std::chrono::milliseconds{c.router.tick_ms};
+  rc.inflight_per_replica = c.router.inflight_per_replica;
+  rc.max_open = c.gateway.max_inflight;
+  rc.idle_ttl = std::chrono::milliseconds{c.executor.idle_ttl_ms};
+  rc.default_cache_ttl = std::chrono::milliseconds{c.cache.default_ttl_ms};
+  rc.node_name = c.node.name;
+  rc.node_role = c.node.role;
+  d.router = d.system->spawn(router_actor, rc, d.catalog, d.cache, d.sink,
+                             d.metrics, d.supervisor);
+  d.cache_maint = d.system->spawn(cache_actor, d.cache,
+                                  std::chrono::milliseconds{1000});
+
+  gateway_config gc;
+  gc.endpoint = c.gateway.endpoint;
+  gc.default_timeout_ms = c.gateway.default_timeout_ms;
+  gc.io_threads = c.gateway.io_threads;
+  gc.node_name = c.node.name;
+  gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
+  gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;
+  auto* self_impl = &d;
+  auto gw = gateway::start(
+    gc, d.router, d.catalog, d.cache, d.sink, d.metrics,
+    [self_impl](const std::string& target) -> std::string {
+      if (target != self_impl->cfg.node.name)
+        return "no node named '" + target + "' (this node is '"
+               + self_impl->cfg.node.name + "')";
+      self_impl->drain_requested = true;
+      return {};
+    });
+  if (!gw)
+    return gw.error();
+  d.gw = std::move(*gw);
+  d.endpoint = d.gw->endpoint();
+
+  if (!c.http.listen.empty()) {
+    http_handlers h;
+    h.ready = [self_impl]() -> std::pair<bool, std::string> {
+      if (self_impl->draining)
+        return {false, "draining\n"};
+      return {true, "ready: gateway " + self_impl->endpoint + ", "
+                      + std::to_string(self_impl->catalog->models.size())
+                      + " model(s)\n"};
+    };
+    auto http = http_server::start(c.http.listen, d.registry, h,
+                                   c.http.threads);
+    if (!http)
+      return http.error();
+    d.http = std::move(*http);
+  }
+  spdlog::info("node {} ({}) serving on {}{}", c.node.name, c.node.role,
+               d.endpoint,
+               d.http ? ", metrics on http://" + c.http.listen.substr(
+                          0, c.http.listen.rfind(':'))
+                          + ":" + std::to_string(d.http->port()) + "/metrics"
+                      : std::string{});
+  return n;
+}
+
+int node::run() {
+  auto& d = *impl_;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  timespec poll{0, 100'000'000};
+  int sig = 0;
+  while (!d.drain_requested) {
+    sig = sigtimedwait(&set, nullptr, &poll);
+    if (sig == SIGINT || sig == SIGTERM)
+      break;
+  }
+  spdlog::info("node {}: {}, draining (grace {} ms)", d.cfg.node.name,
+               sig > 0 ? strsignal(sig) : "drain requested",
+               d.cfg.runtime.drain_grace_ms);
+  d.draining = true;
+  caf::scoped_actor self{*d.system};
+  self->request(d.router, std::chrono::seconds{5}, drain_atom::value)
+    .receive([](uint64_t) {}, [](caf::error&) {});
+  auto deadline = clock_type::now()
+                  + std::chrono::milliseconds{d.cfg.runtime.drain_grace_ms};
+  uint64_t open = d.open_requests(self);
+  while (open > 0 && clock_type::now() < deadline) {
+    // A second signal means "stop now".
+    timespec step{0, 20'000'000};
+    if (sigtimedwait(&set, nullptr, &step) > 0)
+      break;
+    open = d.open_requests(self);
+  }
+  if (open > 0)
+    spdlog::warn("node {}: {} request(s) still open at shutdown",
+                 d.cfg.node.name, open);
+  // Let the gateway send the last replies before it stops.
+  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  d.gw->stop();
+  spdlog::info("node {} stopped", d.cfg.node.name);
+  return 0;
+}
+
+void node::request_drain() {
+  impl_->drain_requested = true;
+}
+
+const std::string& node::gateway_endpoint() const noexcept {
+  return impl_->endpoint;
+}
+
+int node::http_port() const noexcept {
+  return impl_->http ? impl_->http->port() : 0;
+}
+
+} // namespace shoal

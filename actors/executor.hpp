@@ -1,0 +1,46 @@
+// executor: one replica of one model version. Loads the model's backend when
+// it starts, batches the requests the router hands it (dynamic batching:
+// max_batch rows, max_delay), runs the backend, and reports results.
+//
+// Handlers:
+//   (exec_atom, exec_item)     from the router: one request to run; answered
+//                              later by (done_atom, vector<exec_result>) to
+//                              the router, one message per batch.
+//   (flush_atom, uint64_t gen) from itself: the batch delay of generation
+//                              `gen` ran out; nothing comes back.
+// On start it sends (ready_atom, model, version, self, device) to the
+// listener, or quits with errc::unavailable when the load fails. A backend
+// that throws kills the replica (exit reason errc::internal): its requests
+// are re-dispatched by the router and the supervisor restarts it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/batcher.hpp"
+#include "actors/messages.hpp"
+#include "gpu/backend.hpp"
+#include "runtime/model_spec.hpp"
+#include "runtime/node_metrics.hpp"
+
+namespace shoal {
+
+struct executor_state {
+  model_spec_ptr spec;
+  backend_ptr impl;
+  std::unique_ptr<batcher> queue;
+  caf::actor listener;
+  std::shared_ptr<node_metrics> metrics;
+  uint64_t flush_gen = 0;
+  bool flush_scheduled = false;
+  static inline const char* name = "executor";
+};
+
+caf::behavior executor_actor(caf::stateful_actor<executor_state>* self,
+                             model_spec_ptr spec, caf::actor listener,
+                             std::shared_ptr<node_metrics> metrics);
+
+} // namespace shoal

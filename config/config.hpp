@@ -1,0 +1,82 @@
+// The node's configuration: defaults, then a TOML file, then SHOAL_*
+// environment variables, then command-line flags, each overriding the last.
+// Every setting is declared once in config.cpp with its documentation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+namespace shoal {
+
+struct node_config {
+  struct node_section {
+    std::string name;
+    std::string role = "all";
+  } node;
+  struct gateway_section {
+    std::string endpoint = "tcp://127.0.0.1:5555";
+    uint64_t max_frame_bytes = 64u << 20;
+    uint64_t default_timeout_ms = 30000;
+    uint64_t max_inflight = 100000;
+    int io_threads = 1;
+  } gateway;
+  struct http_section {
+    std::string listen = "127.0.0.1:9310";
+    int threads = 2;
+  } http;
+  struct models_section {
+    std::string root;
+  } models;
+  struct cache_section {
+    uint64_t max_bytes = 256u << 20;
+    uint64_t default_ttl_ms = 0;
+    double window_fraction = 0.01;
+  } cache;
+  struct router_section {
+    uint64_t queue_capacity = 1024;
+    uint64_t max_redispatch = 3;
+    uint64_t tick_ms = 5;
+    uint64_t inflight_per_replica = 0;
+  } router;
+  struct executor_section {
+    uint64_t idle_ttl_ms = 300000;
+    bool detached = true;
+  } executor;
+  struct supervisor_section {
+    uint64_t max_restarts = 5;
+    uint64_t period_ms = 10000;
+    uint64_t backoff_initial_ms = 50;
+    uint64_t backoff_max_ms = 5000;
+  } supervisor;
+  struct runtime_section {
+    uint64_t scheduler_threads = 0;
+    uint64_t drain_grace_ms = 30000;
+  } runtime;
+  struct log_section {
+    std::string level = "info";
+  } log;
+};
+
+// Applies `file` (when not empty), then the environment. Fails with
+// errc::config_invalid naming the file (or variable) and the key.
+caf::expected<node_config> load_config(const std::string& file);
+
+// Sets one key ("section.key") from a string, as the environment and
+// command-line overlays do; `origin` names where the value came from.
+caf::error set_config_value(node_config& cfg, const std::string& dotted,
+                            const std::string& value,
+                            const std::string& origin);
+
+// Cross-field checks (role, endpoint shapes, fractions, model root).
+caf::error validate(const node_config& cfg);
+
+// The effective configuration as TOML, one documented line per setting.
+std::string render_config(const node_config& cfg);
+
+// Default model root: $SHOAL_MODEL_ROOT, else the shipped examples.
+std::string default_model_root();
+
+} // namespace shoal

@@ -1,0 +1,38 @@
+// The synthetic backend: deterministic outputs computed from the inputs
+// (output i = scale * input i + offset, elementwise, in the output's dtype),
+// a configurable cost per batch and per item, and a fault hook that crashes
+// the replica in the middle of its Nth batch. Used by tests and benchmarks.
+#pragma once
+
+#include <cstdint>
+
+#include "gpu/backend.hpp"
+
+namespace shoal {
+
+// Thrown by the fault hook: the executor treats it like a device fault and
+// dies, so the supervisor and router recovery paths run for real.
+struct synthetic_crash : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class synthetic_backend : public backend {
+public:
+  explicit synthetic_backend(const model_spec& spec);
+
+  caf::expected<std::vector<tensor>> run(const std::vector<tensor>& inputs,
+                                         uint64_t rows) override;
+  uint64_t memory_bytes() const noexcept override;
+  std::string device() const override;
+
+  uint64_t batches_run() const noexcept { return batches_; }
+
+private:
+  model_spec spec_;
+  uint64_t batches_ = 0;
+};
+
+// Checks that a synthetic model's outputs can be derived from its inputs.
+caf::error check_synthetic(const model_spec& spec);
+
+} // namespace shoal

@@ -1,0 +1,44 @@
+// The one way replies reach the gateway thread from actors: a queue plus an
+// eventfd the gateway polls next to its ROUTER socket, so that no ZeroMQ
+// socket is ever touched by two threads.
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "actors/messages.hpp"
+
+namespace shoal {
+
+class reply_sink {
+public:
+  struct outgoing {
+    reply_route route;
+    std::string body;
+  };
+
+  reply_sink();
+  ~reply_sink();
+  reply_sink(const reply_sink&) = delete;
+  reply_sink& operator=(const reply_sink&) = delete;
+
+  // Thread-safe. Wakes the gateway only when the queue was empty, so a
+  // burst of replies costs one wake-up.
+  void push(reply_route route, std::string body);
+
+  // Gateway side: the descriptor to poll, and the queued replies.
+  int fd() const noexcept { return fd_; }
+  void drain(std::vector<outgoing>& out);
+
+  // Replies pushed so far (tests and shutdown accounting).
+  uint64_t pushed() const noexcept;
+
+private:
+  int fd_ = -1;
+  mutable std::mutex mtx_;
+  std::vector<outgoing> queue_;
+  uint64_t pushed_ = 0;
+};
+
+} // namespace shoal

@@ -1,0 +1,79 @@
+// The metric families of DESIGN.md ("Metrics (contract)") and cheap,
+// thread-safe recording helpers for the gateway, router and executors.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "net/message.hpp"
+#include "runtime/metrics.hpp"
+
+namespace shoal {
+
+class result_cache;
+
+class node_metrics {
+public:
+  node_metrics(metrics::registry& reg, std::string node_name);
+  ~node_metrics();
+
+  // One reply sent to a client.
+  void reply(std::string_view model, status s, reply_source src,
+             double total_seconds);
+  void queue_time(std::string_view model, double seconds);
+  void compute_time(std::string_view model, double seconds);
+  void batch(std::string_view model, uint32_t size);
+  void waiting(std::string_view model, uint64_t n);
+  void executors(std::string_view model, int64_t delta);
+  void spawn(std::string_view reason);
+  void redispatched(uint64_t n = 1);
+  void model_load(std::string_view model, double seconds);
+  void invalid_frame();
+
+  // Exports the cache's statistics at every scrape.
+  void watch_cache(std::shared_ptr<result_cache> cache);
+
+  metrics::registry& registry() noexcept { return reg_; }
+  const std::string& node_name() const noexcept { return node_; }
+
+private:
+  struct per_model;
+  per_model& model(std::string_view name);
+
+  metrics::registry& reg_;
+  std::string node_;
+  metrics::family<metrics::counter>& requests_;
+  metrics::family<metrics::histogram>& request_duration_;
+  metrics::family<metrics::histogram>& queue_duration_;
+  metrics::family<metrics::histogram>& compute_duration_;
+  metrics::family<metrics::gauge>& waiting_;
+  metrics::family<metrics::gauge>& executors_;
+  metrics::family<metrics::counter>& spawns_;
+  metrics::counter& redispatched_;
+  metrics::family<metrics::histogram>& load_duration_;
+  metrics::family<metrics::histogram>& batch_size_;
+  metrics::counter& cache_hits_;
+  metrics::counter& cache_misses_;
+  metrics::counter& cache_evictions_;
+  metrics::gauge& cache_bytes_;
+  metrics::gauge& cache_entries_;
+  metrics::family<metrics::gauge>& cluster_nodes_;
+
+  struct string_hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::mutex mtx_;
+  std::unordered_map<std::string, std::unique_ptr<per_model>, string_hash,
+                     std::equal_to<>>
+    models_;
+};
+
+} // namespace shoal
