@@ -1,1 +1,200 @@
+// Node config (TOML, environment, --set) and model manifests: every bad
+// input names the file and the key.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
 #include <gtest/gtest.h>
+
+#include "config/config.hpp"
+#include "net/error.hpp"
+#include "runtime/model_repository.hpp"
+
+using namespace shoal;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    char tmpl[] = "/tmp/shoal-config-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~temp_dir() { fs::remove_all(path); }
+  std::string write(const std::string& rel, const std::string& text) {
+    auto p = path / rel;
+    fs::create_directories(p.parent_path());
+    std::ofstream{p} << text;
+    return p.string();
+  }
+};
+
+const char* good_manifest = R"(
+backend = "synthetic"
+[[inputs]]
+name = "x"
+dtype = "f32"
+shape = [-1, 4]
+[[outputs]]
+name = "y"
+dtype = "f32"
+shape = [-1, 4]
+[batching]
+max_batch = 8
+max_delay_us = 100
+[cache]
+ttl_ms = 5000
+)";
+
+std::string manifest_error(const std::string& text) {
+  temp_dir d;
+  auto path = d.write("m/1/model.toml", text);
+  auto spec = parse_manifest(path, "m", 1);
+  EXPECT_FALSE(spec) << "accepted:\n" << text;
+  return spec ? std::string{} : reason_of(spec.error());
+}
+
+} // namespace
+
+TEST(config, defaults_are_the_standalone_node) {
+  auto cfg = load_config("");
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->gateway.endpoint, "tcp://127.0.0.1:5555");
+  EXPECT_EQ(cfg->http.listen, "127.0.0.1:9310");
+  EXPECT_EQ(cfg->node.role, "all");
+  EXPECT_FALSE(cfg->node.name.empty());
+}
+
+TEST(config, file_environment_and_set_override_in_order) {
+  temp_dir d;
+  auto file = d.write("n.toml", "[gateway]\nendpoint = \"tcp://127.0.0.1:6000\"\n"
+                                "[cache]\nmax_bytes = 1000\n");
+  ::setenv("SHOAL_CACHE_MAX_BYTES", "2000", 1);
+  auto cfg = load_config(file);
+  ::unsetenv("SHOAL_CACHE_MAX_BYTES");
+  ASSERT_TRUE(cfg) << reason_of(cfg.error());
+  EXPECT_EQ(cfg->gateway.endpoint, "tcp://127.0.0.1:6000");
+  EXPECT_EQ(cfg->cache.max_bytes, 2000u) << "environment beats the file";
+  ASSERT_FALSE(set_config_value(*cfg, "cache.max_bytes", "3000", "--set"));
+  EXPECT_EQ(cfg->cache.max_bytes, 3000u);
+}
+
+TEST(config, unknown_key_names_file_and_key) {
+  temp_dir d;
+  auto file = d.write("n.toml", "[gateway]\nendpont = \"x\"\n");
+  auto cfg = load_config(file);
+  ASSERT_FALSE(cfg);
+  auto why = reason_of(cfg.error());
+  EXPECT_NE(why.find(file), std::string::npos) << why;
+  EXPECT_NE(why.find("gateway.endpont: unknown key"), std::string::npos)
+    << why;
+}
+
+TEST(config, wrong_types_and_syntax_are_reported) {
+  temp_dir d;
+  auto cfg = load_config(d.write("a.toml", "[cache]\nmax_bytes = \"big\"\n"));
+  ASSERT_FALSE(cfg);
+  EXPECT_NE(reason_of(cfg.error()).find("cache.max_bytes: expected an integer"),
+            std::string::npos);
+  cfg = load_config(d.write("b.toml", "[cache\nmax_bytes = 1\n"));
+  ASSERT_FALSE(cfg);
+  EXPECT_NE(reason_of(cfg.error()).find("b.toml:1:"), std::string::npos)
+    << reason_of(cfg.error());
+  ::setenv("SHOAL_GATEWAY_ENDPONT", "x", 1);
+  cfg = load_config("");
+  ::unsetenv("SHOAL_GATEWAY_ENDPONT");
+  ASSERT_FALSE(cfg);
+  EXPECT_NE(reason_of(cfg.error()).find("SHOAL_GATEWAY_ENDPONT"),
+            std::string::npos);
+}
+
+TEST(config, validate_rejects_impossible_values) {
+  auto cfg = load_config("");
+  ASSERT_TRUE(cfg);
+  cfg->node.role = "boss";
+  auto err = validate(*cfg);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("node.role"), std::string::npos);
+  cfg->node.role = "all";
+  cfg->models.root = "/nonexistent/models";
+  err = validate(*cfg);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("models.root"), std::string::npos);
+}
+
+TEST(config, printed_config_reads_back_identically) {
+  auto cfg = load_config("");
+  ASSERT_TRUE(cfg);
+  cfg->cache.max_bytes = 12345;
+  cfg->node.name = "with \"quotes\"";
+  temp_dir d;
+  auto file = d.write("p.toml", render_config(*cfg));
+  auto back = load_config(file);
+  ASSERT_TRUE(back) << reason_of(back.error());
+  EXPECT_EQ(render_config(*back), render_config(*cfg));
+}
+
+TEST(manifest, good_manifest_parses) {
+  temp_dir d;
+  auto spec = parse_manifest(d.write("m/1/model.toml", good_manifest), "m", 1);
+  ASSERT_TRUE(spec) << reason_of(spec.error());
+  EXPECT_EQ(spec->max_batch, 8u);
+  EXPECT_EQ(spec->max_delay.count(), 100);
+  EXPECT_EQ(spec->cache_ttl.count(), 5000);
+  EXPECT_EQ(spec->inputs[0].shape, (std::vector<int64_t>{-1, 4}));
+}
+
+TEST(manifest, each_mistake_names_the_key) {
+  std::string g = good_manifest;
+  auto with = [&](const std::string& from, const std::string& to) {
+    auto s = g;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  EXPECT_NE(manifest_error(g + "colour = 1\n").find("colour: unknown key"),
+            std::string::npos);
+  EXPECT_NE(manifest_error(with("dtype = \"f32\"", "dtype = \"f33\""))
+              .find("inputs[0].dtype: unknown dtype 'f33'"),
+            std::string::npos);
+  EXPECT_NE(manifest_error(with("max_batch = 8", "max_batch = 0"))
+              .find("batching.max_batch"),
+            std::string::npos);
+  EXPECT_NE(manifest_error(with("shape = [-1, 4]", "shape = [4, -1]"))
+              .find("inputs[0].shape"),
+            std::string::npos);
+  EXPECT_NE(manifest_error(with("backend = \"synthetic\"", "backend = \"tpu\""))
+              .find("backend: unknown backend 'tpu'"),
+            std::string::npos);
+  EXPECT_NE(manifest_error(with("[cache]", "[cache]\nttl = 3"))
+              .find("cache.ttl: unknown key"),
+            std::string::npos);
+  auto why = manifest_error(with("name = \"y\"", "name = \"y\"\nsize = 2"));
+  EXPECT_NE(why.find("model.toml"), std::string::npos) << why;
+  EXPECT_NE(why.find("outputs[0].size: unknown key"), std::string::npos)
+    << why;
+}
+
+TEST(repository, scans_versions_and_resolves_the_newest) {
+  temp_dir d;
+  d.write("m/1/model.toml", good_manifest);
+  d.write("m/3/model.toml", good_manifest);
+  d.write("m/notes/readme.txt", "not a version");
+  auto cat = scan_repository(d.path.string());
+  ASSERT_TRUE(cat) << reason_of(cat.error());
+  EXPECT_EQ((*cat)->resolve("m", std::nullopt)->version, 3u);
+  EXPECT_EQ((*cat)->resolve("m", 1)->version, 1u);
+  EXPECT_EQ((*cat)->resolve("m", 2), nullptr);
+  EXPECT_EQ((*cat)->resolve("n", std::nullopt), nullptr);
+}
+
+TEST(repository, a_broken_manifest_fails_the_scan) {
+  temp_dir d;
+  d.write("m/1/model.toml", good_manifest);
+  d.write("bad/1/model.toml", "backend = 3\n");
+  auto cat = scan_repository(d.path.string());
+  ASSERT_FALSE(cat);
+  EXPECT_NE(reason_of(cat.error()).find("bad/1/model.toml: backend"),
+            std::string::npos)
+    << reason_of(cat.error());
+}
