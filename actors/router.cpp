@@ -20,9 +20,24 @@ uint64_t us_since(int64_t from_ns, int64_t to_ns) {
                          : 0;
 }
 
-// Encodes one reply and hands it to the gateway.
+// The retry key of a request: the client's identity and its id. Nil ids
+// can not be retried and are never deduplicated.
+std::string retry_key(const reply_route& route, const request_id& id) {
+  if (id.k == request_id::kind::nil)
+    return {};
+  std::string key = route.identity;
+  key += '\0';
+  key += id.k == request_id::kind::num ? "n" + std::to_string(id.num)
+                                        : "s" + id.str;
+  return key;
+}
+
+// Encodes one reply and hands it to the gateway. Every reply to a client
+// passes here, so this is also where its retry key is released.
 void send_reply(self_ptr self, const waiter& w, reply& r) {
   auto& st = self->state;
+  if (auto key = retry_key(w.route, w.id); !key.empty())
+    st.open_requests.erase(key);
   r.id = w.id;
   st.encode_buf.clear();
   encode_reply(r, st.encode_buf);
@@ -90,7 +105,7 @@ void request_replica(self_ptr self, model_entry& m) {
     return;
   m.spawn_requested = true;
   self->send(self->state.supervisor, spawn_atom::value, m.spec->name,
-             m.spec->version);
+             m.spec->version, std::string{"lazy"});
 }
 
 uint64_t capacity(const router_state& st, const model_entry& m) {
@@ -119,9 +134,16 @@ void dispatch(self_ptr self, model_entry& m) {
     item.ticket = ticket;
     item.inputs = p.job.inputs;
     item.rows = p.job.rows;
-    // The execution is useful until its last waiter gives up.
-    for (auto& w : p.waiters)
+    // The execution is useful until its last waiter gives up; a waiter
+    // without a deadline keeps it useful for good (0).
+    item.deadline_ns = 0;
+    bool unbounded = false;
+    for (auto& w : p.waiters) {
+      unbounded = unbounded || w.deadline_ns == 0;
       item.deadline_ns = std::max(item.deadline_ns, w.deadline_ns);
+    }
+    if (unbounded)
+      item.deadline_ns = 0;
     item.sent_ns = now;
     p.running = true;
     p.replica = best->handle.address();
@@ -152,6 +174,11 @@ void on_infer(self_ptr self, infer_job& job) {
                 "node " + st.cfg.node_name + " is draining");
     return;
   }
+  // A client's retry of a request that is still open joins nothing and
+  // gets no second reply: the first attempt's reply answers it.
+  auto rkey = retry_key(job.route, job.id);
+  if (!rkey.empty() && st.open_requests.count(rkey) > 0)
+    return;
   auto spec = st.catalog->resolve(job.model, job.version);
   if (!spec) {
     fail_waiter(self, w, job.model, status::not_found,
@@ -172,6 +199,8 @@ void on_infer(self_ptr self, infer_job& job) {
       auto& p = st.tickets.at(c->second);
       if (p.job.key.bytes == job.key.bytes) {
         w.source = reply_source::coalesced;
+        if (!rkey.empty())
+          st.open_requests.emplace(rkey, c->second);
         p.waiters.push_back(std::move(w));
         // A more urgent joiner lifts a queued execution's priority.
         if (!p.running && job.priority < p.priority) {
@@ -201,6 +230,8 @@ void on_infer(self_ptr self, infer_job& job) {
   p.priority = job.priority;
   p.seq = st.next_seq++;
   p.job = std::move(job);
+  if (!rkey.empty())
+    st.open_requests.emplace(std::move(rkey), ticket);
   p.waiters.push_back(std::move(w));
   if (coalescible) {
     p.indexed = st.coalesce

@@ -8,7 +8,9 @@
 //
 // Handlers:
 //   infer_job                      from the gateway: a cache miss; the reply
-//                                  goes to the reply sink, not back.
+//                                  goes to the reply sink, not back. A retry
+//                                  (same client, same id) of an open request
+//                                  is absorbed: one reply per request id.
 //   admin_job                      from the gateway: models, status, load,
 //                                  unload; the reply goes to the sink.
 //   (ready_atom, model, version, actor, device)
@@ -114,6 +116,8 @@ struct router_state {
   std::unordered_map<uint64_t, pending> tickets;
   // (hash_lo, hash_hi) of the cache key -> ticket of the open execution.
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> coalesce;
+  // Retry key (client identity + request id) -> ticket, for open requests.
+  std::unordered_map<std::string, uint64_t> open_requests;
   uint64_t next_ticket = 1;
   uint64_t next_seq = 1;
   bool tick_scheduled = false;

@@ -108,7 +108,8 @@ void router_admin(self_ptr self, admin_job& job) {
       {job.id, job.route, now_ns(), 0, reply_source::none});
     if (!m.spawn_requested) {
       m.spawn_requested = true;
-      self->send(st.supervisor, spawn_atom::value, spec->name, spec->version);
+      self->send(st.supervisor, spawn_atom::value, spec->name, spec->version,
+                 std::string{"load"});
     }
     return;
   }

@@ -118,7 +118,8 @@ caf::behavior supervisor_actor(
     self->delayed_send(self, *delay, restart_atom::value, id);
   });
   return {
-    [=](spawn_atom, const std::string& model, uint64_t version) {
+    [=](spawn_atom, const std::string& model, uint64_t version,
+        const std::string& reason) {
       auto& st = self->state;
       auto listener = caf::actor_cast<caf::actor>(self->current_sender());
       for (auto& [id, s] : st.slots)
@@ -134,7 +135,7 @@ caf::behavior supervisor_actor(
       }
       auto id = st.next_slot++;
       st.slots[id] = supervisor_state::slot{model, version, listener, {}};
-      start_child(self, id, "lazy");
+      start_child(self, id, reason);
     },
     [=](restart_atom, uint64_t id) { start_child(self, id, "restart"); },
     [=](idle_atom, const std::string& model, uint64_t version) {

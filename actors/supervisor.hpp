@@ -5,8 +5,10 @@
 // an OTP supervisor would.
 //
 // Handlers:
-//   (spawn_atom, model, version)   from the router: make sure a replica of
-//                                  this model version exists or is coming.
+//   (spawn_atom, model, version, reason)
+//                                  from the router: make sure a replica of
+//                                  this model version exists or is coming;
+//                                  reason (lazy, load) labels the metric.
 //                                  Idempotent; nothing comes back directly:
 //                                  the executor itself sends ready_atom to
 //                                  the requester, or the supervisor sends

@@ -97,6 +97,12 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
                    : std::max(2u, std::thread::hardware_concurrency());
   d.sys_cfg->set("scheduler.max-threads", static_cast<size_t>(threads));
   d.sys_cfg->set("logger.verbosity", caf::atom("quiet"));
+  // CAF's idle workers first poll, then poll with 50 us sleeps that nothing
+  // can cut short, then sleep on a condition variable that enqueues notify.
+  // The middle phase adds up to a sleep per hop on a lightly loaded node,
+  // so it is replaced by a short spin before the notified sleep.
+  d.sys_cfg->set("work-stealing.moderate-sleep-duration", caf::timespan{0});
+  d.sys_cfg->set("work-stealing.moderate-poll-attempts", size_t{200});
   d.system = std::make_unique<caf::actor_system>(*d.sys_cfg);
 
   restart_policy policy;

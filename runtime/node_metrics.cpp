@@ -103,6 +103,13 @@ node_metrics::per_model& node_metrics::model(std::string_view name) {
     return *i->second;
   auto pm = std::make_unique<per_model>();
   pm->name = std::string{name};
+  if (pm->name.empty()) {
+    // Undecodable frames and admin ops only count replies: no per-model
+    // series for a model that does not exist.
+    auto& ref = *pm;
+    models_.emplace(pm->name, std::move(pm));
+    return ref;
+  }
   std::vector<std::string> l{pm->name};
   pm->request_duration = &request_duration_.with(l);
   pm->queue_duration = &queue_duration_.with(l);
@@ -128,7 +135,8 @@ void node_metrics::reply(std::string_view model_name, status s,
     pm.requests[si][ri].store(c, std::memory_order_release);
   }
   c->inc();
-  pm.request_duration->observe(total_seconds);
+  if (pm.request_duration)
+    pm.request_duration->observe(total_seconds);
 }
 
 void node_metrics::queue_time(std::string_view m, double seconds) {

@@ -10,6 +10,7 @@
 #include "config/config.hpp"
 #include "net/error.hpp"
 #include "runtime/log.hpp"
+#include "runtime/model_repository.hpp"
 #include "runtime/node.hpp"
 
 int main(int argc, char** argv) {
@@ -71,8 +72,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_config) {
-    // Starting nothing, but reading every manifest.
-    std::cout << "configuration OK\n";
+    // Starts nothing, but reads every manifest.
+    auto catalog = shoal::scan_repository(cfg->models.root);
+    if (!catalog) {
+      std::cerr << "shoald: " << shoal::reason_of(catalog.error()) << "\n";
+      return 2;
+    }
+    std::cout << "configuration OK: " << (*catalog)->models.size()
+              << " model(s) in " << cfg->models.root << "\n";
     return 0;
   }
   shoal::block_signals();

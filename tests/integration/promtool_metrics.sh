@@ -1,1 +1,36 @@
-exit 77
+# /metrics of a live node, after real traffic, passes `promtool check
+# metrics`; /healthz and /readyz answer.
+source "$(dirname "$0")/lib.sh"
+
+if ! command -v promtool >/dev/null; then
+  echo "SKIP: promtool not installed (Debian package prometheus)"
+  exit 77
+fi
+start_node
+# Traffic, so that labelled series and histograms have samples.
+"$SHOALCTL" --endpoint "$ENDPOINT" infer echo >/dev/null
+"$SHOALCTL" --endpoint "$ENDPOINT" infer echo >/dev/null
+"$SHOALCTL" --endpoint "$ENDPOINT" infer no-such-model --input x:f32:1,4:1 >/dev/null 2>&1 || true
+
+metrics=$(curl -sf "http://127.0.0.1:$HTTP_PORT/metrics")
+echo "$metrics" | promtool check metrics
+for series in 'shoal_requests_total{model="echo",status="OK",source="cache"} 1' \
+              'shoal_requests_total{model="no-such-model",status="NOT_FOUND",source=""} 1' \
+              'shoal_cache_hits_total 1' \
+              'shoal_executors{model="echo",node="script-node"} 1' \
+              'shoal_cluster_nodes{state="up"} 1'; do
+  if ! grep -qxF "$series" <<<"$metrics"; then
+    echo "missing sample: $series"
+    exit 1
+  fi
+done
+for name in shoal_request_duration_seconds_bucket shoal_queue_duration_seconds_bucket \
+            shoal_compute_duration_seconds_bucket shoal_batch_size_bucket \
+            shoal_requests_waiting shoal_cache_misses_total shoal_cache_evictions_total \
+            shoal_cache_bytes shoal_executor_spawns_total \
+            shoal_requests_redispatched_total shoal_model_load_duration_seconds_bucket; do
+  grep -q "^$name" <<<"$metrics" || { echo "missing metric $name"; exit 1; }
+done
+test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/healthz")" = 200
+test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/readyz")" = 200
+echo "promtool: metrics OK"

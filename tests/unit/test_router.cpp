@@ -60,7 +60,8 @@ caf::behavior fake_executor(caf::stateful_actor<fake_exec_state>* self,
 caf::behavior fake_supervisor(caf::event_based_actor* self,
                               caf::actor observer) {
   return {
-    [=](spawn_atom, const std::string& model, uint64_t version) {
+    [=](spawn_atom, const std::string& model, uint64_t version,
+        const std::string&) {
       auto listener = caf::actor_cast<caf::actor>(self->current_sender());
       auto e = self->spawn(fake_executor, model, version, listener, observer);
       self->send(observer, born_atom::value, e);
@@ -314,4 +315,27 @@ TEST_F(router_test, a_request_that_kills_every_executor_fails_after_limit) {
   EXPECT_EQ(replies[0].code, status::internal);
   EXPECT_NE(replies[0].error.find("failed 3 times"), std::string::npos)
     << replies[0].error;
+}
+
+TEST_F(router_test, a_retry_of_an_open_request_gets_one_reply) {
+  start({});
+  auto a = job(7, 1.0f);
+  a.cache = static_cast<uint8_t>(cache_mode::bypass);
+  a.route.identity = "client-a";
+  caf::anon_send(router, a);
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  ASSERT_EQ(seen(1).size(), 1u);
+  caf::anon_send(router, a); // the client timed out and resent, same id
+  auto other = a;
+  other.route.identity = "client-b"; // same id from another client is new
+  caf::anon_send(router, other);
+  EXPECT_EQ(seen(2, 300ms).size(), 1u) << "only client-b's request is new";
+  caf::anon_send(exec, release_atom::value);
+  collect(2);
+  collect(3, 200ms);
+  ASSERT_EQ(replies.size(), 2u) << "one reply per client request id";
+  // Once answered, the same id is a new request again.
+  caf::anon_send(router, a);
+  EXPECT_EQ(seen(1).size(), 1u);
 }

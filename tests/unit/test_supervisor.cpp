@@ -23,10 +23,10 @@ caf::behavior dummy_child(caf::event_based_actor* self, std::string model,
   self->send(listener, ready_atom::value, model, version,
              caf::actor_cast<caf::actor>(self), std::string{"cpu"});
   return {
-    [=](crash_atom) { self->quit(make_error(errc::internal, "boom")); },
-    [=](fail_atom) {
-      self->quit(make_error(errc::unavailable, "weights missing"));
-    },
+      [=](crash_atom) { self->quit(make_error(errc::internal, "boom")); },
+      [=](fail_atom) {
+        self->quit(make_error(errc::unavailable, "weights missing"));
+      },
   };
 }
 
@@ -52,22 +52,21 @@ struct fixture : ::testing::Test {
       return self->spawn(dummy_child, m, v, listener);
     };
     return sys->spawn(
-      supervisor_actor, p, f,
-      [this](const std::string& why) {
-        escalation_reason = why;
-        ++escalations;
-      },
-      [](std::string_view) {});
+        supervisor_actor, p, f,
+        [this](const std::string& why) {
+          escalation_reason = why;
+          ++escalations;
+        },
+        [](std::string_view) {});
   }
 
   // Waits for the next (ready_atom, ...) and returns the child.
   caf::actor next_ready(caf::scoped_actor& self,
                         std::chrono::milliseconds limit = 2s) {
     caf::actor child;
-    self->receive(
-      [&](ready_atom, const std::string&, uint64_t, caf::actor a,
-          const std::string&) { child = a; },
-      caf::after(limit) >> [] {});
+    self->receive([&](ready_atom, const std::string&, uint64_t, caf::actor a,
+                      const std::string&) { child = a; },
+                  caf::after(limit) >> [] {});
     return child;
   }
 };
@@ -101,7 +100,8 @@ TEST(restart_tracker, intensity_limit_within_period_then_recovers) {
 TEST_F(fixture, crashed_child_is_restarted_after_backoff) {
   auto sup = supervisor({5, 10s, 100ms, 1s});
   caf::scoped_actor self{*sys};
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   auto first = next_ready(self);
   ASSERT_TRUE(first);
   auto t0 = clock_type::now();
@@ -124,12 +124,15 @@ TEST_F(fixture, crashed_child_is_restarted_after_backoff) {
 TEST_F(fixture, spawn_is_idempotent_per_model_version) {
   auto sup = supervisor({5, 10s, 10ms, 1s});
   caf::scoped_actor self{*sys};
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   ASSERT_TRUE(next_ready(self));
   EXPECT_FALSE(next_ready(self, 200ms)) << "a second replica was started";
   EXPECT_EQ(spawned, 1);
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{2});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{2},
+             std::string{"lazy"});
   EXPECT_TRUE(next_ready(self));
   self->send_exit(sup, caf::exit_reason::user_shutdown);
 }
@@ -137,22 +140,21 @@ TEST_F(fixture, spawn_is_idempotent_per_model_version) {
 TEST_F(fixture, exceeding_intensity_escalates) {
   auto sup = supervisor({2, 10s, 10ms, 50ms});
   caf::scoped_actor self{*sys};
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   for (int i = 0; i < 3; ++i) {
     auto child = next_ready(self);
     ASSERT_TRUE(child) << "restart " << i;
     self->send(child, crash_atom::value);
   }
   bool failed = false;
-  self->receive(
-    [&](spawn_fail_atom, const std::string& m, uint64_t, const std::string&) {
-      failed = m == "m";
-    },
-    caf::after(2s) >> [] {});
+  self->receive([&](spawn_fail_atom, const std::string& m, uint64_t,
+                    const std::string&) { failed = m == "m"; },
+                caf::after(2s) >> [] {});
   EXPECT_TRUE(failed) << "the requester must learn that no replica comes";
   EXPECT_EQ(escalations, 1);
   EXPECT_NE(escalation_reason.find("failed 3 times"), std::string::npos)
-    << escalation_reason;
+      << escalation_reason;
   EXPECT_EQ(spawned, 3);
   self->send_exit(sup, caf::exit_reason::user_shutdown);
 }
@@ -160,16 +162,15 @@ TEST_F(fixture, exceeding_intensity_escalates) {
 TEST_F(fixture, load_failure_is_reported_not_restarted) {
   auto sup = supervisor({5, 10s, 10ms, 50ms});
   caf::scoped_actor self{*sys};
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   auto child = next_ready(self);
   ASSERT_TRUE(child);
   self->send(child, fail_atom::value);
   std::string reason;
-  self->receive(
-    [&](spawn_fail_atom, const std::string&, uint64_t, const std::string& r) {
-      reason = r;
-    },
-    caf::after(2s) >> [] {});
+  self->receive([&](spawn_fail_atom, const std::string&, uint64_t,
+                    const std::string& r) { reason = r; },
+                caf::after(2s) >> [] {});
   EXPECT_EQ(reason, "weights missing");
   EXPECT_FALSE(next_ready(self, 200ms));
   EXPECT_EQ(spawned, 1);
@@ -180,7 +181,8 @@ TEST_F(fixture, load_failure_is_reported_not_restarted) {
 TEST_F(fixture, retired_child_is_not_restarted_and_can_come_back) {
   auto sup = supervisor({5, 10s, 10ms, 50ms});
   caf::scoped_actor self{*sys};
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   auto child = next_ready(self);
   ASSERT_TRUE(child);
   self->monitor(child);
@@ -191,7 +193,8 @@ TEST_F(fixture, retired_child_is_not_restarted_and_can_come_back) {
   EXPECT_TRUE(down) << "retire must stop the child";
   EXPECT_FALSE(next_ready(self, 200ms)) << "a retired child came back";
   // A later request starts a fresh replica.
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   EXPECT_TRUE(next_ready(self));
   EXPECT_EQ(spawned, 2);
   self->send_exit(sup, caf::exit_reason::user_shutdown);
@@ -200,7 +203,8 @@ TEST_F(fixture, retired_child_is_not_restarted_and_can_come_back) {
 TEST_F(fixture, supervisor_shutdown_stops_its_children) {
   auto sup = supervisor({5, 10s, 10ms, 50ms});
   caf::scoped_actor self{*sys};
-  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1});
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
   auto child = next_ready(self);
   ASSERT_TRUE(child);
   self->monitor(child);

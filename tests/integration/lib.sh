@@ -1,0 +1,63 @@
+# Shared by the script tests: start a real shoald on free loopback ports and
+# always stop it by pid, with bounded waits.
+set -euo pipefail
+
+: "${SHOALD:?SHOALD must point at the shoald binary}"
+: "${SHOALCTL:?SHOALCTL must point at the shoalctl binary}"
+PYTHON=${PYTHON:-/usr/bin/python3}
+
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+NODE_PID=""
+NODE_LOG=$(mktemp /tmp/shoald-script-XXXXXX.log)
+
+stop_node() {
+  if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
+    kill -TERM "$NODE_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$NODE_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$NODE_PID" 2>/dev/null || true
+    wait "$NODE_PID" 2>/dev/null || true
+  fi
+  NODE_PID=""
+}
+
+cleanup() {
+  local rc=$?
+  stop_node
+  if [[ $rc -ne 0 && -s "$NODE_LOG" ]]; then
+    echo "---- node log ----"
+    cat "$NODE_LOG"
+  fi
+  rm -f "$NODE_LOG"
+  exit $rc
+}
+trap cleanup EXIT
+
+# start_node [extra shoald args...]: sets ENDPOINT and HTTP_PORT.
+start_node() {
+  local port
+  port=$(free_port)
+  HTTP_PORT=$(free_port)
+  ENDPOINT="tcp://127.0.0.1:$port"
+  local models=()
+  if [[ -n "${SOURCE_ROOT:-}" ]]; then
+    models=(--set "models.root=$SOURCE_ROOT/examples/models")
+  fi
+  "$SHOALD" --set "gateway.endpoint=$ENDPOINT" \
+    --set "http.listen=127.0.0.1:$HTTP_PORT" --set node.name=script-node \
+    "${models[@]}" "$@" >"$NODE_LOG" 2>&1 &
+  NODE_PID=$!
+  for _ in $(seq 1 100); do
+    if "$SHOALCTL" --endpoint "$ENDPOINT" --timeout-ms 200 ping >/dev/null 2>&1; then
+      return 0
+    fi
+    kill -0 "$NODE_PID" 2>/dev/null || { echo "shoald exited early"; return 1; }
+  done
+  echo "shoald did not answer on $ENDPOINT"
+  return 1
+}
