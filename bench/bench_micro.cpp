@@ -1,0 +1,321 @@
+// bench_micro: the per-request CPU costs of shoal's cache-hit path, each
+// next to a baseline measured in the same run (a memcpy of the same ~1 KiB
+// request frame), so the ratios stay meaningful on a noisy machine.
+//
+//   memcpy_frame      baseline: copy the encoded request frame
+//   decode_request    decode + validate a request with a 1 KiB tensor
+//   encode_reply      encode a cache-hit reply with 1 KiB outputs_encoded
+//   make_cache_key    key (canonical bytes + XXH3-128) of a 1 KiB input
+//   cache_get_hit     result_cache::get of a resident key
+//   cache_put_churn   result_cache::put of distinct keys into a full cache
+//   hit_path          all of the above the gateway does for one hit
+//
+// After the Google Benchmark output, a table gives each time as a multiple
+// of the memcpy baseline.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include "actors/result_cache.hpp"
+#include "net/codec.hpp"
+#include "net/message.hpp"
+
+namespace {
+
+constexpr size_t row_floats = 256; // 1 KiB of f32, as model echo takes
+
+shoal::tensor make_tensor(std::string name, uint64_t seed) {
+  shoal::tensor t;
+  t.name = std::move(name);
+  t.type = shoal::dtype::f32;
+  t.shape = {1, row_floats};
+  t.data.resize(row_floats * sizeof(float));
+  for (size_t i = 0; i < row_floats; ++i) {
+    float v = static_cast<float>(i) * 0.25f;
+    std::memcpy(t.data.data() + i * sizeof(float), &v, sizeof(float));
+  }
+  std::memcpy(t.data.data(), &seed, sizeof(seed));
+  return t;
+}
+
+std::string request_frame() {
+  shoal::request r;
+  r.id = shoal::request_id::of(1);
+  r.model = "echo";
+  r.inputs.push_back(make_tensor("x", 0));
+  std::string out;
+  shoal::encode_request(r, out);
+  return out;
+}
+
+std::string encoded_outputs() {
+  std::vector<shoal::tensor> ts;
+  ts.push_back(make_tensor("y", 0));
+  std::string out;
+  shoal::encode_tensors(ts, out);
+  return out;
+}
+
+shoal::cached_result_ptr make_result() {
+  auto r = std::make_shared<shoal::cached_result>();
+  r->outputs_encoded = encoded_outputs();
+  r->model = "echo";
+  r->version = 2;
+  r->node = "vm";
+  return r;
+}
+
+// -- baseline
+// ---------------------------------------------------------------------
+
+void memcpy_frame(benchmark::State& state) {
+  auto frame = request_frame();
+  std::string dst(frame.size(), '\0');
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(frame.data());
+    std::memcpy(dst.data(), frame.data(), frame.size());
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(frame.size()));
+  state.SetLabel(std::to_string(frame.size()) + " B");
+}
+BENCHMARK(memcpy_frame);
+
+// -- codec
+// ------------------------------------------------------------------------
+
+void decode_request(benchmark::State& state) {
+  auto frame = request_frame();
+  shoal::codec_limits limits;
+  shoal::request req;
+  for (auto _ : state) {
+    req = shoal::request{}; // as the gateway does per frame
+    auto err =
+        shoal::decode_request(reinterpret_cast<const uint8_t*>(frame.data()),
+                              frame.size(), limits, req);
+    if (err) {
+      state.SkipWithError("decode_request failed");
+      break;
+    }
+    benchmark::DoNotOptimize(req);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(frame.size()));
+}
+BENCHMARK(decode_request);
+
+shoal::reply hit_reply(const shoal::cached_result& hit) {
+  shoal::reply r;
+  r.id = shoal::request_id::of(1);
+  r.outputs_encoded = hit.outputs_encoded;
+  r.source = shoal::reply_source::cache;
+  r.model = hit.model;
+  r.version = hit.version;
+  r.node = hit.node;
+  r.timing_us = shoal::timing{0, 0, 12};
+  return r;
+}
+
+void encode_reply(benchmark::State& state) {
+  auto hit = make_result();
+  auto r = hit_reply(*hit);
+  std::string out;
+  for (auto _ : state) {
+    out.clear(); // capacity kept, as the gateway's buffer
+    shoal::encode_reply(r, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(out.size()));
+}
+BENCHMARK(encode_reply);
+
+// -- cache
+// ------------------------------------------------------------------------
+
+void make_cache_key(benchmark::State& state) {
+  std::vector<shoal::tensor> inputs{make_tensor("x", 0)};
+  for (auto _ : state) {
+    auto key = shoal::make_cache_key("echo", 2, inputs);
+    benchmark::DoNotOptimize(key);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(inputs[0].data.size()));
+}
+BENCHMARK(make_cache_key);
+
+// A cache holding `n` distinct entries of model echo; key 0 made hot.
+std::unique_ptr<shoal::result_cache> filled_cache(uint64_t max_bytes, size_t n,
+                                                  shoal::cache_key& hot) {
+  auto cache = std::make_unique<shoal::result_cache>(
+      shoal::result_cache::config{max_bytes});
+  auto value = make_result();
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<shoal::tensor> inputs{make_tensor("x", i + 1)};
+    cache->put(shoal::make_cache_key("echo", 2, inputs), value,
+               std::chrono::milliseconds{0});
+  }
+  std::vector<shoal::tensor> inputs{make_tensor("x", 0)};
+  hot = shoal::make_cache_key("echo", 2, inputs);
+  cache->put(hot, value, std::chrono::milliseconds{0});
+  for (int i = 0; i < 16; ++i)
+    cache->get(hot);
+  return cache;
+}
+
+void cache_get_hit(benchmark::State& state) {
+  shoal::cache_key hot;
+  auto cache = filled_cache(64u << 20, 10000, hot);
+  if (!cache->get(hot)) {
+    state.SkipWithError("hot key not resident");
+    return;
+  }
+  for (auto _ : state) {
+    auto hit = cache->get(hot);
+    benchmark::DoNotOptimize(hit);
+  }
+  state.SetLabel(std::to_string(cache->stats().entries) + " entries");
+}
+BENCHMARK(cache_get_hit);
+
+void cache_put_churn(benchmark::State& state) {
+  // 4 MiB hold ~1700 entries; 16384 distinct keys keep evicting.
+  constexpr size_t n_keys = 16384;
+  shoal::result_cache cache{shoal::result_cache::config{4u << 20}};
+  auto value = make_result();
+  std::vector<shoal::cache_key> keys;
+  keys.reserve(n_keys);
+  for (size_t i = 0; i < n_keys; ++i) {
+    std::vector<shoal::tensor> inputs{make_tensor("x", i + 1)};
+    keys.push_back(shoal::make_cache_key("echo", 2, inputs));
+  }
+  for (size_t i = 0; i < n_keys; ++i) // fill, so every put churns
+    cache.put(keys[i], value, std::chrono::milliseconds{0});
+  size_t i = 0;
+  for (auto _ : state) {
+    // The copy of the key (~1 KiB) is part of the cost: put takes it by
+    // value and the router moves its own.
+    cache.put(keys[i], value, std::chrono::milliseconds{0});
+    if (++i == n_keys)
+      i = 0;
+  }
+  auto st = cache.stats();
+  state.SetLabel(std::to_string(st.entries) + " entries, " +
+                 std::to_string(st.evictions + st.rejections) +
+                 " evicted or rejected");
+}
+BENCHMARK(cache_put_churn);
+
+// -- the whole hit path
+// -------------------------------------------------------------
+
+void hit_path(benchmark::State& state) {
+  auto frame = request_frame();
+  shoal::codec_limits limits;
+  shoal::cache_key hot;
+  auto cache = filled_cache(64u << 20, 10000, hot);
+  shoal::request req;
+  std::string out;
+  for (auto _ : state) {
+    req = shoal::request{};
+    if (shoal::decode_request(reinterpret_cast<const uint8_t*>(frame.data()),
+                              frame.size(), limits, req)) {
+      state.SkipWithError("decode_request failed");
+      break;
+    }
+    auto key = shoal::make_cache_key(req.model, 2, req.inputs);
+    auto hit = cache->get(key);
+    if (!hit) {
+      state.SkipWithError("miss");
+      break;
+    }
+    auto r = hit_reply(*hit);
+    r.id = req.id;
+    out.clear();
+    shoal::encode_reply(r, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(hit_path);
+
+// Console output as usual, then each benchmark as a multiple of the baseline.
+class ratio_reporter : public benchmark::ConsoleReporter {
+public:
+  ratio_reporter()
+      : ConsoleReporter(::isatty(STDOUT_FILENO) ? OO_ColorTabular
+                                                : OO_Tabular) {
+    // nop
+  }
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const auto& r : runs) {
+      if (r.error_occurred)
+        continue;
+      auto& t = times_[r.run_name.function_name];
+      // With repetitions, the median aggregate wins over single runs.
+      if (r.run_type == Run::RT_Aggregate) {
+        if (r.aggregate_name == "median")
+          t = {r.GetAdjustedRealTime(), r.GetAdjustedCPUTime(), true};
+      } else if (!t.median) {
+        t = {r.GetAdjustedRealTime(), r.GetAdjustedCPUTime(), false};
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  // CPU time is the steadier ratio on a loaded machine (a preempted
+  // iteration inflates real time only).
+  void print_ratios() const {
+    auto base = times_.find("memcpy_frame");
+    if (base == times_.end() || base->second.cpu <= 0 || base->second.real <= 0)
+      return;
+    std::printf("\n%-18s %10s %10s %10s %10s\n", "benchmark", "real (ns)",
+                "cpu (ns)", "x memcpy", "x memcpy");
+    std::printf("%-18s %10s %10s %10s %10s\n", "", "", "", "(real)", "(cpu)");
+    for (const auto& name : order_) {
+      auto it = times_.find(name);
+      if (it == times_.end())
+        continue;
+      const auto& t = it->second;
+      std::printf("%-18s %10.1f %10.1f %10.2f %10.2f\n", name.c_str(), t.real,
+                  t.cpu, t.real / base->second.real, t.cpu / base->second.cpu);
+    }
+  }
+
+private:
+  struct times {
+    double real = 0;
+    double cpu = 0;
+    bool median = false;
+  };
+
+  std::vector<std::string> order_{
+      "memcpy_frame",  "decode_request",  "encode_reply", "make_cache_key",
+      "cache_get_hit", "cache_put_churn", "hit_path"};
+  std::map<std::string, times> times_;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv))
+    return 1;
+  ratio_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.print_ratios();
+  benchmark::Shutdown();
+  return 0;
+}
