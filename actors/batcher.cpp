@@ -5,7 +5,7 @@
 namespace shoal {
 
 batcher::batcher(uint32_t max_batch, std::chrono::microseconds max_delay)
-  : max_batch_(max_batch == 0 ? 1 : max_batch), max_delay_(max_delay) {
+    : max_batch_(max_batch == 0 ? 1 : max_batch), max_delay_(max_delay) {
   // nop
 }
 
@@ -27,7 +27,7 @@ batcher::time_to_ready(time_point now) const noexcept {
   if (queue_.empty() || ready(now))
     return std::chrono::microseconds{0};
   return std::chrono::duration_cast<std::chrono::microseconds>(
-    queue_.front().second + max_delay_ - now);
+      queue_.front().second + max_delay_ - now);
 }
 
 std::vector<exec_item> batcher::take() {

@@ -11,15 +11,15 @@ caf::behavior cache_actor(caf::stateful_actor<cache_state>* self,
   self->state.period = period;
   self->delayed_send(self, period, sweep_atom::value);
   return {
-    [=](sweep_atom) {
-      self->state.cache->expire();
-      self->delayed_send(self, self->state.period, sweep_atom::value);
-    },
-    [=](clear_atom) {
-      auto n = self->state.cache->stats().entries;
-      self->state.cache->clear();
-      return n;
-    },
+      [=](sweep_atom) {
+        self->state.cache->expire();
+        self->delayed_send(self, self->state.period, sweep_atom::value);
+      },
+      [=](clear_atom) {
+        auto n = self->state.cache->stats().entries;
+        self->state.cache->clear();
+        return n;
+      },
   };
 }
 

@@ -13,10 +13,11 @@ namespace {
 using self_ptr = caf::stateful_actor<executor_state>*;
 
 uint64_t us_between(time_point a, time_point b) {
-  return b <= a ? 0
-                : static_cast<uint64_t>(
-                  std::chrono::duration_cast<std::chrono::microseconds>(b - a)
-                    .count());
+  return b <= a
+             ? 0
+             : static_cast<uint64_t>(
+                   std::chrono::duration_cast<std::chrono::microseconds>(b - a)
+                       .count());
 }
 
 void schedule_flush(self_ptr self);
@@ -123,8 +124,8 @@ caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
   auto t0 = clock_type::now();
   auto loaded = load_backend(*spec);
   if (!loaded) {
-    spdlog::error("executor {} v{}: load failed: {}", spec->name,
-                  spec->version, reason_of(loaded.error()));
+    spdlog::error("executor {} v{}: load failed: {}", spec->name, spec->version,
+                  reason_of(loaded.error()));
     self->quit(make_error(errc::unavailable, reason_of(loaded.error())));
     return {};
   }
@@ -136,28 +137,28 @@ caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
   self->send(listener, ready_atom::value, spec->name, spec->version,
              caf::actor_cast<caf::actor>(self), st.impl->device());
   return {
-    [=](exec_atom, exec_item& item) {
-      auto& st = self->state;
-      st.queue->push(std::move(item), clock_type::now());
-      if (st.queue->size() >= st.queue->max_batch()) {
+      [=](exec_atom, exec_item& item) {
+        auto& st = self->state;
+        st.queue->push(std::move(item), clock_type::now());
+        if (st.queue->size() >= st.queue->max_batch()) {
+          st.flush_scheduled = false;
+          run_batch(self);
+        } else {
+          schedule_flush(self);
+        }
+      },
+      [=](flush_atom, uint64_t gen) {
+        auto& st = self->state;
+        if (gen != st.flush_gen || !st.flush_scheduled)
+          return;
         st.flush_scheduled = false;
-        run_batch(self);
-      } else {
-        schedule_flush(self);
-      }
-    },
-    [=](flush_atom, uint64_t gen) {
-      auto& st = self->state;
-      if (gen != st.flush_gen || !st.flush_scheduled)
-        return;
-      st.flush_scheduled = false;
-      if (st.queue->empty())
-        return;
-      if (st.queue->ready(clock_type::now()))
-        run_batch(self);
-      else
-        schedule_flush(self);
-    },
+        if (st.queue->empty())
+          return;
+        if (st.queue->ready(clock_type::now()))
+          run_batch(self);
+        else
+          schedule_flush(self);
+      },
   };
 }
 

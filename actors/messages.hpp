@@ -31,8 +31,8 @@ using count_atom = caf::atom_constant<caf::atom("count")>;
 // Steady-clock nanoseconds: time points travel inside messages as integers.
 inline int64_t to_ns(time_point t) noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           t.time_since_epoch())
-    .count();
+             t.time_since_epoch())
+      .count();
 }
 
 inline int64_t now_ns() noexcept {

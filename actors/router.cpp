@@ -16,8 +16,7 @@ using pending = router_state::pending;
 using model_entry = router_state::model_entry;
 
 uint64_t us_since(int64_t from_ns, int64_t to_ns) {
-  return to_ns > from_ns ? static_cast<uint64_t>((to_ns - from_ns) / 1000)
-                         : 0;
+  return to_ns > from_ns ? static_cast<uint64_t>((to_ns - from_ns) / 1000) : 0;
 }
 
 // The retry key of a request: the client's identity and its id. Nil ids
@@ -28,7 +27,7 @@ std::string retry_key(const reply_route& route, const request_id& id) {
   std::string key = route.identity;
   key += '\0';
   key += id.k == request_id::kind::num ? "n" + std::to_string(id.num)
-                                        : "s" + id.str;
+                                       : "s" + id.str;
   return key;
 }
 
@@ -100,12 +99,13 @@ model_entry& entry_for(self_ptr self, const model_spec_ptr& spec) {
   return m;
 }
 
-void request_replica(self_ptr self, model_entry& m) {
+void request_replica(self_ptr self, model_entry& m,
+                     const char* reason = "lazy") {
   if (m.spawn_requested || !m.replicas.empty())
     return;
   m.spawn_requested = true;
   self->send(self->state.supervisor, spawn_atom::value, m.spec->name,
-             m.spec->version, std::string{"lazy"});
+             m.spec->version, std::string{reason});
 }
 
 uint64_t capacity(const router_state& st, const model_entry& m) {
@@ -182,8 +182,8 @@ void on_infer(self_ptr self, infer_job& job) {
   auto spec = st.catalog->resolve(job.model, job.version);
   if (!spec) {
     fail_waiter(self, w, job.model, status::not_found,
-                "model " + job.model + " v" + std::to_string(job.version)
-                  + " not found");
+                "model " + job.model + " v" + std::to_string(job.version) +
+                    " not found");
     return;
   }
   auto& m = entry_for(self, spec);
@@ -214,15 +214,15 @@ void on_infer(self_ptr self, infer_job& job) {
   }
   if (st.tickets.size() >= st.cfg.max_open) {
     fail_waiter(self, w, job.model, status::resource_exhausted,
-                "node has " + std::to_string(st.tickets.size())
-                  + " requests open (gateway.max_inflight)");
+                "node has " + std::to_string(st.tickets.size()) +
+                    " requests open (gateway.max_inflight)");
     return;
   }
   auto cap = spec->queue_capacity.value_or(st.cfg.queue_capacity);
   if (m.queue.size() >= cap) {
     fail_waiter(self, w, job.model, status::resource_exhausted,
-                "queue of model " + job.model + " is full ("
-                  + std::to_string(cap) + " requests waiting)");
+                "queue of model " + job.model + " is full (" +
+                    std::to_string(cap) + " requests waiting)");
     return;
   }
   auto ticket = st.next_ticket++;
@@ -234,10 +234,11 @@ void on_infer(self_ptr self, infer_job& job) {
     st.open_requests.emplace(std::move(rkey), ticket);
   p.waiters.push_back(std::move(w));
   if (coalescible) {
-    p.indexed = st.coalesce
-                  .emplace(std::make_pair(p.job.key.hash_lo, p.job.key.hash_hi),
-                           ticket)
-                  .second;
+    p.indexed =
+        st.coalesce
+            .emplace(std::make_pair(p.job.key.hash_lo, p.job.key.hash_hi),
+                     ticket)
+            .second;
   }
   enqueue(self, m, ticket);
   dispatch(self, m);
@@ -253,8 +254,8 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
     auto i = st.tickets.find(res.ticket);
     // A result for a ticket re-dispatched elsewhere (its replica was
     // presumed dead) or already answered: dropped.
-    if (i == st.tickets.end() || !i->second.running
-        || i->second.replica != sender)
+    if (i == st.tickets.end() || !i->second.running ||
+        i->second.replica != sender)
       continue;
     auto& p = i->second;
     auto mi = st.models.find({p.job.model, p.job.version});
@@ -269,8 +270,8 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
     auto code = static_cast<status>(res.code);
     auto router_queue_us = us_since(p.job.recv_ns, p.sent_ns);
     st.metrics->queue_time(p.job.model, (router_queue_us + res.queue_us) / 1e6);
-    if (code == status::ok && p.job.cacheable
-        && static_cast<cache_mode>(p.job.cache) != cache_mode::bypass) {
+    if (code == status::ok && p.job.cacheable &&
+        static_cast<cache_mode>(p.job.cache) != cache_mode::bypass) {
       auto value = std::make_shared<cached_result>();
       value->outputs_encoded = res.outputs_encoded;
       value->model = p.job.model;
@@ -278,8 +279,8 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
       value->node = st.cfg.node_name;
       value->compute_us = res.compute_us;
       auto ttl = mi != st.models.end() && mi->second.spec->cache_ttl.count() > 0
-                   ? mi->second.spec->cache_ttl
-                   : st.cfg.default_cache_ttl;
+                     ? mi->second.spec->cache_ttl
+                     : st.cfg.default_cache_ttl;
       st.cache->put(std::move(p.job.key), std::move(value), ttl);
     }
     for (size_t k = 0; k < p.waiters.size(); ++k) {
@@ -345,8 +346,8 @@ void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
   m.spawn_requested = false;
   if (!m.replicas.empty())
     return;
-  auto why = "model " + model + " v" + std::to_string(version)
-             + " could not be loaded: " + reason;
+  auto why = "model " + model + " v" + std::to_string(version) +
+             " could not be loaded: " + reason;
   // Fail fast for a moment instead of retrying a broken load per request.
   m.failed_until_ns = now_ns() + 1'000'000'000;
   m.last_failure = why;
@@ -367,15 +368,16 @@ void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
 void on_down(self_ptr self, caf::down_msg& dm) {
   auto& st = self->state;
   for (auto& [key, m] : st.models) {
-    auto r = std::find_if(m.replicas.begin(), m.replicas.end(),
-                          [&](auto& x) { return x.handle.address() == dm.source; });
+    auto r = std::find_if(m.replicas.begin(), m.replicas.end(), [&](auto& x) {
+      return x.handle.address() == dm.source;
+    });
     if (r == m.replicas.end())
       continue;
     m.replicas.erase(r);
     st.metrics->executors(key.first, -1);
     if (dm.reason && dm.reason != caf::exit_reason::user_shutdown)
-      spdlog::warn("router: replica of {} v{} died: {}", key.first,
-                   key.second, reason_of(dm.reason));
+      spdlog::warn("router: replica of {} v{} died: {}", key.first, key.second,
+                   reason_of(dm.reason));
     std::vector<uint64_t> lost;
     for (auto& [t, p] : st.tickets)
       if (p.running && p.replica == dm.source)
@@ -386,10 +388,10 @@ void on_down(self_ptr self, caf::down_msg& dm) {
       p.running = false;
       p.replica = nullptr;
       if (++p.attempts > st.cfg.max_redispatch) {
-        fail_ticket(self, t, status::internal,
-                    "executor failed " + std::to_string(p.attempts)
-                      + " times while running this request: "
-                      + reason_of(dm.reason));
+        fail_ticket(
+            self, t, status::internal,
+            "executor failed " + std::to_string(p.attempts) +
+                " times while running this request: " + reason_of(dm.reason));
         continue;
       }
       if (p.waiters.empty()) {
@@ -416,8 +418,8 @@ void on_tick(self_ptr self) {
     for (auto w = ws.begin(); w != ws.end();) {
       if (w->deadline_ns > 0 && w->deadline_ns <= now) {
         fail_waiter(self, *w, p.job.model, status::deadline_exceeded,
-                    std::string{"deadline exceeded while "}
-                      + (p.running ? "running" : "queued"));
+                    std::string{"deadline exceeded while "} +
+                        (p.running ? "running" : "queued"));
         w = ws.erase(w);
       } else {
         ++w;
@@ -447,9 +449,8 @@ void on_idle_check(self_ptr self) {
       continue;
     bool idle = true;
     for (auto& r : m.replicas)
-      idle = idle && r.outstanding == 0
-             && now - r.last_used_ns
-                  >= std::chrono::nanoseconds{ttl}.count();
+      idle = idle && r.outstanding == 0 &&
+             now - r.last_used_ns >= std::chrono::nanoseconds{ttl}.count();
     if (!idle)
       continue;
     spdlog::info("router: retiring idle replicas of {} v{}", key.first,
@@ -462,8 +463,8 @@ void on_idle_check(self_ptr self) {
     self->send(st.supervisor, idle_atom::value, key.first, key.second);
   }
   auto period = std::min<std::chrono::milliseconds>(
-    std::chrono::milliseconds{1000}, std::max(st.cfg.idle_ttl / 4,
-                                              std::chrono::milliseconds{10}));
+      std::chrono::milliseconds{1000},
+      std::max(st.cfg.idle_ttl / 4, std::chrono::milliseconds{10}));
   self->delayed_send(self, period, idle_atom::value);
 }
 
@@ -486,29 +487,34 @@ caf::behavior router_actor(self_ptr self, router_config cfg,
   st.supervisor = std::move(supervisor);
   self->set_down_handler([=](caf::down_msg& dm) { on_down(self, dm); });
   self->send(self, idle_atom::value);
+  // Pinned models are loaded at start, so their first request is warm.
+  for (auto& [name, versions] : st.catalog->models)
+    for (auto& [v, spec] : versions)
+      if (spec->pinned)
+        request_replica(self, entry_for(self, spec), "load");
   return {
-    [=](infer_job& job) { on_infer(self, job); },
-    [=](admin_job& job) { router_admin(self, job); },
-    [=](ready_atom, const std::string& model, uint64_t version,
-        caf::actor handle, std::string& device) {
-      on_ready(self, model, version, std::move(handle), std::move(device));
-    },
-    [=](done_atom, std::vector<exec_result>& results) {
-      on_results(self, results);
-    },
-    [=](spawn_fail_atom, const std::string& model, uint64_t version,
-        const std::string& reason) {
-      on_spawn_fail(self, model, version, reason);
-    },
-    [=](tick_atom) { on_tick(self); },
-    [=](idle_atom) { on_idle_check(self); },
-    [=](drain_atom) {
-      self->state.draining = true;
-      return static_cast<uint64_t>(self->state.tickets.size());
-    },
-    [=](count_atom) {
-      return static_cast<uint64_t>(self->state.tickets.size());
-    },
+      [=](infer_job& job) { on_infer(self, job); },
+      [=](admin_job& job) { router_admin(self, job); },
+      [=](ready_atom, const std::string& model, uint64_t version,
+          caf::actor handle, std::string& device) {
+        on_ready(self, model, version, std::move(handle), std::move(device));
+      },
+      [=](done_atom, std::vector<exec_result>& results) {
+        on_results(self, results);
+      },
+      [=](spawn_fail_atom, const std::string& model, uint64_t version,
+          const std::string& reason) {
+        on_spawn_fail(self, model, version, reason);
+      },
+      [=](tick_atom) { on_tick(self); },
+      [=](idle_atom) { on_idle_check(self); },
+      [=](drain_atom) {
+        self->state.draining = true;
+        return static_cast<uint64_t>(self->state.tickets.size());
+      },
+      [=](count_atom) {
+        return static_cast<uint64_t>(self->state.tickets.size());
+      },
   };
 }
 

@@ -87,9 +87,9 @@ void router_admin(self_ptr self, admin_job& job) {
   auto spec = st.catalog->resolve(job.model, version);
   if (!spec)
     return fail(self, job, status::not_found,
-                "model " + job.model
-                  + (version ? " v" + std::to_string(*version) : "")
-                  + " not found");
+                "model " + job.model +
+                    (version ? " v" + std::to_string(*version) : "") +
+                    " not found");
   auto& m = st.models[{spec->name, spec->version}];
   if (!m.spec)
     m.spec = spec;
@@ -105,7 +105,7 @@ void router_admin(self_ptr self, admin_job& job) {
       return send_admin_reply(self, job, r);
     }
     m.load_waiters.push_back(
-      {job.id, job.route, now_ns(), 0, reply_source::none});
+        {job.id, job.route, now_ns(), 0, reply_source::none});
     if (!m.spawn_requested) {
       m.spawn_requested = true;
       self->send(st.supervisor, spawn_atom::value, spec->name, spec->version,
@@ -117,15 +117,16 @@ void router_admin(self_ptr self, admin_job& job) {
     m.pinned = spec->pinned;
     if (!m.queue.empty())
       return fail(self, job, status::unavailable,
-                  "model " + spec->name + " has " + std::to_string(m.queue.size())
-                    + " requests queued; retry when they are served");
+                  "model " + spec->name + " has " +
+                      std::to_string(m.queue.size()) +
+                      " requests queued; retry when they are served");
     bool busy = false;
     for (auto& r : m.replicas)
       busy = busy || r.outstanding > 0;
     if (busy)
       return fail(self, job, status::unavailable,
-                  "model " + spec->name
-                    + " is running requests; retry when they are served");
+                  "model " + spec->name +
+                      " is running requests; retry when they are served");
     for (auto& r : m.replicas) {
       self->demonitor(r.handle);
       st.metrics->executors(spec->name, -1);

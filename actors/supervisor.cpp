@@ -28,12 +28,12 @@ using self_ptr = caf::stateful_actor<supervisor_state>*;
 // Exits that are not failures: retirement, shutdown, and loads that can not
 // succeed by retrying (the requester is told instead).
 bool permanent(const caf::error& reason) {
-  if (!reason || reason == caf::exit_reason::normal
-      || reason == caf::exit_reason::user_shutdown
-      || reason == caf::exit_reason::kill)
+  if (!reason || reason == caf::exit_reason::normal ||
+      reason == caf::exit_reason::user_shutdown ||
+      reason == caf::exit_reason::kill)
     return true;
-  return reason.category() == caf::atom("shoal")
-         && static_cast<errc>(reason.code()) == errc::unavailable;
+  return reason.category() == caf::atom("shoal") &&
+         static_cast<errc>(reason.code()) == errc::unavailable;
 }
 
 void start_child(self_ptr self, uint64_t id, std::string_view reason) {
@@ -60,10 +60,10 @@ void start_child(self_ptr self, uint64_t id, std::string_view reason) {
 
 } // namespace
 
-caf::behavior supervisor_actor(
-  self_ptr self, restart_policy policy, child_factory factory,
-  std::function<void(const std::string&)> escalate,
-  std::function<void(std::string_view)> on_spawn) {
+caf::behavior supervisor_actor(self_ptr self, restart_policy policy,
+                               child_factory factory,
+                               std::function<void(const std::string&)> escalate,
+                               std::function<void(std::string_view)> on_spawn) {
   auto& st = self->state;
   st.tracker = std::make_unique<restart_tracker>(policy);
   st.factory = std::move(factory);
@@ -75,8 +75,8 @@ caf::behavior supervisor_actor(
     // every child).
     if (self->state.by_child.count(em.source) > 0)
       return;
-    if (em.reason == caf::exit_reason::user_shutdown
-        || em.reason == caf::exit_reason::kill)
+    if (em.reason == caf::exit_reason::user_shutdown ||
+        em.reason == caf::exit_reason::kill)
       self->quit(em.reason);
   });
   self->set_down_handler([=](caf::down_msg& dm) {
@@ -100,11 +100,10 @@ caf::behavior supervisor_actor(
     }
     auto delay = st.tracker->next(clock_type::now());
     if (!delay) {
-      auto why = "executor " + s.model + " v" + std::to_string(s.version)
-                 + " failed " + std::to_string(policy.max_restarts + 1)
-                 + " times within "
-                 + std::to_string(policy.period.count())
-                 + " ms (last: " + reason_of(dm.reason) + ")";
+      auto why = "executor " + s.model + " v" + std::to_string(s.version) +
+                 " failed " + std::to_string(policy.max_restarts + 1) +
+                 " times within " + std::to_string(policy.period.count()) +
+                 " ms (last: " + reason_of(dm.reason) + ")";
       spdlog::critical("supervisor: restart limit hit, escalating: {}", why);
       st.escalated = true;
       self->send(s.listener, spawn_fail_atom::value, s.model, s.version, why);
@@ -118,49 +117,49 @@ caf::behavior supervisor_actor(
     self->delayed_send(self, *delay, restart_atom::value, id);
   });
   return {
-    [=](spawn_atom, const std::string& model, uint64_t version,
-        const std::string& reason) {
-      auto& st = self->state;
-      auto listener = caf::actor_cast<caf::actor>(self->current_sender());
-      for (auto& [id, s] : st.slots)
-        if (s.model == model && s.version == version) {
-          // A restart is pending or the child is alive: it will report.
-          s.listener = listener;
+      [=](spawn_atom, const std::string& model, uint64_t version,
+          const std::string& reason) {
+        auto& st = self->state;
+        auto listener = caf::actor_cast<caf::actor>(self->current_sender());
+        for (auto& [id, s] : st.slots)
+          if (s.model == model && s.version == version) {
+            // A restart is pending or the child is alive: it will report.
+            s.listener = listener;
+            return;
+          }
+        if (st.escalated) {
+          self->send(listener, spawn_fail_atom::value, model, version,
+                     std::string{"node is escalating after repeated failures"});
           return;
         }
-      if (st.escalated) {
-        self->send(listener, spawn_fail_atom::value, model, version,
-                   std::string{"node is escalating after repeated failures"});
-        return;
-      }
-      auto id = st.next_slot++;
-      st.slots[id] = supervisor_state::slot{model, version, listener, {}};
-      start_child(self, id, reason);
-    },
-    [=](restart_atom, uint64_t id) { start_child(self, id, "restart"); },
-    [=](idle_atom, const std::string& model, uint64_t version) {
-      // Retirement goes through the supervisor so that a spawn request
-      // right after it can never find the retiring child still listed.
-      auto& st = self->state;
-      for (auto i = st.slots.begin(); i != st.slots.end();) {
-        if (i->second.model == model && i->second.version == version) {
-          if (i->second.child) {
-            st.by_child.erase(i->second.child.address());
-            self->demonitor(i->second.child);
-            self->unlink_from(i->second.child);
-            self->send_exit(i->second.child, caf::exit_reason::user_shutdown);
+        auto id = st.next_slot++;
+        st.slots[id] = supervisor_state::slot{model, version, listener, {}};
+        start_child(self, id, reason);
+      },
+      [=](restart_atom, uint64_t id) { start_child(self, id, "restart"); },
+      [=](idle_atom, const std::string& model, uint64_t version) {
+        // Retirement goes through the supervisor so that a spawn request
+        // right after it can never find the retiring child still listed.
+        auto& st = self->state;
+        for (auto i = st.slots.begin(); i != st.slots.end();) {
+          if (i->second.model == model && i->second.version == version) {
+            if (i->second.child) {
+              st.by_child.erase(i->second.child.address());
+              self->demonitor(i->second.child);
+              self->unlink_from(i->second.child);
+              self->send_exit(i->second.child, caf::exit_reason::user_shutdown);
+            }
+            i = st.slots.erase(i);
+          } else {
+            ++i;
           }
-          i = st.slots.erase(i);
-        } else {
-          ++i;
         }
-      }
-    },
-    [=](count_atom) {
-      auto& st = self->state;
-      return caf::make_message(static_cast<uint64_t>(st.by_child.size()),
-                               st.tracker->total());
-    },
+      },
+      [=](count_atom) {
+        auto& st = self->state;
+        return caf::make_message(static_cast<uint64_t>(st.by_child.size()),
+                                 st.tracker->total());
+      },
   };
 }
 

@@ -62,9 +62,9 @@ private:
 
 // Starts one child for (model, version), linked to nothing; the supervisor
 // monitors it. Returns an invalid actor when the model is unknown.
-using child_factory = std::function<caf::actor(
-  caf::local_actor* self, const std::string& model, uint64_t version,
-  caf::actor listener)>;
+using child_factory =
+    std::function<caf::actor(caf::local_actor* self, const std::string& model,
+                             uint64_t version, caf::actor listener)>;
 
 struct supervisor_state {
   struct slot {
@@ -84,9 +84,9 @@ struct supervisor_state {
   static inline const char* name = "node_supervisor";
 };
 
-caf::behavior supervisor_actor(
-  caf::stateful_actor<supervisor_state>* self, restart_policy policy,
-  child_factory factory, std::function<void(const std::string&)> escalate,
-  std::function<void(std::string_view)> on_spawn);
+caf::behavior supervisor_actor(caf::stateful_actor<supervisor_state>* self,
+                               restart_policy policy, child_factory factory,
+                               std::function<void(const std::string&)> escalate,
+                               std::function<void(std::string_view)> on_spawn);
 
 } // namespace shoal

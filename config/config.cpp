@@ -12,7 +12,7 @@
 #include "net/error.hpp"
 
 #ifndef SHOAL_DEFAULT_MODEL_ROOT
-#  define SHOAL_DEFAULT_MODEL_ROOT "examples/models"
+#define SHOAL_DEFAULT_MODEL_ROOT "examples/models"
 #endif
 
 extern char** environ;
@@ -26,12 +26,11 @@ namespace {
 struct setting {
   std::string key; // "section.name"
   std::string doc;
-  std::function<caf::error(node_config&, const toml::node&,
-                           const std::string&)>
-    from_toml;
+  std::function<caf::error(node_config&, const toml::node&, const std::string&)>
+      from_toml;
   std::function<caf::error(node_config&, const std::string&,
                            const std::string&)>
-    from_string;
+      from_string;
   std::function<std::string(const node_config&)> render;
 };
 
@@ -139,85 +138,85 @@ setting declare(std::string key, std::string doc, Section node_config::*sec,
 const std::vector<setting>& settings() {
   using c = node_config;
   static const std::vector<setting> all{
-    declare("node.name",
-            "Name of this node in status and metrics (default: hostname).",
-            &c::node, &c::node_section::name),
-    declare("node.role", "head, worker or all (standalone).", &c::node,
-            &c::node_section::role),
-    declare("gateway.endpoint", "ZeroMQ ROUTER endpoint clients connect to.",
-            &c::gateway, &c::gateway_section::endpoint),
-    declare("gateway.max_frame_bytes",
-            "Largest request frame accepted; larger ones are refused.",
-            &c::gateway, &c::gateway_section::max_frame_bytes),
-    declare("gateway.default_timeout_ms",
-            "Deadline for requests that carry no timeout_ms.", &c::gateway,
-            &c::gateway_section::default_timeout_ms),
-    declare("gateway.max_inflight",
-            "Requests accepted but not answered before new ones get "
-            "RESOURCE_EXHAUSTED.",
-            &c::gateway, &c::gateway_section::max_inflight),
-    declare("gateway.io_threads", "ZeroMQ I/O threads.", &c::gateway,
-            &c::gateway_section::io_threads),
-    declare("http.listen",
-            "HOST:PORT of /metrics, /healthz and /readyz (empty: off).",
-            &c::http, &c::http_section::listen),
-    declare("http.threads", "HTTP worker threads.", &c::http,
-            &c::http_section::threads),
-    declare("models.root",
-            "Model repository: <root>/<name>/<version>/model.toml.",
-            &c::models, &c::models_section::root),
-    declare("cache.max_bytes",
-            "Result cache budget in bytes (keys, values and overhead); 0 "
-            "disables the cache.",
-            &c::cache, &c::cache_section::max_bytes),
-    declare("cache.default_ttl_ms",
-            "TTL of cached results for models that set none (0: no expiry).",
-            &c::cache, &c::cache_section::default_ttl_ms),
-    declare("cache.window_fraction",
-            "Share of the cache budget for the W-TinyLFU admission window.",
-            &c::cache, &c::cache_section::window_fraction),
-    declare("router.queue_capacity",
-            "Requests queued per model before RESOURCE_EXHAUSTED (models "
-            "may override).",
-            &c::router, &c::router_section::queue_capacity),
-    declare("router.max_redispatch",
-            "Times one request is re-run after its executor died before it "
-            "fails with INTERNAL.",
-            &c::router, &c::router_section::max_redispatch),
-    declare("router.tick_ms",
-            "Period of deadline and idle checks (the deadline resolution).",
-            &c::router, &c::router_section::tick_ms),
-    declare("router.inflight_per_replica",
-            "Requests handed to one replica at once (0: two batches' worth); "
-            "the rest wait in the router's priority queue.",
-            &c::router, &c::router_section::inflight_per_replica),
-    declare("executor.idle_ttl_ms",
-            "An unpinned replica idle this long retires (scale to zero).",
-            &c::executor, &c::executor_section::idle_ttl_ms),
-    declare("executor.detached",
-            "Run each executor on its own thread, as a GPU stream owner "
-            "would, so a long batch never blocks the scheduler.",
-            &c::executor, &c::executor_section::detached),
-    declare("supervisor.max_restarts",
-            "Restarts allowed within supervisor.period_ms before the node "
-            "exits non-zero (escalation).",
-            &c::supervisor, &c::supervisor_section::max_restarts),
-    declare("supervisor.period_ms", "Window of supervisor.max_restarts.",
-            &c::supervisor, &c::supervisor_section::period_ms),
-    declare("supervisor.backoff_initial_ms",
-            "Delay before the first restart; doubles with each restart in "
-            "the window.",
-            &c::supervisor, &c::supervisor_section::backoff_initial_ms),
-    declare("supervisor.backoff_max_ms", "Upper bound of the restart delay.",
-            &c::supervisor, &c::supervisor_section::backoff_max_ms),
-    declare("runtime.scheduler_threads",
-            "CAF scheduler threads (0: one per core).", &c::runtime,
-            &c::runtime_section::scheduler_threads),
-    declare("runtime.drain_grace_ms",
-            "On SIGTERM, how long in-flight work may take before exit.",
-            &c::runtime, &c::runtime_section::drain_grace_ms),
-    declare("log.level", "trace, debug, info, warn, error or off.", &c::log,
-            &c::log_section::level),
+      declare("node.name",
+              "Name of this node in status and metrics (default: hostname).",
+              &c::node, &c::node_section::name),
+      declare("node.role", "head, worker or all (standalone).", &c::node,
+              &c::node_section::role),
+      declare("gateway.endpoint", "ZeroMQ ROUTER endpoint clients connect to.",
+              &c::gateway, &c::gateway_section::endpoint),
+      declare("gateway.max_frame_bytes",
+              "Largest request frame accepted; larger ones are refused.",
+              &c::gateway, &c::gateway_section::max_frame_bytes),
+      declare("gateway.default_timeout_ms",
+              "Deadline for requests that carry no timeout_ms.", &c::gateway,
+              &c::gateway_section::default_timeout_ms),
+      declare("gateway.max_inflight",
+              "Requests accepted but not answered before new ones get "
+              "RESOURCE_EXHAUSTED.",
+              &c::gateway, &c::gateway_section::max_inflight),
+      declare("gateway.io_threads", "ZeroMQ I/O threads.", &c::gateway,
+              &c::gateway_section::io_threads),
+      declare("http.listen",
+              "HOST:PORT of /metrics, /healthz and /readyz (empty: off).",
+              &c::http, &c::http_section::listen),
+      declare("http.threads", "HTTP worker threads.", &c::http,
+              &c::http_section::threads),
+      declare("models.root",
+              "Model repository: <root>/<name>/<version>/model.toml.",
+              &c::models, &c::models_section::root),
+      declare("cache.max_bytes",
+              "Result cache budget in bytes (keys, values and overhead); 0 "
+              "disables the cache.",
+              &c::cache, &c::cache_section::max_bytes),
+      declare("cache.default_ttl_ms",
+              "TTL of cached results for models that set none (0: no expiry).",
+              &c::cache, &c::cache_section::default_ttl_ms),
+      declare("cache.window_fraction",
+              "Share of the cache budget for the W-TinyLFU admission window.",
+              &c::cache, &c::cache_section::window_fraction),
+      declare("router.queue_capacity",
+              "Requests queued per model before RESOURCE_EXHAUSTED (models "
+              "may override).",
+              &c::router, &c::router_section::queue_capacity),
+      declare("router.max_redispatch",
+              "Times one request is re-run after its executor died before it "
+              "fails with INTERNAL.",
+              &c::router, &c::router_section::max_redispatch),
+      declare("router.tick_ms",
+              "Period of deadline and idle checks (the deadline resolution).",
+              &c::router, &c::router_section::tick_ms),
+      declare("router.inflight_per_replica",
+              "Requests handed to one replica at once (0: two batches' worth); "
+              "the rest wait in the router's priority queue.",
+              &c::router, &c::router_section::inflight_per_replica),
+      declare("executor.idle_ttl_ms",
+              "An unpinned replica idle this long retires (scale to zero).",
+              &c::executor, &c::executor_section::idle_ttl_ms),
+      declare("executor.detached",
+              "Run each executor on its own thread, as a GPU stream owner "
+              "would, so a long batch never blocks the scheduler.",
+              &c::executor, &c::executor_section::detached),
+      declare("supervisor.max_restarts",
+              "Restarts allowed within supervisor.period_ms before the node "
+              "exits non-zero (escalation).",
+              &c::supervisor, &c::supervisor_section::max_restarts),
+      declare("supervisor.period_ms", "Window of supervisor.max_restarts.",
+              &c::supervisor, &c::supervisor_section::period_ms),
+      declare("supervisor.backoff_initial_ms",
+              "Delay before the first restart; doubles with each restart in "
+              "the window.",
+              &c::supervisor, &c::supervisor_section::backoff_initial_ms),
+      declare("supervisor.backoff_max_ms", "Upper bound of the restart delay.",
+              &c::supervisor, &c::supervisor_section::backoff_max_ms),
+      declare("runtime.scheduler_threads",
+              "CAF scheduler threads (0: one per core).", &c::runtime,
+              &c::runtime_section::scheduler_threads),
+      declare("runtime.drain_grace_ms",
+              "On SIGTERM, how long in-flight work may take before exit.",
+              &c::runtime, &c::runtime_section::drain_grace_ms),
+      declare("log.level", "trace, debug, info, warn, error or off.", &c::log,
+              &c::log_section::level),
   };
   return all;
 }
@@ -252,7 +251,7 @@ caf::error apply_env(node_config& cfg) {
   // SHOAL_<SECTION>_<KEY>, e.g. SHOAL_GATEWAY_ENDPOINT. Unknown SHOAL_*
   // names are an error too: a typo must not silently do nothing.
   static const std::vector<std::string> not_settings{
-    "SHOAL_MODEL_ROOT", "SHOAL_ENDPOINT", "SHOAL_CONFIG"};
+      "SHOAL_MODEL_ROOT", "SHOAL_ENDPOINT", "SHOAL_CONFIG"};
   for (char** e = environ; e && *e; ++e) {
     std::string_view kv{*e};
     if (kv.substr(0, 6) != "SHOAL_")
@@ -262,8 +261,8 @@ caf::error apply_env(node_config& cfg) {
       continue;
     std::string name{kv.substr(0, eq)};
     std::string value{kv.substr(eq + 1)};
-    if (std::find(not_settings.begin(), not_settings.end(), name)
-        != not_settings.end())
+    if (std::find(not_settings.begin(), not_settings.end(), name) !=
+        not_settings.end())
       continue;
     const setting* match = nullptr;
     for (auto& s : settings()) {
@@ -332,24 +331,24 @@ caf::error validate(const node_config& cfg) {
   auto fail = [](const std::string& key, const std::string& what) {
     return make_error(errc::config_invalid, key + ": " + what);
   };
-  if (cfg.node.role != "all" && cfg.node.role != "head"
-      && cfg.node.role != "worker")
-    return fail("node.role", "must be head, worker or all, got '"
-                               + cfg.node.role + "'");
+  if (cfg.node.role != "all" && cfg.node.role != "head" &&
+      cfg.node.role != "worker")
+    return fail("node.role",
+                "must be head, worker or all, got '" + cfg.node.role + "'");
   if (cfg.gateway.endpoint.find("://") == std::string::npos)
     return fail("gateway.endpoint",
-                "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, got '"
-                  + cfg.gateway.endpoint + "'");
+                "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, got '" +
+                    cfg.gateway.endpoint + "'");
   if (cfg.gateway.max_frame_bytes < 64)
     return fail("gateway.max_frame_bytes", "must be at least 64");
   if (cfg.gateway.io_threads < 1)
     return fail("gateway.io_threads", "must be at least 1");
   if (cfg.http.threads < 1)
     return fail("http.threads", "must be at least 1");
-  if (!cfg.http.listen.empty()
-      && cfg.http.listen.rfind(':') == std::string::npos)
-    return fail("http.listen", "expected HOST:PORT, got '" + cfg.http.listen
-                                 + "'");
+  if (!cfg.http.listen.empty() &&
+      cfg.http.listen.rfind(':') == std::string::npos)
+    return fail("http.listen",
+                "expected HOST:PORT, got '" + cfg.http.listen + "'");
   if (cfg.cache.window_fraction <= 0 || cfg.cache.window_fraction >= 1)
     return fail("cache.window_fraction", "must be in (0, 1)");
   if (cfg.router.queue_capacity == 0)
@@ -365,12 +364,11 @@ caf::error validate(const node_config& cfg) {
                                                "warn",  "error", "off"};
   if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end())
     return fail("log.level", "must be one of trace, debug, info, warn, "
-                             "error, off; got '"
-                               + cfg.log.level + "'");
+                             "error, off; got '" +
+                                 cfg.log.level + "'");
   std::error_code ec;
   if (!std::filesystem::is_directory(cfg.models.root, ec))
-    return fail("models.root",
-                "'" + cfg.models.root + "' is not a directory");
+    return fail("models.root", "'" + cfg.models.root + "' is not a directory");
   return {};
 }
 

@@ -14,12 +14,12 @@ caf::expected<backend_ptr> load_backend(const model_spec& spec) {
       return err;
     if (spec.synthetic.load_ms > 0)
       std::this_thread::sleep_for(
-        std::chrono::milliseconds{spec.synthetic.load_ms});
+          std::chrono::milliseconds{spec.synthetic.load_ms});
     return backend_ptr{std::make_unique<synthetic_backend>(spec)};
   }
-  return make_error(errc::unavailable,
-                    spec.dir + "/model.toml: backend: '" + spec.backend
-                      + "' is not built into this node");
+  return make_error(errc::unavailable, spec.dir + "/model.toml: backend: '" +
+                                           spec.backend +
+                                           "' is not built into this node");
 }
 
 } // namespace shoal

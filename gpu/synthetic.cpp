@@ -64,14 +64,14 @@ caf::error check_synthetic(const model_spec& spec) {
     auto& in = spec.inputs[std::min(i, spec.inputs.size() - 1)];
     if (out.shape != in.shape)
       return make_error(errc::unavailable,
-                        spec.dir + "/model.toml: outputs[" + std::to_string(i)
-                          + "].shape: a synthetic output has the shape of "
-                            "input '"
-                          + in.name + "'");
+                        spec.dir + "/model.toml: outputs[" + std::to_string(i) +
+                            "].shape: a synthetic output has the shape of "
+                            "input '" +
+                            in.name + "'");
     if (dtype_size(out.type) == 0)
-      return make_error(errc::unavailable, spec.dir + "/model.toml: outputs["
-                                             + std::to_string(i)
-                                             + "].dtype: unsupported");
+      return make_error(errc::unavailable, spec.dir + "/model.toml: outputs[" +
+                                               std::to_string(i) +
+                                               "].dtype: unsupported");
   }
   return {};
 }
@@ -84,13 +84,13 @@ caf::expected<std::vector<tensor>>
 synthetic_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
   ++batches_;
   auto& p = spec_.synthetic;
-  auto cost = std::chrono::microseconds{p.cost_per_batch_us
-                                        + p.cost_per_item_us * rows};
+  auto cost = std::chrono::microseconds{p.cost_per_batch_us +
+                                        p.cost_per_item_us * rows};
   if (p.crash_after_batches > 0 && batches_ >= p.crash_after_batches) {
     // Die halfway through the batch, as a faulting kernel would.
     spin_or_sleep(cost / 2);
-    throw synthetic_crash{"synthetic fault hook: crash in batch "
-                          + std::to_string(batches_)};
+    throw synthetic_crash{"synthetic fault hook: crash in batch " +
+                          std::to_string(batches_)};
   }
   spin_or_sleep(cost);
   std::vector<tensor> outputs;

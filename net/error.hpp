@@ -5,9 +5,9 @@
 #include <string>
 
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/make_message.hpp>
 #include <caf/message.hpp>
-#include <caf/expected.hpp>
 
 #include "net/message.hpp"
 

@@ -15,7 +15,8 @@
 
 namespace shoal {
 
-// -- reply_sink ----------------------------------------------------------------
+// -- reply_sink
+// ----------------------------------------------------------------
 
 reply_sink::reply_sink() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
   if (fd_ < 0)
@@ -80,6 +81,10 @@ struct gateway::impl {
 
   void send(const reply_route& route, const char* data, size_t size) {
     sock.send(zmq::buffer(route.identity), zmq::send_flags::sndmore);
+    send_rest(route, data, size);
+  }
+
+  void send_rest(const reply_route& route, const char* data, size_t size) {
     if (route.delimiter)
       sock.send(zmq::message_t{}, zmq::send_flags::sndmore);
     sock.send(zmq::buffer(data, size), zmq::send_flags::none);
@@ -100,16 +105,14 @@ struct gateway::impl {
     r.error = std::move(reason);
     r.model = std::string{model};
     send_reply(route, r);
-    metrics->reply(model, code, reply_source::none,
-                   (now_ns() - recv_ns) / 1e9);
+    metrics->reply(model, code, reply_source::none, (now_ns() - recv_ns) / 1e9);
   }
 
   void handle_infer(reply_route& route, int64_t recv_ns) {
     auto spec = catalog->resolve(req.model, req.version);
     if (!spec) {
-      auto what = req.version ? "model " + req.model + " v"
-                                  + std::to_string(*req.version)
-                                  + " not found"
+      auto what = req.version ? "model " + req.model + " v" +
+                                    std::to_string(*req.version) + " not found"
                               : "model " + req.model + " not found";
       return send_error(route, req.id, req.model, status::not_found, what,
                         recv_ns);
@@ -163,12 +166,11 @@ struct gateway::impl {
     job.recv_ns = recv_ns;
     auto timeout = req.timeout_ms.value_or(cfg.default_timeout_ms);
     // timeout_ms = 0 asks for no deadline.
-    job.deadline_ns = timeout == 0 ? 0
-                                   : recv_ns
-                                       + static_cast<int64_t>(
-                                         std::min<uint64_t>(timeout,
-                                                            1ull << 40))
-                                           * 1'000'000;
+    job.deadline_ns =
+        timeout == 0 ? 0
+                     : recv_ns + static_cast<int64_t>(
+                                     std::min<uint64_t>(timeout, 1ull << 40)) *
+                                     1'000'000;
     job.cache = static_cast<uint8_t>(req.cache);
     job.cacheable = cacheable;
     job.route = std::move(route);
@@ -189,48 +191,53 @@ struct gateway::impl {
       return;
     }
     switch (req.op) {
-      case op_kind::infer:
-        return handle_infer(route, recv_ns);
-      case op_kind::ping: {
-        reply r;
-        r.id = req.id;
-        r.node = cfg.node_name;
-        return send_reply(route, r);
-      }
-      case op_kind::drain: {
-        auto node = req.node.empty() ? cfg.node_name : req.node;
-        auto why = on_drain ? on_drain(node) : std::string{"drain disabled"};
-        if (!why.empty())
-          return send_error(route, req.id, "", status::not_found, why,
-                            recv_ns);
-        reply r;
-        r.id = req.id;
-        r.node = node;
-        return send_reply(route, r);
-      }
-      default: {
-        admin_job job;
-        job.id = std::move(req.id);
-        job.op = static_cast<uint8_t>(req.op);
-        job.model = std::move(req.model);
-        job.version = req.version.value_or(0);
-        job.node = std::move(req.node);
-        job.route = std::move(route);
-        caf::anon_send(router, std::move(job));
-      }
+    case op_kind::infer:
+      return handle_infer(route, recv_ns);
+    case op_kind::ping: {
+      reply r;
+      r.id = req.id;
+      r.node = cfg.node_name;
+      return send_reply(route, r);
+    }
+    case op_kind::drain: {
+      auto node = req.node.empty() ? cfg.node_name : req.node;
+      auto why = on_drain ? on_drain(node) : std::string{"drain disabled"};
+      if (!why.empty())
+        return send_error(route, req.id, "", status::not_found, why, recv_ns);
+      reply r;
+      r.id = req.id;
+      r.node = node;
+      return send_reply(route, r);
+    }
+    default: {
+      admin_job job;
+      job.id = std::move(req.id);
+      job.op = static_cast<uint8_t>(req.op);
+      job.model = std::move(req.model);
+      job.version = req.version.value_or(0);
+      job.node = std::move(req.node);
+      job.route = std::move(route);
+      caf::anon_send(router, std::move(job));
+    }
     }
   }
 
   // Reads one multipart message: [identity][""]?[body]. Anything else is
-  // answered with INVALID_ARGUMENT, never dropped silently.
-  void read_one() {
+  // answered with INVALID_ARGUMENT, never dropped silently. Returns false
+  // when nothing was waiting.
+  bool read_one() {
     parts.clear();
     do {
       zmq::message_t part;
       if (!sock.recv(part, zmq::recv_flags::dontwait))
-        return;
+        return !parts.empty();
       parts.push_back(std::move(part));
     } while (parts.back().more());
+    handle_parts();
+    return true;
+  }
+
+  void handle_parts() {
     frames.fetch_add(1, std::memory_order_relaxed);
     reply_route route;
     route.identity.assign(static_cast<const char*>(parts[0].data()),
@@ -246,8 +253,8 @@ struct gateway::impl {
     reply r;
     r.code = status::invalid_argument;
     r.error = "expected one message frame (after an optional empty "
-              "delimiter), got "
-              + std::to_string(n - 1 - (route.delimiter ? 1 : 0));
+              "delimiter), got " +
+              std::to_string(n - 1 - (route.delimiter ? 1 : 0));
     send_reply(route, r);
     metrics->invalid_frame();
   }
@@ -261,9 +268,9 @@ struct gateway::impl {
 
   void run() {
     zmq::pollitem_t items[] = {
-      {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
-      {nullptr, sink->fd(), ZMQ_POLLIN, 0},
-      {nullptr, stop_fd, ZMQ_POLLIN, 0},
+        {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
+        {nullptr, sink->fd(), ZMQ_POLLIN, 0},
+        {nullptr, stop_fd, ZMQ_POLLIN, 0},
     };
     for (;;) {
       try {
@@ -272,11 +279,8 @@ struct gateway::impl {
           flush_replies();
         if (items[0].revents & ZMQ_POLLIN) {
           // Bounded, so replies are not starved by a flood of requests.
-          for (int i = 0; i < 256; ++i) {
-            if (!(sock.get(zmq::sockopt::events) & ZMQ_POLLIN))
-              break;
-            read_one();
-          }
+          for (int i = 0; i < 256 && read_one(); ++i)
+            ;
         }
         if (items[2].revents & ZMQ_POLLIN) {
           flush_replies();
@@ -302,8 +306,8 @@ gateway::~gateway() {
 }
 
 caf::expected<std::unique_ptr<gateway>>
-gateway::start(gateway_config cfg, caf::actor router,
-               model_catalog_ptr catalog, std::shared_ptr<result_cache> cache,
+gateway::start(gateway_config cfg, caf::actor router, model_catalog_ptr catalog,
+               std::shared_ptr<result_cache> cache,
                std::shared_ptr<reply_sink> sink,
                std::shared_ptr<node_metrics> metrics,
                std::function<std::string(const std::string&)> on_drain) {
@@ -327,8 +331,8 @@ gateway::start(gateway_config cfg, caf::actor router,
     d.sock.bind(d.cfg.endpoint);
     d.bound = d.sock.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
-    return make_error(errc::io_error, "cannot bind gateway endpoint "
-                                        + d.cfg.endpoint + ": " + e.what());
+    return make_error(errc::io_error, "cannot bind gateway endpoint " +
+                                          d.cfg.endpoint + ": " + e.what());
   }
   d.stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (d.stop_fd < 0)

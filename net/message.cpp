@@ -7,15 +7,20 @@ namespace shoal {
 namespace {
 
 constexpr std::array<std::string_view, 10> dtype_names{
-  "f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64", "u8", "bool"};
+    "f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64", "u8", "bool"};
 constexpr std::array<size_t, 10> dtype_sizes{4, 2, 2, 8, 1, 2, 4, 8, 1, 1};
-constexpr std::array<std::string_view, 10> status_names{
-  "OK",          "INVALID_ARGUMENT",  "NOT_FOUND",
-  "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE",
-  "UNAUTHENTICATED",    "PERMISSION_DENIED", "INTERNAL",
-  "CANCELLED"};
+constexpr std::array<std::string_view, 10> status_names{"OK",
+                                                        "INVALID_ARGUMENT",
+                                                        "NOT_FOUND",
+                                                        "RESOURCE_EXHAUSTED",
+                                                        "DEADLINE_EXCEEDED",
+                                                        "UNAVAILABLE",
+                                                        "UNAUTHENTICATED",
+                                                        "PERMISSION_DENIED",
+                                                        "INTERNAL",
+                                                        "CANCELLED"};
 constexpr std::array<std::string_view, 7> op_names{
-  "infer", "ping", "models", "status", "load", "unload", "drain"};
+    "infer", "ping", "models", "status", "load", "unload", "drain"};
 constexpr std::array<std::string_view, 3> cache_names{"use", "bypass",
                                                       "refresh"};
 constexpr std::array<std::string_view, 4> source_names{"", "cache", "executor",
@@ -90,12 +95,12 @@ std::optional<uint64_t> tensor::element_count() const noexcept {
 
 std::string request_id::to_string() const {
   switch (k) {
-    case kind::nil:
-      return "nil";
-    case kind::num:
-      return std::to_string(num);
-    case kind::str:
-      return '"' + str + '"';
+  case kind::nil:
+    return "nil";
+  case kind::num:
+    return std::to_string(num);
+  case kind::str:
+    return '"' + str + '"';
   }
   return "?";
 }

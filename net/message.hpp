@@ -15,7 +15,18 @@ namespace shoal {
 using clock_type = std::chrono::steady_clock;
 using time_point = clock_type::time_point;
 
-enum class dtype : uint8_t { f32, f16, bf16, f64, i8, i16, i32, i64, u8, boolean };
+enum class dtype : uint8_t {
+  f32,
+  f16,
+  bf16,
+  f64,
+  i8,
+  i16,
+  i32,
+  i64,
+  u8,
+  boolean
+};
 
 // Bytes per element.
 size_t dtype_size(dtype t) noexcept;

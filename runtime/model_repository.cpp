@@ -84,8 +84,8 @@ public:
       return {};
     auto* arr = n->as_array();
     if (!arr)
-      return fail(std::string{key}, "expected an array of tables [[" +
-                                      std::string{key} + "]]");
+      return fail(std::string{key},
+                  "expected an array of tables [[" + std::string{key} + "]]");
     std::set<std::string> names;
     for (size_t i = 0; i < arr->size(); ++i) {
       auto prefix = std::string{key} + "[" + std::to_string(i) + "].";
@@ -143,14 +143,14 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
     root = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     std::ostringstream os;
-    os << path << ":" << e.source().begin.line << ":"
-       << e.source().begin.column << ": " << e.description();
+    os << path << ":" << e.source().begin.line << ":" << e.source().begin.column
+       << ": " << e.description();
     return make_error(errc::config_invalid, os.str());
   }
-  if (auto err = rd.only(root, "",
-                         {"name", "backend", "pinned", "idle_ttl_ms",
-                          "queue_capacity", "inputs", "outputs", "batching",
-                          "cache", "synthetic"}))
+  if (auto err =
+          rd.only(root, "",
+                  {"name", "backend", "pinned", "idle_ttl_ms", "queue_capacity",
+                   "inputs", "outputs", "batching", "cache", "synthetic"}))
     return err;
   model_spec spec;
   spec.name = name;
@@ -160,17 +160,17 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
   if (auto err = rd.get(root, "", "name", declared_name))
     return err;
   if (!declared_name.empty() && declared_name != name)
-    return rd.fail("name", "'" + declared_name
-                             + "' does not match the directory name '" + name
-                             + "'");
+    return rd.fail("name", "'" + declared_name +
+                               "' does not match the directory name '" + name +
+                               "'");
   if (auto err = rd.get(root, "", "backend", spec.backend))
     return err;
   if (spec.backend.empty())
     return rd.fail("backend", "required (supported: synthetic)");
   if (spec.backend != "synthetic")
-    return rd.fail("backend",
-                   "unknown backend '" + spec.backend + "' (supported: "
-                     "synthetic)");
+    return rd.fail("backend", "unknown backend '" + spec.backend +
+                                  "' (supported: "
+                                  "synthetic)");
   if (auto err = rd.get(root, "", "pinned", spec.pinned))
     return err;
   if (root.contains("idle_ttl_ms")) {
@@ -228,14 +228,15 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
                             "offset", "crash_after_batches", "load_ms"}))
       return err;
     caf::error err;
-    (err = rd.get(*s, "synthetic.", "cost_per_batch_us", p.cost_per_batch_us))
-      || (err = rd.get(*s, "synthetic.", "cost_per_item_us",
-                       p.cost_per_item_us))
-      || (err = rd.get(*s, "synthetic.", "scale", p.scale))
-      || (err = rd.get(*s, "synthetic.", "offset", p.offset))
-      || (err = rd.get(*s, "synthetic.", "crash_after_batches",
-                       p.crash_after_batches))
-      || (err = rd.get(*s, "synthetic.", "load_ms", p.load_ms));
+    (err =
+         rd.get(*s, "synthetic.", "cost_per_batch_us", p.cost_per_batch_us)) ||
+        (err = rd.get(*s, "synthetic.", "cost_per_item_us",
+                      p.cost_per_item_us)) ||
+        (err = rd.get(*s, "synthetic.", "scale", p.scale)) ||
+        (err = rd.get(*s, "synthetic.", "offset", p.offset)) ||
+        (err = rd.get(*s, "synthetic.", "crash_after_batches",
+                      p.crash_after_batches)) ||
+        (err = rd.get(*s, "synthetic.", "load_ms", p.load_ms));
     if (err)
       return err;
   } else if (root.contains("synthetic")) {
@@ -243,15 +244,15 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
   }
   // The batch axis must be declared consistently: batching concatenates
   // requests along it.
-  bool batched = spec.inputs.front().shape.size() > 0
-                 && spec.inputs.front().shape[0] == -1;
+  bool batched = spec.inputs.front().shape.size() > 0 &&
+                 spec.inputs.front().shape[0] == -1;
   for (auto* list : {&spec.inputs, &spec.outputs})
     for (auto& io : *list) {
       bool b = !io.shape.empty() && io.shape[0] == -1;
       if (b != batched)
         return rd.fail(list == &spec.inputs ? "inputs" : "outputs",
-                       "'" + io.name
-                         + "': either every input and output has the batch "
+                       "'" + io.name +
+                           "': either every input and output has the batch "
                            "axis -1 first, or none has");
     }
   if (!batched && spec.max_batch > 1)
@@ -278,8 +279,8 @@ caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
         continue;
       auto vname = vdir.path().filename().string();
       uint64_t v = 0;
-      auto [p, perr] = std::from_chars(vname.data(),
-                                       vname.data() + vname.size(), v);
+      auto [p, perr] =
+          std::from_chars(vname.data(), vname.data() + vname.size(), v);
       if (perr != std::errc{} || p != vname.data() + vname.size() || v == 0) {
         spdlog::warn("model repository: skipping {} (version directories "
                      "are positive integers)",
@@ -305,36 +306,36 @@ caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
     catalog->models.emplace(name, std::move(versions));
   }
   if (ec)
-    return make_error(errc::io_error,
-                      "cannot read model repository '" + root
-                        + "': " + ec.message());
+    return make_error(errc::io_error, "cannot read model repository '" + root +
+                                          "': " + ec.message());
   return model_catalog_ptr{std::move(catalog)};
 }
 
 caf::expected<uint64_t> validate_inputs(const model_spec& spec,
                                         const std::vector<tensor>& inputs) {
   auto fail = [&](const std::string& what) {
-    return make_error(errc::invalid_argument,
-                      "model " + spec.name + " v"
-                        + std::to_string(spec.version) + ": " + what);
+    return make_error(errc::invalid_argument, "model " + spec.name + " v" +
+                                                  std::to_string(spec.version) +
+                                                  ": " + what);
   };
   if (inputs.size() != spec.inputs.size())
-    return fail("expects " + std::to_string(spec.inputs.size())
-                + " input(s), got " + std::to_string(inputs.size()));
+    return fail("expects " + std::to_string(spec.inputs.size()) +
+                " input(s), got " + std::to_string(inputs.size()));
   std::optional<uint64_t> batch;
   for (auto& decl : spec.inputs) {
-    auto it = std::find_if(inputs.begin(), inputs.end(),
-                           [&](const tensor& t) { return t.name == decl.name; });
+    auto it = std::find_if(inputs.begin(), inputs.end(), [&](const tensor& t) {
+      return t.name == decl.name;
+    });
     if (it == inputs.end())
       return fail("missing input '" + decl.name + "'");
     if (it->type != decl.type)
-      return fail("input '" + decl.name + "' has dtype "
-                  + std::string{to_string(it->type)} + ", expected "
-                  + std::string{to_string(decl.type)});
+      return fail("input '" + decl.name + "' has dtype " +
+                  std::string{to_string(it->type)} + ", expected " +
+                  std::string{to_string(decl.type)});
     if (it->shape.size() != decl.shape.size())
-      return fail("input '" + decl.name + "' has rank "
-                  + std::to_string(it->shape.size()) + ", expected "
-                  + std::to_string(decl.shape.size()));
+      return fail("input '" + decl.name + "' has rank " +
+                  std::to_string(it->shape.size()) + ", expected " +
+                  std::to_string(decl.shape.size()));
     for (size_t d = 0; d < decl.shape.size(); ++d) {
       if (decl.shape[d] == -1) {
         if (it->shape[d] == 0)
@@ -343,18 +344,17 @@ caf::expected<uint64_t> validate_inputs(const model_spec& spec,
           return fail("inputs disagree on the batch size");
         batch = it->shape[d];
       } else if (it->shape[d] != static_cast<uint64_t>(decl.shape[d])) {
-        return fail("input '" + decl.name + "' dimension "
-                    + std::to_string(d) + " is "
-                    + std::to_string(it->shape[d]) + ", expected "
-                    + std::to_string(decl.shape[d]));
+        return fail("input '" + decl.name + "' dimension " + std::to_string(d) +
+                    " is " + std::to_string(it->shape[d]) + ", expected " +
+                    std::to_string(decl.shape[d]));
       }
     }
   }
   uint64_t rows = batch.value_or(1);
   if (rows > spec.max_batch && spec.max_batch > 0 && batch)
-    return fail("batch of " + std::to_string(rows)
-                + " rows exceeds the model's max_batch "
-                + std::to_string(spec.max_batch));
+    return fail("batch of " + std::to_string(rows) +
+                " rows exceeds the model's max_batch " +
+                std::to_string(spec.max_batch));
   return rows;
 }
 

@@ -26,8 +26,8 @@ struct synthetic_params {
 struct model_spec {
   std::string name;
   uint64_t version = 0;
-  std::string dir;      // <root>/<name>/<version>
-  std::string backend;  // "synthetic" (issue 3 adds "cpu", issue 5 "cuda")
+  std::string dir;     // <root>/<name>/<version>
+  std::string backend; // "synthetic" (issue 3 adds "cpu", issue 5 "cuda")
   std::vector<io_spec> inputs;
   std::vector<io_spec> outputs;
   uint32_t max_batch = 1;

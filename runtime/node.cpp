@@ -47,7 +47,7 @@ struct node::impl {
   uint64_t open_requests(caf::scoped_actor& self) {
     uint64_t n = 0;
     self->request(router, std::chrono::seconds{5}, count_atom::value)
-      .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
+        .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
     return n;
   }
 };
@@ -93,8 +93,8 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
 
   d.sys_cfg = std::make_unique<caf::actor_system_config>();
   auto threads = c.runtime.scheduler_threads > 0
-                   ? c.runtime.scheduler_threads
-                   : std::max(2u, std::thread::hardware_concurrency());
+                     ? c.runtime.scheduler_threads
+                     : std::max(2u, std::thread::hardware_concurrency());
   d.sys_cfg->set("scheduler.max-threads", static_cast<size_t>(threads));
   d.sys_cfg->set("logger.verbosity", caf::atom("quiet"));
   // CAF's idle workers first poll, then poll with 50 us sleeps that nothing
@@ -109,15 +109,15 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   policy.max_restarts = c.supervisor.max_restarts;
   policy.period = std::chrono::milliseconds{c.supervisor.period_ms};
   policy.backoff_initial =
-    std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
+      std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
   policy.backoff_max = std::chrono::milliseconds{c.supervisor.backoff_max_ms};
   auto catalog_ptr = d.catalog;
   auto metrics = d.metrics;
   bool detached = c.executor.detached;
-  child_factory factory = [catalog_ptr, metrics, detached](
-                            caf::local_actor* self, const std::string& model,
-                            uint64_t version,
-                            caf::actor listener) -> caf::actor {
+  child_factory factory = [catalog_ptr, metrics,
+                           detached](caf::local_actor* self,
+                                     const std::string& model, uint64_t version,
+                                     caf::actor listener) -> caf::actor {
     auto spec = catalog_ptr->resolve(model, version);
     if (!spec)
       return {};
@@ -131,10 +131,9 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
     spdlog::default_logger()->flush();
     std::_Exit(70);
   };
-  d.supervisor = d.system->spawn(supervisor_actor, policy, factory, escalate,
-                                 [metrics](std::string_view reason) {
-                                   metrics->spawn(reason);
-                                 });
+  d.supervisor = d.system->spawn(
+      supervisor_actor, policy, factory, escalate,
+      [metrics](std::string_view reason) { metrics->spawn(reason); });
   router_config rc;
   rc.queue_capacity = c.router.queue_capacity;
   rc.max_redispatch = c.router.max_redispatch;
@@ -147,8 +146,8 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   rc.node_role = c.node.role;
   d.router = d.system->spawn(router_actor, rc, d.catalog, d.cache, d.sink,
                              d.metrics, d.supervisor);
-  d.cache_maint = d.system->spawn(cache_actor, d.cache,
-                                  std::chrono::milliseconds{1000});
+  d.cache_maint =
+      d.system->spawn(cache_actor, d.cache, std::chrono::milliseconds{1000});
 
   gateway_config gc;
   gc.endpoint = c.gateway.endpoint;
@@ -158,15 +157,16 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
   gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;
   auto* self_impl = &d;
-  auto gw = gateway::start(
-    gc, d.router, d.catalog, d.cache, d.sink, d.metrics,
-    [self_impl](const std::string& target) -> std::string {
-      if (target != self_impl->cfg.node.name)
-        return "no node named '" + target + "' (this node is '"
-               + self_impl->cfg.node.name + "')";
-      self_impl->drain_requested = true;
-      return {};
-    });
+  auto gw =
+      gateway::start(gc, d.router, d.catalog, d.cache, d.sink, d.metrics,
+                     [self_impl](const std::string& target) -> std::string {
+                       if (target != self_impl->cfg.node.name)
+                         return "no node named '" + target +
+                                "' (this node is '" + self_impl->cfg.node.name +
+                                "')";
+                       self_impl->drain_requested = true;
+                       return {};
+                     });
   if (!gw)
     return gw.error();
   d.gw = std::move(*gw);
@@ -177,21 +177,21 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
     h.ready = [self_impl]() -> std::pair<bool, std::string> {
       if (self_impl->draining)
         return {false, "draining\n"};
-      return {true, "ready: gateway " + self_impl->endpoint + ", "
-                      + std::to_string(self_impl->catalog->models.size())
-                      + " model(s)\n"};
+      return {true, "ready: gateway " + self_impl->endpoint + ", " +
+                        std::to_string(self_impl->catalog->models.size()) +
+                        " model(s)\n"};
     };
-    auto http = http_server::start(c.http.listen, d.registry, h,
-                                   c.http.threads);
+    auto http =
+        http_server::start(c.http.listen, d.registry, h, c.http.threads);
     if (!http)
       return http.error();
     d.http = std::move(*http);
   }
   spdlog::info("node {} ({}) serving on {}{}", c.node.name, c.node.role,
                d.endpoint,
-               d.http ? ", metrics on http://" + c.http.listen.substr(
-                          0, c.http.listen.rfind(':'))
-                          + ":" + std::to_string(d.http->port()) + "/metrics"
+               d.http ? ", metrics on http://" +
+                            c.http.listen.substr(0, c.http.listen.rfind(':')) +
+                            ":" + std::to_string(d.http->port()) + "/metrics"
                       : std::string{});
   return n;
 }
@@ -215,9 +215,9 @@ int node::run() {
   d.draining = true;
   caf::scoped_actor self{*d.system};
   self->request(d.router, std::chrono::seconds{5}, drain_atom::value)
-    .receive([](uint64_t) {}, [](caf::error&) {});
-  auto deadline = clock_type::now()
-                  + std::chrono::milliseconds{d.cfg.runtime.drain_grace_ms};
+      .receive([](uint64_t) {}, [](caf::error&) {});
+  auto deadline = clock_type::now() +
+                  std::chrono::milliseconds{d.cfg.runtime.drain_grace_ms};
   uint64_t open = d.open_requests(self);
   while (open > 0 && clock_type::now() < deadline) {
     // A second signal means "stop now".

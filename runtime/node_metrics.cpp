@@ -20,7 +20,7 @@ std::vector<double> batch_buckets() {
 struct node_metrics::per_model {
   std::string name;
   std::array<std::array<std::atomic<metrics::counter*>, n_source>, n_status>
-    requests{};
+      requests{};
   metrics::histogram* request_duration = nullptr;
   metrics::histogram* queue_duration = nullptr;
   metrics::histogram* compute_duration = nullptr;
@@ -31,62 +31,58 @@ struct node_metrics::per_model {
 };
 
 node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
-  : reg_(reg),
-    node_(std::move(node_name)),
-    requests_(reg.counters("shoal_requests_total",
-                           "Replies sent to clients, by model, status and "
-                           "source.",
-                           {"model", "status", "source"})),
-    request_duration_(reg.histograms(
-      "shoal_request_duration_seconds",
-      "Time from receipt of a request to its reply.", {"model"})),
-    queue_duration_(reg.histograms(
-      "shoal_queue_duration_seconds",
-      "Time a request waited before its batch started.", {"model"})),
-    compute_duration_(reg.histograms("shoal_compute_duration_seconds",
-                                     "Backend time per batch.", {"model"})),
-    waiting_(reg.gauges("shoal_requests_waiting",
-                        "Requests queued for a model and not yet running "
-                        "(the autoscaling signal).",
-                        {"model"})),
-    executors_(reg.gauges("shoal_executors",
-                          "Executor replicas serving a model on a node.",
-                          {"model", "node"})),
-    spawns_(reg.counters("shoal_executor_spawns_total",
-                         "Executors started, by reason (lazy, restart, "
-                         "load).",
-                         {"reason"})),
-    redispatched_(reg
-                    .counters("shoal_requests_redispatched_total",
-                              "Requests re-run because their executor died.")
-                    .with({})),
-    load_duration_(reg.histograms(
-      "shoal_model_load_duration_seconds",
-      "Time to load a model into a new replica.", {"model"},
-      {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300})),
-    batch_size_(reg.histograms("shoal_batch_size",
-                               "Requests per executed batch.", {"model"},
-                               batch_buckets())),
-    cache_hits_(
-      reg.counters("shoal_cache_hits_total", "Result cache hits.").with({})),
-    cache_misses_(
-      reg.counters("shoal_cache_misses_total", "Result cache misses.")
-        .with({})),
-    cache_evictions_(reg
-                       .counters("shoal_cache_evictions_total",
-                                 "Cache entries evicted to make room.")
+    : reg_(reg), node_(std::move(node_name)),
+      requests_(reg.counters("shoal_requests_total",
+                             "Replies sent to clients, by model, status and "
+                             "source.",
+                             {"model", "status", "source"})),
+      request_duration_(reg.histograms(
+          "shoal_request_duration_seconds",
+          "Time from receipt of a request to its reply.", {"model"})),
+      queue_duration_(reg.histograms(
+          "shoal_queue_duration_seconds",
+          "Time a request waited before its batch started.", {"model"})),
+      compute_duration_(reg.histograms("shoal_compute_duration_seconds",
+                                       "Backend time per batch.", {"model"})),
+      waiting_(reg.gauges("shoal_requests_waiting",
+                          "Requests queued for a model and not yet running "
+                          "(the autoscaling signal).",
+                          {"model"})),
+      executors_(reg.gauges("shoal_executors",
+                            "Executor replicas serving a model on a node.",
+                            {"model", "node"})),
+      spawns_(reg.counters("shoal_executor_spawns_total",
+                           "Executors started, by reason (lazy, restart, "
+                           "load).",
+                           {"reason"})),
+      redispatched_(reg.counters("shoal_requests_redispatched_total",
+                                 "Requests re-run because their executor died.")
+                        .with({})),
+      load_duration_(reg.histograms(
+          "shoal_model_load_duration_seconds",
+          "Time to load a model into a new replica.", {"model"},
+          {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300})),
+      batch_size_(reg.histograms("shoal_batch_size",
+                                 "Requests per executed batch.", {"model"},
+                                 batch_buckets())),
+      cache_hits_(reg.counters("shoal_cache_hits_total", "Result cache hits.")
+                      .with({})),
+      cache_misses_(
+          reg.counters("shoal_cache_misses_total", "Result cache misses.")
+              .with({})),
+      cache_evictions_(reg.counters("shoal_cache_evictions_total",
+                                    "Cache entries evicted to make room.")
+                           .with({})),
+      cache_bytes_(reg.gauges("shoal_cache_bytes",
+                              "Bytes held by the result cache (keys, values, "
+                              "overhead).")
                        .with({})),
-    cache_bytes_(reg
-                   .gauges("shoal_cache_bytes",
-                           "Bytes held by the result cache (keys, values, "
-                           "overhead).")
-                   .with({})),
-    cache_entries_(
-      reg.gauges("shoal_cache_entries", "Entries in the result cache.")
-        .with({})),
-    cluster_nodes_(reg.gauges("shoal_cluster_nodes",
-                              "Nodes known to this node, by state.",
-                              {"state"})) {
+      cache_entries_(
+          reg.gauges("shoal_cache_entries", "Entries in the result cache.")
+              .with({})),
+      cluster_nodes_(reg.gauges("shoal_cluster_nodes",
+                                "Nodes known to this node, by state.",
+                                {"state"})) {
   // A standalone node is a cluster of one.
   cluster_nodes_.with({"up"}).set(1);
   for (auto s : {"suspect", "draining", "down"})
@@ -130,8 +126,8 @@ void node_metrics::reply(std::string_view model_name, status s,
   auto ri = static_cast<size_t>(src) % n_source;
   auto* c = pm.requests[si][ri].load(std::memory_order_acquire);
   if (!c) {
-    c = &requests_.with({pm.name, std::string{to_string(s)},
-                         std::string{to_string(src)}});
+    c = &requests_.with(
+        {pm.name, std::string{to_string(s)}, std::string{to_string(src)}});
     pm.requests[si][ri].store(c, std::memory_order_release);
   }
   c->inc();

@@ -73,7 +73,7 @@ private:
   std::mutex mtx_;
   std::unordered_map<std::string, std::unique_ptr<per_model>, string_hash,
                      std::equal_to<>>
-    models_;
+      models_;
 };
 
 } // namespace shoal

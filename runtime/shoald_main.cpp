@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   bool print_config = false;
   bool check_config = false;
   app.add_option("--config", config_file, "TOML config file")
-    ->envname("SHOAL_CONFIG");
+      ->envname("SHOAL_CONFIG");
   app.add_option("--role", role, "head, worker or all (default: all)");
   app.add_option("--join", join, "head endpoint to join (cluster mode)");
   app.add_option("--set", sets,

@@ -43,8 +43,8 @@ std::pair<int, std::string> http_get(int port, const std::string& path) {
     ::close(fd);
     return {0, {}};
   }
-  auto req = "GET " + path
-             + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  auto req = "GET " + path +
+             " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   [[maybe_unused]] auto w = ::write(fd, req.data(), req.size());
   std::string resp;
   char buf[65536];
@@ -67,8 +67,9 @@ std::optional<double> sample(const std::string& text,
   std::istringstream in{text};
   std::string line;
   while (std::getline(in, line)) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0
-        && line[series.size()] == ' ')
+    if (line.size() > series.size() &&
+        line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ')
       return std::strtod(line.c_str() + series.size() + 1, nullptr);
   }
   return std::nullopt;
@@ -87,8 +88,8 @@ node_process::node_process(std::vector<std::string> args) {
                                 "--set",
                                 "gateway.endpoint=" + endpoint_,
                                 "--set",
-                                "http.listen=127.0.0.1:"
-                                  + std::to_string(http_port_),
+                                "http.listen=127.0.0.1:" +
+                                    std::to_string(http_port_),
                                 "--set",
                                 "node.name=test-node"};
   if (const char* src = std::getenv("SOURCE_ROOT")) {

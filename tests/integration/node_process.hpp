@@ -37,8 +37,8 @@ public:
 
   // SIGTERM and wait; returns the exit code (or 128+signal), nullopt if it
   // had to be killed.
-  std::optional<int> stop(std::chrono::milliseconds limit
-                          = std::chrono::seconds{15});
+  std::optional<int>
+  stop(std::chrono::milliseconds limit = std::chrono::seconds{15});
 
   // Waits for the process to exit on its own.
   std::optional<int> wait_exit(std::chrono::milliseconds limit);

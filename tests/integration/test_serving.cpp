@@ -59,8 +59,7 @@ std::unique_ptr<client> connect(const node_process& n,
 }
 
 // Submits every request, then polls until all have ended (bounded).
-std::vector<caf::expected<reply>> run_all(client& c,
-                                          std::vector<request> reqs,
+std::vector<caf::expected<reply>> run_all(client& c, std::vector<request> reqs,
                                           std::vector<size_t>* order = nullptr,
                                           std::chrono::seconds limit = 30s) {
   std::vector<caf::expected<reply>> out(reqs.size(),
@@ -178,9 +177,8 @@ TEST_F(serving, unknown_model_and_bad_inputs_get_clear_errors) {
   r = c->call(infer("echo", f32_input("x", 17, 0)));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->code, status::invalid_argument);
-  EXPECT_NE(r->error.find("dimension 1 is 17, expected 256"),
-            std::string::npos)
-    << r->error;
+  EXPECT_NE(r->error.find("dimension 1 is 17, expected 256"), std::string::npos)
+      << r->error;
   r = c->call(infer("echo", f32_input("wrong_name", 256, 0)));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->code, status::invalid_argument);
@@ -200,24 +198,24 @@ TEST_F(serving, garbage_frames_each_get_invalid_argument) {
   for (int i = 0; i < n; ++i) {
     std::string frame;
     switch (i % 5) {
-      case 0: // random bytes
-        frame.resize(1 + rng() % 200);
-        for (auto& ch : frame)
-          ch = static_cast<char>(rng());
-        break;
-      case 1: // a truncated valid request
-        frame = valid.substr(0, 1 + rng() % (valid.size() - 1));
-        break;
-      case 2: // a 5-byte array32 header claiming 4 billion items
-        frame = std::string{"\xdd\xff\xff\xff\xff", 5};
-        break;
-      case 3: // a nesting bomb
-        frame = std::string(5000, '\x91');
-        break;
-      case 4: // a valid request with one flipped byte in its keys
-        frame = valid;
-        frame[1 + rng() % 20] ^= 0x40;
-        break;
+    case 0: // random bytes
+      frame.resize(1 + rng() % 200);
+      for (auto& ch : frame)
+        ch = static_cast<char>(rng());
+      break;
+    case 1: // a truncated valid request
+      frame = valid.substr(0, 1 + rng() % (valid.size() - 1));
+      break;
+    case 2: // a 5-byte array32 header claiming 4 billion items
+      frame = std::string{"\xdd\xff\xff\xff\xff", 5};
+      break;
+    case 3: // a nesting bomb
+      frame = std::string(5000, '\x91');
+      break;
+    case 4: // a valid request with one flipped byte in its keys
+      frame = valid;
+      frame[1 + rng() % 20] ^= 0x40;
+      break;
     }
     s.send(zmq::buffer(frame), zmq::send_flags::none);
   }
@@ -266,8 +264,8 @@ TEST_F(serving, req_socket_delimiter_is_mirrored) {
   zmq::message_t msg;
   ASSERT_TRUE(s.recv(msg));
   reply r;
-  ASSERT_FALSE(decode_reply(static_cast<const uint8_t*>(msg.data()),
-                            msg.size(), codec_limits{}, r));
+  ASSERT_FALSE(decode_reply(static_cast<const uint8_t*>(msg.data()), msg.size(),
+                            codec_limits{}, r));
   EXPECT_EQ(r.code, status::ok);
   EXPECT_EQ(r.id, request_id::of(std::string{"req-1"}));
 }
@@ -369,9 +367,9 @@ TEST_F(serving, executor_crash_mid_batch_is_respawned_and_nothing_is_lost) {
     EXPECT_FLOAT_EQ(f32_at(r->outputs[0], 0), 2.0f * (10.0f * i) + 1.0f);
   }
   auto m = node_->metrics();
-  EXPECT_GE(sample(m, "shoal_executor_spawns_total{reason=\"restart\"}")
-              .value_or(0),
-            1);
+  EXPECT_GE(
+      sample(m, "shoal_executor_spawns_total{reason=\"restart\"}").value_or(0),
+      1);
   EXPECT_GE(sample(m, "shoal_requests_redispatched_total").value_or(0), 1);
   EXPECT_EQ(c->unmatched_replies(), 0u);
 }
@@ -404,8 +402,8 @@ TEST_F(serving, idle_replica_retires_and_comes_back_lazily) {
   auto series = "shoal_executors{model=\"echo\",node=\"test-node\"}";
   EXPECT_EQ(sample(node_->metrics(), series), 1.0);
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (sample(node_->metrics(), series) != 0.0
-         && std::chrono::steady_clock::now() < deadline)
+  while (sample(node_->metrics(), series) != 0.0 &&
+         std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(50ms);
   EXPECT_EQ(sample(node_->metrics(), series), 0.0);
   // A new cold request spawns it again.
@@ -413,10 +411,10 @@ TEST_F(serving, idle_replica_retires_and_comes_back_lazily) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->code, status::ok);
   EXPECT_EQ(r->source, reply_source::executor);
-  EXPECT_GE(sample(node_->metrics(),
-                   "shoal_executor_spawns_total{reason=\"lazy\"}")
-              .value_or(0),
-            2);
+  EXPECT_GE(
+      sample(node_->metrics(), "shoal_executor_spawns_total{reason=\"lazy\"}")
+          .value_or(0),
+      2);
 }
 
 TEST_F(serving, models_and_status_ops_describe_the_node) {

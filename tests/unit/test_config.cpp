@@ -68,8 +68,9 @@ TEST(config, defaults_are_the_standalone_node) {
 
 TEST(config, file_environment_and_set_override_in_order) {
   temp_dir d;
-  auto file = d.write("n.toml", "[gateway]\nendpoint = \"tcp://127.0.0.1:6000\"\n"
-                                "[cache]\nmax_bytes = 1000\n");
+  auto file =
+      d.write("n.toml", "[gateway]\nendpoint = \"tcp://127.0.0.1:6000\"\n"
+                        "[cache]\nmax_bytes = 1000\n");
   ::setenv("SHOAL_CACHE_MAX_BYTES", "2000", 1);
   auto cfg = load_config(file);
   ::unsetenv("SHOAL_CACHE_MAX_BYTES");
@@ -87,8 +88,7 @@ TEST(config, unknown_key_names_file_and_key) {
   ASSERT_FALSE(cfg);
   auto why = reason_of(cfg.error());
   EXPECT_NE(why.find(file), std::string::npos) << why;
-  EXPECT_NE(why.find("gateway.endpont: unknown key"), std::string::npos)
-    << why;
+  EXPECT_NE(why.find("gateway.endpont: unknown key"), std::string::npos) << why;
 }
 
 TEST(config, wrong_types_and_syntax_are_reported) {
@@ -100,7 +100,7 @@ TEST(config, wrong_types_and_syntax_are_reported) {
   cfg = load_config(d.write("b.toml", "[cache\nmax_bytes = 1\n"));
   ASSERT_FALSE(cfg);
   EXPECT_NE(reason_of(cfg.error()).find("b.toml:1:"), std::string::npos)
-    << reason_of(cfg.error());
+      << reason_of(cfg.error());
   ::setenv("SHOAL_GATEWAY_ENDPONT", "x", 1);
   cfg = load_config("");
   ::unsetenv("SHOAL_GATEWAY_ENDPONT");
@@ -155,24 +155,23 @@ TEST(manifest, each_mistake_names_the_key) {
   EXPECT_NE(manifest_error(g + "colour = 1\n").find("colour: unknown key"),
             std::string::npos);
   EXPECT_NE(manifest_error(with("dtype = \"f32\"", "dtype = \"f33\""))
-              .find("inputs[0].dtype: unknown dtype 'f33'"),
+                .find("inputs[0].dtype: unknown dtype 'f33'"),
             std::string::npos);
   EXPECT_NE(manifest_error(with("max_batch = 8", "max_batch = 0"))
-              .find("batching.max_batch"),
+                .find("batching.max_batch"),
             std::string::npos);
   EXPECT_NE(manifest_error(with("shape = [-1, 4]", "shape = [4, -1]"))
-              .find("inputs[0].shape"),
+                .find("inputs[0].shape"),
             std::string::npos);
   EXPECT_NE(manifest_error(with("backend = \"synthetic\"", "backend = \"tpu\""))
-              .find("backend: unknown backend 'tpu'"),
+                .find("backend: unknown backend 'tpu'"),
             std::string::npos);
   EXPECT_NE(manifest_error(with("[cache]", "[cache]\nttl = 3"))
-              .find("cache.ttl: unknown key"),
+                .find("cache.ttl: unknown key"),
             std::string::npos);
   auto why = manifest_error(with("name = \"y\"", "name = \"y\"\nsize = 2"));
   EXPECT_NE(why.find("model.toml"), std::string::npos) << why;
-  EXPECT_NE(why.find("outputs[0].size: unknown key"), std::string::npos)
-    << why;
+  EXPECT_NE(why.find("outputs[0].size: unknown key"), std::string::npos) << why;
 }
 
 TEST(repository, scans_versions_and_resolves_the_newest) {
@@ -196,5 +195,5 @@ TEST(repository, a_broken_manifest_fails_the_scan) {
   ASSERT_FALSE(cat);
   EXPECT_NE(reason_of(cat.error()).find("bad/1/model.toml: backend"),
             std::string::npos)
-    << reason_of(cat.error());
+      << reason_of(cat.error());
 }

@@ -35,24 +35,24 @@ caf::behavior fake_executor(caf::stateful_actor<fake_exec_state>* self,
   self->send(listener, ready_atom::value, model, version,
              caf::actor_cast<caf::actor>(self), std::string{"cpu"});
   return {
-    [=](exec_atom, exec_item& item) {
-      self->send(observer, seen_atom::value, item.ticket,
-                 caf::actor_cast<caf::actor>(self));
-      self->state.held.push_back(std::move(item));
-    },
-    [=](release_atom) {
-      std::vector<exec_result> out;
-      for (auto& item : self->state.held) {
-        exec_result r;
-        r.ticket = item.ticket;
-        r.code = static_cast<uint8_t>(status::ok);
-        encode_tensors(item.inputs, r.outputs_encoded);
-        r.batch_size = 1;
-        out.push_back(std::move(r));
-      }
-      self->state.held.clear();
-      self->send(self->state.listener, done_atom::value, std::move(out));
-    },
+      [=](exec_atom, exec_item& item) {
+        self->send(observer, seen_atom::value, item.ticket,
+                   caf::actor_cast<caf::actor>(self));
+        self->state.held.push_back(std::move(item));
+      },
+      [=](release_atom) {
+        std::vector<exec_result> out;
+        for (auto& item : self->state.held) {
+          exec_result r;
+          r.ticket = item.ticket;
+          r.code = static_cast<uint8_t>(status::ok);
+          encode_tensors(item.inputs, r.outputs_encoded);
+          r.batch_size = 1;
+          out.push_back(std::move(r));
+        }
+        self->state.held.clear();
+        self->send(self->state.listener, done_atom::value, std::move(out));
+      },
   };
 }
 
@@ -60,13 +60,13 @@ caf::behavior fake_executor(caf::stateful_actor<fake_exec_state>* self,
 caf::behavior fake_supervisor(caf::event_based_actor* self,
                               caf::actor observer) {
   return {
-    [=](spawn_atom, const std::string& model, uint64_t version,
-        const std::string&) {
-      auto listener = caf::actor_cast<caf::actor>(self->current_sender());
-      auto e = self->spawn(fake_executor, model, version, listener, observer);
-      self->send(observer, born_atom::value, e);
-    },
-    [=](idle_atom, const std::string&, uint64_t) {},
+      [=](spawn_atom, const std::string& model, uint64_t version,
+          const std::string&) {
+        auto listener = caf::actor_cast<caf::actor>(self->current_sender());
+        auto e = self->spawn(fake_executor, model, version, listener, observer);
+        self->send(observer, born_atom::value, e);
+      },
+      [=](idle_atom, const std::string&, uint64_t) {},
   };
 }
 
@@ -142,9 +142,9 @@ struct router_test : ::testing::Test {
     std::vector<uint64_t> out;
     auto deadline = clock_type::now() + limit;
     while (out.size() < n && clock_type::now() < deadline)
-      (*obs)->receive(
-        [&](seen_atom, uint64_t ticket, caf::actor) { out.push_back(ticket); },
-        [&](born_atom, caf::actor) {}, caf::after(50ms) >> [] {});
+      (*obs)->receive([&](seen_atom, uint64_t ticket,
+                          caf::actor) { out.push_back(ticket); },
+                      [&](born_atom, caf::actor) {}, caf::after(50ms) >> [] {});
     return out;
   }
 
@@ -314,7 +314,7 @@ TEST_F(router_test, a_request_that_kills_every_executor_fails_after_limit) {
   ASSERT_EQ(replies.size(), 1u);
   EXPECT_EQ(replies[0].code, status::internal);
   EXPECT_NE(replies[0].error.find("failed 3 times"), std::string::npos)
-    << replies[0].error;
+      << replies[0].error;
 }
 
 TEST_F(router_test, a_retry_of_an_open_request_gets_one_reply) {
