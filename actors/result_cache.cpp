@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <unordered_map>
 
 #include <xxhash.h>
 
@@ -95,10 +94,6 @@ public:
       age();
   }
 
-  void prefetch(uint64_t lo) const noexcept {
-    __builtin_prefetch(&table_[lo & block_mask_]);
-  }
-
   uint64_t estimate(uint64_t lo, uint64_t hi) const noexcept {
     auto& b = table_[lo & block_mask_];
     uint64_t result = 15;
@@ -141,8 +136,7 @@ struct link {
   link* next = this;
 };
 
-// Lives in the index's node, so a lookup reaches the entry, its list links
-// and its key in one hop; the address is stable until the entry is erased.
+// One allocation per cached result, linked into exactly one segment list.
 struct entry : link {
   segment seg = segment::window;
   uint64_t charge = 0;
@@ -186,26 +180,100 @@ struct lru_list {
   }
 };
 
-struct hash128 {
-  uint64_t lo;
-  uint64_t hi;
-  friend bool operator==(const hash128&, const hash128&) = default;
-};
-
-struct hash128_hasher {
-  // XXH3 output is already uniformly mixed.
-  size_t operator()(const hash128& h) const noexcept {
-    return static_cast<size_t>(h.lo);
+// An open-addressing table (linear probing, backward-shift deletion) from a
+// key's 128-bit hash to its entry. A lookup costs one cache miss for the
+// slot and one for the entry; std::unordered_map adds a miss before the
+// entry (a bucket points at the node before the first one in it), and on a
+// cache larger than the CPU caches those misses are the cost of a hit.
+class flat_index {
+public:
+  flat_index() : slots_(min_slots), mask_(min_slots - 1) {
+    // nop
   }
+
+  size_t size() const noexcept { return size_; }
+
+  entry* find(uint64_t lo, uint64_t hi) const noexcept {
+    for (auto i = lo & mask_;; i = (i + 1) & mask_) {
+      auto& s = slots_[i];
+      if (s.e == nullptr)
+        return nullptr;
+      if (s.lo == lo && s.e->key.hash_hi == hi)
+        return s.e;
+    }
+  }
+
+  // Requires that no entry with the same hash is present.
+  void insert(entry* e) {
+    if ((size_ + 1) * 2 > slots_.size())
+      rehash(slots_.size() * 2);
+    place(e);
+    ++size_;
+  }
+
+  void erase(const entry* e) noexcept {
+    auto i = e->key.hash_lo & mask_;
+    while (slots_[i].e != e)
+      i = (i + 1) & mask_;
+    // Pull later members of the probe run back over the hole so that every
+    // entry stays reachable from its home slot without tombstones.
+    for (auto j = (i + 1) & mask_; slots_[j].e != nullptr;
+         j = (j + 1) & mask_) {
+      auto home = slots_[j].lo & mask_;
+      bool reachable =
+          i <= j ? (i < home && home <= j) : (i < home || home <= j);
+      if (!reachable) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i] = slot{};
+    --size_;
+  }
+
+  // Calls f(entry*) for every entry, then empties the table.
+  template <class F>
+  void drain(F&& f) {
+    for (auto& s : slots_)
+      if (s.e != nullptr)
+        f(s.e);
+    slots_.assign(min_slots, slot{});
+    mask_ = min_slots - 1;
+    size_ = 0;
+  }
+
+private:
+  static constexpr size_t min_slots = 64;
+
+  struct slot {
+    uint64_t lo = 0;
+    entry* e = nullptr;
+  };
+
+  void place(entry* e) noexcept {
+    auto i = e->key.hash_lo & mask_;
+    while (slots_[i].e != nullptr)
+      i = (i + 1) & mask_;
+    slots_[i] = slot{e->key.hash_lo, e};
+  }
+
+  void rehash(size_t n) {
+    std::vector<slot> old(n);
+    old.swap(slots_);
+    mask_ = n - 1;
+    for (auto& s : old)
+      if (s.e != nullptr)
+        place(s.e);
+  }
+
+  std::vector<slot> slots_;
+  uint64_t mask_;
+  size_t size_ = 0;
 };
 
 uint64_t charge_of(const cache_key& key, const cached_result& v) {
   return key.bytes.size() + v.outputs_encoded.size() + v.model.size() +
          v.node.size() + result_cache::entry_overhead;
-}
-
-void prefetch(const void* p) noexcept {
-  __builtin_prefetch(p);
 }
 
 } // namespace
@@ -226,6 +294,8 @@ struct result_cache::impl {
                                           clamp(cfg.protected_fraction));
   }
 
+  ~impl() { clear(); }
+
   // Budgets (window_max + main_max == max_bytes).
   uint64_t max_bytes = 0;
   uint64_t window_max = 0;
@@ -234,7 +304,7 @@ struct result_cache::impl {
 
   mutable std::mutex mtx;
   frequency_sketch sketch;
-  std::unordered_map<hash128, entry, hash128_hasher> index;
+  flat_index index;
   lru_list window;
   lru_list probation;
   lru_list protected_;
@@ -278,19 +348,9 @@ struct result_cache::impl {
   // Looks up `key`; a 128-bit hash match with different bytes is a
   // collision and not found.
   entry* find(const cache_key& key) {
-    auto i = index.find(hash128{key.hash_lo, key.hash_hi});
-    if (i == index.end())
+    auto* e = index.find(key.hash_lo, key.hash_hi);
+    if (e == nullptr)
       return nullptr;
-    auto* e = &i->second;
-    // The entry's neighbours, value and key bytes are usually cold; ask for
-    // all of them at once rather than miss on each in turn.
-    prefetch(e->prev);
-    prefetch(e->next);
-    prefetch(e->value.get());
-    auto* p = e->key.bytes.data();
-    auto n = e->key.bytes.size();
-    for (size_t off = 0; off < n; off += 64)
-      prefetch(p + off);
     if (e->key.bytes != key.bytes)
       return nullptr;
     return e;
@@ -305,7 +365,8 @@ struct result_cache::impl {
 
   void remove(entry* e) {
     list_of(e->seg).unlink(e);
-    index.erase(hash128{e->key.hash_lo, e->key.hash_hi});
+    index.erase(e);
+    delete e;
   }
 
   entry* lru_of_main() {
@@ -386,7 +447,7 @@ struct result_cache::impl {
     window.reset();
     probation.reset();
     protected_.reset();
-    index.clear();
+    index.drain([](entry* e) { delete e; });
     earliest_expiry = time_point::max();
     sketch.clear();
   }
@@ -403,8 +464,6 @@ result_cache::~result_cache() = default;
 
 cached_result_ptr result_cache::get(const cache_key& key, time_point now) {
   auto& d = *impl_;
-  // The table never moves, so this is safe before taking the lock.
-  d.sketch.prefetch(key.hash_lo);
   std::lock_guard guard{d.mtx};
   auto* e = d.find(key);
   d.sketch.increment(key.hash_lo, key.hash_hi);
@@ -437,24 +496,28 @@ void result_cache::put(cache_key key, cached_result_ptr value,
   auto& d = *impl_;
   std::lock_guard guard{d.mtx};
   d.sketch.increment(key.hash_lo, key.hash_hi);
-  auto [i, added] = d.index.try_emplace(hash128{key.hash_lo, key.hash_hi});
-  auto* e = &i->second;
+  auto* e = d.index.find(key.hash_lo, key.hash_hi);
   if (charge > d.max_bytes) {
     // A stale value must not outlive a refresh that could not be stored.
-    if (added)
-      d.index.erase(i);
-    else
+    if (e != nullptr)
       d.remove(e);
     d.bump(d.rejections);
     d.publish_size();
     return;
   }
-  // Replacing keeps the entry's segment and position (moved to its MRU).
-  // A colliding key with different bytes takes the slot too: both cannot
-  // be held under one hash, and the newer result is the likelier reuse.
-  if (!added)
+  if (e == nullptr) {
+    auto fresh = std::make_unique<entry>();
+    fresh->key = std::move(key);
+    d.index.insert(fresh.get());
+    e = fresh.release();
+  } else {
+    // Replacing keeps the entry's segment and moves it to that segment's
+    // MRU end. A colliding key (same hash, other bytes) takes the slot as
+    // well: both cannot be held under one hash, and the newer result is the
+    // likelier one to be asked for again.
     d.list_of(e->seg).unlink(e);
-  e->key = std::move(key);
+    e->key = std::move(key);
+  }
   e->value = std::move(value);
   e->charge = charge;
   e->expires = expires;

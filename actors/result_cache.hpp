@@ -31,8 +31,8 @@ struct cache_key {
   uint64_t hash_hi = 0;
 
   friend bool operator==(const cache_key& a, const cache_key& b) noexcept {
-    return a.hash_lo == b.hash_lo && a.hash_hi == b.hash_hi
-           && a.bytes == b.bytes;
+    return a.hash_lo == b.hash_lo && a.hash_hi == b.hash_hi &&
+           a.bytes == b.bytes;
   }
 };
 
@@ -54,7 +54,7 @@ using cached_result_ptr = std::shared_ptr<const cached_result>;
 struct cache_stats {
   uint64_t hits = 0;
   uint64_t misses = 0;
-  uint64_t evictions = 0;  // removed to make room (not expiry)
+  uint64_t evictions = 0; // removed to make room (not expiry)
   uint64_t expirations = 0;
   uint64_t rejections = 0; // candidates the admission filter refused
   uint64_t bytes = 0;
