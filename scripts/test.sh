@@ -46,6 +46,27 @@ rc=0
 meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 \
   "${suite_args[@]}" "$@" || rc=$?
 
+# The plain closing line CI reads: counts from meson's own test log.
+log_json=$BUILD_DIR/meson-logs/testlog.json
+if [[ -f $log_json ]]; then
+  python3 - "$log_json" <<'PY' || true
+import json, sys
+passed = failed = skipped = 0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    result = json.loads(line).get("result", "")
+    if result in ("OK", "EXPECTEDFAIL"):
+        passed += 1
+    elif result == "SKIP":
+        skipped += 1
+    else:
+        failed += 1
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+PY
+fi
+
 elapsed=$((SECONDS - start))
 if ((rc == 0)); then
   echo "test.sh: PASS (meson test exit 0, ${elapsed}s)"
