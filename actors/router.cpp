@@ -177,8 +177,25 @@ void on_infer(self_ptr self, infer_job& job) {
   // A client's retry of a request that is still open joins nothing and
   // gets no second reply: the first attempt's reply answers it.
   auto rkey = retry_key(job.route, job.id);
-  if (!rkey.empty() && st.open_requests.count(rkey) > 0)
-    return;
+  if (!rkey.empty()) {
+    if (auto i = st.open_requests.find(rkey); i != st.open_requests.end()) {
+      auto t = st.tickets.find(i->second);
+      if (t != st.tickets.end() && t->second.job.model == job.model &&
+          t->second.job.version == job.version &&
+          t->second.job.inputs == job.inputs)
+        return;
+      // Not a retry but a different request under an id that is still open:
+      // absorbing it would leave its sender waiting forever.
+      auto open_ticket = i->second;
+      fail_waiter(self, w, job.model, status::invalid_argument,
+                  "request id " + job.id.to_string() +
+                      " is already in flight with other inputs; ids must be "
+                      "unique among a client's open requests");
+      // That reply shares the open request's retry key; keep the key.
+      st.open_requests[rkey] = open_ticket;
+      return;
+    }
+  }
   auto spec = st.catalog->resolve(job.model, job.version);
   if (!spec) {
     fail_waiter(self, w, job.model, status::not_found,

@@ -456,8 +456,18 @@ public:
 
   static frame_source distinct(uint64_t first) {
     frame_source f;
-    auto req = make_infer_request(2);
+    // An id of 2^56 is encoded as a full uint64 (0xcf + 8 bytes), so each
+    // send can carry its own id: ids must be unique among a client's open
+    // requests, or the node treats them as retries of one request.
+    constexpr uint64_t id_base = uint64_t{1} << 56;
+    auto req = make_infer_request(id_base);
     shoal::encode_request(req, f.frame_);
+    const char id_bytes[] = {'\xcf', 1, 0, 0, 0, 0, 0, 0, 0};
+    auto id_pos = std::string_view{f.frame_}.find(
+        std::string_view{id_bytes, sizeof(id_bytes)});
+    if (id_pos == std::string_view::npos)
+      throw bench_error{"request id not found in the encoded request"};
+    f.id_patch_ = id_pos + 1;
     const auto& data = req.inputs[0].data;
     std::string_view needle{reinterpret_cast<const char*>(data.data()),
                             data.size()};
@@ -482,6 +492,10 @@ public:
   const std::string& next() {
     if (patch_ != std::string::npos) {
       std::memcpy(frame_.data() + patch_, &counter_, sizeof(counter_));
+      // msgpack integers are big-endian; the top byte stays 0x01.
+      auto id = (uint64_t{1} << 56) | (counter_ & ((uint64_t{1} << 56) - 1));
+      for (int i = 0; i < 8; ++i)
+        frame_[id_patch_ + i] = static_cast<char>(id >> (56 - 8 * i));
       ++counter_;
     }
     return frame_;
@@ -493,6 +507,7 @@ public:
 private:
   std::string frame_;
   size_t patch_ = std::string::npos;
+  size_t id_patch_ = std::string::npos;
   uint64_t counter_ = 0;
 };
 

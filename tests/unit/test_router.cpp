@@ -327,6 +327,14 @@ TEST_F(router_test, a_retry_of_an_open_request_gets_one_reply) {
   ASSERT_TRUE(exec);
   ASSERT_EQ(seen(1).size(), 1u);
   caf::anon_send(router, a); // the client timed out and resent, same id
+  auto clash = job(7, 9.0f); // same client and id, other inputs: an error
+  clash.route.identity = "client-a";
+  caf::anon_send(router, clash);
+  collect(1);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].code, status::invalid_argument);
+  EXPECT_NE(replies[0].error.find("already in flight"), std::string::npos);
+  replies.clear();
   auto other = a;
   other.route.identity = "client-b"; // same id from another client is new
   caf::anon_send(router, other);
