@@ -194,8 +194,9 @@ const std::vector<setting>& settings() {
               "An unpinned replica idle this long retires (scale to zero).",
               &c::executor, &c::executor_section::idle_ttl_ms),
       declare("executor.detached",
-              "Run each executor on its own thread, as a GPU stream owner "
-              "would, so a long batch never blocks the scheduler.",
+              "Run each executor whose backend may block on its own thread, "
+              "as a GPU stream owner would, so a long batch never stalls the "
+              "scheduler (false: all run on the scheduler).",
               &c::executor, &c::executor_section::detached),
       declare("supervisor.max_restarts",
               "Restarts allowed within supervisor.period_ms before the node "

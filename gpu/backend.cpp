@@ -8,6 +8,14 @@
 
 namespace shoal {
 
+bool backend_may_block(const model_spec& spec) noexcept {
+  if (spec.backend == "synthetic") {
+    auto& p = spec.synthetic;
+    return p.cost_per_batch_us > 0 || p.cost_per_item_us > 0 || p.load_ms > 0;
+  }
+  return true;
+}
+
 caf::expected<backend_ptr> load_backend(const model_spec& spec) {
   if (spec.backend == "synthetic") {
     if (auto err = check_synthetic(spec))

@@ -34,6 +34,12 @@ public:
 
 using backend_ptr = std::unique_ptr<backend>;
 
+// Whether loading or running this model can block its thread (sleeps, long
+// kernels, device syncs). Executors of models that cannot block run on the
+// actor scheduler, saving two thread hops per request; the others get a
+// thread of their own so that they never stall the router.
+bool backend_may_block(const model_spec& spec) noexcept;
+
 // Loads the model's backend named in spec.backend. Fails with
 // errc::unavailable and a reason naming the file or field.
 caf::expected<backend_ptr> load_backend(const model_spec& spec);

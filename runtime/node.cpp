@@ -121,7 +121,7 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
     auto spec = catalog_ptr->resolve(model, version);
     if (!spec)
       return {};
-    if (detached)
+    if (detached && backend_may_block(*spec))
       return self->spawn<caf::detached>(executor_actor, spec, listener,
                                         metrics);
     return self->spawn(executor_actor, spec, listener, metrics);
