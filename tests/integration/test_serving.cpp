@@ -1,5 +1,6 @@
 // The serving path end to end: a real shoald process driven over ZeroMQ.
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -479,4 +480,61 @@ TEST_F(serving, sigterm_under_load_answers_everything_and_exits_zero) {
   EXPECT_EQ(ok + unavailable, n);
   EXPECT_GE(ok, n / 2);
   EXPECT_EQ(node_->wait_exit(10s), 0);
+}
+
+TEST_F(serving, drain_op_stops_only_the_named_node_and_exits_zero) {
+  start();
+  auto c = connect(*node_);
+  request wrong;
+  wrong.op = op_kind::drain;
+  wrong.node = "some-other-node";
+  auto r = c->call(wrong);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, status::not_found);
+  EXPECT_NE(r->error.find("some-other-node"), std::string::npos);
+  EXPECT_EQ(node_->wait_exit(200ms), std::nullopt) << "wrong name drained";
+  request drain;
+  drain.op = op_kind::drain;
+  drain.node = "test-node";
+  r = c->call(drain);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->code, status::ok);
+  EXPECT_EQ(node_->wait_exit(10s), 0);
+}
+
+TEST_F(serving, pinned_model_is_loaded_at_start) {
+  char tmpl[] = "/tmp/shoal-pinned-XXXXXX";
+  std::string root = ::mkdtemp(tmpl);
+  std::string dir = root + "/warm/1";
+  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  {
+    std::ofstream m{dir + "/model.toml"};
+    m << "backend = \"synthetic\"\npinned = true\n"
+         "[[inputs]]\nname = \"x\"\ndtype = \"f32\"\nshape = [-1, 4]\n"
+         "[[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [-1, 4]\n";
+  }
+  start({"--set", "models.root=" + root, "--set", "executor.idle_ttl_ms=50"});
+  auto c = connect(*node_);
+  request models;
+  models.op = op_kind::models;
+  std::string state;
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (state != "loaded" && std::chrono::steady_clock::now() < deadline) {
+    auto r = c->call(models);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->models.size(), 1u);
+    state = r->models[0].state;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(state, "loaded") << "no request was sent, yet it must be loaded";
+  // Pinned: never retired, however short the idle TTL.
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(sample(node_->metrics(),
+                   "shoal_executors{model=\"warm\",node=\"test-node\"}"),
+            1.0);
+  EXPECT_EQ(
+      sample(node_->metrics(), "shoal_executor_spawns_total{reason=\"load\"}"),
+      1.0);
+  node_->stop();
+  std::system(("rm -rf " + root).c_str());
 }
