@@ -106,10 +106,12 @@ caf::behavior supervisor_actor(self_ptr self, restart_policy policy,
                  " ms (last: " + reason_of(dm.reason) + ")";
       spdlog::critical("supervisor: restart limit hit, escalating: {}", why);
       st.escalated = true;
-      self->send(s.listener, spawn_fail_atom::value, s.model, s.version, why);
-      st.slots.erase(j);
+      // Escalate before telling the requester: in shoald escalation ends the
+      // process, and nobody must act on the failure before it does.
       if (st.escalate)
         st.escalate(why);
+      self->send(s.listener, spawn_fail_atom::value, s.model, s.version, why);
+      st.slots.erase(j);
       return;
     }
     spdlog::warn("supervisor: executor {} v{} died ({}), restart in {} ms",
