@@ -3,6 +3,7 @@
 #include <chrono>
 #include <thread>
 
+#include "gpu/cpu_backend.hpp"
 #include "gpu/synthetic.hpp"
 #include "net/error.hpp"
 
@@ -24,6 +25,14 @@ caf::expected<backend_ptr> load_backend(const model_spec& spec) {
       std::this_thread::sleep_for(
           std::chrono::milliseconds{spec.synthetic.load_ms});
     return backend_ptr{std::make_unique<synthetic_backend>(spec)};
+  }
+  if (spec.backend == "cpu") {
+    if (spec.device == "gpu")
+      return make_error(errc::unavailable,
+                        spec.dir + "/model.toml: resources.device: the model "
+                                   "requires a GPU and this node runs it on "
+                                   "the CPU backend");
+    return cpu_backend::load(spec);
   }
   return make_error(errc::unavailable, spec.dir + "/model.toml: backend: '" +
                                            spec.backend +

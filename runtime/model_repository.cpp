@@ -30,7 +30,7 @@ public:
   // Rejects keys outside `allowed`: a typo in a manifest must not be
   // silently ignored.
   caf::error only(const toml::table& tbl, const std::string& prefix,
-                  std::initializer_list<std::string_view> allowed) const {
+                  const std::vector<std::string_view>& allowed) const {
     for (auto& [k, v] : tbl) {
       bool ok = false;
       for (auto a : allowed)
@@ -132,6 +132,144 @@ private:
   std::string path_;
 };
 
+// [h, w] pairs of the spatial layers (kernel, stride, padding, dilation).
+caf::error get_pair(const manifest_reader& rd, const toml::table& tbl,
+                    const std::string& prefix, std::string_view key,
+                    std::vector<uint64_t>& out) {
+  auto* n = tbl.get(key);
+  if (!n)
+    return {};
+  auto* arr = n->as_array();
+  auto full = prefix + std::string{key};
+  if (!arr || arr->size() != 2)
+    return rd.fail(full, "expected [height, width]");
+  out.clear();
+  for (size_t i = 0; i < 2; ++i) {
+    auto v = arr->get(i)->value_exact<int64_t>();
+    if (!v || *v < 0 || *v > (1 << 20))
+      return rd.fail(full, "expected non-negative integers");
+    out.push_back(static_cast<uint64_t>(*v));
+  }
+  return {};
+}
+
+// [weights], [files], [resources] and the [[layers]] graph. Only the
+// structure is checked here; tensors and shapes are checked at load, where
+// the weights file is read.
+caf::error parse_graph(const manifest_reader& rd, const toml::table& root,
+                       model_spec& spec) {
+  if (auto* w = root.get_as<toml::table>("weights")) {
+    if (auto err = rd.only(*w, "weights.", {"file"}))
+      return err;
+    if (auto err = rd.get(*w, "weights.", "file", spec.weights_file))
+      return err;
+  } else if (root.contains("weights")) {
+    return rd.fail("weights", "expected a table");
+  }
+  if (auto* f = root.get_as<toml::table>("files")) {
+    for (auto& [k, v] : *f) {
+      auto name = std::string{k.str()};
+      auto hex = v.value_exact<std::string>();
+      bool ok = hex && hex->size() == 64 &&
+                hex->find_first_not_of("0123456789abcdef") == std::string::npos;
+      if (!ok)
+        return rd.fail("files." + name, "expected a sha256 as 64 lowercase "
+                                        "hex digits");
+      if (name.empty() || name[0] == '/' ||
+          name.find("..") != std::string::npos)
+        return rd.fail("files." + name, "must be a relative path inside the "
+                                        "version directory");
+      spec.files.emplace_back(name, *hex);
+    }
+  } else if (root.contains("files")) {
+    return rd.fail("files", "expected a table");
+  }
+  if (auto* r = root.get_as<toml::table>("resources")) {
+    if (auto err = rd.only(*r, "resources.", {"device", "memory_bytes"}))
+      return err;
+    if (auto err = rd.get(*r, "resources.", "device", spec.device))
+      return err;
+    if (spec.device != "cpu" && spec.device != "gpu" && spec.device != "any")
+      return rd.fail("resources.device",
+                     "must be cpu, gpu or any, got '" + spec.device + "'");
+    if (auto err = rd.get(*r, "resources.", "memory_bytes", spec.memory_bytes))
+      return err;
+  } else if (root.contains("resources")) {
+    return rd.fail("resources", "expected a table");
+  }
+  if (auto* n = root.get("layers")) {
+    auto* arr = n->as_array();
+    if (!arr)
+      return rd.fail("layers", "expected an array of tables [[layers]]");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      auto prefix = "layers[" + std::to_string(i) + "].";
+      auto* t = arr->get(i)->as_table();
+      if (!t)
+        return rd.fail(prefix, "expected a table");
+      layer_spec l;
+      if (auto err = rd.get(*t, prefix, "op", l.op))
+        return err;
+      std::vector<std::string_view> keys;
+      if (l.op == "dense")
+        keys = {"op", "weight", "bias", "save"};
+      else if (l.op == "layernorm")
+        keys = {"op", "weight", "bias", "save", "eps"};
+      else if (l.op == "conv2d")
+        keys = {"op",     "weight",  "bias",    "save",
+                "stride", "padding", "dilation"};
+      else if (l.op == "max_pool2d" || l.op == "avg_pool2d")
+        keys = {"op", "kernel", "stride", "padding", "save"};
+      else if (l.op == "relu" || l.op == "gelu" || l.op == "softmax" ||
+               l.op == "flatten")
+        keys = {"op", "save"};
+      else if (l.op == "add")
+        keys = {"op", "from", "save"};
+      else
+        return rd.fail(prefix + "op",
+                       "unknown op '" + l.op +
+                           "' (dense, relu, gelu, softmax, layernorm, "
+                           "conv2d, max_pool2d, avg_pool2d, flatten, add)");
+      if (auto err = rd.only(*t, prefix, keys))
+        return err;
+      caf::error err;
+      (err = rd.get(*t, prefix, "weight", l.weight)) ||
+          (err = rd.get(*t, prefix, "bias", l.bias)) ||
+          (err = rd.get(*t, prefix, "save", l.save)) ||
+          (err = rd.get(*t, prefix, "from", l.from)) ||
+          (err = rd.get(*t, prefix, "eps", l.eps)) ||
+          (err = get_pair(rd, *t, prefix, "kernel", l.kernel)) ||
+          (err = get_pair(rd, *t, prefix, "stride", l.stride)) ||
+          (err = get_pair(rd, *t, prefix, "padding", l.padding)) ||
+          (err = get_pair(rd, *t, prefix, "dilation", l.dilation));
+      if (err)
+        return err;
+      bool needs_weight =
+          l.op == "dense" || l.op == "conv2d" || l.op == "layernorm";
+      if (needs_weight && l.weight.empty())
+        return rd.fail(prefix + "weight", "required for " + l.op);
+      if (l.op == "add" && l.from.empty())
+        return rd.fail(prefix + "from", "required for add");
+      if ((l.op == "max_pool2d" || l.op == "avg_pool2d") && l.kernel.empty())
+        return rd.fail(prefix + "kernel", "required for " + l.op);
+      spec.layers.push_back(std::move(l));
+    }
+  } else if (root.contains("layers")) {
+    return rd.fail("layers", "expected an array of tables [[layers]]");
+  }
+  if (spec.backend == "cpu") {
+    if (spec.weights_file.empty() && !spec.layers.empty())
+      for (auto& l : spec.layers)
+        if (!l.weight.empty())
+          return rd.fail("weights.file", "required: layers name weights");
+    if (spec.layers.empty())
+      return rd.fail("layers", "the cpu backend needs a graph");
+    if (spec.outputs.size() != 1 || spec.inputs.size() != 1)
+      return rd.fail("outputs", "the cpu backend runs a sequential graph: "
+                                "one input and one output");
+  }
+  return {};
+}
+
 } // namespace
 
 caf::expected<model_spec> parse_manifest(const std::string& path,
@@ -150,7 +288,8 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
   if (auto err =
           rd.only(root, "",
                   {"name", "backend", "pinned", "idle_ttl_ms", "queue_capacity",
-                   "inputs", "outputs", "batching", "cache", "synthetic"}))
+                   "inputs", "outputs", "batching", "cache", "synthetic",
+                   "resources", "weights", "files", "layers"}))
     return err;
   model_spec spec;
   spec.name = name;
@@ -166,11 +305,10 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
   if (auto err = rd.get(root, "", "backend", spec.backend))
     return err;
   if (spec.backend.empty())
-    return rd.fail("backend", "required (supported: synthetic)");
-  if (spec.backend != "synthetic")
+    return rd.fail("backend", "required (supported: synthetic, cpu)");
+  if (spec.backend != "synthetic" && spec.backend != "cpu")
     return rd.fail("backend", "unknown backend '" + spec.backend +
-                                  "' (supported: "
-                                  "synthetic)");
+                                  "' (supported: synthetic, cpu)");
   if (auto err = rd.get(root, "", "pinned", spec.pinned))
     return err;
   if (root.contains("idle_ttl_ms")) {
@@ -242,6 +380,8 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
   } else if (root.contains("synthetic")) {
     return rd.fail("synthetic", "expected a table");
   }
+  if (auto err = parse_graph(rd, root, spec))
+    return err;
   // The batch axis must be declared consistently: batching concatenates
   // requests along it.
   bool batched = spec.inputs.front().shape.size() > 0 &&

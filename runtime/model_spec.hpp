@@ -23,6 +23,18 @@ struct synthetic_params {
   uint64_t load_ms = 0;             // simulated model load time
 };
 
+// One layer of a sequential graph (docs/model_format.md).
+struct layer_spec {
+  std::string op;     // dense, relu, gelu, softmax, layernorm, conv2d,
+                      // max_pool2d, avg_pool2d, flatten, add
+  std::string weight; // tensor names in the weights file
+  std::string bias;
+  std::string save; // keep the output under this name
+  std::string from; // add: the saved operand
+  std::vector<uint64_t> kernel, stride, padding, dilation; // [h, w]
+  double eps = 1e-5;
+};
+
 struct model_spec {
   std::string name;
   uint64_t version = 0;
@@ -38,6 +50,12 @@ struct model_spec {
   std::optional<std::chrono::milliseconds> idle_ttl;
   std::optional<uint64_t> queue_capacity;
   synthetic_params synthetic;
+  std::string weights_file; // relative to dir
+  // File name -> sha256 (hex) of every file the model needs.
+  std::vector<std::pair<std::string, std::string>> files;
+  std::string device = "cpu"; // cpu, gpu or any
+  uint64_t memory_bytes = 0;
+  std::vector<layer_spec> layers;
 };
 
 using model_spec_ptr = std::shared_ptr<const model_spec>;

@@ -12,8 +12,10 @@
 # picked instead. Its log goes to build/quickstart/shoald.log.
 set -euo pipefail
 
-# The model the quickstart serves (one of examples/models/).
-MODEL="echo"
+# The model the quickstart serves: the real MLP classifier (784 -> 512 ->
+# 10, OpenBLAS on the CPU) that scripts/make_models.py generates next to the
+# synthetic examples of examples/models/.
+MODEL="mlp"
 
 # The load: closed loop, 16 requests in flight for 5 s; 90% reuse a hot set
 # of inputs, the rest are fresh among 1000 distinct ones.
@@ -68,10 +70,18 @@ ENDPOINT=tcp://$HOST:$GATEWAY_PORT
 METRICS_URL=http://$HOST:$HTTP_PORT/metrics
 CTL=("$SHOALCTL" --endpoint "$ENDPOINT")
 
-# -- start the node, stop it on any exit -----------------------------------------
+# -- the model repository: the shipped examples plus the generated models ---
 LOG_DIR=$BUILD_DIR/quickstart
 mkdir -p "$LOG_DIR"
 LOG=$LOG_DIR/shoald.log
+MODELS=$LOG_DIR/models
+rm -rf "$MODELS"
+mkdir -p "$MODELS"
+cp -r examples/models/. "$MODELS/"
+say "generating the example MLP and CNN (scripts/make_models.py)"
+/usr/bin/python3 scripts/make_models.py --out "$MODELS"
+
+# -- start the node, stop it on any exit -----------------------------------------
 NODE_PID=""
 
 stop_node() {
@@ -105,6 +115,7 @@ say "starting $SHOALD on $ENDPOINT, metrics on $METRICS_URL"
   --set "gateway.endpoint=$ENDPOINT" \
   --set "http.listen=$HOST:$HTTP_PORT" \
   --set runtime.drain_grace_ms=5000 \
+  --set "models.root=$MODELS" \
   >"$LOG" 2>&1 </dev/null &
 NODE_PID=$!
 
