@@ -27,7 +27,7 @@ void run_batch(self_ptr self) {
   auto& st = self->state;
   auto now = clock_type::now();
   auto items = st.queue->take();
-  auto arrivals = st.queue->taken_arrivals();
+  const auto& arrivals = st.queue->taken_arrivals();
   std::vector<exec_result> results;
   results.reserve(items.size());
   // Requests whose deadline passed while queued are answered, not run.

@@ -152,9 +152,7 @@ void dispatch(self_ptr self, model_entry& m) {
     best->last_used_ns = now;
     self->send(best->handle, exec_atom::value, std::move(item));
   }
-  if (m.queue.empty() || !m.replicas.empty())
-    update_waiting(self, m);
-  else
+  if (!m.queue.empty() && m.replicas.empty())
     request_replica(self, m);
   update_waiting(self, m);
 }

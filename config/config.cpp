@@ -9,6 +9,7 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include "config/toml_value.hpp"
 #include "net/error.hpp"
 
 #ifndef SHOAL_DEFAULT_MODEL_ROOT
@@ -94,34 +95,9 @@ setting declare(std::string key, std::string doc, Section node_config::*sec,
   s.doc = std::move(doc);
   s.from_toml = [=](node_config& cfg, const toml::node& n,
                     const std::string& origin) -> caf::error {
-    auto& dst = cfg.*sec.*field;
-    if constexpr (std::is_same_v<T, std::string>) {
-      if (auto v = n.value_exact<std::string>()) {
-        dst = *v;
-        return {};
-      }
-      return bad(origin, key, "expected a string");
-    } else if constexpr (std::is_same_v<T, bool>) {
-      if (auto v = n.value_exact<bool>()) {
-        dst = *v;
-        return {};
-      }
-      return bad(origin, key, "expected true or false");
-    } else if constexpr (std::is_floating_point_v<T>) {
-      if (auto v = n.value<double>()) {
-        dst = static_cast<T>(*v);
-        return {};
-      }
-      return bad(origin, key, "expected a number");
-    } else {
-      auto v = n.value_exact<int64_t>();
-      if (!v)
-        return bad(origin, key, "expected an integer");
-      if (*v < 0 && std::is_unsigned_v<T>)
-        return bad(origin, key, "must not be negative");
-      dst = static_cast<T>(*v);
-      return {};
-    }
+    if (auto what = read_toml_value(n, cfg.*sec.*field))
+      return bad(origin, key, what);
+    return {};
   };
   s.from_string = [=](node_config& cfg, const std::string& str,
                       const std::string& origin) -> caf::error {

@@ -219,6 +219,7 @@ caf::expected<backend_ptr> cpu_backend::load(const model_spec& spec) {
                           std::string{to_string(out.type)});
   // Scratch for a full batch, so that serving never allocates.
   auto rows = std::max<uint64_t>(1, spec.max_batch);
+  be->widest_ = widest;
   be->a_.resize(rows * widest);
   be->b_.resize(rows * widest);
   be->workspace_.resize(workspace);
@@ -234,13 +235,9 @@ cpu_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
                                          : steps_.front().in_dims);
   if (x.data.size() != in_n * sizeof(float))
     return make_error(errc::invalid_argument, "input size does not match");
-  size_t widest = 0;
-  for (auto& s : steps_)
-    widest = std::max<size_t>(widest, prod(s.out_dims));
-  widest = std::max<size_t>(widest, in_n / std::max<uint64_t>(rows, 1));
-  if (a_.size() < rows * widest) { // a batch above max_batch: grow once
-    a_.resize(rows * widest);
-    b_.resize(rows * widest);
+  if (a_.size() < rows * widest_) { // a batch above max_batch: grow once
+    a_.resize(rows * widest_);
+    b_.resize(rows * widest_);
   }
   std::memcpy(a_.data(), x.data.data(), x.data.size());
   float* cur = a_.data();

@@ -53,6 +53,8 @@ private:
   std::vector<std::unique_ptr<std::vector<float>>> owned_;
   std::vector<step> steps_;
   uint64_t weight_bytes_ = 0;
+  // Floats per sample of the widest activation (input included).
+  uint64_t widest_ = 0;
   // Scratch reused across batches (one executor thread per replica).
   std::vector<float> a_, b_, workspace_;
   std::map<std::string, std::vector<float>> saved_;

@@ -34,7 +34,6 @@ void reply_sink::push(reply_route route, std::string body) {
     std::lock_guard<std::mutex> guard{mtx_};
     was_empty = queue_.empty();
     queue_.push_back({std::move(route), std::move(body)});
-    ++pushed_;
   }
   if (was_empty) {
     uint64_t one = 1;
@@ -48,11 +47,6 @@ void reply_sink::drain(std::vector<outgoing>& out) {
   [[maybe_unused]] auto n = ::read(fd_, &count, sizeof(count));
   std::lock_guard<std::mutex> guard{mtx_};
   out.swap(queue_);
-}
-
-uint64_t reply_sink::pushed() const noexcept {
-  std::lock_guard<std::mutex> guard{mtx_};
-  return pushed_;
 }
 
 // -- gateway ------------------------------------------------------------------

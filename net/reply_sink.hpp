@@ -31,14 +31,10 @@ public:
   int fd() const noexcept { return fd_; }
   void drain(std::vector<outgoing>& out);
 
-  // Replies pushed so far (tests and shutdown accounting).
-  uint64_t pushed() const noexcept;
-
 private:
   int fd_ = -1;
   mutable std::mutex mtx_;
   std::vector<outgoing> queue_;
-  uint64_t pushed_ = 0;
 };
 
 } // namespace shoal

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <toml++/toml.h>
 
+#include "config/toml_value.hpp"
 #include "net/error.hpp"
 
 namespace fs = std::filesystem;
@@ -47,34 +48,9 @@ public:
     auto* n = tbl.get(key);
     if (!n)
       return {};
-    auto full = prefix + std::string{key};
-    if constexpr (std::is_same_v<T, std::string>) {
-      if (auto v = n->value_exact<std::string>()) {
-        out = *v;
-        return {};
-      }
-      return fail(full, "expected a string");
-    } else if constexpr (std::is_same_v<T, bool>) {
-      if (auto v = n->value_exact<bool>()) {
-        out = *v;
-        return {};
-      }
-      return fail(full, "expected true or false");
-    } else if constexpr (std::is_floating_point_v<T>) {
-      if (auto v = n->value<double>()) {
-        out = *v;
-        return {};
-      }
-      return fail(full, "expected a number");
-    } else {
-      auto v = n->value_exact<int64_t>();
-      if (!v)
-        return fail(full, "expected an integer");
-      if (*v < 0)
-        return fail(full, "must not be negative");
-      out = static_cast<T>(*v);
-      return {};
-    }
+    if (auto what = read_toml_value(*n, out))
+      return fail(prefix + std::string{key}, what);
+    return {};
   }
 
   caf::error io_list(const toml::table& root, std::string_view key,
