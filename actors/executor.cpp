@@ -1,5 +1,7 @@
 #include "actors/executor.hpp"
 
+#include <map>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -21,6 +23,35 @@ uint64_t us_between(time_point a, time_point b) {
 }
 
 void schedule_flush(self_ptr self);
+
+// The model store step of a load, with progress for `models` and the log.
+caf::error prepare_files(const model_spec& spec, const load_env& env,
+                         node_metrics& metrics) {
+  // Log each file at every tenth of its size, not at every callback.
+  std::map<std::string, uint64_t> logged;
+  auto progress = [&](const std::string& file, uint64_t done, uint64_t total) {
+    if (env.progress)
+      env.progress->update(spec.name, spec.version, file, done, total);
+    if (total == 0)
+      return;
+    auto tenth = done * 10 / total;
+    auto& last = logged[file];
+    if (tenth > last) {
+      last = tenth;
+      spdlog::info("model store: {} v{}: {} {}% ({:.1f} of {:.1f} MB)",
+                   spec.name, spec.version, file, tenth * 10, done / 1e6,
+                   total / 1e6);
+    }
+  };
+  fetch_stats stats;
+  auto err = prepare_model(spec, env.store, progress, &stats);
+  if (env.progress)
+    env.progress->finish(spec.name, spec.version);
+  if (!err)
+    metrics.model_files(stats.bytes_downloaded, stats.files_fetched,
+                        stats.files_reused);
+  return err;
+}
 
 // Runs one batch and sends its results to the router.
 void run_batch(self_ptr self) {
@@ -115,13 +146,23 @@ void schedule_flush(self_ptr self) {
 
 caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
                              caf::actor listener,
-                             std::shared_ptr<node_metrics> metrics) {
+                             std::shared_ptr<node_metrics> metrics,
+                             std::shared_ptr<const load_env> env) {
   auto& st = self->state;
   st.spec = spec;
   st.listener = listener;
   st.metrics = metrics;
   st.queue = std::make_unique<batcher>(spec->max_batch, spec->max_delay);
   auto t0 = clock_type::now();
+  // A null env (benchmarks) loads the files as they are.
+  if (env) {
+    if (auto err = prepare_files(*spec, *env, *metrics)) {
+      spdlog::error("executor {} v{}: load failed: {}", spec->name,
+                    spec->version, reason_of(err));
+      self->quit(make_error(errc::unavailable, reason_of(err)));
+      return {};
+    }
+  }
   auto loaded = load_backend(*spec);
   if (!loaded) {
     spdlog::error("executor {} v{}: load failed: {}", spec->name, spec->version,

@@ -8,7 +8,9 @@
 //                              the router, one message per batch.
 //   (flush_atom, uint64_t gen) from itself: the batch delay of generation
 //                              `gen` ran out; nothing comes back.
-// On start it sends (ready_atom, model, version, self, device) to the
+// On start it makes the model's files ready through the model store
+// (fetched or verified against their sha256; see prepare_model), then loads
+// the backend. It then sends (ready_atom, model, version, self, device) to the
 // listener, or quits with errc::unavailable when the load fails. A backend
 // that throws kills the replica (exit reason errc::internal): its requests
 // are re-dispatched by the router and the supervisor restarts it.
@@ -23,10 +25,18 @@
 #include "actors/batcher.hpp"
 #include "actors/messages.hpp"
 #include "gpu/backend.hpp"
+#include "runtime/load_progress.hpp"
 #include "runtime/model_spec.hpp"
+#include "runtime/model_store.hpp"
 #include "runtime/node_metrics.hpp"
 
 namespace shoal {
+
+// What executors need to bring a model's files in before loading it.
+struct load_env {
+  store_config store;
+  std::shared_ptr<load_progress> progress; // may be null
+};
 
 struct executor_state {
   model_spec_ptr spec;
@@ -41,6 +51,7 @@ struct executor_state {
 
 caf::behavior executor_actor(caf::stateful_actor<executor_state>* self,
                              model_spec_ptr spec, caf::actor listener,
-                             std::shared_ptr<node_metrics> metrics);
+                             std::shared_ptr<node_metrics> metrics,
+                             std::shared_ptr<const load_env> env);
 
 } // namespace shoal

@@ -44,6 +44,7 @@
 #include "actors/messages.hpp"
 #include "actors/result_cache.hpp"
 #include "net/reply_sink.hpp"
+#include "runtime/load_progress.hpp"
 #include "runtime/model_spec.hpp"
 #include "runtime/node_metrics.hpp"
 
@@ -59,6 +60,8 @@ struct router_config {
   std::chrono::milliseconds default_cache_ttl{0};
   std::string node_name = "node";
   std::string node_role = "all";
+  // Loads under way, for the `models` op (may be null).
+  std::shared_ptr<load_progress> progress;
 };
 
 struct router_state {

@@ -44,8 +44,16 @@ void models_reply(self_ptr self, const admin_job& job) {
         continue;
       if (!mi->second.replicas.empty())
         info.state = "loaded";
-      else if (mi->second.spawn_requested && info.state != "loaded")
+      else if (mi->second.spawn_requested && info.state != "loaded") {
         info.state = "loading";
+        if (st.cfg.progress) {
+          if (auto p = st.cfg.progress->get(name, v)) {
+            info.has_progress = true;
+            info.bytes_done += p->done;
+            info.bytes_total += p->total;
+          }
+        }
+      }
     }
     auto& newest = versions.rbegin()->second;
     info.inputs = newest->inputs;

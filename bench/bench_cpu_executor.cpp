@@ -99,10 +99,12 @@ double executor_rate(caf::actor_system& sys, model_spec_ptr spec,
                      std::shared_ptr<node_metrics> m, const tensor& x,
                      size_t inflight, double seconds) {
   caf::scoped_actor self{sys};
+  // No load env: the weights are loaded as they are, unverified.
+  std::shared_ptr<const load_env> env;
   auto exec = backend_may_block(*spec)
                   ? self->spawn<caf::detached>(executor_actor, spec,
-                                               caf::actor{self}, m)
-                  : self->spawn(executor_actor, spec, caf::actor{self}, m);
+                                               caf::actor{self}, m, env)
+                  : self->spawn(executor_actor, spec, caf::actor{self}, m, env);
   self->receive([](ready_atom, const std::string&, uint64_t, caf::actor,
                    const std::string&) {});
   uint64_t ticket = 0, done = 0;

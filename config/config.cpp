@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
@@ -139,8 +140,30 @@ const std::vector<setting>& settings() {
       declare("http.threads", "HTTP worker threads.", &c::http,
               &c::http_section::threads),
       declare("models.root",
-              "Model repository: <root>/<name>/<version>/model.toml.",
+              "Model repository: a directory <root>/<name>/<version>/"
+              "model.toml, or a file:// or http(s):// URL of one with an "
+              "index.toml (shoalctl index).",
               &c::models, &c::models_section::root),
+      declare("models.cache_dir",
+              "Where fetched model files and verification records are kept "
+              "(default: $XDG_CACHE_HOME/shoal/models).",
+              &c::models, &c::models_section::cache_dir),
+      declare("models.parallel_ranges",
+              "Parallel ranged GETs per large file from an HTTP repository.",
+              &c::models, &c::models_section::parallel_ranges),
+      declare("models.range_threshold_bytes",
+              "Files at least this big are fetched in parallel ranges.",
+              &c::models, &c::models_section::range_threshold_bytes),
+      declare("models.fetch_timeout_ms",
+              "Connect timeout, and the longest a download may stall, before "
+              "it is retried.",
+              &c::models, &c::models_section::fetch_timeout_ms),
+      declare("models.fetch_retries",
+              "Retries of a download that fails without progress.", &c::models,
+              &c::models_section::fetch_retries),
+      declare("models.max_file_bytes",
+              "Largest model file the store accepts from a repository.",
+              &c::models, &c::models_section::max_file_bytes),
       declare("cache.max_bytes",
               "Result cache budget in bytes (keys, values and overhead); 0 "
               "disables the cache.",
@@ -268,6 +291,14 @@ std::string default_model_root() {
   return SHOAL_DEFAULT_MODEL_ROOT;
 }
 
+std::string default_model_cache_dir() {
+  if (auto* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg == '/')
+    return std::string{xdg} + "/shoal/models";
+  if (auto* home = std::getenv("HOME"); home && *home == '/')
+    return std::string{home} + "/.cache/shoal/models";
+  return "/tmp/shoal-models-" + std::to_string(::getuid());
+}
+
 caf::expected<node_config> load_config(const std::string& file) {
   node_config cfg;
   if (!file.empty()) {
@@ -286,6 +317,8 @@ caf::expected<node_config> load_config(const std::string& file) {
     return err;
   if (cfg.models.root.empty())
     cfg.models.root = default_model_root();
+  if (cfg.models.cache_dir.empty())
+    cfg.models.cache_dir = default_model_cache_dir();
   if (cfg.node.name.empty()) {
     char host[256] = {};
     if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
@@ -343,9 +376,26 @@ caf::error validate(const node_config& cfg) {
     return fail("log.level", "must be one of trace, debug, info, warn, "
                              "error, off; got '" +
                                  cfg.log.level + "'");
+  auto root = cfg.models.root;
+  auto lower = root.substr(0, 8);
+  for (auto& ch : lower)
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  bool url = lower.rfind("http://", 0) == 0 || lower.rfind("https://", 0) == 0;
+  if (lower.rfind("file://", 0) == 0) {
+    root = root.substr(7);
+  } else if (!url && root.find("://") != std::string::npos) {
+    return fail("models.root", "unsupported scheme in '" + root +
+                                   "' (a directory, file:// or http(s)://)");
+  }
   std::error_code ec;
-  if (!std::filesystem::is_directory(cfg.models.root, ec))
+  if (!url && !std::filesystem::is_directory(root, ec))
     return fail("models.root", "'" + cfg.models.root + "' is not a directory");
+  if (cfg.models.cache_dir.empty())
+    return fail("models.cache_dir", "must not be empty");
+  if (cfg.models.parallel_ranges == 0 || cfg.models.parallel_ranges > 64)
+    return fail("models.parallel_ranges", "must be in 1..64");
+  if (cfg.models.fetch_timeout_ms < 100)
+    return fail("models.fetch_timeout_ms", "must be at least 100");
   return {};
 }
 

@@ -29,6 +29,12 @@ struct node_config {
   } http;
   struct models_section {
     std::string root;
+    std::string cache_dir;
+    uint64_t parallel_ranges = 4;
+    uint64_t range_threshold_bytes = 8u << 20;
+    uint64_t fetch_timeout_ms = 300000;
+    uint64_t fetch_retries = 3;
+    uint64_t max_file_bytes = uint64_t{64} << 30;
   } models;
   struct cache_section {
     uint64_t max_bytes = 256u << 20;
@@ -78,5 +84,9 @@ std::string render_config(const node_config& cfg);
 
 // Default model root: $SHOAL_MODEL_ROOT, else the shipped examples.
 std::string default_model_root();
+
+// Default model cache: $XDG_CACHE_HOME/shoal/models, else
+// $HOME/.cache/shoal/models, else /tmp/shoal-models-<uid>.
+std::string default_model_cache_dir();
 
 } // namespace shoal

@@ -644,7 +644,7 @@ void put_io_specs(packer& pk, const std::vector<io_spec>& specs) {
 }
 
 void put_model(packer& pk, const model_info& m) {
-  pk.pack_map(5);
+  pk.pack_map(m.has_progress ? 6 : 5);
   pk.key("name");
   put_str(pk, m.name);
   pk.key("versions");
@@ -657,6 +657,14 @@ void put_model(packer& pk, const model_info& m) {
   put_io_specs(pk, m.inputs);
   pk.key("outputs");
   put_io_specs(pk, m.outputs);
+  if (m.has_progress) {
+    pk.key("progress");
+    pk.pack_map(2);
+    pk.key("done");
+    pk.pack_uint64(m.bytes_done);
+    pk.key("total");
+    pk.pack_uint64(m.bytes_total);
+  }
 }
 
 void put_node(packer& pk, const node_info& n) {
@@ -735,8 +743,8 @@ caf::error decode_io_specs(const object& o, const std::string& path,
 
 caf::error decode_models(const object& o, const codec_limits& lim,
                          std::vector<model_info>& out) {
-  static constexpr std::array<std::string_view, 5> keys{
-      "name", "versions", "state", "inputs", "outputs"};
+  static constexpr std::array<std::string_view, 6> keys{
+      "name", "versions", "state", "inputs", "outputs", "progress"};
   if (o.type != mt::ARRAY)
     return type_mismatch("models", "array of maps", o);
   out.resize(o.via.array.size);
@@ -772,6 +780,21 @@ caf::error decode_models(const object& o, const codec_limits& lim,
     if (!absent(v[4]))
       if (auto err = decode_io_specs(*v[4], p + ".outputs", lim, m.outputs))
         return err;
+    if (!absent(v[5])) {
+      static constexpr std::array<std::string_view, 2> pkeys{"done", "total"};
+      std::array<const object*, pkeys.size()> pv;
+      if (v[5]->type != mt::MAP)
+        return type_mismatch(p + ".progress", "map", *v[5]);
+      if (auto err = collect(*v[5], pkeys, pv, p + ".progress: "))
+        return err;
+      m.has_progress = true;
+      if (!absent(pv[0]))
+        if (auto err = get_uint(*pv[0], p + ".progress.done", m.bytes_done))
+          return err;
+      if (!absent(pv[1]))
+        if (auto err = get_uint(*pv[1], p + ".progress.total", m.bytes_total))
+          return err;
+    }
   }
   return {};
 }

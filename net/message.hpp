@@ -142,6 +142,11 @@ struct model_info {
   std::string state; // loaded, loading, available
   std::vector<io_spec> inputs;
   std::vector<io_spec> outputs;
+  // While loading: model file bytes made ready so far, of a total that
+  // grows as file sizes become known (key `progress`, {done, total}).
+  bool has_progress = false;
+  uint64_t bytes_done = 0;
+  uint64_t bytes_total = 0;
 };
 
 // Entries of the `status` op reply.

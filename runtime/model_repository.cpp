@@ -427,6 +427,107 @@ caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
   return model_catalog_ptr{std::move(catalog)};
 }
 
+namespace {
+
+// An index or a manifest is small; a server sending more is refused.
+constexpr uint64_t max_listing_bytes = uint64_t{1} << 20;
+constexpr size_t max_index_models = 4096;
+
+// Parses index.toml: [models] name = [versions...].
+caf::expected<std::map<std::string, std::vector<uint64_t>>>
+parse_index(const std::string& path) {
+  auto fail = [&](const std::string& what) {
+    return make_error(errc::config_invalid, path + ": " + what);
+  };
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << path << ":" << e.source().begin.line << ":" << e.source().begin.column
+       << ": " << e.description();
+    return make_error(errc::config_invalid, os.str());
+  }
+  for (auto& [k, v] : root)
+    if (k.str() != "models")
+      return fail(std::string{k.str()} + ": unknown key");
+  auto* models = root["models"].as_table();
+  if (!models)
+    return fail("models: expected a table [models] of name = [versions]");
+  if (models->size() > max_index_models)
+    return fail("models: more than " + std::to_string(max_index_models) +
+                " models");
+  std::map<std::string, std::vector<uint64_t>> out;
+  for (auto& [k, v] : *models) {
+    std::string name{k.str()};
+    if (name.empty() || name[0] == '.' ||
+        name.find_first_of("/\\") != std::string::npos)
+      return fail("models." + name + ": not a valid model name");
+    auto* arr = v.as_array();
+    if (!arr || arr->empty())
+      return fail("models." + name +
+                  ": expected a non-empty array of versions");
+    auto& versions = out[name];
+    for (auto& item : *arr) {
+      auto n = item.value<int64_t>();
+      if (!n || *n <= 0)
+        return fail("models." + name + ": versions are positive integers");
+      versions.push_back(static_cast<uint64_t>(*n));
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+caf::expected<model_catalog_ptr> open_repository(const store_config& cfg) {
+  if (!is_remote_repository(cfg.repository))
+    return scan_repository(cfg.repository);
+  auto opts = cfg.fetch;
+  opts.max_file_bytes = max_listing_bytes;
+  opts.progress = nullptr;
+  auto root = cfg.repository;
+  while (root.size() > 1 && root.back() == '/')
+    root.pop_back();
+  auto index_path = (fs::path{cfg.cache_dir} / "index.toml").string();
+  bool offline = false;
+  if (auto err = fetch_file(root, "index.toml", index_path, opts)) {
+    std::error_code ec;
+    if (!fs::exists(index_path, ec))
+      return make_error(errc::unavailable,
+                        "model repository " + root + ": " + reason_of(err));
+    spdlog::warn("model repository {} unreachable ({}); using the index "
+                 "cached in {}",
+                 root, reason_of(err), cfg.cache_dir);
+    offline = true;
+  }
+  auto index = parse_index(index_path);
+  if (!index)
+    return index.error();
+  auto catalog = std::make_shared<model_catalog>();
+  for (auto& [name, versions] : *index) {
+    std::map<uint64_t, model_spec_ptr> specs;
+    for (auto v : versions) {
+      auto rel = name + "/" + std::to_string(v);
+      auto local =
+          (fs::path{cfg.cache_dir} / name / std::to_string(v) / "model.toml")
+              .string();
+      if (!offline) {
+        if (auto err = fetch_file(root, rel + "/model.toml", local, opts))
+          return make_error(errc::unavailable,
+                            "model repository " + root + ": " + reason_of(err));
+      }
+      auto spec = parse_manifest(local, name, v);
+      if (!spec)
+        return spec.error();
+      spec->source = root + "/" + rel;
+      specs.emplace(v, std::make_shared<model_spec>(std::move(*spec)));
+    }
+    catalog->models.emplace(name, std::move(specs));
+  }
+  return model_catalog_ptr{std::move(catalog)};
+}
+
 caf::expected<uint64_t> validate_inputs(const model_spec& spec,
                                         const std::vector<tensor>& inputs) {
   auto fail = [&](const std::string& what) {

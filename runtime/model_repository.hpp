@@ -6,6 +6,7 @@
 #include <caf/expected.hpp>
 
 #include "runtime/model_spec.hpp"
+#include "runtime/model_store.hpp"
 
 namespace shoal {
 
@@ -18,6 +19,16 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
 // directories) is skipped with a warning; a broken manifest fails the scan,
 // because serving a repository with a silently missing model is worse.
 caf::expected<model_catalog_ptr> scan_repository(const std::string& root);
+
+// The catalog of the node's repository (models.root). A directory is
+// scanned in place. A file:// or http(s):// repository lists its models in
+// <root>/index.toml ([models] name = [versions], as `shoalctl index`
+// writes it); each listed manifest is fetched into
+// <cache_dir>/<name>/<version>/model.toml, and the weights follow lazily
+// when a replica loads (prepare_model). When the repository cannot be
+// reached, the index and manifests cached by an earlier start are used,
+// with a warning, so that a node restarts while its repository is down.
+caf::expected<model_catalog_ptr> open_repository(const store_config& cfg);
 
 // Checks a request's inputs against the spec: names, dtypes, ranks, fixed
 // dims, and one shared batch size. Returns the batch size.

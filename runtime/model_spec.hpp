@@ -38,7 +38,10 @@ struct layer_spec {
 struct model_spec {
   std::string name;
   uint64_t version = 0;
-  std::string dir;     // <root>/<name>/<version>
+  std::string dir;     // local directory the backend loads from
+  // Remote repository only: URL of the version directory; files are
+  // fetched from here into `dir` (<models.cache_dir>/<name>/<version>).
+  std::string source;
   std::string backend; // "synthetic" (issue 3 adds "cpu", issue 5 "cuda")
   std::vector<io_spec> inputs;
   std::vector<io_spec> outputs;

@@ -19,16 +19,13 @@
 #include <unistd.h>
 
 #include "net/error.hpp"
+#include "runtime/verified_record.hpp"
 
 namespace shoal {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-// A manifest is untrusted input: a server claiming a bigger file is refused
-// before we allocate disk for it.
-constexpr uint64_t max_file_size = uint64_t{64} << 30;
 
 constexpr size_t io_chunk = size_t{1} << 20;
 
@@ -177,6 +174,9 @@ public:
     }
   }
 
+  // A server claiming a bigger file is refused before disk is spent on it.
+  uint64_t max_bytes() const noexcept { return opts_.max_file_bytes; }
+
   void finish() {
     std::lock_guard guard{mtx_};
     if (opts_.progress && reported_ != done_)
@@ -211,9 +211,10 @@ caf::error copy_local(const std::string& src, const std::string& part,
   if (size < 0)
     return make_error(errc::io_error,
                       name + ": stat " + src + ": " + errno_text());
-  if (static_cast<uint64_t>(size) > max_file_size)
+  if (static_cast<uint64_t>(size) > prog.max_bytes())
     return make_error(errc::unavailable,
-                      name + ": " + src + " is larger than 64 GiB");
+                      name + ": " + src + " is larger than the limit of " +
+                          std::to_string(prog.max_bytes()) + " bytes");
   fd_guard out{
       ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (!out)
@@ -409,9 +410,12 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
                                        "with the wrong range");
         return 0;
       }
-      if (t->headers->range_total > static_cast<int64_t>(max_file_size)) {
-        t->err = make_error(errc::unavailable,
-                            *t->name + ": file is larger than 64 GiB");
+      if (t->headers->range_total >
+          static_cast<int64_t>(t->prog->max_bytes())) {
+        t->err =
+            make_error(errc::unavailable,
+                       *t->name + ": file is larger than the limit of " +
+                           std::to_string(t->prog->max_bytes()) + " bytes");
         return 0;
       }
     } else if (status == 200) {
@@ -419,11 +423,12 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
         t->no_ranges = true;
         return 0;
       }
-      if (content_length > static_cast<curl_off_t>(max_file_size)) {
-        t->err =
-            make_error(errc::unavailable, *t->name + ": Content-Length " +
-                                              std::to_string(content_length) +
-                                              " is larger than 64 GiB");
+      if (content_length > static_cast<curl_off_t>(t->prog->max_bytes())) {
+        t->err = make_error(
+            errc::unavailable,
+            *t->name + ": Content-Length " + std::to_string(content_length) +
+                " is larger than the limit of " +
+                std::to_string(t->prog->max_bytes()) + " bytes");
         return 0;
       }
       if (t->offset > 0) {
@@ -448,7 +453,7 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
       return 0;
     }
   }
-  if (t->offset + len > max_file_size ||
+  if (t->offset + len > t->prog->max_bytes() ||
       (t->end != 0 && t->offset + len > t->end)) {
     t->err = make_error(errc::unavailable,
                         *t->name + ": server sent more data than expected");
@@ -625,10 +630,11 @@ caf::error fetch_http(const std::string& url, const std::string& part,
                       const std::string& name, const fetch_options& opts,
                       progress_state& prog) {
   auto info = probe(url, opts);
-  if (info.size > static_cast<int64_t>(max_file_size))
+  if (info.size > static_cast<int64_t>(opts.max_file_bytes))
     return make_error(errc::unavailable,
                       name + ": Content-Length " + std::to_string(info.size) +
-                          " from " + url + " is larger than 64 GiB");
+                          " from " + url + " is larger than the limit of " +
+                          std::to_string(opts.max_file_bytes) + " bytes");
   fd_guard fd{::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
   if (!fd)
     return make_error(errc::io_error,
@@ -721,7 +727,7 @@ std::string url_for(const source_location& loc, const std::string& name) {
 
 caf::error fetch_one(const source_location& loc, const store_file& file,
                      const fs::path& dir, const fetch_options& opts,
-                     fetch_stats& stats) {
+                     verified_record& rec, fetch_stats& stats) {
   const auto& name = file.name;
   auto expected_sha = lower(file.sha256);
   auto dest = (dir / name).string();
@@ -734,12 +740,20 @@ caf::error fetch_one(const source_location& loc, const store_file& file,
                           fs::path{dest}.parent_path().string() + ": " +
                           ec.message());
   if (fs::exists(dest, ec)) {
-    auto sha = sha256_file(dest);
-    if (sha && *sha == expected_sha) {
-      spdlog::debug("model store: {}: cached copy matches, not fetched", name);
+    if (rec.matches(dest, expected_sha)) {
+      spdlog::debug("model store: {}: verified copy unchanged, not fetched",
+                    name);
       ++stats.files_reused;
       return {};
     }
+    auto sha = sha256_file(dest);
+    if (sha && *sha == expected_sha) {
+      spdlog::debug("model store: {}: cached copy matches, not fetched", name);
+      rec.add(dest, expected_sha);
+      ++stats.files_reused;
+      return {};
+    }
+    rec.erase(dest);
     spdlog::info("model store: {}: cached copy does not match, fetching again",
                  name);
     fs::remove(dest, ec);
@@ -792,6 +806,7 @@ caf::error fetch_one(const source_location& loc, const store_file& file,
   if (auto err = sync_path(fs::path{dest}.parent_path().string(),
                            O_RDONLY | O_DIRECTORY))
     return err;
+  rec.add(dest, expected_sha);
   ++stats.files_fetched;
   auto secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
@@ -803,6 +818,42 @@ caf::error fetch_one(const source_location& loc, const store_file& file,
 }
 
 } // namespace
+
+caf::error fetch_file(const std::string& source, const std::string& name,
+                      const std::string& dest, const fetch_options& opts) {
+  global_init();
+  if (!valid_name(name))
+    return make_error(errc::invalid_argument,
+                      "model store: invalid file name '" + name + "'");
+  auto loc = parse_source(source);
+  if (!loc)
+    return loc.error();
+  std::error_code ec;
+  fs::create_directories(fs::path{dest}.parent_path(), ec);
+  if (ec)
+    return make_error(errc::io_error,
+                      "cannot create directory " +
+                          fs::path{dest}.parent_path().string() + ": " +
+                          ec.message());
+  auto part = dest + ".part";
+  // No checksum to resume against: always a fresh copy.
+  fs::remove(part, ec);
+  auto src = loc->http ? url_for(*loc, name) : loc->base + "/" + name;
+  progress_state prog{opts, name};
+  auto err = loc->http ? fetch_http(src, part, name, opts, prog)
+                       : copy_local(src, part, name, prog);
+  if (err) {
+    fs::remove(part, ec);
+    return err;
+  }
+  if (::rename(part.c_str(), dest.c_str()) != 0) {
+    auto why = errno_text();
+    fs::remove(part, ec);
+    return make_error(errc::io_error,
+                      name + ": rename to " + dest + ": " + why);
+  }
+  return {};
+}
 
 caf::expected<std::string> sha256_file(const std::string& path) {
   global_init();
@@ -857,9 +908,14 @@ caf::expected<fetch_stats> fetch_model(const std::string& source,
     return loc.error();
   auto dir = fs::path{opts.cache_dir} / model / std::to_string(version);
   fetch_stats stats;
-  for (const auto& f : files)
-    if (auto err = fetch_one(*loc, f, dir, opts, stats))
+  auto rec = verified_record::load(dir.string());
+  for (const auto& f : files) {
+    if (auto err = fetch_one(*loc, f, dir, opts, rec, stats)) {
+      rec.save();
       return err;
+    }
+  }
+  rec.save();
   return stats;
 }
 

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <caf/error.hpp>
 #include <caf/expected.hpp>
+
+#include "runtime/model_spec.hpp"
 
 namespace shoal {
 
@@ -33,6 +36,9 @@ struct fetch_options {
   // Attempts after the first for a transfer that fails without progress;
   // a transfer that made progress before failing does not use one up.
   int retries = 3;
+  // A manifest is untrusted input: a file bigger than this is refused
+  // before disk is spent on it.
+  uint64_t max_file_bytes = uint64_t{64} << 30;
   // May be empty. Called from the fetching thread or, for ranged downloads,
   // from the range workers (calls are serialized).
   std::function<void(const std::string& file, uint64_t done, uint64_t total)>
@@ -56,7 +62,43 @@ caf::expected<fetch_stats> fetch_model(const std::string& source,
                                        const std::vector<store_file>& files,
                                        const fetch_options& opts);
 
+// Copies one small file that has no known checksum (a repository index, a
+// manifest) from `source`/`name` to `dest`, atomically (temp file, then
+// rename). opts.max_file_bytes bounds it; opts.cache_dir is not used.
+caf::error fetch_file(const std::string& source, const std::string& name,
+                      const std::string& dest, const fetch_options& opts);
+
 // The sha256 of a file's contents, lowercase hex.
 caf::expected<std::string> sha256_file(const std::string& path);
+
+// How a node reaches its model repository and where it keeps verified
+// copies (models.* settings).
+struct store_config {
+  // models.root: a directory, file:///abs/path or http(s)://host/path.
+  std::string repository;
+  // models.cache_dir: fetched files and verification records.
+  std::string cache_dir;
+  // Download tuning; its cache_dir and progress are filled per call.
+  fetch_options fetch;
+};
+
+// Whether `root` names a repository reached through the store (file:// or
+// http(s)://) rather than a directory whose files are loaded in place.
+bool is_remote_repository(const std::string& root) noexcept;
+
+// Makes every file in spec.files present under spec.dir and verified
+// against its sha256, so that a backend may load from spec.dir.
+//  - Remote repository (spec.source set): fetch_model into spec.dir, which
+//    is <cache_dir>/<name>/<version>.
+//  - Local directory: each file is hashed in place. A record of the file's
+//    size, mtime and inode next to its sha256 (in <cache_dir>) lets later
+//    loads of an unchanged file skip the hash, which keeps loads at disk
+//    speed; a file that changed in any of those is hashed again.
+// A mismatch fails with errc::unavailable naming the file and both sums.
+caf::error
+prepare_model(const model_spec& spec, const store_config& cfg,
+              const std::function<void(const std::string& file, uint64_t done,
+                                       uint64_t total)>& progress = {},
+              fetch_stats* stats = nullptr);
 
 } // namespace shoal

@@ -29,6 +29,7 @@ void block_signals() {
 struct node::impl {
   node_config cfg;
   model_catalog_ptr catalog;
+  std::shared_ptr<load_progress> progress;
   metrics::registry registry;
   std::shared_ptr<node_metrics> metrics;
   std::shared_ptr<result_cache> cache;
@@ -77,7 +78,19 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   auto& d = *n->impl_;
   d.cfg = std::move(cfg);
   auto& c = d.cfg;
-  auto catalog = scan_repository(c.models.root);
+  auto env = std::make_shared<load_env>();
+  env->store.repository = c.models.root;
+  env->store.cache_dir = c.models.cache_dir;
+  env->store.fetch.parallel_ranges = c.models.parallel_ranges;
+  env->store.fetch.range_threshold = c.models.range_threshold_bytes;
+  env->store.fetch.timeout = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::milliseconds{
+          std::max<uint64_t>(c.models.fetch_timeout_ms, 1000)});
+  env->store.fetch.retries = static_cast<int>(c.models.fetch_retries);
+  env->store.fetch.max_file_bytes = c.models.max_file_bytes;
+  env->progress = std::make_shared<load_progress>();
+  d.progress = env->progress;
+  auto catalog = open_repository(env->store);
   if (!catalog)
     return catalog.error();
   d.catalog = *catalog;
@@ -114,17 +127,18 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   auto catalog_ptr = d.catalog;
   auto metrics = d.metrics;
   bool detached = c.executor.detached;
-  child_factory factory = [catalog_ptr, metrics,
-                           detached](caf::local_actor* self,
-                                     const std::string& model, uint64_t version,
-                                     caf::actor listener) -> caf::actor {
+  std::shared_ptr<const load_env> env_c = env;
+  child_factory factory = [catalog_ptr, metrics, detached,
+                           env_c](caf::local_actor* self,
+                                  const std::string& model, uint64_t version,
+                                  caf::actor listener) -> caf::actor {
     auto spec = catalog_ptr->resolve(model, version);
     if (!spec)
       return {};
     if (detached && backend_may_block(*spec))
-      return self->spawn<caf::detached>(executor_actor, spec, listener,
-                                        metrics);
-    return self->spawn(executor_actor, spec, listener, metrics);
+      return self->spawn<caf::detached>(executor_actor, spec, listener, metrics,
+                                        env_c);
+    return self->spawn(executor_actor, spec, listener, metrics, env_c);
   };
   auto escalate = [](const std::string& why) {
     spdlog::critical("node exits: {}", why);
@@ -144,6 +158,7 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   rc.default_cache_ttl = std::chrono::milliseconds{c.cache.default_ttl_ms};
   rc.node_name = c.node.name;
   rc.node_role = c.node.role;
+  rc.progress = d.progress;
   d.router = d.system->spawn(router_actor, rc, d.catalog, d.cache, d.sink,
                              d.metrics, d.supervisor);
   d.cache_maint =

@@ -62,6 +62,15 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
           "shoal_model_load_duration_seconds",
           "Time to load a model into a new replica.", {"model"},
           {0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300})),
+      store_bytes_(reg.counters("shoal_model_store_downloaded_bytes_total",
+                                "Model file bytes downloaded or copied from "
+                                "the repository.")
+                       .with({})),
+      store_files_(reg.counters("shoal_model_store_files_total",
+                                "Model files made ready for a load, by how: "
+                                "fetched (downloaded or hashed in place) or "
+                                "reused (verified copy unchanged).",
+                                {"result"})),
       batch_size_(reg.histograms("shoal_batch_size",
                                  "Requests per executed batch.", {"model"},
                                  batch_buckets())),
@@ -165,6 +174,13 @@ void node_metrics::redispatched(uint64_t n) {
 
 void node_metrics::model_load(std::string_view m, double seconds) {
   model(m).load_duration->observe(seconds);
+}
+
+void node_metrics::model_files(uint64_t bytes, uint64_t fetched,
+                               uint64_t reused) {
+  store_bytes_.inc(static_cast<double>(bytes));
+  store_files_.with({"fetched"}).inc(static_cast<double>(fetched));
+  store_files_.with({"reused"}).inc(static_cast<double>(reused));
 }
 
 void node_metrics::invalid_frame() {

@@ -33,6 +33,9 @@ public:
   void spawn(std::string_view reason);
   void redispatched(uint64_t n = 1);
   void model_load(std::string_view model, double seconds);
+  // What one load's model store step did: bytes downloaded, files fetched
+  // (or hashed in place) and files reused from the verified cache.
+  void model_files(uint64_t bytes, uint64_t fetched, uint64_t reused);
   void invalid_frame();
 
   // Exports the cache's statistics at every scrape.
@@ -56,6 +59,8 @@ private:
   metrics::family<metrics::counter>& spawns_;
   metrics::counter& redispatched_;
   metrics::family<metrics::histogram>& load_duration_;
+  metrics::counter& store_bytes_;
+  metrics::family<metrics::counter>& store_files_;
   metrics::family<metrics::histogram>& batch_size_;
   metrics::counter& cache_hits_;
   metrics::counter& cache_misses_;

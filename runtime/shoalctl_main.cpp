@@ -10,8 +10,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -604,6 +608,147 @@ int run_simple(const global_options& g, request req) {
   return exit_ok;
 }
 
+// `load`: waits as long as the load takes (--load-timeout-s) and, on a
+// terminal, draws a progress bar from the `models` op's progress while the
+// model's files are fetched or verified.
+int run_load(const global_options& g, request req, int64_t timeout_s) {
+  int rc = exit_ok;
+  auto c = open_client(g, rc);
+  if (!c)
+    return rc;
+  auto model = req.model;
+  bool tty = isatty(STDERR_FILENO) != 0 && !g.json;
+  std::optional<caf::expected<reply>> result;
+  c->submit(
+      std::move(req), [&](caf::expected<reply> r) { result = std::move(r); },
+      std::chrono::milliseconds{timeout_s * 1000}, 0);
+  auto start = clock_type::now();
+  auto next_poll = start;
+  bool asking = false;
+  size_t drawn = 0;
+  uint64_t last_done = 0;
+  auto last_t = start;
+  double rate = 0;
+  while (!result) {
+    c->poll(std::chrono::milliseconds{50});
+    auto now = clock_type::now();
+    if (!tty || asking || now < next_poll)
+      continue;
+    next_poll = now + std::chrono::milliseconds{250};
+    asking = true;
+    request q;
+    q.op = op_kind::models;
+    c->submit(
+        std::move(q),
+        [&](caf::expected<reply> r) {
+          asking = false;
+          if (!r || result)
+            return;
+          for (auto& m : r->models) {
+            if (m.name != model || !m.has_progress)
+              continue;
+            auto t = clock_type::now();
+            auto dt = std::chrono::duration<double>(t - last_t).count();
+            if (dt > 0.2 && m.bytes_done >= last_done) {
+              rate = (m.bytes_done - last_done) / dt;
+              last_done = m.bytes_done;
+              last_t = t;
+            }
+            constexpr int width = 30;
+            double frac = m.bytes_total > 0
+                              ? static_cast<double>(m.bytes_done) /
+                                    static_cast<double>(m.bytes_total)
+                              : 0.0;
+            auto fill = static_cast<int>(frac * width);
+            char line[160];
+            int n = std::snprintf(
+                line, sizeof(line),
+                "\rloading %s [%s%s] %3.0f%% %.1f/%.1f MB %.1f MB/s",
+                model.c_str(),
+                std::string(static_cast<size_t>(fill), '#').c_str(),
+                std::string(static_cast<size_t>(width - fill), '.').c_str(),
+                frac * 100, m.bytes_done / 1e6, m.bytes_total / 1e6,
+                rate / 1e6);
+            std::fputs(line, stderr);
+            drawn = std::max(drawn, static_cast<size_t>(n > 0 ? n : 0));
+          }
+        },
+        std::chrono::milliseconds{2000}, 0);
+  }
+  if (drawn > 0)
+    std::fprintf(stderr, "\r%*s\r", static_cast<int>(drawn), "");
+  auto& rep = *result;
+  if (!rep)
+    return report_client_error(rep.error());
+  if (g.json) {
+    std::cout << reply_json(*rep);
+    return report_status(*rep);
+  }
+  if (rep->code != status::ok)
+    return report_status(*rep);
+  auto took = std::chrono::duration<double>(clock_type::now() - start).count();
+  std::cout << "load " << model;
+  if (rep->version)
+    std::cout << " version " << *rep->version;
+  std::cout << ": OK in " << std::fixed << std::setprecision(2) << took
+            << " s\n";
+  return exit_ok;
+}
+
+// `index ROOT`: writes ROOT/index.toml, the listing a node reads from a
+// file:// or http(s):// repository (a web server cannot list directories
+// in a way we could rely on).
+int run_index(const std::string& root) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    std::cerr << "error: " << root << " is not a directory\n";
+    return exit_usage;
+  }
+  std::map<std::string, std::vector<uint64_t>> models;
+  for (auto& m : fs::directory_iterator{root, ec}) {
+    auto name = m.path().filename().string();
+    if (!m.is_directory() || name.empty() || name[0] == '.')
+      continue;
+    for (auto& v : fs::directory_iterator{m.path(), ec}) {
+      auto vname = v.path().filename().string();
+      uint64_t ver = 0;
+      auto [p, err] =
+          std::from_chars(vname.data(), vname.data() + vname.size(), ver);
+      if (err != std::errc{} || p != vname.data() + vname.size() || ver == 0 ||
+          !fs::exists(v.path() / "model.toml", ec))
+        continue;
+      models[name].push_back(ver);
+    }
+  }
+  auto path = fs::path{root} / "index.toml";
+  auto tmp = path.string() + ".tmp";
+  {
+    std::ofstream out{tmp, std::ios::trunc};
+    out << "# Model repository index, written by `shoalctl index`: the models "
+           "and versions\n# a node serves from a file:// or http(s):// "
+           "repository.\n[models]\n";
+    for (auto& [name, versions] : models) {
+      std::sort(versions.begin(), versions.end());
+      out << '"' << name << "\" = [";
+      for (size_t i = 0; i < versions.size(); ++i)
+        out << (i ? ", " : "") << versions[i];
+      out << "]\n";
+    }
+    if (!out) {
+      std::cerr << "error: cannot write " << tmp << '\n';
+      return exit_status;
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::cerr << "error: rename " << tmp << ": " << ec.message() << '\n';
+    return exit_status;
+  }
+  std::cout << path.string() << ": " << models.size() << " model(s)\n";
+  return exit_ok;
+}
+
 struct infer_options {
   std::string model;
   std::optional<uint64_t> version;
@@ -761,6 +906,16 @@ int main(int argc, char** argv) {
     cmd->add_option("model", admin_model, "model name")->required();
     cmd->add_option("--version", admin_version, "model version");
   }
+  int64_t load_timeout_s = 3600;
+  load_cmd
+      ->add_option("--load-timeout-s", load_timeout_s,
+                   "how long to wait for the load (downloads can be slow)")
+      ->capture_default_str();
+  std::string index_root;
+  auto* index_cmd = app.add_subcommand(
+      "index", "write ROOT/index.toml so that nodes can serve ROOT over "
+               "http(s):// or file://");
+  index_cmd->add_option("root", index_root, "repository directory")->required();
   std::string drain_node;
   auto* drain_cmd = app.add_subcommand(
       "drain", "move a node's work elsewhere and stop placing on it");
@@ -840,6 +995,15 @@ int main(int argc, char** argv) {
     }
     if (infer_cmd->parsed())
       return run_infer(g, io);
+    if (index_cmd->parsed())
+      return run_index(index_root);
+    if (load_cmd->parsed()) {
+      request req;
+      req.op = op_kind::load;
+      req.model = admin_model;
+      req.version = admin_version;
+      return run_load(g, std::move(req), load_timeout_s);
+    }
     if (load_cmd->parsed() || unload_cmd->parsed()) {
       request req;
       req.op = load_cmd->parsed() ? op_kind::load : op_kind::unload;

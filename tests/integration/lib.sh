@@ -12,6 +12,8 @@ free_port() {
 
 NODE_PID=""
 NODE_LOG=$(mktemp /tmp/shoald-script-XXXXXX.log)
+# The node's model cache (verification records, fetched files): per test.
+NODE_CACHE=$(mktemp -d /tmp/shoald-cache-XXXXXX)
 
 stop_node() {
   if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
@@ -34,6 +36,7 @@ cleanup() {
     cat "$NODE_LOG"
   fi
   rm -f "$NODE_LOG"
+  rm -rf "$NODE_CACHE"
   exit $rc
 }
 trap cleanup EXIT
@@ -50,7 +53,8 @@ start_node() {
   fi
   "$SHOALD" --set "gateway.endpoint=$ENDPOINT" \
     --set "http.listen=127.0.0.1:$HTTP_PORT" --set node.name=script-node \
-    "${models[@]}" "$@" >"$NODE_LOG" 2>&1 &
+    --set "models.cache_dir=$NODE_CACHE" "${models[@]}" "$@" \
+    >>"$NODE_LOG" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 1 100); do
     if "$SHOALCTL" --endpoint "$ENDPOINT" --timeout-ms 200 ping >/dev/null 2>&1; then

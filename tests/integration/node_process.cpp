@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -92,6 +93,13 @@ node_process::node_process(std::vector<std::string> args) {
                                     std::to_string(http_port_),
                                 "--set",
                                 "node.name=test-node"};
+  // A model cache of its own, so that tests never share verified files.
+  char cache_tmpl[] = "/tmp/shoald-cache-XXXXXX";
+  if (::mkdtemp(cache_tmpl) != nullptr) {
+    cache_dir_ = cache_tmpl;
+    argv.push_back("--set");
+    argv.push_back("models.cache_dir=" + cache_dir_);
+  }
   if (const char* src = std::getenv("SOURCE_ROOT")) {
     argv.push_back("--set");
     argv.push_back(std::string{"models.root="} + src + "/examples/models");
@@ -115,6 +123,10 @@ node_process::node_process(std::vector<std::string> args) {
 node_process::~node_process() {
   stop(std::chrono::seconds{10});
   ::unlink(log_path_.c_str());
+  if (!cache_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(cache_dir_, ec);
+  }
 }
 
 bool node_process::wait_ready(std::chrono::milliseconds limit) {

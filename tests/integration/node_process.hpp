@@ -55,6 +55,7 @@ private:
   int http_port_ = 0;
   pid_t pid_ = -1;
   std::string log_path_;
+  std::string cache_dir_;
   std::optional<int> exit_code_;
 };
 

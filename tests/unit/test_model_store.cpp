@@ -304,8 +304,12 @@ TEST_F(model_store_test, wrong_checksum_leaves_nothing) {
     EXPECT_FALSE(fs::exists(cached("model.safetensors")));
     EXPECT_FALSE(fs::exists(cached("model.safetensors.part")));
   }
-  // Only the good file of the second attempt remains.
+  // Only the good file of the second attempt remains (and the record of
+  // what was verified).
   auto left = files_under(cache_);
+  std::erase_if(left, [](const std::string& p) {
+    return fs::path{p}.filename() == ".shoal-verified";
+  });
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0], cached("model.toml").string());
   // The same for a local source: nothing in a fresh cache.
@@ -414,3 +418,64 @@ TEST_F(model_store_test, refused_connection_fails_after_retries) {
 }
 
 } // namespace
+
+// A local repository is verified in place: the first load hashes, a second
+// load of the unchanged file does not, and a file changed behind our back
+// (same size, new contents) is hashed again and refused.
+TEST_F(model_store_test, local_repository_verified_in_place_once) {
+  auto data = random_bytes(300000, 9);
+  auto f = add("model.safetensors", data);
+  model_spec spec;
+  spec.name = "m";
+  spec.version = 1;
+  spec.dir = repo_.string();
+  spec.files = {{f.name, f.sha256}};
+  store_config cfg;
+  cfg.repository = (root_ / "repo").string();
+  cfg.cache_dir = cache_.string();
+  fetch_stats st;
+  ASSERT_FALSE(prepare_model(spec, cfg, {}, &st));
+  EXPECT_EQ(st.files_fetched, 1u); // hashed
+  EXPECT_EQ(st.files_reused, 0u);
+  EXPECT_FALSE(fs::exists(cached("model.safetensors"))) << "loaded in place";
+  ASSERT_FALSE(prepare_model(spec, cfg, {}, &st));
+  EXPECT_EQ(st.files_fetched, 0u);
+  EXPECT_EQ(st.files_reused, 1u); // the record matched: no hash
+  // Same size, different bytes: the changed mtime/ctime forces a re-hash.
+  std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  data[1000] ^= 1;
+  write_file(repo_ / "model.safetensors", data);
+  auto err = prepare_model(spec, cfg, {}, &st);
+  ASSERT_TRUE(err);
+  EXPECT_EQ(to_status(err), status::unavailable);
+  EXPECT_NE(reason_of(err).find("model.safetensors"), std::string::npos)
+      << reason_of(err);
+  EXPECT_NE(reason_of(err).find("sha256 mismatch"), std::string::npos);
+  // Still refused the next time: a failed file is never recorded.
+  EXPECT_TRUE(prepare_model(spec, cfg, {}, &st));
+}
+
+// A remote version goes through fetch_model; a second prepare reuses the
+// verified copy without hashing or fetching it.
+TEST_F(model_store_test, remote_prepare_fetches_once) {
+  auto data = random_bytes(100000, 10);
+  auto f = add("w.bin", data);
+  model_spec spec;
+  spec.name = "m";
+  spec.version = 1;
+  spec.dir = (cache_ / "m" / "1").string();
+  spec.source = "file://" + repo_.string();
+  spec.files = {{f.name, f.sha256}};
+  store_config cfg;
+  cfg.repository = "file://" + (root_ / "repo").string();
+  cfg.cache_dir = cache_.string();
+  EXPECT_TRUE(is_remote_repository(cfg.repository));
+  EXPECT_FALSE(is_remote_repository(repo_.string()));
+  fetch_stats st;
+  ASSERT_FALSE(prepare_model(spec, cfg, {}, &st));
+  EXPECT_EQ(st.files_fetched, 1u);
+  EXPECT_EQ(read_file(cached("w.bin")), data);
+  ASSERT_FALSE(prepare_model(spec, cfg, {}, &st));
+  EXPECT_EQ(st.files_reused, 1u);
+  EXPECT_EQ(st.bytes_downloaded, 0u);
+}
