@@ -27,6 +27,10 @@ using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using clear_atom = caf::atom_constant<caf::atom("clear")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using link_msg_atom = caf::atom_constant<caf::atom("linkmsg")>;
+using peer_atom = caf::atom_constant<caf::atom("peer")>;
+using set_router_atom = caf::atom_constant<caf::atom("setrouter")>;
 
 // Steady-clock nanoseconds: time points travel inside messages as integers.
 inline int64_t to_ns(time_point t) noexcept {

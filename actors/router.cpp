@@ -120,10 +120,13 @@ void dispatch(self_ptr self, model_entry& m) {
   auto& st = self->state;
   auto cap = capacity(st, m);
   auto now = now_ns();
+  bool any_live = std::any_of(m.replicas.begin(), m.replicas.end(),
+                              [](auto& r) { return !r.retiring; });
   while (!m.queue.empty()) {
     router_state::replica* best = nullptr;
     for (auto& r : m.replicas)
-      if (r.outstanding < cap && (!best || r.outstanding < best->outstanding))
+      if ((!r.retiring || !any_live) && r.outstanding < cap &&
+          (!best || r.outstanding < best->outstanding))
         best = &r;
     if (!best)
       break;
@@ -155,6 +158,27 @@ void dispatch(self_ptr self, model_entry& m) {
   if (!m.queue.empty() && m.replicas.empty())
     request_replica(self, m);
   update_waiting(self, m);
+}
+
+// Hands back draining replicas that finished their work, once another
+// replica of the model can take over.
+void retire_drained(self_ptr self, const router_state::model_key& key,
+                    model_entry& m) {
+  auto& st = self->state;
+  bool any_live = std::any_of(m.replicas.begin(), m.replicas.end(),
+                              [](auto& r) { return !r.retiring; });
+  if (!any_live)
+    return;
+  for (auto r = m.replicas.begin(); r != m.replicas.end();) {
+    if (r->retiring && r->outstanding == 0) {
+      self->demonitor(r->handle);
+      st.metrics->executors(key.first, -1);
+      self->send(st.supervisor, retire_atom::value, r->handle);
+      r = m.replicas.erase(r);
+    } else {
+      ++r;
+    }
+  }
 }
 
 void enqueue(self_ptr self, model_entry& m, uint64_t ticket) {
@@ -265,6 +289,7 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
   auto sender = self->current_sender();
   auto now = now_ns();
   model_entry* touched = nullptr;
+  std::string node = st.cfg.node_name;
   for (auto& res : results) {
     auto i = st.tickets.find(res.ticket);
     // A result for a ticket re-dispatched elsewhere (its replica was
@@ -277,8 +302,10 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
     if (mi != st.models.end()) {
       touched = &mi->second;
       for (auto& r : mi->second.replicas)
-        if (r.handle.address() == sender && r.outstanding > 0) {
-          --r.outstanding;
+        if (r.handle.address() == sender) {
+          node = r.node;
+          if (r.outstanding > 0)
+            --r.outstanding;
           r.last_used_ns = now;
         }
     }
@@ -291,7 +318,7 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
       value->outputs_encoded = res.outputs_encoded;
       value->model = p.job.model;
       value->version = p.job.version;
-      value->node = st.cfg.node_name;
+      value->node = node;
       value->compute_us = res.compute_us;
       auto ttl = mi != st.models.end() && mi->second.spec->cache_ttl.count() > 0
                      ? mi->second.spec->cache_ttl
@@ -305,7 +332,7 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
       r.error = res.error;
       r.model = p.job.model;
       r.version = p.job.version;
-      r.node = st.cfg.node_name;
+      r.node = node;
       if (code == status::ok) {
         r.source = w.source;
         if (k + 1 == p.waiters.size())
@@ -322,12 +349,15 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
     p.running = false;
     erase_ticket(self, res.ticket);
   }
-  if (touched)
+  if (touched) {
     dispatch(self, *touched);
+    retire_drained(self, {touched->spec->name, touched->spec->version},
+                   *touched);
+  }
 }
 
 void on_ready(self_ptr self, const std::string& model, uint64_t version,
-              caf::actor handle, std::string device) {
+              caf::actor handle, std::string device, std::string node) {
   auto& st = self->state;
   auto spec = st.catalog->resolve(model, version);
   if (!spec) {
@@ -338,17 +368,18 @@ void on_ready(self_ptr self, const std::string& model, uint64_t version,
   m.spawn_requested = false;
   m.failed_until_ns = 0;
   self->monitor(handle);
-  m.replicas.push_back({handle, 0, now_ns(), std::move(device)});
+  m.replicas.push_back({handle, 0, now_ns(), std::move(device), node, false});
   st.metrics->executors(model, 1);
   for (auto& w : m.load_waiters) {
     reply r;
     r.model = model;
     r.version = version;
-    r.node = st.cfg.node_name;
+    r.node = node;
     send_reply(self, w, r);
   }
   m.load_waiters.clear();
   dispatch(self, m);
+  retire_drained(self, {model, version}, m);
 }
 
 void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
@@ -512,7 +543,27 @@ caf::behavior router_actor(self_ptr self, router_config cfg,
       [=](admin_job& job) { router_admin(self, job); },
       [=](ready_atom, const std::string& model, uint64_t version,
           caf::actor handle, std::string& device) {
-        on_ready(self, model, version, std::move(handle), std::move(device));
+        on_ready(self, model, version, std::move(handle), std::move(device),
+                 self->state.cfg.node_name);
+      },
+      [=](ready_atom, const std::string& model, uint64_t version,
+          caf::actor handle, std::string& device, std::string& node) {
+        on_ready(self, model, version, std::move(handle), std::move(device),
+                 std::move(node));
+      },
+      [=](retire_atom, const caf::actor& handle) {
+        auto& st = self->state;
+        for (auto& [key, m] : st.models) {
+          for (auto& r : m.replicas) {
+            if (r.handle != handle)
+              continue;
+            r.retiring = true;
+            // A replacement is coming; make sure one is asked for even if
+            // the coordinator's own request raced with an idle retirement.
+            retire_drained(self, key, m);
+            return;
+          }
+        }
       },
       [=](done_atom, std::vector<exec_result>& results) {
         on_results(self, results);

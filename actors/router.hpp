@@ -15,6 +15,12 @@
 //                                  unload; the reply goes to the sink.
 //   (ready_atom, model, version, actor, device)
 //                                  from an executor that finished loading.
+//   (ready_atom, model, version, actor, device, node)
+//                                  from the coordinator: a remote replica
+//                                  (its proxy) on worker `node`.
+//   (retire_atom, actor)           from the coordinator: drain that replica;
+//                                  once idle and replaceable it is handed
+//                                  back with (retire_atom, actor).
 //   (done_atom, vector<exec_result>)
 //                                  from an executor: one batch's results.
 //   (spawn_fail_atom, model, version, reason)
@@ -60,6 +66,9 @@ struct router_config {
   std::chrono::milliseconds default_cache_ttl{0};
   std::string node_name = "node";
   std::string node_role = "all";
+  // Head of a cluster: `supervisor` is the coordinator, which also
+  // answers the `status` op and takes retired replicas back.
+  bool cluster = false;
   // Loads under way, for the `models` op (may be null).
   std::shared_ptr<load_progress> progress;
 };
@@ -92,6 +101,10 @@ struct router_state {
     uint64_t outstanding = 0;
     int64_t last_used_ns = 0;
     std::string device;
+    std::string node; // where it computes (the `node` of its replies)
+    // Draining: gets no new work once another replica of the model can
+    // take it, and is retired when its last request is done.
+    bool retiring = false;
   };
 
   struct model_entry {

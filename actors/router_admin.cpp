@@ -87,8 +87,11 @@ void router_admin(self_ptr self, admin_job& job) {
   auto op = static_cast<op_kind>(job.op);
   if (op == op_kind::models)
     return models_reply(self, job);
-  if (op == op_kind::status)
+  if (op == op_kind::status) {
+    if (st.cfg.cluster)
+      return self->send(st.supervisor, std::move(job));
     return status_reply(self, job);
+  }
   std::optional<uint64_t> version;
   if (job.version > 0)
     version = job.version;

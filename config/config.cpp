@@ -120,6 +120,37 @@ const std::vector<setting>& settings() {
               &c::node, &c::node_section::name),
       declare("node.role", "head, worker or all (standalone).", &c::node,
               &c::node_section::role),
+      declare("node.labels",
+              "Placement labels, k=v,k=v; capacity=spot or capacity=on-demand "
+              "is what min_replicas_on_demand looks at.",
+              &c::node, &c::node_section::labels),
+      declare("node.memory_bytes",
+              "Worker: memory its replicas may use, by their manifests' "
+              "resources.memory_bytes (0: no limit).",
+              &c::node, &c::node_section::memory_bytes),
+      declare("cluster.listen",
+              "Head: ZeroMQ endpoint the workers' node links connect to.",
+              &c::cluster, &c::cluster_section::listen),
+      declare("cluster.join",
+              "Worker: the head's cluster.listen endpoint (--join).",
+              &c::cluster, &c::cluster_section::join),
+      declare("cluster.secret",
+              "Shared secret that authenticates node messages (HMAC-SHA256); "
+              "empty: unauthenticated, for a trusted network only.",
+              &c::cluster, &c::cluster_section::secret),
+      declare("cluster.secret_file",
+              "File holding cluster.secret (its first line), e.g. a mounted "
+              "Kubernetes secret.",
+              &c::cluster, &c::cluster_section::secret_file),
+      declare("cluster.heartbeat_ms", "Heartbeat interval of node links.",
+              &c::cluster, &c::cluster_section::heartbeat_ms),
+      declare("cluster.suspect_ms",
+              "Silence after which a node is suspect (shown, still used).",
+              &c::cluster, &c::cluster_section::suspect_ms),
+      declare("cluster.timeout_ms",
+              "Silence after which a node is declared down and its work "
+              "re-dispatched.",
+              &c::cluster, &c::cluster_section::timeout_ms),
       declare("gateway.endpoint", "ZeroMQ ROUTER endpoint clients connect to.",
               &c::gateway, &c::gateway_section::endpoint),
       declare("gateway.max_frame_bytes",
@@ -345,6 +376,31 @@ caf::error validate(const node_config& cfg) {
       cfg.node.role != "worker")
     return fail("node.role",
                 "must be head, worker or all, got '" + cfg.node.role + "'");
+  if (cfg.node.role == "worker" && cfg.cluster.join.empty())
+    return fail("cluster.join", "a worker needs the head's endpoint "
+                                "(--join tcp://HEAD:5556)");
+  if (cfg.node.role != "worker" && !cfg.cluster.join.empty())
+    return fail("cluster.join", "only a worker joins a head (--role worker)");
+  if (cfg.cluster.heartbeat_ms == 0 ||
+      cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms)
+    return fail("cluster.timeout_ms",
+                "must be larger than cluster.heartbeat_ms (> 0)");
+  if (cfg.cluster.suspect_ms == 0 ||
+      cfg.cluster.suspect_ms > cfg.cluster.timeout_ms)
+    return fail("cluster.suspect_ms", "must be in 1..cluster.timeout_ms");
+  if (!cfg.node.labels.empty()) {
+    std::string_view rest{cfg.node.labels};
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      auto item = rest.substr(0, comma);
+      auto eq = item.find('=');
+      if (eq == std::string_view::npos || eq == 0)
+        return fail("node.labels",
+                    "expected k=v,k=v, got '" + cfg.node.labels + "'");
+      rest = comma == std::string_view::npos ? std::string_view{}
+                                             : rest.substr(comma + 1);
+    }
+  }
   if (cfg.gateway.endpoint.find("://") == std::string::npos)
     return fail("gateway.endpoint",
                 "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, got '" +

@@ -15,7 +15,18 @@ struct node_config {
   struct node_section {
     std::string name;
     std::string role = "all";
+    std::string labels;        // k=v,k=v
+    uint64_t memory_bytes = 0; // placement budget; 0: unlimited
   } node;
+  struct cluster_section {
+    std::string listen = "tcp://127.0.0.1:5556";
+    std::string join;
+    std::string secret;
+    std::string secret_file;
+    uint64_t heartbeat_ms = 100;
+    uint64_t suspect_ms = 300;
+    uint64_t timeout_ms = 1000;
+  } cluster;
   struct gateway_section {
     std::string endpoint = "tcp://127.0.0.1:5555";
     uint64_t max_frame_bytes = 64u << 20;

@@ -171,6 +171,16 @@ void dense(const float* x, size_t batch, size_t in, const float* w,
   // Torch layout [out, in] is Wᵀ already as far as GEMM is concerned.
   auto trans_w = w_transposed ? CblasNoTrans : CblasTrans;
   auto ldw = w_transposed ? to_blas(out) : to_blas(in);
+  if (batch == 1) {
+    // One row is a matrix-vector product; OpenBLAS's GEMV is several times
+    // faster than its GEMM at m = 1 (measured: 9.7 vs 30 ms on 8192²).
+    // y = op(W) x with W stored [out, in] (or [in, out] when transposed).
+    cblas_sgemv(CblasRowMajor, w_transposed ? CblasTrans : CblasNoTrans,
+                w_transposed ? to_blas(in) : to_blas(out),
+                w_transposed ? to_blas(out) : to_blas(in), 1.0f, w, ldw, x, 1,
+                beta, y, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_w, to_blas(batch),
               to_blas(out), to_blas(in), 1.0f, x, to_blas(in), w, ldw, beta, y,
               to_blas(out));

@@ -161,7 +161,11 @@ caf::error parse_graph(const manifest_reader& rd, const toml::table& root,
     return rd.fail("files", "expected a table");
   }
   if (auto* r = root.get_as<toml::table>("resources")) {
-    if (auto err = rd.only(*r, "resources.", {"device", "memory_bytes"}))
+    if (auto err = rd.only(*r, "resources.",
+                           {"device", "memory_bytes", "min_replicas_on_demand"}))
+      return err;
+    if (auto err = rd.get(*r, "resources.", "min_replicas_on_demand",
+                          spec.min_replicas_on_demand))
       return err;
     if (auto err = rd.get(*r, "resources.", "device", spec.device))
       return err;

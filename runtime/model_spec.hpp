@@ -58,6 +58,9 @@ struct model_spec {
   std::vector<std::pair<std::string, std::string>> files;
   std::string device = "cpu"; // cpu, gpu or any
   uint64_t memory_bytes = 0;
+  // Cluster placement: keep at least this many of the model's replicas on
+  // workers labelled capacity=on-demand (spot nodes may vanish at once).
+  uint64_t min_replicas_on_demand = 0;
   std::vector<layer_spec> layers;
 };
 

@@ -6,10 +6,15 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "actors/cache.hpp"
+#include "actors/coordinator.hpp"
 #include "actors/executor.hpp"
 #include "actors/router.hpp"
 #include "actors/supervisor.hpp"
+#include "actors/worker_agent.hpp"
 #include "net/error.hpp"
 #include "net/gateway.hpp"
 #include "runtime/http_server.hpp"
@@ -39,19 +44,83 @@ struct node::impl {
   caf::actor supervisor;
   caf::actor router;
   caf::actor cache_maint;
+  // Cluster roles (head: coordinator; worker: agent), over one node link.
+  std::shared_ptr<link_box> box;
+  std::shared_ptr<node_link> link;
+  std::shared_ptr<cluster_view> view;
+  caf::actor coordinator;
+  caf::actor agent;
   std::unique_ptr<gateway> gw;
   std::unique_ptr<http_server> http;
   std::atomic<bool> drain_requested{false};
   std::atomic<bool> draining{false};
+  std::atomic<bool> joined{false}; // worker: its head is up
   std::string endpoint;
 
   uint64_t open_requests(caf::scoped_actor& self) {
     uint64_t n = 0;
-    self->request(router, std::chrono::seconds{5}, count_atom::value)
+    // A worker's open work is its replicas: the head retires each one
+    // once it is idle and replaced.
+    auto& target = router ? router : agent;
+    if (!target)
+      return 0;
+    self->request(target, std::chrono::seconds{5}, count_atom::value)
         .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
     return n;
   }
 };
+
+namespace {
+
+// cluster.secret, or the first line of cluster.secret_file.
+caf::expected<std::string> cluster_secret(const node_config& c) {
+  if (c.cluster.secret_file.empty())
+    return c.cluster.secret;
+  std::ifstream in{c.cluster.secret_file};
+  std::string line;
+  if (!in || !std::getline(in, line))
+    return make_error(errc::config_invalid,
+                      "cluster.secret_file: cannot read " +
+                          c.cluster.secret_file);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+    line.pop_back();
+  return line;
+}
+
+std::vector<std::pair<std::string, std::string>>
+parse_labels(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    auto comma = text.find(',', pos);
+    if (comma == std::string::npos)
+      comma = text.size();
+    auto item = text.substr(pos, comma - pos);
+    auto eq = item.find('=');
+    if (eq != std::string::npos && eq > 0)
+      out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    pos = comma + 1;
+  }
+  return out;
+}
+
+// Model versions whose files this node already holds verified, which the
+// coordinator prefers when it places them.
+std::vector<std::pair<std::string, uint64_t>>
+cached_models(const std::string& cache_dir, const model_catalog& catalog) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  std::error_code ec;
+  for (auto& [name, versions] : catalog.models)
+    for (auto& [v, spec] : versions)
+      if (!spec->files.empty() &&
+          std::filesystem::exists(std::filesystem::path{cache_dir} / name /
+                                      std::to_string(v) / ".shoal-verified",
+                                  ec))
+        out.emplace_back(name, v);
+  return out;
+}
+
+} // namespace
 
 node::node() : impl_(std::make_unique<impl>()) {
   // nop
@@ -62,13 +131,19 @@ node::~node() {
   if (d.gw)
     d.gw->stop();
   d.http.reset();
+  // The link's callbacks send to actors: stop it before they go.
+  if (d.link)
+    d.link->stop();
   if (d.system) {
-    for (auto& a : {d.router, d.supervisor, d.cache_maint})
+    for (auto& a :
+         {d.router, d.supervisor, d.cache_maint, d.coordinator, d.agent})
       if (a)
         caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
     d.router = nullptr;
     d.supervisor = nullptr;
     d.cache_maint = nullptr;
+    d.coordinator = nullptr;
+    d.agent = nullptr;
     d.system.reset();
   }
 }
@@ -118,80 +193,178 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   d.sys_cfg->set("work-stealing.moderate-poll-attempts", size_t{200});
   d.system = std::make_unique<caf::actor_system>(*d.sys_cfg);
 
-  restart_policy policy;
-  policy.max_restarts = c.supervisor.max_restarts;
-  policy.period = std::chrono::milliseconds{c.supervisor.period_ms};
-  policy.backoff_initial =
-      std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
-  policy.backoff_max = std::chrono::milliseconds{c.supervisor.backoff_max_ms};
-  auto catalog_ptr = d.catalog;
-  auto metrics = d.metrics;
-  bool detached = c.executor.detached;
-  std::shared_ptr<const load_env> env_c = env;
-  child_factory factory = [catalog_ptr, metrics, detached,
-                           env_c](caf::local_actor* self,
-                                  const std::string& model, uint64_t version,
-                                  caf::actor listener) -> caf::actor {
-    auto spec = catalog_ptr->resolve(model, version);
-    if (!spec)
-      return {};
-    if (detached && backend_may_block(*spec))
-      return self->spawn<caf::detached>(executor_actor, spec, listener, metrics,
-                                        env_c);
-    return self->spawn(executor_actor, spec, listener, metrics, env_c);
-  };
-  auto escalate = [](const std::string& why) {
-    spdlog::critical("node exits: {}", why);
-    spdlog::default_logger()->flush();
-    std::_Exit(70);
-  };
-  d.supervisor = d.system->spawn(
-      supervisor_actor, policy, factory, escalate,
-      [metrics](std::string_view reason) { metrics->spawn(reason); });
-  router_config rc;
-  rc.queue_capacity = c.router.queue_capacity;
-  rc.max_redispatch = c.router.max_redispatch;
-  rc.tick = std::chrono::milliseconds{c.router.tick_ms};
-  rc.inflight_per_replica = c.router.inflight_per_replica;
-  rc.max_open = c.gateway.max_inflight;
-  rc.idle_ttl = std::chrono::milliseconds{c.executor.idle_ttl_ms};
-  rc.default_cache_ttl = std::chrono::milliseconds{c.cache.default_ttl_ms};
-  rc.node_name = c.node.name;
-  rc.node_role = c.node.role;
-  rc.progress = d.progress;
-  d.router = d.system->spawn(router_actor, rc, d.catalog, d.cache, d.sink,
-                             d.metrics, d.supervisor);
-  d.cache_maint =
-      d.system->spawn(cache_actor, d.cache, std::chrono::milliseconds{1000});
-
-  gateway_config gc;
-  gc.endpoint = c.gateway.endpoint;
-  gc.default_timeout_ms = c.gateway.default_timeout_ms;
-  gc.io_threads = c.gateway.io_threads;
-  gc.node_name = c.node.name;
-  gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
-  gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;
+  const bool head = c.node.role == "head";
+  const bool worker = c.node.role == "worker";
   auto* self_impl = &d;
-  auto gw =
-      gateway::start(gc, d.router, d.catalog, d.cache, d.sink, d.metrics,
-                     [self_impl](const std::string& target) -> std::string {
-                       if (target != self_impl->cfg.node.name)
-                         return "no node named '" + target +
-                                "' (this node is '" + self_impl->cfg.node.name +
-                                "')";
-                       self_impl->drain_requested = true;
-                       return {};
-                     });
-  if (!gw)
-    return gw.error();
-  d.gw = std::move(*gw);
-  d.endpoint = d.gw->endpoint();
+
+  if (!head) {
+    restart_policy policy;
+    policy.max_restarts = c.supervisor.max_restarts;
+    policy.period = std::chrono::milliseconds{c.supervisor.period_ms};
+    policy.backoff_initial =
+        std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
+    policy.backoff_max = std::chrono::milliseconds{c.supervisor.backoff_max_ms};
+    auto catalog_ptr = d.catalog;
+    auto metrics = d.metrics;
+    bool detached = c.executor.detached;
+    std::shared_ptr<const load_env> env_c = env;
+    child_factory factory = [catalog_ptr, metrics, detached,
+                             env_c](caf::local_actor* self,
+                                    const std::string& model, uint64_t version,
+                                    caf::actor listener) -> caf::actor {
+      auto spec = catalog_ptr->resolve(model, version);
+      if (!spec)
+        return {};
+      if (detached && backend_may_block(*spec))
+        return self->spawn<caf::detached>(executor_actor, spec, listener,
+                                          metrics, env_c);
+      return self->spawn(executor_actor, spec, listener, metrics, env_c);
+    };
+    auto escalate = [](const std::string& why) {
+      spdlog::critical("node exits: {}", why);
+      spdlog::default_logger()->flush();
+      std::_Exit(70);
+    };
+    d.supervisor = d.system->spawn(
+        supervisor_actor, policy, factory, escalate,
+        [metrics](std::string_view reason) { metrics->spawn(reason); });
+  }
+
+  if (head || worker) {
+    d.box = std::make_shared<link_box>();
+    auto secret = cluster_secret(c);
+    if (!secret)
+      return secret.error();
+    if (secret->empty())
+      spdlog::warn("cluster.secret is empty: node messages are not "
+                   "authenticated; use this on a trusted network only");
+    node_link_config lc;
+    lc.role = head ? link_role::hub : link_role::member;
+    lc.name = c.node.name;
+    lc.secret = *secret;
+    lc.endpoint = head ? c.cluster.listen : c.cluster.join;
+    lc.heartbeat_interval = std::chrono::milliseconds{c.cluster.heartbeat_ms};
+    lc.suspect_after = std::chrono::milliseconds{c.cluster.suspect_ms};
+    lc.heartbeat_timeout = std::chrono::milliseconds{c.cluster.timeout_ms};
+    lc.max_frame_bytes = c.gateway.max_frame_bytes + (1u << 20);
+    caf::actor target;
+    if (worker) {
+      worker_hello hello;
+      hello.labels = parse_labels(c.node.labels);
+      hello.memory_bytes = c.node.memory_bytes;
+      hello.metrics_target = c.http.listen;
+      hello.cached = cached_models(c.models.cache_dir, *d.catalog);
+      std::string body;
+      encode(hello, body);
+      lc.hello = std::move(body);
+      d.agent = d.system->spawn(
+          worker_agent_actor, d.box, d.supervisor, std::move(hello),
+          [self_impl] { self_impl->drain_requested = true; });
+      target = d.agent;
+    } else {
+      d.view = std::make_shared<cluster_view>();
+      coordinator_config cc2;
+      cc2.node_name = c.node.name;
+      cc2.labels = parse_labels(c.node.labels);
+      d.coordinator = d.system->spawn(coordinator_actor, cc2, d.box, d.catalog,
+                                      d.sink, d.metrics, d.view);
+      target = d.coordinator;
+    }
+    link_handlers lh;
+    lh.on_message = [target](const std::string& peer, uint64_t inc,
+                             std::string_view type, std::string_view body) {
+      caf::anon_send(target, link_msg_atom::value, peer, inc, std::string{type},
+                     std::string{body});
+    };
+    auto box = d.box;
+    lh.on_peer_state = [target, box, self_impl,
+                        worker](const std::string& peer, uint64_t inc,
+                                peer_state state, const std::string& reason) {
+      std::string hello;
+      if (!worker && state == peer_state::up) {
+        if (auto l = box->get())
+          for (auto& p : l->peers())
+            if (p.name == peer && p.incarnation == inc)
+              hello = p.hello;
+      }
+      if (worker)
+        self_impl->joined = state != peer_state::down;
+      caf::anon_send(target, peer_atom::value, peer, inc,
+                     static_cast<uint8_t>(state), reason, hello);
+    };
+    auto link = node_link::start(lc, std::move(lh));
+    if (!link)
+      return link.error();
+    d.link = std::shared_ptr<node_link>{std::move(*link)};
+    d.box->set(d.link);
+    spdlog::info("node {}: node link {} {}", c.node.name,
+                 head ? "listening on" : "joining", d.link->endpoint());
+  }
+
+  if (!worker) {
+    router_config rc;
+    rc.queue_capacity = c.router.queue_capacity;
+    rc.max_redispatch = c.router.max_redispatch;
+    rc.tick = std::chrono::milliseconds{c.router.tick_ms};
+    rc.inflight_per_replica = c.router.inflight_per_replica;
+    rc.max_open = c.gateway.max_inflight;
+    rc.idle_ttl = std::chrono::milliseconds{c.executor.idle_ttl_ms};
+    rc.default_cache_ttl = std::chrono::milliseconds{c.cache.default_ttl_ms};
+    rc.node_name = c.node.name;
+    rc.node_role = c.node.role;
+    rc.progress = d.progress;
+    rc.cluster = head;
+    d.router = d.system->spawn(router_actor, rc, d.catalog, d.cache, d.sink,
+                               d.metrics, head ? d.coordinator : d.supervisor);
+    if (head)
+      caf::anon_send(d.coordinator, set_router_atom::value, d.router);
+    d.cache_maint =
+        d.system->spawn(cache_actor, d.cache, std::chrono::milliseconds{1000});
+
+    gateway_config gc;
+    gc.endpoint = c.gateway.endpoint;
+    gc.default_timeout_ms = c.gateway.default_timeout_ms;
+    gc.io_threads = c.gateway.io_threads;
+    gc.node_name = c.node.name;
+    gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
+    gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;
+    auto gw = gateway::start(
+        gc, d.router, d.catalog, d.cache, d.sink, d.metrics,
+        [self_impl](const std::string& target) -> std::string {
+          auto& own = self_impl->cfg.node.name;
+          if (target == own) {
+            self_impl->drain_requested = true;
+            return {};
+          }
+          if (self_impl->view) {
+            auto state = self_impl->view->state_of(target);
+            if (!state.empty() && state != "down") {
+              caf::anon_send(self_impl->coordinator, drain_atom::value, target);
+              return {};
+            }
+          }
+          return "no node named '" + target + "' (this node is '" + own + "')";
+        });
+    if (!gw)
+      return gw.error();
+    d.gw = std::move(*gw);
+    d.endpoint = d.gw->endpoint();
+  }
 
   if (!c.http.listen.empty()) {
     http_handlers h;
-    h.ready = [self_impl]() -> std::pair<bool, std::string> {
+    h.ready = [self_impl, worker]() -> std::pair<bool, std::string> {
       if (self_impl->draining)
         return {false, "draining\n"};
+      if (worker)
+        return self_impl->joined
+                   ? std::pair<bool, std::string>{true, "ready: joined " +
+                                                            self_impl->cfg
+                                                                .cluster.join +
+                                                            "\n"}
+                   : std::pair<bool, std::string>{
+                         false,
+                         "not joined to " + self_impl->cfg.cluster.join + "\n"};
       return {true, "ready: gateway " + self_impl->endpoint + ", " +
                         std::to_string(self_impl->catalog->models.size()) +
                         " model(s)\n"};
@@ -202,8 +375,8 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
       return http.error();
     d.http = std::move(*http);
   }
-  spdlog::info("node {} ({}) serving on {}{}", c.node.name, c.node.role,
-               d.endpoint,
+  spdlog::info("node {} ({}) {}{}", c.node.name, c.node.role,
+               worker ? "joined " + c.cluster.join : "serving on " + d.endpoint,
                d.http ? ", metrics on http://" +
                             c.http.listen.substr(0, c.http.listen.rfind(':')) +
                             ":" + std::to_string(d.http->port()) + "/metrics"
@@ -229,8 +402,14 @@ int node::run() {
                d.cfg.runtime.drain_grace_ms);
   d.draining = true;
   caf::scoped_actor self{*d.system};
-  self->request(d.router, std::chrono::seconds{5}, drain_atom::value)
-      .receive([](uint64_t) {}, [](caf::error&) {});
+  if (d.agent) {
+    // The head moves this worker's replicas elsewhere and retires each
+    // one here once it is idle; open_requests counts what is left.
+    caf::anon_send(d.agent, drain_atom::value);
+  } else {
+    self->request(d.router, std::chrono::seconds{5}, drain_atom::value)
+        .receive([](uint64_t) {}, [](caf::error&) {});
+  }
   auto deadline = clock_type::now() +
                   std::chrono::milliseconds{d.cfg.runtime.drain_grace_ms};
   uint64_t open = d.open_requests(self);
@@ -244,9 +423,14 @@ int node::run() {
   if (open > 0)
     spdlog::warn("node {}: {} request(s) still open at shutdown",
                  d.cfg.node.name, open);
-  // Let the gateway send the last replies before it stops.
-  std::this_thread::sleep_for(std::chrono::milliseconds{20});
-  d.gw->stop();
+  if (d.agent && d.link) {
+    // Saying goodbye spares the head a heartbeat timeout.
+    d.link->send("", "leave", std::string{});
+  }
+  // Let the gateway (and the link) send the last messages before stopping.
+  std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  if (d.gw)
+    d.gw->stop();
   spdlog::info("node {} stopped", d.cfg.node.name);
   return 0;
 }

@@ -183,6 +183,10 @@ void node_metrics::model_files(uint64_t bytes, uint64_t fetched,
   store_files_.with({"reused"}).inc(static_cast<double>(reused));
 }
 
+void node_metrics::cluster_nodes(std::string_view state, uint64_t n) {
+  cluster_nodes_.with({std::string{state}}).set(static_cast<double>(n));
+}
+
 void node_metrics::invalid_frame() {
   // Undecodable frames have no model; they are counted under model "".
   reply("", status::invalid_argument, reply_source::none, 0.0);

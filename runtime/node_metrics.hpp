@@ -37,6 +37,8 @@ public:
   // (or hashed in place) and files reused from the verified cache.
   void model_files(uint64_t bytes, uint64_t fetched, uint64_t reused);
   void invalid_frame();
+  // Nodes of the cluster per state (up, suspect, draining, down).
+  void cluster_nodes(std::string_view state, uint64_t n);
 
   // Exports the cache's statistics at every scrape.
   void watch_cache(std::shared_ptr<result_cache> cache);

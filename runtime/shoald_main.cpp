@@ -41,6 +41,11 @@ int main(int argc, char** argv) {
   }
   if (!role.empty())
     cfg->node.role = role;
+  if (!join.empty()) {
+    cfg->cluster.join = join;
+    if (role.empty())
+      cfg->node.role = "worker";
+  }
   for (auto& kv : sets) {
     auto eq = kv.find('=');
     if (eq == std::string::npos) {
@@ -55,12 +60,6 @@ int main(int argc, char** argv) {
   }
   if (auto err = shoal::validate(*cfg)) {
     std::cerr << "shoald: " << shoal::reason_of(err) << "\n";
-    return 2;
-  }
-  if (!join.empty() || cfg->node.role != "all") {
-    std::cerr << "shoald: cluster roles (--role head|worker, --join) are not "
-                 "available in this version; run a standalone node (role "
-                 "all)\n";
     return 2;
   }
   if (print_config) {
