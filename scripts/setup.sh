@@ -18,7 +18,7 @@ PACKAGES=(
   # libraries
   libcaf-dev libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libcivetweb-dev
   libtomlplusplus-dev libspdlog-dev libcli11-dev libsodium-dev
-  libcurl4-openssl-dev libxxhash-dev libopenblas-dev
+  libcurl4-openssl-dev libssl-dev libxxhash-dev libopenblas-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-zmq python3-msgpack python3-numpy
