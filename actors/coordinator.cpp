@@ -30,7 +30,7 @@ void publish(self_ptr self) {
                                          {"down", 0}};
   for (auto& [name, w] : st.workers) {
     ++counts[w.state];
-    st.view->set(name, w.state);
+    st.view->set(name, {w.state, w.metrics_target, w.labels});
   }
   for (auto& [state, n] : counts)
     st.metrics->cluster_nodes(state, n);

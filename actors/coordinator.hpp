@@ -57,27 +57,37 @@
 
 namespace shoal {
 
-// Worker names and states the gateway may read (for `drain NODE`) without
-// asking the coordinator.
+// What the gateway (`drain NODE`) and the HTTP server (/sd) may read about
+// the workers without asking the coordinator.
 class cluster_view {
 public:
-  void set(const std::string& name, const std::string& state) {
+  struct entry {
+    std::string state;
+    std::string metrics_target;
+    std::vector<std::pair<std::string, std::string>> labels;
+  };
+
+  void set(const std::string& name, entry e) {
     std::lock_guard guard{mtx_};
-    states_[name] = state;
+    nodes_[name] = std::move(e);
   }
   void erase(const std::string& name) {
     std::lock_guard guard{mtx_};
-    states_.erase(name);
+    nodes_.erase(name);
   }
   std::string state_of(const std::string& name) const {
     std::lock_guard guard{mtx_};
-    auto i = states_.find(name);
-    return i == states_.end() ? std::string{} : i->second;
+    auto i = nodes_.find(name);
+    return i == nodes_.end() ? std::string{} : i->second.state;
+  }
+  std::map<std::string, entry> snapshot() const {
+    std::lock_guard guard{mtx_};
+    return nodes_;
   }
 
 private:
   mutable std::mutex mtx_;
-  std::map<std::string, std::string> states_;
+  std::map<std::string, entry> nodes_;
 };
 
 struct coordinator_config {

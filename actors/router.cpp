@@ -366,6 +366,8 @@ void on_ready(self_ptr self, const std::string& model, uint64_t version,
   }
   auto& m = entry_for(self, spec);
   m.spawn_requested = false;
+  m.scale_requested_ns = 0;
+  m.queue_high_since_ns = 0;
   m.failed_until_ns = 0;
   self->monitor(handle);
   m.replicas.push_back({handle, 0, now_ns(), std::move(device), node, false});
@@ -390,6 +392,7 @@ void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
     return;
   auto& m = mi->second;
   m.spawn_requested = false;
+  m.scale_requested_ns = 0;
   if (!m.replicas.empty())
     return;
   auto why = "model " + model + " v" + std::to_string(version) +
@@ -454,10 +457,43 @@ void on_down(self_ptr self, caf::down_msg& dm) {
   }
 }
 
+// Asks for one more replica of a model whose queue has stayed deep; the
+// coordinator places it on a worker that runs none yet.
+void check_scale_out(self_ptr self, model_entry& m, int64_t now) {
+  auto& st = self->state;
+  if (!st.cfg.cluster || st.cfg.scale_out_queue == 0 || m.replicas.empty())
+    return;
+  auto live =
+      static_cast<uint64_t>(std::count_if(m.replicas.begin(), m.replicas.end(),
+                                          [](auto& r) { return !r.retiring; }));
+  // A request that found no worker is given up after a while, so that a
+  // worker joining later can still be asked.
+  if (m.scale_requested_ns != 0 && now - m.scale_requested_ns > 30'000'000'000)
+    m.scale_requested_ns = 0;
+  if (m.queue.size() <= st.cfg.scale_out_queue * std::max<uint64_t>(live, 1)) {
+    m.queue_high_since_ns = 0;
+    return;
+  }
+  if (m.queue_high_since_ns == 0)
+    m.queue_high_since_ns = now;
+  if (m.scale_requested_ns != 0 || live >= st.cfg.max_replicas ||
+      now - m.queue_high_since_ns <
+          std::chrono::nanoseconds{st.cfg.scale_out_after}.count())
+    return;
+  m.scale_requested_ns = now;
+  spdlog::info("router: {} v{} has {} queued for {} replica(s): asking for "
+               "another",
+               m.spec->name, m.spec->version, m.queue.size(), live);
+  self->send(st.supervisor, spawn_atom::value, m.spec->name, m.spec->version,
+             std::string{"scale"});
+}
+
 void on_tick(self_ptr self) {
   auto& st = self->state;
   st.tick_scheduled = false;
   auto now = now_ns();
+  for (auto& [key, m] : st.models)
+    check_scale_out(self, m, now);
   std::vector<uint64_t> dead;
   for (auto& [t, p] : st.tickets) {
     auto& ws = p.waiters;

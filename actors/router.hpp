@@ -69,6 +69,12 @@ struct router_config {
   // Head of a cluster: `supervisor` is the coordinator, which also
   // answers the `status` op and takes retired replicas back.
   bool cluster = false;
+  // Cluster scale-out: another replica is asked for when a model's queue
+  // holds more than scale_out_queue requests per replica for
+  // scale_out_after (0: never), up to max_replicas.
+  uint64_t scale_out_queue = 0;
+  std::chrono::milliseconds scale_out_after{2000};
+  uint64_t max_replicas = 4;
   // Loads under way, for the `models` op (may be null).
   std::shared_ptr<load_progress> progress;
 };
@@ -113,7 +119,9 @@ struct router_state {
     std::map<std::pair<uint8_t, uint64_t>, uint64_t> queue;
     std::vector<replica> replicas;
     bool spawn_requested = false;
-    bool pinned = false; // by the manifest or an explicit load
+    int64_t queue_high_since_ns = 0; // 0: queue not above the target
+    int64_t scale_requested_ns = 0;  // 0: no scale-out pending
+    bool pinned = false;             // by the manifest or an explicit load
     int64_t failed_until_ns = 0;
     std::string last_failure;
     std::vector<waiter> load_waiters;

@@ -220,6 +220,16 @@ const std::vector<setting>& settings() {
               "Requests handed to one replica at once (0: two batches' worth); "
               "the rest wait in the router's priority queue.",
               &c::router, &c::router_section::inflight_per_replica),
+      declare("router.scale_out_queue",
+              "Cluster: queued requests per replica that, held for "
+              "router.scale_out_after_ms, start another replica (0: never).",
+              &c::router, &c::router_section::scale_out_queue),
+      declare("router.scale_out_after_ms",
+              "How long a model's queue must stay above the scale-out target.",
+              &c::router, &c::router_section::scale_out_after_ms),
+      declare("router.max_replicas",
+              "Cluster: most replicas of one model version.", &c::router,
+              &c::router_section::max_replicas),
       declare("executor.idle_ttl_ms",
               "An unpinned replica idle this long retires (scale to zero).",
               &c::executor, &c::executor_section::idle_ttl_ms),

@@ -57,6 +57,9 @@ struct node_config {
     uint64_t max_redispatch = 3;
     uint64_t tick_ms = 5;
     uint64_t inflight_per_replica = 0;
+    uint64_t scale_out_queue = 64;
+    uint64_t scale_out_after_ms = 2000;
+    uint64_t max_replicas = 4;
   } router;
   struct executor_section {
     uint64_t idle_ttl_ms = 300000;

@@ -314,6 +314,9 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
     rc.node_role = c.node.role;
     rc.progress = d.progress;
     rc.cluster = head;
+    rc.scale_out_queue = c.router.scale_out_queue;
+    rc.scale_out_after = std::chrono::milliseconds{c.router.scale_out_after_ms};
+    rc.max_replicas = std::max<uint64_t>(1, c.router.max_replicas);
     d.router = d.system->spawn(router_actor, rc, d.catalog, d.cache, d.sink,
                                d.metrics, head ? d.coordinator : d.supervisor);
     if (head)
@@ -369,6 +372,44 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
                         std::to_string(self_impl->catalog->models.size()) +
                         " model(s)\n"};
     };
+    if (head) {
+      // Prometheus HTTP service discovery: every live node's /metrics.
+      h.service_discovery = [self_impl]() -> std::string {
+        auto quote = [](const std::string& s) {
+          std::string out = "\"";
+          for (char ch : s) {
+            if (ch == '"' || ch == '\\')
+              out += '\\';
+            if (static_cast<unsigned char>(ch) >= 0x20)
+              out += ch;
+          }
+          return out + "\"";
+        };
+        auto group = [&](const std::string& target, const std::string& name,
+                         const std::string& role, const auto& labels) {
+          std::string out = "{\"targets\":[" + quote(target) +
+                            "],\"labels\":{\"node\":" + quote(name) +
+                            ",\"role\":" + quote(role);
+          for (auto& [k, v] : labels) {
+            std::string key = "label_";
+            for (char ch : k)
+              key += std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+            out += "," + quote(key) + ":" + quote(v);
+          }
+          return out + "}}";
+        };
+        auto& c = self_impl->cfg;
+        auto host = c.http.listen.substr(0, c.http.listen.rfind(':'));
+        std::string out =
+            "[" + group(host + ":" + std::to_string(self_impl->http->port()),
+                        c.node.name, "head",
+                        std::vector<std::pair<std::string, std::string>>{});
+        for (auto& [name, e] : self_impl->view->snapshot())
+          if (e.state != "down" && !e.metrics_target.empty())
+            out += "," + group(e.metrics_target, name, "worker", e.labels);
+        return out + "]\n";
+      };
+    }
     auto http =
         http_server::start(c.http.listen, d.registry, h, c.http.threads);
     if (!http)
