@@ -76,6 +76,7 @@ void on_link_msg(self_ptr self, const std::string& type,
              out);
       return send_head(self, "replica_down", std::move(out));
     }
+    st.inflight += m.items.size();
     for (auto& item : m.items)
       self->send(r->second.executor, exec_atom::value, std::move(item));
   } else if (type == "spawn") {
@@ -136,6 +137,7 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
       [=](peer_atom, const std::string& name, uint64_t, uint8_t state,
           const std::string& reason, const std::string&) {
         auto ps = static_cast<peer_state>(state);
+        self->state.head_up = ps != peer_state::down;
         if (ps == peer_state::down)
           spdlog::warn("worker: head {} down: {}", name, reason);
         else if (ps == peer_state::up)
@@ -162,6 +164,8 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
         send_head(self, "spawn_fail", std::move(out));
       },
       [=](done_atom, std::vector<exec_result>& results) {
+        auto& st = self->state;
+        st.inflight -= std::min<uint64_t>(st.inflight, results.size());
         auto* r = by_executor(
             self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
         if (!r)
@@ -177,7 +181,9 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
         send_head(self, "drain", std::string{});
       },
       [=](count_atom) {
-        return static_cast<uint64_t>(self->state.replicas.size());
+        auto& st = self->state;
+        return st.head_up ? static_cast<uint64_t>(st.replicas.size())
+                          : st.inflight;
       },
   };
 }

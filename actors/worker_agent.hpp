@@ -19,8 +19,10 @@
 //   (done_atom, vector<exec_result>) from a local executor: sent on.
 //   (drain_atom)                   from the node (SIGTERM): announce the
 //                                  drain; returns nothing.
-//   (count_atom)                   from the node: returns the replicas
-//                                  still running (0: safe to exit).
+//   (count_atom)                   from the node: what a drain waits for:
+//                                  the replicas still running, or, while
+//                                  the head is down (nobody can retire
+//                                  them), the requests still computing.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +52,8 @@ struct worker_agent_state {
   std::map<uint64_t, local_replica> replicas;
   uint64_t next_id = 1;
   bool draining = false;
+  bool head_up = false;
+  uint64_t inflight = 0; // items handed to executors, not yet answered
   // Tells the node to drain (the head asked for it): it then runs the same
   // shutdown as on SIGTERM.
   std::function<void()> on_drain;

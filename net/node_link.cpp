@@ -54,8 +54,8 @@ std::string inc_str(uint64_t inc) {
 }
 
 std::string restart_reason(uint64_t from, uint64_t to) {
-  return "node restarted (incarnation " + inc_str(from) + " -> " + inc_str(to) +
-         ")";
+  return "node restarted or lost its session (incarnation " + inc_str(from) +
+         " -> " + inc_str(to) + ")";
 }
 
 // Names and routing ids come from the network: keep log lines printable.
@@ -214,7 +214,9 @@ struct node_link::impl {
   node_link_config cfg;
   link_handlers handlers;
   envelope_limits lim;
-  uint64_t inc = 0;
+  // A member renews it when it loses its hub (see hub_lost); read by
+  // incarnation() from other threads.
+  std::atomic<uint64_t> inc{0};
   std::string bound;
   zmq::context_t ctx;
   zmq::socket_t sock;
@@ -401,6 +403,12 @@ struct node_link::impl {
 
   void hub_lost(peer_rec& p, const std::string& reason) {
     set_state(p, peer_state::down, reason);
+    // Whatever the hub sent meanwhile was dropped here, but a hub that was
+    // frozen (rather than dead) still believes in our session and would
+    // wait forever for answers to it. A new incarnation makes the hub end
+    // that session (reporting it down, so its work is re-dispatched) when
+    // we say hello again.
+    inc = new_incarnation();
     hello_soon();
   }
 

@@ -26,9 +26,10 @@
 //  - from an unknown name, or with the session's incarnation (re-hello; a
 //    member that was declared down comes back up this way);
 //  - with another incarnation: the old one is reported down with reason
-//    "node restarted (incarnation X -> Y)" (unless it already was), then the
-//    new one up; except that while the old session is alive a hello from a
-//    smaller incarnation is dropped (a zombie of an old process).
+//    "node restarted or lost its session (incarnation X -> Y)" (unless it
+//    already was), then the new one up; except that while the old session is
+//    alive a hello from a smaller incarnation is dropped (a zombie of an old
+//    process).
 // Every other message is accepted only from a live session: its `inc` is
 // the session's, its `to_inc` is 0 or our own, and its `seq` is larger than
 // the last one accepted from that session (no replays). Everything else is
@@ -37,6 +38,10 @@
 // presumed dead is never delivered; the member must re-hello first.
 // Members do not order hub incarnations: a hub is whatever answers at the
 // endpoint, and a different incarnation there means it restarted.
+// A member that declares its hub down (or is told to rejoin) takes a new
+// incarnation for its next hello: what the hub sent meanwhile was dropped,
+// so a hub that was only frozen must end the old session (reporting it
+// down, which re-dispatches its work) instead of waiting for answers.
 //
 // Failure detector (both roles, per peer): any accepted message counts as
 // liveness. Silent for more than suspect_after -> suspect; for more than

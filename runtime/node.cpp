@@ -462,8 +462,8 @@ int node::run() {
     open = d.open_requests(self);
   }
   if (open > 0)
-    spdlog::warn("node {}: {} request(s) still open at shutdown",
-                 d.cfg.node.name, open);
+    spdlog::warn("node {}: {} {} still open at shutdown", d.cfg.node.name, open,
+                 d.agent ? "replica(s) or request(s)" : "request(s)");
   if (d.agent && d.link) {
     // Saying goodbye spares the head a heartbeat timeout.
     d.link->send("", "leave", std::string{});

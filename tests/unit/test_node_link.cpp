@@ -736,7 +736,7 @@ TEST(node_link, restarted_member_replaces_its_old_incarnation) {
     int down = rh.find("worker-1", peer_state::down, old_inc);
     ASSERT_GE(down, 0);
     EXPECT_LT(down, rh.find("worker-1", peer_state::up, new_inc));
-    EXPECT_NE(rh.states[down].reason.find("node restarted (incarnation"),
+    EXPECT_NE(rh.states[down].reason.find("lost its session (incarnation"),
               std::string::npos)
         << rh.states[down].reason;
   }
