@@ -138,6 +138,8 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   if (w.replicas.count(d.id))
     return;
   w.spawning.erase({d.model, d.version});
+  // A spawn that waited for a worker is satisfied by an adopted replica too.
+  st.waiting.erase({d.model, d.version});
   if (!st.catalog->resolve(d.model, d.version)) {
     std::string body;
     encode(retire_msg{d.id, d.model, d.version}, body);
@@ -228,8 +230,10 @@ void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
   auto& st = self->state;
   auto wi = st.workers.find(name);
   if (wi == st.workers.end() || wi->second.incarnation != inc ||
-      wi->second.state == "down")
-    return; // raced with a down/restart: the link already refused the rest
+      wi->second.state == "down") {
+    // Raced with a down or a restart: the link refuses the rest anyway.
+    return;
+  }
   auto& w = wi->second;
   auto bad = [&](const caf::error& err) {
     spdlog::warn("coordinator: {}: {} dropped: {}", name, type, reason_of(err));

@@ -452,6 +452,10 @@ void on_down(self_ptr self, caf::down_msg& dm) {
     }
     if (redispatched > 0)
       st.metrics->redispatched(redispatched);
+    if (redispatched > 0)
+      spdlog::info("router: {} v{}: {} request(s) of the lost replica "
+                   "re-dispatched, {} replica(s) left",
+                   key.first, key.second, redispatched, m.replicas.size());
     dispatch(self, m);
     return;
   }

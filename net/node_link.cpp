@@ -727,8 +727,21 @@ struct node_link::impl {
                     c.peer);
       return;
     }
-    if (send_to(*p, c.type, c.body))
+    if (send_to(*p, c.type, c.body)) {
       bump(st.messages_sent);
+      return;
+    }
+    // ZeroMQ had no connection for it (a reconnect after a stall, a
+    // half-dead peer). The session cannot be trusted to carry what the
+    // caller sent: end it, so that callers re-run what it held (their
+    // peer-down handling) instead of waiting for answers that will never
+    // come. The peer then joins again with a new session.
+    auto reason = std::string{"message lost: "} + std::string{c.type} + " to " +
+                  p->name + " could not be sent";
+    if (is_hub())
+      set_state(*p, peer_state::down, reason);
+    else
+      hub_lost(*p, reason);
   }
 
   // False when the link is stopping.
