@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/placement.hpp"
 #include "actors/remote_replica.hpp"
 #include "net/cluster_codec.hpp"
 #include "net/codec.hpp"
@@ -52,34 +53,30 @@ uint64_t memory_used(const worker& w) {
   return used;
 }
 
-// The worker to place a replica of `spec` on, or nullptr.
+// The worker to place a replica of `spec` on, or "" (actors/placement.hpp).
 std::string choose(self_ptr self, const model_spec& spec) {
   auto& st = self->state;
   coordinator_state::model_key key{spec.name, spec.version};
-  uint64_t on_demand = 0;
-  for (auto& [name, w] : st.workers)
-    if (w.state != "down" && label_of(w, "capacity") == "on-demand" &&
-        hosts(w, key))
-      ++on_demand;
-  bool want_on_demand = on_demand < spec.min_replicas_on_demand;
-  std::string best;
-  std::tuple<int, int, size_t> best_score{};
+  std::vector<placement_candidate> cands;
+  placement_request req;
+  req.memory_bytes = spec.memory_bytes;
+  req.min_replicas_on_demand = spec.min_replicas_on_demand;
   for (auto& [name, w] : st.workers) {
-    if (w.state != "up" || hosts(w, key))
-      continue;
-    if (w.memory_budget > 0 &&
-        memory_used(w) + spec.memory_bytes > w.memory_budget)
-      continue;
-    bool is_on_demand = label_of(w, "capacity") == "on-demand";
-    std::tuple<int, int, size_t> score{want_on_demand && !is_on_demand ? 1 : 0,
-                                       w.cached.count(key) ? 0 : 1,
-                                       w.replicas.size() + w.spawning.size()};
-    if (best.empty() || score < best_score) {
-      best = name;
-      best_score = score;
-    }
+    placement_candidate c;
+    c.name = name;
+    c.state = w.state;
+    c.on_demand = label_of(w, "capacity") == "on-demand";
+    c.memory_budget = w.memory_budget;
+    c.memory_used = memory_used(w);
+    c.hosts_model = hosts(w, key);
+    c.has_files = w.cached.count(key) > 0;
+    c.replicas = w.replicas.size() + w.spawning.size();
+    if (w.state != "down" && c.on_demand && c.hosts_model)
+      ++req.on_demand_replicas;
+    cands.push_back(std::move(c));
   }
-  return best;
+  auto i = choose_worker(cands, req);
+  return i ? cands[*i].name : std::string{};
 }
 
 // Sends the spawn to a worker, or leaves it waiting for one.

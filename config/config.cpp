@@ -343,16 +343,11 @@ std::string default_model_cache_dir() {
 caf::expected<node_config> load_config(const std::string& file) {
   node_config cfg;
   if (!file.empty()) {
-    try {
-      auto tbl = toml::parse_file(file);
-      if (auto err = apply_toml(cfg, tbl, file))
-        return err;
-    } catch (const toml::parse_error& e) {
-      std::ostringstream os;
-      os << file << ":" << e.source().begin.line << ":"
-         << e.source().begin.column << ": " << e.description();
-      return make_error(errc::config_invalid, os.str());
-    }
+    auto tbl = parse_toml_file(file);
+    if (!tbl)
+      return tbl.error();
+    if (auto err = apply_toml(cfg, *tbl, file))
+      return err;
   }
   if (auto err = apply_env(cfg))
     return err;

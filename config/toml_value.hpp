@@ -4,12 +4,29 @@
 #pragma once
 
 #include <cstdint>
+#include <sstream>
 #include <string>
 #include <type_traits>
 
+#include <caf/expected.hpp>
 #include <toml++/toml.h>
 
+#include "net/error.hpp"
+
 namespace shoal {
+
+// Parses a TOML file; a syntax error (toml++ throws) becomes
+// errc::config_invalid naming FILE:LINE:COLUMN.
+inline caf::expected<toml::table> parse_toml_file(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << path << ":" << e.source().begin.line << ":" << e.source().begin.column
+       << ": " << e.description();
+    return make_error(errc::config_invalid, os.str());
+  }
+}
 
 template <class T>
 const char* read_toml_value(const toml::node& n, T& out) {

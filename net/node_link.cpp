@@ -599,6 +599,21 @@ struct node_link::impl {
     }
     if (same && live)
       return accept(*cur, e);
+    if (!live && cur != nullptr && cur->name == e.from && e.to_inc == inc &&
+        e.type != t_welcome) {
+      // The hub addresses our current incarnation, so it has accepted our
+      // latest hello; its welcome went over another connection (ZeroMQ
+      // keeps no order across a reconnect). Open the session as the
+      // welcome would have, and take the message.
+      member_welcome(e, cur, same);
+      if (auto* p = current_hub(); p != nullptr && p->state == peer_state::up) {
+        std::lock_guard<std::mutex> guard{peers_mtx};
+        p->last_seq = e.seq - 1;
+      }
+      if (auto* p = current_hub(); p != nullptr)
+        return accept(*p, e);
+      return;
+    }
     drop(d_stale, e.from, live ? "from another hub incarnation" : "not joined");
     if (live)
       hub_lost(*cur, restart_reason(cur->inc, e.inc));

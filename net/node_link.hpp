@@ -11,7 +11,10 @@
 //                 info, opaque, set with config.hello / set_hello). Sent
 //                 every heartbeat_interval until welcomed, with to_inc 0.
 //  - link.welcome hub -> member, answers a hello; empty body. It opens a
-//                 session: (member name, member inc) x (hub inc).
+//                 session: (member name, member inc) x (hub inc). A member
+//                 also takes any hub message addressed to its current
+//                 incarnation as the welcome: after a reconnect the welcome
+//                 may come over the old connection, or never.
 //  - link.hb      both ways, to every live peer that was sent nothing else
 //                 during the last half interval; empty body.
 //  - link.rejoin  hub -> member, answers a non-hello message that belongs

@@ -161,8 +161,9 @@ caf::error parse_graph(const manifest_reader& rd, const toml::table& root,
     return rd.fail("files", "expected a table");
   }
   if (auto* r = root.get_as<toml::table>("resources")) {
-    if (auto err = rd.only(*r, "resources.",
-                           {"device", "memory_bytes", "min_replicas_on_demand"}))
+    if (auto err =
+            rd.only(*r, "resources.",
+                    {"device", "memory_bytes", "min_replicas_on_demand"}))
       return err;
     if (auto err = rd.get(*r, "resources.", "min_replicas_on_demand",
                           spec.min_replicas_on_demand))
@@ -256,15 +257,10 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
                                          const std::string& name,
                                          uint64_t version) {
   manifest_reader rd{path};
-  toml::table root;
-  try {
-    root = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    std::ostringstream os;
-    os << path << ":" << e.source().begin.line << ":" << e.source().begin.column
-       << ": " << e.description();
-    return make_error(errc::config_invalid, os.str());
-  }
+  auto parsed = parse_toml_file(path);
+  if (!parsed)
+    return parsed.error();
+  auto& root = *parsed;
   if (auto err =
           rd.only(root, "",
                   {"name", "backend", "pinned", "idle_ttl_ms", "queue_capacity",
@@ -443,15 +439,10 @@ parse_index(const std::string& path) {
   auto fail = [&](const std::string& what) {
     return make_error(errc::config_invalid, path + ": " + what);
   };
-  toml::table root;
-  try {
-    root = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    std::ostringstream os;
-    os << path << ":" << e.source().begin.line << ":" << e.source().begin.column
-       << ": " << e.description();
-    return make_error(errc::config_invalid, os.str());
-  }
+  auto parsed = parse_toml_file(path);
+  if (!parsed)
+    return parsed.error();
+  auto& root = *parsed;
   for (auto& [k, v] : root)
     if (k.str() != "models")
       return fail(std::string{k.str()} + ": unknown key");

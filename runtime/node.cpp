@@ -122,6 +122,20 @@ cached_models(const std::string& cache_dir, const model_catalog& catalog) {
 
 } // namespace
 
+store_config store_config_of(const node_config& c) {
+  store_config s;
+  s.repository = c.models.root;
+  s.cache_dir = c.models.cache_dir;
+  s.fetch.parallel_ranges = c.models.parallel_ranges;
+  s.fetch.range_threshold = c.models.range_threshold_bytes;
+  s.fetch.timeout = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::milliseconds{
+          std::max<uint64_t>(c.models.fetch_timeout_ms, 1000)});
+  s.fetch.retries = static_cast<int>(c.models.fetch_retries);
+  s.fetch.max_file_bytes = c.models.max_file_bytes;
+  return s;
+}
+
 node::node() : impl_(std::make_unique<impl>()) {
   // nop
 }
@@ -154,15 +168,7 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   d.cfg = std::move(cfg);
   auto& c = d.cfg;
   auto env = std::make_shared<load_env>();
-  env->store.repository = c.models.root;
-  env->store.cache_dir = c.models.cache_dir;
-  env->store.fetch.parallel_ranges = c.models.parallel_ranges;
-  env->store.fetch.range_threshold = c.models.range_threshold_bytes;
-  env->store.fetch.timeout = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::milliseconds{
-          std::max<uint64_t>(c.models.fetch_timeout_ms, 1000)});
-  env->store.fetch.retries = static_cast<int>(c.models.fetch_retries);
-  env->store.fetch.max_file_bytes = c.models.max_file_bytes;
+  env->store = store_config_of(c);
   env->progress = std::make_shared<load_progress>();
   d.progress = env->progress;
   auto catalog = open_repository(env->store);

@@ -10,6 +10,7 @@
 #include <caf/expected.hpp>
 
 #include "config/config.hpp"
+#include "runtime/model_store.hpp"
 
 namespace shoal {
 
@@ -38,6 +39,9 @@ private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };
+
+// The model store settings (models.*) of a node configuration.
+store_config store_config_of(const node_config& cfg);
 
 // Blocks SIGINT and SIGTERM in the calling thread and every thread it
 // starts afterwards, so that run() receives them synchronously.

@@ -71,8 +71,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_config) {
-    // Starts nothing, but reads every manifest.
-    auto catalog = shoal::scan_repository(cfg->models.root);
+    // Starts nothing, but reads every manifest (fetching them from a
+    // remote repository).
+    auto catalog = shoal::open_repository(shoal::store_config_of(*cfg));
     if (!catalog) {
       std::cerr << "shoald: " << shoal::reason_of(catalog.error()) << "\n";
       return 2;

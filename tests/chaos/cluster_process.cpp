@@ -22,66 +22,6 @@
 
 namespace shoal::chaos {
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::pair<int, std::string> http_get(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  // Short: the tests poll metrics every few tens of ms while a node may be
-  // frozen, and a stuck read must not stall the poll loop.
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return {0, {}};
-  }
-  auto req = "GET " + path +
-             " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  [[maybe_unused]] auto w = ::write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[65536];
-  for (;;) {
-    auto n = ::read(fd, buf, sizeof(buf));
-    if (n <= 0)
-      break;
-    resp.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  int code = 0;
-  if (resp.size() > 12)
-    code = std::atoi(resp.c_str() + 9);
-  auto body = resp.find("\r\n\r\n");
-  return {code, body == std::string::npos ? "" : resp.substr(body + 4)};
-}
-
-std::optional<double> sample(const std::string& text,
-                             const std::string& series) {
-  std::istringstream in{text};
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > series.size() &&
-        line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ')
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-  }
-  return std::nullopt;
-}
-
 // -- node_process
 // ---------------------------------------------------------------
 

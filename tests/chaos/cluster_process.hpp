@@ -18,20 +18,14 @@
 #include <sys/types.h>
 
 #include "net/message.hpp"
+#include "tests/integration/node_process.hpp"
 
 namespace shoal::chaos {
 
-// A loopback TCP port that was free a moment ago.
-int free_port();
-
-// GET http://127.0.0.1:PORT/PATH; {status, body}, status 0 when the
-// connection failed.
-std::pair<int, std::string> http_get(int port, const std::string& path);
-
-// The value of one sample in Prometheus text ("name{labels}" exactly as
-// rendered), or nullopt.
-std::optional<double> sample(const std::string& metrics_text,
-                             const std::string& series);
+// Shared with the integration tests (tests/integration/node_process.hpp).
+using shoal::test::free_port;
+using shoal::test::http_get;
+using shoal::test::sample;
 
 // One shoald process. Not copyable; the destructor stops it.
 class node_process {

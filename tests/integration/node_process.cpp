@@ -38,8 +38,11 @@ std::pair<int, std::string> http_get(int port, const std::string& path) {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval tv{5, 0};
+  // Short: the chaos tests poll metrics every few tens of ms while a node
+  // may be frozen, and a stuck read must not stall the poll loop.
+  timeval tv{2, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     ::close(fd);
     return {0, {}};
