@@ -51,6 +51,7 @@ private:
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::shared_ptr<node_link> link_;
+  bool closed_ = false;
 };
 
 } // namespace shoal

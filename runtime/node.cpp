@@ -148,6 +148,11 @@ node::~node() {
   // The link's callbacks send to actors: stop it before they go.
   if (d.link)
     d.link->stop();
+  // The link's callbacks hold the box that holds the link: break the
+  // cycle, or the link (and what it still queued) is never freed.
+  if (d.box)
+    d.box->set(nullptr);
+  d.link.reset();
   if (d.system) {
     for (auto& a :
          {d.router, d.supervisor, d.cache_maint, d.coordinator, d.agent})
