@@ -3,15 +3,11 @@
 #include <msgpack.hpp>
 
 #include "net/error.hpp"
+#include "net/msgpack_util.hpp"
 
 namespace shoal {
 
 namespace {
-
-struct string_writer {
-  std::string& out;
-  void write(const char* data, size_t n) { out.append(data, n); }
-};
 
 using packer = msgpack::packer<string_writer>;
 using object = msgpack::object;
@@ -186,6 +182,28 @@ caf::error get_tensor(const reader& rd, const object& o, tensor& t) {
   return {};
 }
 
+// spawn and spawn_fail have one shape: [model, version, reason].
+template <class T>
+void put_model_reason(const T& x, std::string& out) {
+  string_writer w{out};
+  packer pk{w};
+  pk.pack_array(3);
+  put(pk, x.model);
+  pk.pack_uint64(x.version);
+  put(pk, x.reason);
+}
+
+template <class T>
+caf::error get_model_reason(const std::string& body, const char* msg, T& x) {
+  return unpack(body, msg, [&](const reader& rd) -> caf::error {
+    const object* a = nullptr;
+    SHOAL_TRY(rd.array(rd.root(), 3, msg, a));
+    SHOAL_TRY(rd.str(a[0], "model", x.model));
+    SHOAL_TRY(rd.u64(a[1], "version", x.version));
+    return rd.str(a[2], "reason", x.reason);
+  });
+}
+
 } // namespace
 
 void encode(const worker_hello& x, std::string& out) {
@@ -251,41 +269,19 @@ caf::error decode(const std::string& body, worker_hello& x) {
 }
 
 void encode(const spawn_msg& x, std::string& out) {
-  string_writer w{out};
-  packer pk{w};
-  pk.pack_array(3);
-  put(pk, x.model);
-  pk.pack_uint64(x.version);
-  put(pk, x.reason);
+  put_model_reason(x, out);
 }
 
 caf::error decode(const std::string& body, spawn_msg& x) {
-  return unpack(body, "spawn", [&](const reader& rd) -> caf::error {
-    const object* a = nullptr;
-    SHOAL_TRY(rd.array(rd.root(), 3, "spawn", a));
-    SHOAL_TRY(rd.str(a[0], "model", x.model));
-    SHOAL_TRY(rd.u64(a[1], "version", x.version));
-    return rd.str(a[2], "reason", x.reason);
-  });
+  return get_model_reason(body, "spawn", x);
 }
 
 void encode(const spawn_fail_msg& x, std::string& out) {
-  string_writer w{out};
-  packer pk{w};
-  pk.pack_array(3);
-  put(pk, x.model);
-  pk.pack_uint64(x.version);
-  put(pk, x.reason);
+  put_model_reason(x, out);
 }
 
 caf::error decode(const std::string& body, spawn_fail_msg& x) {
-  return unpack(body, "spawn_fail", [&](const reader& rd) -> caf::error {
-    const object* a = nullptr;
-    SHOAL_TRY(rd.array(rd.root(), 3, "spawn_fail", a));
-    SHOAL_TRY(rd.str(a[0], "model", x.model));
-    SHOAL_TRY(rd.u64(a[1], "version", x.version));
-    return rd.str(a[2], "reason", x.reason);
-  });
+  return get_model_reason(body, "spawn_fail", x);
 }
 
 void encode(const retire_msg& x, std::string& out) {

@@ -10,6 +10,7 @@
 #include <msgpack.hpp>
 
 #include "net/error.hpp"
+#include "net/msgpack_util.hpp"
 
 namespace shoal {
 
@@ -68,40 +69,13 @@ std::string quoted(std::string_view s) {
   return "'" + printable(s) + "'";
 }
 
-std::string_view kind_name(const object& o) {
-  switch (o.type) {
-  case mt::NIL:
-    return "nil";
-  case mt::BOOLEAN:
-    return "bool";
-  case mt::POSITIVE_INTEGER:
-    return "uint";
-  case mt::NEGATIVE_INTEGER:
-    return "negative int";
-  case mt::FLOAT32:
-  case mt::FLOAT64:
-    return "float";
-  case mt::STR:
-    return "str";
-  case mt::BIN:
-    return "bin";
-  case mt::ARRAY:
-    return "array";
-  case mt::MAP:
-    return "map";
-  case mt::EXT:
-    return "ext";
-  }
-  return "unknown";
-}
-
 caf::error type_mismatch(const std::string& path, std::string_view expected,
                          const object& got) {
   std::string r = path;
   r += ": expected ";
   r += expected;
   r += ", got ";
-  r += kind_name(got);
+  r += msgpack_kind_name(got);
   return invalid(std::move(r));
 }
 
@@ -505,7 +479,7 @@ caf::error decode_tensor(const object& o, std::string_view field, uint32_t idx,
   const auto& sh = *v[2];
   if (sh.type != mt::ARRAY)
     return invalid(path() + ".shape: expected array of uint, got " +
-                   std::string{kind_name(sh)});
+                   std::string{msgpack_kind_name(sh)});
   if (sh.via.array.size > lim.max_rank)
     return invalid(path() + ".shape: rank " +
                    std::to_string(sh.via.array.size) + " exceeds limit " +
@@ -517,7 +491,7 @@ caf::error decode_tensor(const object& o, std::string_view field, uint32_t idx,
     const auto& d = sh.via.array.ptr[i];
     if (d.type != mt::POSITIVE_INTEGER)
       return invalid(path() + ".shape: expected array of uint, got " +
-                     std::string{kind_name(d)} + " at index " +
+                     std::string{msgpack_kind_name(d)} + " at index " +
                      std::to_string(i));
     out.shape[i] = d.via.u64;
     overflow = overflow || __builtin_mul_overflow(elems, d.via.u64, &elems);
@@ -556,11 +530,6 @@ caf::error decode_tensors(const object& o, std::string_view field,
 }
 
 // -- encoding ----------------------------------------------------------------
-
-struct string_writer {
-  std::string& buf;
-  void write(const char* p, size_t n) { buf.append(p, n); }
-};
 
 // Adds key(): keys are short literals, written as one fixstr append instead
 // of a header and a body.
@@ -931,7 +900,7 @@ caf::error decode_request(const uint8_t* data, size_t size,
   const auto& root = u.obj;
   if (root.type != mt::MAP)
     return invalid("request: not a msgpack map (got " +
-                   std::string{kind_name(root)} + ")");
+                   std::string{msgpack_kind_name(root)} + ")");
   std::array<const object*, rq_count> v;
   auto dup = collect(root, request_keys, v, "");
   // The id and version come first so that every later failure can still be
@@ -1147,7 +1116,7 @@ caf::error decode_reply(const uint8_t* data, size_t size,
   const auto& root = u.obj;
   if (root.type != mt::MAP)
     return invalid("reply: not a msgpack map (got " +
-                   std::string{kind_name(root)} + ")");
+                   std::string{msgpack_kind_name(root)} + ")");
   std::array<const object*, rp_count> v;
   auto dup = collect(root, reply_keys, v, "");
   if (auto err = decode_id(v[rp_id], limits, out.id))

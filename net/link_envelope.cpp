@@ -8,6 +8,7 @@
 #include <sodium.h>
 
 #include "net/error.hpp"
+#include "net/msgpack_util.hpp"
 
 namespace shoal {
 
@@ -42,39 +43,12 @@ struct failure {
   std::string reason;
 };
 
-std::string_view kind_name(const object& o) {
-  switch (o.type) {
-  case mt::NIL:
-    return "nil";
-  case mt::BOOLEAN:
-    return "bool";
-  case mt::POSITIVE_INTEGER:
-    return "uint";
-  case mt::NEGATIVE_INTEGER:
-    return "negative int";
-  case mt::FLOAT32:
-  case mt::FLOAT64:
-    return "float";
-  case mt::STR:
-    return "str";
-  case mt::BIN:
-    return "bin";
-  case mt::ARRAY:
-    return "array";
-  case mt::MAP:
-    return "map";
-  case mt::EXT:
-    return "ext";
-  }
-  return "unknown";
-}
-
 std::string mismatch(size_t k, std::string_view want, const object& got) {
   std::string r{key_names[k]};
   r += ": expected ";
   r += want;
   r += ", got ";
-  r += kind_name(got);
+  r += msgpack_kind_name(got);
   return r;
 }
 
@@ -209,11 +183,8 @@ caf::error encode_envelope(const link_envelope& env, std::string_view secret,
                " bytes exceeds limit " +
                std::to_string(limits.max_body_bytes()));
   auto start = out.size();
-  struct writer {
-    std::string& buf;
-    void write(const char* p, size_t n) { buf.append(p, n); }
-  } w{out};
-  msgpack::packer<writer> pk{w};
+  string_writer w{out};
+  msgpack::packer<string_writer> pk{w};
   auto key = [&](size_t k) {
     pk.pack_str(static_cast<uint32_t>(key_names[k].size()));
     pk.pack_str_body(key_names[k].data(),
@@ -272,14 +243,15 @@ caf::expected<link_envelope> decode_envelope(const uint8_t* data, size_t size,
     return fail(parse_fault, why, fault);
   if (p.obj.type != mt::MAP)
     return fail(lf::malformed,
-                "expected a map, got " + std::string{kind_name(p.obj)}, fault);
+                "expected a map, got " + std::string{msgpack_kind_name(p.obj)},
+                fault);
   std::array<const object*, key_names.size()> vals{};
   for (uint32_t i = 0; i < p.obj.via.map.size; ++i) {
     const auto& kv = p.obj.via.map.ptr[i];
     if (kv.key.type != mt::STR)
       return fail(lf::malformed,
                   "map key " + std::to_string(i) + " is a " +
-                      std::string{kind_name(kv.key)} + ", not a str",
+                      std::string{msgpack_kind_name(kv.key)} + ", not a str",
                   fault);
     std::string_view name{kv.key.via.str.ptr, kv.key.via.str.size};
     for (size_t k = 0; k < key_names.size(); ++k) {
