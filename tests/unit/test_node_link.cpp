@@ -26,78 +26,9 @@
 
 #include "net/error.hpp"
 
-// -- allocation tracking (as in test_codec.cpp) ------------------------------
-//
-// msgpack's zone allocates with ::malloc, so malloc itself is counted: via
-// the sanitizer hooks in sanitized builds, else by wrapping glibc's.
-
-namespace {
-
-std::atomic<bool> track_allocs{false};
-std::atomic<size_t> peak_alloc{0};
-
-void note_alloc(size_t n) noexcept {
-  if (!track_allocs.load(std::memory_order_relaxed))
-    return;
-  auto cur = peak_alloc.load(std::memory_order_relaxed);
-  while (n > cur && !peak_alloc.compare_exchange_weak(cur, n))
-    ;
-}
-
-template <class F>
-size_t largest_alloc_during(F&& f) {
-  peak_alloc = 0;
-  track_allocs = true;
-  f();
-  track_allocs = false;
-  return peak_alloc.load();
-}
-
-} // namespace
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SHOAL_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SHOAL_TEST_SANITIZED 1
-#endif
-#endif
-
-#ifdef SHOAL_TEST_SANITIZED
-extern "C" int __sanitizer_install_malloc_and_free_hooks(
-    void (*)(const volatile void*, size_t), void (*)(const volatile void*));
-namespace {
-void malloc_hook(const volatile void*, size_t n) {
-  note_alloc(n);
-}
-void free_hook(const volatile void*) {}
-[[maybe_unused]] const int hooks_installed =
-    __sanitizer_install_malloc_and_free_hooks(malloc_hook, free_hook);
-} // namespace
-#else
-extern "C" {
-void* __libc_malloc(size_t);
-void* __libc_calloc(size_t, size_t);
-void* __libc_realloc(void*, size_t);
-void __libc_free(void*);
-
-void* malloc(size_t n) {
-  note_alloc(n);
-  return __libc_malloc(n);
-}
-void* calloc(size_t n, size_t m) {
-  note_alloc(n * m);
-  return __libc_calloc(n, m);
-}
-void* realloc(void* p, size_t n) {
-  note_alloc(n);
-  return __libc_realloc(p, n);
-}
-void free(void* p) {
-  __libc_free(p);
-}
-}
-#endif
+// msgpack's zone allocates with ::malloc, which is what is counted
+// (tests/unit/alloc_tracker.hpp); operator new stays libzmq's.
+#include "tests/unit/alloc_tracker.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;
