@@ -22,6 +22,9 @@ public:
   size_t size() const noexcept { return queue_.size(); }
   bool empty() const noexcept { return queue_.empty(); }
 
+  // True when the queued rows fill a batch (requests may carry many rows).
+  bool full() const noexcept { return queued_rows_ >= max_batch_; }
+
   // True when a batch should run now.
   bool ready(time_point now) const noexcept;
 

@@ -53,75 +53,125 @@ caf::error prepare_files(const model_spec& spec, const load_env& env,
   return err;
 }
 
-// Runs one batch and sends its results to the router.
+// Sends a batch's results to the router.
+void send_results(self_ptr self, std::vector<exec_result>&& results) {
+  if (!results.empty())
+    self->send(self->state.listener, done_atom::value, std::move(results));
+}
+
+// Waits for the oldest started batch and sends its results.
+void collect_one(self_ptr self) {
+  auto& st = self->state;
+  auto p = std::move(st.in_flight.front());
+  st.in_flight.pop_front();
+  caf::expected<std::vector<tensor>> outputs{std::vector<tensor>{}};
+  try {
+    outputs = st.impl->finish();
+  } catch (const std::exception& e) {
+    // A backend fault kills this replica; the router re-dispatches the
+    // batch and the supervisor decides about a restart.
+    spdlog::error("executor {} v{}: backend fault: {}", st.spec->name,
+                  st.spec->version, e.what());
+    st.faulted = true;
+    self->quit(make_error(errc::internal, e.what()));
+    return;
+  }
+  auto end = clock_type::now();
+  auto compute_us = us_between(p.start, end);
+  st.metrics->compute_time(st.spec->name, compute_us / 1e6);
+  st.metrics->batch(st.spec->name, static_cast<uint32_t>(p.live.size()));
+  auto& results = p.results;
+  if (!outputs) {
+    auto code = static_cast<uint8_t>(to_status(outputs.error()));
+    auto reason = reason_of(outputs.error());
+    for (auto& item : p.live) {
+      exec_result r;
+      r.ticket = item.ticket;
+      r.code = code;
+      r.error = reason;
+      results.push_back(std::move(r));
+    }
+  } else {
+    auto parts = split_outputs(*outputs, p.live);
+    for (size_t i = 0; i < p.live.size(); ++i) {
+      exec_result r;
+      r.ticket = p.live[i].ticket;
+      r.code = static_cast<uint8_t>(status::ok);
+      encode_tensors(parts[i], r.outputs_encoded);
+      r.queue_us = us_between(p.arrivals[i], p.start);
+      r.compute_us = compute_us;
+      r.batch_size = static_cast<uint32_t>(p.live.size());
+      results.push_back(std::move(r));
+    }
+  }
+  send_results(self, std::move(results));
+}
+
+// Starts the next batch on the backend. A synchronous backend (at most one
+// batch in flight) is collected at once; a pipelined one (cuda) is
+// collected through the mailbox, so that requests arriving meanwhile form
+// the next batch, which starts, and copies its inputs, before this one is
+// waited for.
 void run_batch(self_ptr self) {
   auto& st = self->state;
+  if (st.in_flight.size() >= st.impl->max_in_flight())
+    return; // collect_atom starts it once a slot is free
   auto now = clock_type::now();
   auto items = st.queue->take();
   const auto& arrivals = st.queue->taken_arrivals();
-  std::vector<exec_result> results;
-  results.reserve(items.size());
+  executor_state::started p;
+  p.results.reserve(items.size());
   // Requests whose deadline passed while queued are answered, not run.
   auto now_i = to_ns(now);
-  std::vector<exec_item> live;
-  std::vector<time_point> live_arrivals;
-  live.reserve(items.size());
+  p.live.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     if (items[i].deadline_ns > 0 && items[i].deadline_ns <= now_i) {
       exec_result r;
       r.ticket = items[i].ticket;
       r.code = static_cast<uint8_t>(status::deadline_exceeded);
       r.error = "deadline exceeded while queued at the executor";
-      results.push_back(std::move(r));
+      p.results.push_back(std::move(r));
     } else {
-      live.push_back(std::move(items[i]));
-      live_arrivals.push_back(arrivals[i]);
+      p.live.push_back(std::move(items[i]));
+      p.arrivals.push_back(arrivals[i]);
     }
   }
-  if (!live.empty()) {
+  if (p.live.empty()) {
+    send_results(self, std::move(p.results));
+  } else {
     uint64_t rows = 0;
-    auto inputs = concat_inputs(live, rows);
-    auto start = clock_type::now();
-    caf::expected<std::vector<tensor>> outputs{std::vector<tensor>{}};
+    auto inputs = concat_inputs(p.live, rows);
+    p.start = clock_type::now();
+    caf::error err;
     try {
-      outputs = st.impl->run(inputs, rows);
+      err = st.impl->start(inputs, rows);
     } catch (const std::exception& e) {
-      // A backend fault kills this replica; the router re-dispatches the
-      // batch and the supervisor decides about a restart.
       spdlog::error("executor {} v{}: backend fault: {}", st.spec->name,
                     st.spec->version, e.what());
+      st.faulted = true;
       self->quit(make_error(errc::internal, e.what()));
       return;
     }
-    auto end = clock_type::now();
-    auto compute_us = us_between(start, end);
-    st.metrics->compute_time(st.spec->name, compute_us / 1e6);
-    st.metrics->batch(st.spec->name, static_cast<uint32_t>(live.size()));
-    if (!outputs) {
-      auto code = static_cast<uint8_t>(to_status(outputs.error()));
-      auto reason = reason_of(outputs.error());
-      for (auto& item : live) {
+    if (err) {
+      auto code = static_cast<uint8_t>(to_status(err));
+      for (auto& item : p.live) {
         exec_result r;
         r.ticket = item.ticket;
         r.code = code;
-        r.error = reason;
-        results.push_back(std::move(r));
+        r.error = reason_of(err);
+        p.results.push_back(std::move(r));
       }
+      send_results(self, std::move(p.results));
     } else {
-      auto parts = split_outputs(*outputs, live);
-      for (size_t i = 0; i < live.size(); ++i) {
-        exec_result r;
-        r.ticket = live[i].ticket;
-        r.code = static_cast<uint8_t>(status::ok);
-        encode_tensors(parts[i], r.outputs_encoded);
-        r.queue_us = us_between(live_arrivals[i], start);
-        r.compute_us = compute_us;
-        r.batch_size = static_cast<uint32_t>(live.size());
-        results.push_back(std::move(r));
+      st.in_flight.push_back(std::move(p));
+      if (st.impl->max_in_flight() <= 1) {
+        collect_one(self);
+      } else if (!st.collect_scheduled) {
+        st.collect_scheduled = true;
+        self->send(self, collect_atom::value);
       }
     }
   }
-  self->send(st.listener, done_atom::value, std::move(results));
   if (!st.queue->empty())
     schedule_flush(self);
 }
@@ -163,7 +213,13 @@ caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
       return {};
     }
   }
-  auto loaded = load_backend(*spec);
+  // Another replica's load may need this one's device memory while it is
+  // idle: it then retires like an idle-TTL retirement (not restarted).
+  load_options opts;
+  opts.retire = [addr = self->address()] {
+    caf::anon_send_exit(addr, caf::exit_reason::user_shutdown);
+  };
+  auto loaded = load_backend(*spec, opts);
   if (!loaded) {
     spdlog::error("executor {} v{}: load failed: {}", spec->name, spec->version,
                   reason_of(loaded.error()));
@@ -181,11 +237,27 @@ caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
       [=](exec_atom, exec_item& item) {
         auto& st = self->state;
         st.queue->push(std::move(item), clock_type::now());
-        if (st.queue->size() >= st.queue->max_batch()) {
+        if (st.queue->full()) {
           st.flush_scheduled = false;
           run_batch(self);
         } else {
           schedule_flush(self);
+        }
+      },
+      [=](collect_atom) {
+        auto& st = self->state;
+        st.collect_scheduled = false;
+        if (st.in_flight.empty())
+          return;
+        collect_one(self);
+        if (st.faulted)
+          return;
+        // Start the next batch before waiting on the one still in flight.
+        if (!st.queue->empty() && st.queue->ready(clock_type::now()))
+          run_batch(self);
+        if (!st.in_flight.empty() && !st.collect_scheduled) {
+          st.collect_scheduled = true;
+          self->send(self, collect_atom::value);
         }
       },
       [=](flush_atom, uint64_t gen) {

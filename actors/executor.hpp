@@ -8,6 +8,9 @@
 //                              the router, one message per batch.
 //   (flush_atom, uint64_t gen) from itself: the batch delay of generation
 //                              `gen` ran out; nothing comes back.
+//   (collect_atom)             from itself, with a pipelined backend: wait
+//                              for the oldest started batch and send its
+//                              results; nothing comes back.
 // On start it makes the model's files ready through the model store
 // (fetched or verified against their sha256; see prepare_model), then loads
 // the backend. It then sends (ready_atom, model, version, self, device) to the
@@ -16,6 +19,7 @@
 // are re-dispatched by the router and the supervisor restarts it.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -39,6 +43,13 @@ struct load_env {
 };
 
 struct executor_state {
+  // A batch started on the backend and not yet collected.
+  struct started {
+    std::vector<exec_item> live;
+    std::vector<time_point> arrivals;
+    time_point start;
+    std::vector<exec_result> results; // those answered without running
+  };
   model_spec_ptr spec;
   backend_ptr impl;
   std::unique_ptr<batcher> queue;
@@ -46,6 +57,9 @@ struct executor_state {
   std::shared_ptr<node_metrics> metrics;
   uint64_t flush_gen = 0;
   bool flush_scheduled = false;
+  std::deque<started> in_flight;
+  bool collect_scheduled = false;
+  bool faulted = false; // the backend threw; the actor is quitting
   static inline const char* name = "executor";
 };
 

@@ -23,6 +23,7 @@ using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using collect_atom = caf::atom_constant<caf::atom("collect")>;
 using sweep_atom = caf::atom_constant<caf::atom("sweep")>;
 using clear_atom = caf::atom_constant<caf::atom("clear")>;
 using drain_atom = caf::atom_constant<caf::atom("drain")>;

@@ -1,54 +1,22 @@
 #include "gpu/cpu_backend.hpp"
 
 #include <cstring>
-#include <numeric>
 
 #include "net/error.hpp"
 
 namespace shoal {
 
-namespace {
-
-uint64_t prod(const std::vector<uint64_t>& dims) {
-  return std::accumulate(dims.begin(), dims.end(), uint64_t{1},
-                         std::multiplies<>{});
-}
-
-std::string dims_str(const std::vector<uint64_t>& dims) {
-  std::string out = "[";
-  for (size_t i = 0; i < dims.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(dims[i]);
-  return out + "]";
-}
-
-caf::error layer_error(const model_spec& spec, size_t i,
-                       const std::string& field, const std::string& what) {
-  return make_error(errc::unavailable,
-                    spec.dir + "/model.toml: layers[" + std::to_string(i) +
-                        "]" + (field.empty() ? "" : "." + field) + ": " + what);
-}
-
-} // namespace
-
-caf::expected<const float*>
-cpu_backend::weight(const model_spec& spec, size_t layer, const char* field,
-                    const std::string& name,
-                    const std::vector<uint64_t>& shape) {
-  auto* t = file_.find(name);
+caf::expected<const float*> cpu_backend::weight(const tensor_view* t) {
   if (!t)
-    return layer_error(spec, layer, field,
-                       "tensor '" + name + "' is not in " + spec.weights_file);
-  if (t->shape != shape)
-    return layer_error(spec, layer, field,
-                       "tensor '" + name + "' has shape " + dims_str(t->shape) +
-                           ", the graph needs " + dims_str(shape));
-  weight_bytes_ += t->bytes;
+    return static_cast<const float*>(nullptr);
   auto aligned = reinterpret_cast<uintptr_t>(t->data) % alignof(float) == 0;
   if (t->type == dtype::f32 && aligned)
     return reinterpret_cast<const float*>(t->data);
   auto converted = to_f32(*t);
   if (!converted)
-    return layer_error(spec, layer, field, reason_of(converted.error()));
+    return make_error(errc::unavailable, spec_.dir + "/" + spec_.weights_file +
+                                             ": " + t->name + ": " +
+                                             reason_of(converted.error()));
   owned_.push_back(std::make_unique<std::vector<float>>(std::move(*converted)));
   return owned_.back()->data();
 }
@@ -62,177 +30,46 @@ caf::expected<backend_ptr> cpu_backend::load(const model_spec& spec) {
       return make_error(errc::unavailable, reason_of(f.error()));
     be->file_ = std::move(*f);
   }
-  auto& in = spec.inputs.front();
-  if (in.type != dtype::f32)
-    return make_error(errc::unavailable, spec.dir + "/model.toml: inputs[0]."
-                                                    "dtype: the cpu backend "
-                                                    "takes f32");
-  std::vector<uint64_t> dims;
-  for (size_t d = 1; d < in.shape.size(); ++d)
-    dims.push_back(static_cast<uint64_t>(in.shape[d]));
-  std::map<std::string, std::vector<uint64_t>> saved_dims;
-  uint64_t widest = prod(dims);
-  uint64_t workspace = 0;
-  for (size_t i = 0; i < spec.layers.size(); ++i) {
-    auto& l = spec.layers[i];
+  auto g = resolve_graph(spec, be->file_, "cpu");
+  if (!g)
+    return g.error();
+  for (auto& gs : g->steps) {
     step s;
-    s.op = l.op;
-    s.in_dims = dims;
-    s.eps = static_cast<float>(l.eps);
-    s.save = l.save;
-    s.from = l.from;
-    auto fetch = [&](const char* field, const std::string& name,
-                     std::vector<uint64_t> shape,
-                     const float*& out) -> caf::error {
-      if (name.empty())
-        return {};
-      auto w = be->weight(spec, i, field, name, std::move(shape));
-      if (!w)
-        return w.error();
-      out = *w;
-      return {};
-    };
-    if (l.op == "dense") {
-      if (dims.size() != 1)
-        return layer_error(spec, i, "",
-                           "dense takes one value axis, got " + dims_str(dims) +
-                               " (add a flatten layer)");
-      auto* t = be->file_.find(l.weight);
-      if (!t || t->shape.size() != 2)
-        return layer_error(spec, i, "weight",
-                           t ? "tensor '" + l.weight + "' is not [out, in]"
-                             : "tensor '" + l.weight + "' is not in " +
-                                   spec.weights_file);
-      auto out = t->shape[0];
-      if (t->shape[1] != dims[0])
-        return layer_error(spec, i, "weight",
-                           "dense weight " + dims_str(t->shape) + " takes " +
-                               std::to_string(t->shape[1]) +
-                               " inputs, the previous layer gives " +
-                               dims_str(dims));
-      if (auto err = fetch("weight", l.weight, t->shape, s.w))
-        return err;
-      if (auto err = fetch("bias", l.bias, {out}, s.b))
-        return err;
-      dims = {out};
-    } else if (l.op == "layernorm") {
-      if (auto err = fetch("weight", l.weight, {dims.back()}, s.w))
-        return err;
-      if (auto err = fetch("bias", l.bias, {dims.back()}, s.b))
-        return err;
-    } else if (l.op == "conv2d") {
-      auto* t = be->file_.find(l.weight);
-      if (dims.size() != 3)
-        return layer_error(spec, i, "",
-                           "conv2d takes [c, h, w] per sample, "
-                           "got " +
-                               dims_str(dims));
-      if (!t || t->shape.size() != 4)
-        return layer_error(spec, i, "weight",
-                           "tensor '" + l.weight +
-                               "' is missing or not [c_out, c_in, kh, kw]");
-      auto& c = s.conv;
-      c.c_in = dims[0];
-      c.h = dims[1];
-      c.w = dims[2];
-      c.c_out = t->shape[0];
-      c.kh = t->shape[2];
-      c.kw = t->shape[3];
-      if (t->shape[1] != c.c_in)
-        return layer_error(spec, i, "weight",
-                           "conv2d weight " + dims_str(t->shape) + " takes " +
-                               std::to_string(t->shape[1]) +
-                               " channels, the previous layer gives " +
-                               dims_str(dims));
-      if (!l.stride.empty()) {
-        c.stride_h = l.stride[0];
-        c.stride_w = l.stride[1];
-      }
-      if (!l.padding.empty()) {
-        c.pad_h = l.padding[0];
-        c.pad_w = l.padding[1];
-      }
-      if (!l.dilation.empty()) {
-        c.dilation_h = l.dilation[0];
-        c.dilation_w = l.dilation[1];
-      }
-      c.n = 1;
-      if (auto err = cpu::check(c))
-        return layer_error(spec, i, "", reason_of(err));
-      if (auto err = fetch("weight", l.weight, t->shape, s.w))
-        return err;
-      if (auto err = fetch("bias", l.bias, {c.c_out}, s.b))
-        return err;
-      workspace = std::max<uint64_t>(workspace, c.workspace_floats());
-      dims = {c.c_out, c.out_h(), c.out_w()};
-    } else if (l.op == "max_pool2d" || l.op == "avg_pool2d") {
-      if (dims.size() != 3)
-        return layer_error(spec, i, "",
-                           l.op +
-                               " takes [c, h, w] per sample, "
-                               "got " +
-                               dims_str(dims));
-      auto& p = s.pool;
-      p.n = 1;
-      p.c = dims[0];
-      p.h = dims[1];
-      p.w = dims[2];
-      p.kh = l.kernel[0];
-      p.kw = l.kernel[1];
-      p.stride_h = l.stride.empty() ? p.kh : l.stride[0];
-      p.stride_w = l.stride.empty() ? p.kw : l.stride[1];
-      if (!l.padding.empty()) {
-        p.pad_h = l.padding[0];
-        p.pad_w = l.padding[1];
-      }
-      if (auto err = cpu::check(p))
-        return layer_error(spec, i, "", reason_of(err));
-      dims = {p.c, p.out_h(), p.out_w()};
-    } else if (l.op == "flatten") {
-      dims = {prod(dims)};
-    } else if (l.op == "add") {
-      auto j = saved_dims.find(l.from);
-      if (j == saved_dims.end())
-        return layer_error(spec, i, "from",
-                           "no earlier layer saves '" + l.from + "'");
-      if (j->second != dims)
-        return layer_error(spec, i, "from",
-                           "'" + l.from + "' is " + dims_str(j->second) +
-                               " but the previous layer gives " +
-                               dims_str(dims));
-    }
-    s.out_dims = dims;
-    if (!l.save.empty())
-      saved_dims[l.save] = dims;
-    widest = std::max(widest, prod(dims));
+    s.op = gs.op;
+    s.in_dims = gs.in_dims;
+    s.out_dims = gs.out_dims;
+    s.conv = gs.conv;
+    s.pool = gs.pool;
+    s.eps = gs.eps;
+    s.save = gs.save;
+    s.from = gs.from;
+    auto w = be->weight(gs.w);
+    if (!w)
+      return w.error();
+    auto b = be->weight(gs.b);
+    if (!b)
+      return b.error();
+    s.w = *w;
+    s.b = *b;
     be->steps_.push_back(std::move(s));
   }
-  auto& out = spec.outputs.front();
-  std::vector<uint64_t> declared;
-  for (size_t d = 1; d < out.shape.size(); ++d)
-    declared.push_back(static_cast<uint64_t>(out.shape[d]));
-  if (declared != dims || out.type != dtype::f32)
-    return make_error(errc::unavailable,
-                      spec.dir + "/model.toml: outputs[0]: the graph gives " +
-                          dims_str(dims) + " f32 per sample, declared " +
-                          dims_str(declared) + " " +
-                          std::string{to_string(out.type)});
+  be->weight_bytes_ = g->weight_bytes;
   // Scratch for a full batch, so that serving never allocates.
   auto rows = std::max<uint64_t>(1, spec.max_batch);
-  be->widest_ = widest;
-  be->a_.resize(rows * widest);
-  be->b_.resize(rows * widest);
-  be->workspace_.resize(workspace);
-  for (auto& [name, d] : saved_dims)
-    be->saved_[name].resize(rows * prod(d));
+  be->widest_ = g->widest;
+  be->a_.resize(rows * g->widest);
+  be->b_.resize(rows * g->widest);
+  be->workspace_.resize(g->cpu_workspace);
+  for (auto& [name, d] : g->saved_dims)
+    be->saved_[name].resize(rows * dims_product(d));
   return backend_ptr{std::move(be)};
 }
 
 caf::expected<std::vector<tensor>>
 cpu_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
   auto& x = inputs.front();
-  auto in_n = rows * prod(steps_.empty() ? std::vector<uint64_t>{}
-                                         : steps_.front().in_dims);
+  auto in_n = rows * dims_product(steps_.empty() ? std::vector<uint64_t>{}
+                                                 : steps_.front().in_dims);
   if (x.data.size() != in_n * sizeof(float))
     return make_error(errc::invalid_argument, "input size does not match");
   if (a_.size() < rows * widest_) { // a batch above max_batch: grow once
@@ -243,8 +80,8 @@ cpu_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
   float* cur = a_.data();
   float* next = b_.data();
   for (auto& s : steps_) {
-    auto n_in = rows * prod(s.in_dims);
-    auto n_out = rows * prod(s.out_dims);
+    auto n_in = rows * dims_product(s.in_dims);
+    auto n_out = rows * dims_product(s.out_dims);
     if (s.op == "dense") {
       cpu::dense(cur, rows, s.in_dims[0], s.w, s.b, s.out_dims[0], next);
       std::swap(cur, next);
@@ -290,7 +127,7 @@ cpu_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
   out.shape = {rows};
   for (auto d : steps_.back().out_dims)
     out.shape.push_back(d);
-  auto n = rows * prod(steps_.back().out_dims);
+  auto n = rows * dims_product(steps_.back().out_dims);
   out.data.resize(n * sizeof(float));
   std::memcpy(out.data.data(), cur, out.data.size());
   std::vector<tensor> result;

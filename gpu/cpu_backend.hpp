@@ -11,6 +11,7 @@
 
 #include "gpu/backend.hpp"
 #include "gpu/cpu_layers.hpp"
+#include "gpu/graph.hpp"
 #include "runtime/safetensors.hpp"
 
 namespace shoal {
@@ -44,9 +45,7 @@ private:
   cpu_backend() = default;
 
   // Weights as f32: a pointer into the mapping, or into owned storage.
-  caf::expected<const float*> weight(const model_spec& spec, size_t layer,
-                                     const char* field, const std::string& name,
-                                     const std::vector<uint64_t>& shape);
+  caf::expected<const float*> weight(const tensor_view* t);
 
   model_spec spec_;
   safetensors_file file_;

@@ -161,9 +161,9 @@ caf::error parse_graph(const manifest_reader& rd, const toml::table& root,
     return rd.fail("files", "expected a table");
   }
   if (auto* r = root.get_as<toml::table>("resources")) {
-    if (auto err =
-            rd.only(*r, "resources.",
-                    {"device", "memory_bytes", "min_replicas_on_demand"}))
+    if (auto err = rd.only(
+            *r, "resources.",
+            {"device", "memory_bytes", "min_replicas_on_demand", "allow_tf32"}))
       return err;
     if (auto err = rd.get(*r, "resources.", "min_replicas_on_demand",
                           spec.min_replicas_on_demand))
@@ -173,6 +173,15 @@ caf::error parse_graph(const manifest_reader& rd, const toml::table& root,
     if (spec.device != "cpu" && spec.device != "gpu" && spec.device != "any")
       return rd.fail("resources.device",
                      "must be cpu, gpu or any, got '" + spec.device + "'");
+    if (spec.backend == "cuda" && spec.device == "cpu")
+      return rd.fail("resources.device",
+                     "backend = \"cuda\" runs on a GPU; use backend = "
+                     "\"cpu\" or device = \"any\"");
+    if (spec.device != "cpu" && spec.backend == "synthetic")
+      return rd.fail("resources.device",
+                     "the synthetic backend runs on the cpu only");
+    if (auto err = rd.get(*r, "resources.", "allow_tf32", spec.allow_tf32))
+      return err;
     if (auto err = rd.get(*r, "resources.", "memory_bytes", spec.memory_bytes))
       return err;
   } else if (root.contains("resources")) {
@@ -237,16 +246,18 @@ caf::error parse_graph(const manifest_reader& rd, const toml::table& root,
   } else if (root.contains("layers")) {
     return rd.fail("layers", "expected an array of tables [[layers]]");
   }
-  if (spec.backend == "cpu") {
+  if (spec.backend == "cpu" || spec.backend == "cuda") {
     if (spec.weights_file.empty() && !spec.layers.empty())
       for (auto& l : spec.layers)
         if (!l.weight.empty())
           return rd.fail("weights.file", "required: layers name weights");
     if (spec.layers.empty())
-      return rd.fail("layers", "the cpu backend needs a graph");
+      return rd.fail("layers",
+                     "the " + spec.backend + " backend needs a graph");
     if (spec.outputs.size() != 1 || spec.inputs.size() != 1)
-      return rd.fail("outputs", "the cpu backend runs a sequential graph: "
-                                "one input and one output");
+      return rd.fail("outputs", "the " + spec.backend +
+                                    " backend runs a sequential graph: "
+                                    "one input and one output");
   }
   return {};
 }
@@ -281,10 +292,14 @@ caf::expected<model_spec> parse_manifest(const std::string& path,
   if (auto err = rd.get(root, "", "backend", spec.backend))
     return err;
   if (spec.backend.empty())
-    return rd.fail("backend", "required (supported: synthetic, cpu)");
-  if (spec.backend != "synthetic" && spec.backend != "cpu")
+    return rd.fail("backend", "required (supported: synthetic, cpu, cuda)");
+  if (spec.backend != "synthetic" && spec.backend != "cpu" &&
+      spec.backend != "cuda")
     return rd.fail("backend", "unknown backend '" + spec.backend +
-                                  "' (supported: synthetic, cpu)");
+                                  "' (supported: synthetic, cpu, cuda)");
+  // "cuda" names the same graph as "cpu" with a GPU as the default device.
+  if (spec.backend == "cuda")
+    spec.device = "gpu";
   if (auto err = rd.get(root, "", "pinned", spec.pinned))
     return err;
   if (root.contains("idle_ttl_ms")) {

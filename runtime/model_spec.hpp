@@ -38,11 +38,13 @@ struct layer_spec {
 struct model_spec {
   std::string name;
   uint64_t version = 0;
-  std::string dir;     // local directory the backend loads from
+  std::string dir; // local directory the backend loads from
   // Remote repository only: URL of the version directory; files are
   // fetched from here into `dir` (<models.cache_dir>/<name>/<version>).
   std::string source;
-  std::string backend; // "synthetic" (issue 3 adds "cpu", issue 5 "cuda")
+  // "synthetic", or "cpu" / "cuda": the same layer graph, preferring the
+  // CPU or a GPU (resources.device decides where it may run).
+  std::string backend;
   std::vector<io_spec> inputs;
   std::vector<io_spec> outputs;
   uint32_t max_batch = 1;
@@ -57,6 +59,9 @@ struct model_spec {
   // File name -> sha256 (hex) of every file the model needs.
   std::vector<std::pair<std::string, std::string>> files;
   std::string device = "cpu"; // cpu, gpu or any
+  // cuda: f32 dense and conv layers may use TF32 tensor cores (10-bit
+  // mantissa products, about 1e-3 relative), as torch's allow_tf32.
+  bool allow_tf32 = false;
   uint64_t memory_bytes = 0;
   // Cluster placement: keep at least this many of the model's replicas on
   // workers labelled capacity=on-demand (spot nodes may vanish at once).

@@ -31,12 +31,18 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # -- set up and build -------------------------------------------------------
 scripts/setup.sh
+
+# The cuda feature (auto) builds gpu/cuda where nvcc is found; CUDA's
+# installer does not put it on PATH.
+if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
 if [[ ! -f $BUILD_DIR/meson-private/coredata.dat ]]; then
   say "configuring $BUILD_DIR"
   meson setup "$BUILD_DIR" --buildtype=release
 fi
 say "building shoald and shoalctl"
-ninja -C "$BUILD_DIR" shoald shoalctl
+ninja -C "$BUILD_DIR" node
 SHOALD=$BUILD_DIR/shoald
 SHOALCTL=$BUILD_DIR/shoalctl
 

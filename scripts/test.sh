@@ -21,6 +21,12 @@ start=$SECONDS
 
 scripts/setup.sh
 
+# The cuda feature (auto) builds gpu/cuda where nvcc is found; CUDA's
+# installer does not put it on PATH.
+if [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
+
 if [[ ! -f $BUILD_DIR/meson-private/coredata.dat ]]; then
   echo "test: configuring $BUILD_DIR"
   meson setup "$BUILD_DIR" --buildtype=release
