@@ -8,6 +8,7 @@
 #include "net/cluster_codec.hpp"
 #include "net/codec.hpp"
 #include "net/error.hpp"
+#include "runtime/node_devices.hpp"
 
 namespace shoal {
 
@@ -46,21 +47,50 @@ bool hosts(const worker& w, const coordinator_state::model_key& key) {
   return false;
 }
 
+bool on_gpu(const std::string& device) {
+  return device.rfind("gpu", 0) == 0;
+}
+
+// What the CPU replicas placed there take of node.memory_bytes; a GPU
+// replica's estimate is device memory and counts against its GPU instead.
 uint64_t memory_used(const worker& w) {
   uint64_t used = 0;
   for (auto& [id, r] : w.replicas)
-    used += r.memory_bytes;
+    if (!on_gpu(r.device))
+      used += r.memory_bytes;
   return used;
 }
 
-// The worker to place a replica of `spec` on, or "" (actors/placement.hpp).
-std::string choose(self_ptr self, const model_spec& spec) {
+// Each GPU's free memory as last reported, less what replicas that became
+// ready there since then hold (the report could not see them).
+std::vector<uint64_t> gpu_free(const worker& w) {
+  std::vector<uint64_t> out;
+  for (auto& d : w.devices) {
+    uint64_t free =
+        d.total_bytes > d.used_bytes ? d.total_bytes - d.used_bytes : 0;
+    for (auto& [dev, bytes] : w.gpu_unreported)
+      if (dev == d.name)
+        free -= std::min(free, bytes);
+    out.push_back(free);
+  }
+  return out;
+}
+
+struct choice {
+  std::string worker; // "": none
+  bool on_gpu = false;
+  bool no_gpu_room = false;
+};
+
+// Where to place a replica of `spec` (actors/placement.hpp).
+choice choose(self_ptr self, const model_spec& spec) {
   auto& st = self->state;
   coordinator_state::model_key key{spec.name, spec.version};
   std::vector<placement_candidate> cands;
   placement_request req;
   req.memory_bytes = spec.memory_bytes;
   req.min_replicas_on_demand = spec.min_replicas_on_demand;
+  req.device = spec.device;
   for (auto& [name, w] : st.workers) {
     placement_candidate c;
     c.name = name;
@@ -71,12 +101,20 @@ std::string choose(self_ptr self, const model_spec& spec) {
     c.hosts_model = hosts(w, key);
     c.has_files = w.cached.count(key) > 0;
     c.replicas = w.replicas.size() + w.spawning.size();
+    c.gpu_free = gpu_free(w);
+    for (auto& [k, bytes] : w.gpu_spawning)
+      c.gpu_claims.push_back(bytes);
     if (w.state != "down" && c.on_demand && c.hosts_model)
       ++req.on_demand_replicas;
     cands.push_back(std::move(c));
   }
-  auto i = choose_worker(cands, req);
-  return i ? cands[*i].name : std::string{};
+  auto p = choose_placement(cands, req);
+  choice out;
+  out.on_gpu = p.on_gpu;
+  out.no_gpu_room = p.no_gpu_room;
+  if (p.worker)
+    out.worker = cands[*p.worker].name;
+  return out;
 }
 
 // Sends the spawn to a worker, or leaves it waiting for one.
@@ -89,7 +127,23 @@ void place(self_ptr self, const std::string& model, uint64_t version,
                std::string{"model not in the head's repository"});
     return;
   }
-  auto target = choose(self, *spec);
+  auto [target, for_gpu, no_gpu_room] = choose(self, *spec);
+  // A drain's replacement waits like any other: the draining replica
+  // serves meanwhile, and a GPU worker may join before the grace ends.
+  if (no_gpu_room && reason != "drain") {
+    // Waiting would hold the requests until their deadlines for a GPU
+    // that may never free up; the router answers UNAVAILABLE now and
+    // fails fast for a second, after which a request tries again.
+    auto why = "no worker has a GPU with room for " + model + " v" +
+               std::to_string(version) + " (needs " +
+               std::to_string(spec->memory_bytes) + " bytes)";
+    // A scale-out that cannot happen is no client's error.
+    spdlog::log(reason == "scale" ? spdlog::level::info : spdlog::level::warn,
+                "coordinator: {}", why);
+    st.waiting.erase({model, version});
+    self->send(st.router, spawn_fail_atom::value, model, version, why);
+    return;
+  }
   if (target.empty()) {
     spdlog::info("coordinator: no worker with room for {} v{} yet, waiting",
                  model, version);
@@ -103,9 +157,12 @@ void place(self_ptr self, const std::string& model, uint64_t version,
     return;
   }
   st.waiting.erase({model, version});
-  st.workers[target].spawning.insert({model, version});
-  spdlog::info("coordinator: placing {} v{} on {} ({})", model, version, target,
-               reason);
+  auto& w = st.workers[target];
+  w.spawning.insert({model, version});
+  if (for_gpu)
+    w.gpu_spawning[{model, version}] = spec->memory_bytes;
+  spdlog::info("coordinator: placing {} v{} on {}{} ({})", model, version,
+               target, for_gpu ? " for a GPU" : "", reason);
 }
 
 void retry_waiting(self_ptr self) {
@@ -123,6 +180,8 @@ void lose_replicas(self_ptr self, worker& w, const std::string& name,
       self->send_exit(
           r.proxy, make_error(errc::unavailable, "node " + name + " " + why));
   w.replicas.clear();
+  w.gpu_spawning.clear();
+  w.gpu_unreported.clear();
   auto spawning = std::move(w.spawning);
   w.spawning.clear();
   for (auto& key : spawning)
@@ -135,9 +194,11 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   if (w.replicas.count(d.id))
     return;
   w.spawning.erase({d.model, d.version});
+  w.gpu_spawning.erase({d.model, d.version});
   // A spawn that waited for a worker is satisfied by an adopted replica too.
   st.waiting.erase({d.model, d.version});
-  if (!st.catalog->resolve(d.model, d.version)) {
+  auto spec = st.catalog->resolve(d.model, d.version);
+  if (!spec) {
     std::string body;
     encode(retire_msg{d.id, d.model, d.version}, body);
     st.link->send(name, "retire", std::move(body));
@@ -145,7 +206,12 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   }
   auto proxy =
       self->spawn(remote_replica_actor, st.link, name, d.id, st.router);
-  w.replicas[d.id] = {d.model, d.version, proxy, d.memory_bytes, false};
+  // Workers report no size of their own yet: the manifest's estimate is
+  // what the budgets are kept in.
+  auto bytes = d.memory_bytes > 0 ? d.memory_bytes : spec->memory_bytes;
+  w.replicas[d.id] = {d.model, d.version, proxy, bytes, false, d.device};
+  if (on_gpu(d.device))
+    w.gpu_unreported.emplace_back(d.device, bytes);
   self->send(st.router, ready_atom::value, d.model, d.version, proxy, d.device,
              name);
   spdlog::info("coordinator: replica {} of {} v{} ready on {} ({})", d.id,
@@ -189,6 +255,7 @@ void on_peer(self_ptr self, const std::string& name, uint64_t inc,
     if (w.incarnation != inc && !w.replicas.empty())
       lose_replicas(self, w, name, "restarted");
     bool was_up = w.state == "up" || w.state == "suspect";
+    bool fresh = w.incarnation != inc || w.state == "down";
     w.incarnation = inc;
     w.labels = h.labels;
     w.memory_budget = h.memory_bytes;
@@ -200,6 +267,13 @@ void on_peer(self_ptr self, const std::string& name, uint64_t inc,
     w.down_since_ns = 0;
     for (auto& d : h.replicas)
       adopt(self, name, w, d);
+    // A new session's hello is a fresh report that already counts the
+    // replicas it lists. A live session's `up` (back from suspect) comes
+    // with the hello of its join, older than its `devices` reports.
+    if (fresh) {
+      w.devices = std::move(h.devices);
+      w.gpu_unreported.clear();
+    }
     if (!was_up)
       spdlog::info("coordinator: worker {} up ({} replica(s))", name,
                    h.replicas.size());
@@ -253,6 +327,7 @@ void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
     if (auto err = decode(body, m))
       return bad(err);
     w.spawning.erase({m.model, m.version});
+    w.gpu_spawning.erase({m.model, m.version});
     self->send(st.router, spawn_fail_atom::value, m.model, m.version,
                name + ": " + m.reason);
   } else if (type == "replica_down") {
@@ -269,6 +344,14 @@ void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
     w.replicas.erase(r);
   } else if (type == "drain") {
     start_drain(self, name, w);
+  } else if (type == "devices") {
+    devices_msg m;
+    if (auto err = decode(body, m))
+      return bad(err);
+    // It counts every replica that was ready when it was sent, and the
+    // link delivers in order: what became ready before it is in it.
+    w.devices = std::move(m.devices);
+    w.gpu_unreported.clear();
   } else if (type == "leave") {
     spdlog::info("coordinator: worker {} left", name);
     w.state = "down";
@@ -288,6 +371,7 @@ void status_reply(self_ptr self, const admin_job& job) {
   head.role = "head";
   head.state = st.draining ? "draining" : "up";
   head.labels = st.cfg.labels;
+  head.devices = local_devices();
   r.nodes.push_back(std::move(head));
   for (auto& [name, w] : st.workers) {
     node_info n;
@@ -299,6 +383,7 @@ void status_reply(self_ptr self, const admin_job& job) {
     for (auto& [id, rep] : w.replicas)
       ++per_model[rep.model];
     n.replicas.assign(per_model.begin(), per_model.end());
+    n.devices = w.devices;
     r.nodes.push_back(std::move(n));
   }
   std::string out;

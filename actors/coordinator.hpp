@@ -4,13 +4,20 @@
 // soft: after a head restart, every worker's hello lists the replicas it
 // still runs, and they are adopted as they are.
 //
-// Placement of a model version's replica: among workers that are up and not
-// draining, that run no replica of it yet and have room for its
-// resources.memory_bytes within their node.memory_bytes budget, prefer one
-// with the model's files already in its verified cache, then an on-demand
-// worker while the model has fewer than resources.min_replicas_on_demand
-// replicas on on-demand workers, then the fewest replicas. With no
-// candidate, the spawn waits until a worker joins or frees room.
+// Placement of a model version's replica (actors/placement.hpp): among
+// workers that are up and not draining, that run no replica of it yet and
+// have room for its resources.memory_bytes within their node.memory_bytes
+// budget, prefer an on-demand worker while the model has fewer than
+// resources.min_replicas_on_demand replicas on on-demand workers, then one
+// with the model's files already in its verified cache, then the fewest
+// replicas. With no candidate, the spawn waits until a worker joins or
+// frees room. A model with resources.device = "gpu" goes only to a worker
+// with a GPU whose free memory fits the estimate: free as the worker last
+// reported it (hello, then `devices` messages), less the estimates of the
+// GPU replicas placed there that the report cannot have seen yet (not
+// ready, or ready since); with workers up and none fitting, the spawn
+// fails at once (a drain's replacement waits instead). "any" prefers such
+// a worker, else follows the CPU rules.
 //
 // Handlers:
 //   (spawn_atom, model, version, reason)  from the router: place a replica;
@@ -31,7 +38,7 @@
 //   (link_msg_atom, name, inc, type, body)
 //                                   from the link thread: ready,
 //                                   spawn_fail, done, replica_down, drain,
-//                                   leave.
+//                                   leave, devices.
 //   (set_router_atom, actor)        from the node at start: the router
 //                                   (spawned after this actor).
 //   (tick_atom)                     from itself: retries waiting spawns,
@@ -104,6 +111,7 @@ struct coordinator_state {
     caf::actor proxy;
     uint64_t memory_bytes = 0;
     bool retiring = false;
+    std::string device; // "cpu", "gpu:0", ...
   };
 
   struct worker {
@@ -117,6 +125,13 @@ struct coordinator_state {
     // Spawns sent and not yet answered.
     std::set<std::pair<std::string, uint64_t>> spawning;
     int64_t down_since_ns = 0;
+    // Its GPUs as it last reported them (hello, `devices`).
+    std::vector<node_device> devices;
+    // Estimates of the spawns among `spawning` that were placed for a GPU.
+    std::map<std::pair<std::string, uint64_t>, uint64_t> gpu_spawning;
+    // (GPU name, estimate) of GPU replicas that became ready after the
+    // last report; the next report includes them.
+    std::vector<std::pair<std::string, uint64_t>> gpu_unreported;
   };
 
   using model_key = std::pair<std::string, uint64_t>;

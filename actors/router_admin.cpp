@@ -4,6 +4,7 @@
 
 #include "actors/router.hpp"
 #include "net/codec.hpp"
+#include "runtime/node_devices.hpp"
 
 namespace shoal {
 
@@ -76,6 +77,7 @@ void status_reply(self_ptr self, const admin_job& job) {
     if (!m.replicas.empty())
       per_model[key.first] += m.replicas.size();
   n.replicas.assign(per_model.begin(), per_model.end());
+  n.devices = local_devices();
   r.nodes.push_back(std::move(n));
   send_admin_reply(self, job, r);
 }

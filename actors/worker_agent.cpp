@@ -3,7 +3,9 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "gpu/device.hpp"
 #include "net/error.hpp"
+#include "runtime/node_devices.hpp"
 
 namespace shoal {
 
@@ -26,6 +28,29 @@ void refresh_hello(self_ptr self) {
   std::string body;
   encode(st.hello, body);
   st.link->set_hello(std::move(body));
+}
+
+// How often the GPUs are looked at, and how far a device's used memory may
+// drift before the head hears of it: placement needs room to the nearest
+// few replicas, not to the byte, and a message a second per allocator
+// hiccup would be noise.
+constexpr auto devices_period = std::chrono::seconds{1};
+constexpr uint64_t devices_slack = uint64_t{32} << 20;
+
+// Tells the head about our GPUs when they changed since it last heard
+// (and keeps the hello current for a head that restarts).
+void report_devices(self_ptr self) {
+  auto& st = self->state;
+  auto now = local_devices();
+  if (!devices_changed(st.hello.devices, now, devices_slack))
+    return;
+  st.hello.devices = std::move(now);
+  refresh_hello(self);
+  if (!st.head_up)
+    return; // the next hello carries them
+  std::string body;
+  encode(devices_msg{st.hello.devices}, body);
+  send_head(self, "devices", std::move(body));
 }
 
 worker_agent_state::local_replica* by_executor(self_ptr self,
@@ -131,6 +156,9 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
     }
   });
   refresh_hello(self);
+  // Without CUDA there are never GPUs to report.
+  if (cuda_built())
+    self->delayed_send(self, devices_period, tick_atom::value);
   return {
       [=](link_msg_atom, const std::string&, uint64_t, const std::string& type,
           const std::string& body) { on_link_msg(self, type, body); },
@@ -156,6 +184,10 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
         encode(d, out);
         send_head(self, "ready", std::move(out));
         refresh_hello(self);
+        // Right behind `ready`, so the head's estimate of the new replica
+        // is replaced by what it really holds.
+        if (cuda_built())
+          report_devices(self);
       },
       [=](spawn_fail_atom, const std::string& model, uint64_t version,
           const std::string& reason) {
@@ -184,6 +216,10 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
         auto& st = self->state;
         return st.head_up ? static_cast<uint64_t>(st.replicas.size())
                           : st.inflight;
+      },
+      [=](tick_atom) {
+        report_devices(self);
+        self->delayed_send(self, devices_period, tick_atom::value);
       },
   };
 }

@@ -23,6 +23,9 @@
 //                                  the replicas still running, or, while
 //                                  the head is down (nobody can retire
 //                                  them), the requests still computing.
+//   (tick_atom)                    from itself, every second in a build
+//                                  with CUDA: tells the head (`devices`)
+//                                  when its GPUs changed; nothing back.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +57,7 @@ struct worker_agent_state {
   bool draining = false;
   bool head_up = false;
   uint64_t inflight = 0; // items handed to executors, not yet answered
+  // hello.devices is also what the head was last told about our GPUs.
   // Tells the node to drain (the head asked for it): it then runs the same
   // shutdown as on SIGTERM.
   std::function<void()> on_drain;

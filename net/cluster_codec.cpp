@@ -149,6 +149,56 @@ caf::error get_desc(const reader& rd, const object& o, replica_desc& x) {
   return {};
 }
 
+// A node's GPUs: [[name, product, total, used, [[model, count], ...]], ...].
+void put_devices(packer& pk, const std::vector<node_device>& devices) {
+  pk.pack_array(static_cast<uint32_t>(devices.size()));
+  for (auto& d : devices) {
+    pk.pack_array(5);
+    put(pk, d.name);
+    put(pk, d.product);
+    pk.pack_uint64(d.total_bytes);
+    pk.pack_uint64(d.used_bytes);
+    pk.pack_array(static_cast<uint32_t>(d.replicas.size()));
+    for (auto& [m, n] : d.replicas) {
+      pk.pack_array(2);
+      put(pk, m);
+      pk.pack_uint64(n);
+    }
+  }
+}
+
+caf::error get_devices(const reader& rd, const object& o,
+                       std::vector<node_device>& out) {
+  if (o.type != mt::ARRAY)
+    return rd.fail("devices: expected an array");
+  if (o.via.array.size > max_node_devices)
+    return rd.fail("devices: " + std::to_string(o.via.array.size) +
+                   " devices, at most " + std::to_string(max_node_devices));
+  out.resize(o.via.array.size);
+  for (uint32_t i = 0; i < o.via.array.size; ++i) {
+    auto& d = out[i];
+    const object* a = nullptr;
+    SHOAL_TRY(rd.array(o.via.array.ptr[i], 5, "device", a));
+    SHOAL_TRY(rd.str(a[0], "device.name", d.name));
+    SHOAL_TRY(rd.str(a[1], "device.product", d.product));
+    SHOAL_TRY(rd.u64(a[2], "device.total_bytes", d.total_bytes));
+    SHOAL_TRY(rd.u64(a[3], "device.used_bytes", d.used_bytes));
+    if (a[4].type != mt::ARRAY)
+      return rd.fail("device.replicas: expected an array");
+    if (a[4].via.array.size > max_device_replicas)
+      return rd.fail("device.replicas: at most " +
+                     std::to_string(max_device_replicas) + " models");
+    d.replicas.resize(a[4].via.array.size);
+    for (uint32_t j = 0; j < a[4].via.array.size; ++j) {
+      const object* r = nullptr;
+      SHOAL_TRY(rd.array(a[4].via.array.ptr[j], 2, "device.replicas", r));
+      SHOAL_TRY(rd.str(r[0], "device.replicas.model", d.replicas[j].first));
+      SHOAL_TRY(rd.u64(r[1], "device.replicas.count", d.replicas[j].second));
+    }
+  }
+  return {};
+}
+
 void put_tensor(packer& pk, const tensor& t) {
   pk.pack_array(4);
   put(pk, t.name);
@@ -209,7 +259,7 @@ caf::error get_model_reason(const std::string& body, const char* msg, T& x) {
 void encode(const worker_hello& x, std::string& out) {
   string_writer w{out};
   packer pk{w};
-  pk.pack_array(7);
+  pk.pack_array(8);
   put(pk, x.role);
   pk.pack_map(static_cast<uint32_t>(x.labels.size()));
   for (auto& [k, v] : x.labels) {
@@ -231,6 +281,7 @@ void encode(const worker_hello& x, std::string& out) {
     put(pk, m);
     pk.pack_uint64(v);
   }
+  put_devices(pk, x.devices);
 }
 
 caf::error decode(const std::string& body, worker_hello& x) {
@@ -264,6 +315,10 @@ caf::error decode(const std::string& body, worker_hello& x) {
       SHOAL_TRY(rd.str(c[0], "cached.model", x.cached[i].first));
       SHOAL_TRY(rd.u64(c[1], "cached.version", x.cached[i].second));
     }
+    // Workers older than the devices field send 7 items.
+    x.devices.clear();
+    if (rd.root().via.array.size > 7)
+      SHOAL_TRY(get_devices(rd, a[7], x.devices));
     return {};
   });
 }
@@ -428,6 +483,21 @@ caf::error decode(const std::string& body, done_msg& x) {
       r.batch_size = static_cast<uint32_t>(std::min<uint64_t>(bs, UINT32_MAX));
     }
     return {};
+  });
+}
+
+void encode(const devices_msg& x, std::string& out) {
+  string_writer w{out};
+  packer pk{w};
+  pk.pack_array(1);
+  put_devices(pk, x.devices);
+}
+
+caf::error decode(const std::string& body, devices_msg& x) {
+  return unpack(body, "devices", [&](const reader& rd) -> caf::error {
+    const object* a = nullptr;
+    SHOAL_TRY(rd.array(rd.root(), 1, "devices", a));
+    return get_devices(rd, a[0], x.devices);
   });
 }
 

@@ -16,6 +16,9 @@
 //   drain         both             empty: head -> worker asks it to drain;
 //                                  worker -> head announces it is draining
 //   leave         worker -> head   empty: exiting now (no timeout needed)
+//   devices       worker -> head   devices_msg: its GPUs now (sent when they
+//                                  changed; a head that predates it ignores
+//                                  the type)
 #pragma once
 
 #include <cstdint>
@@ -46,6 +49,18 @@ struct worker_hello {
   std::vector<replica_desc> replicas;
   // Model versions whose files are in the worker's verified cache.
   std::vector<std::pair<std::string, uint64_t>> cached;
+  // Its GPUs at the time of the hello (appended field: a hello without it
+  // decodes as a worker without GPUs).
+  std::vector<node_device> devices;
+};
+
+// At most this many GPUs per node and model entries per GPU are accepted:
+// far above any real machine, low enough that a bad body is cheap.
+constexpr size_t max_node_devices = 64;
+constexpr size_t max_device_replicas = 4096;
+
+struct devices_msg {
+  std::vector<node_device> devices;
 };
 
 struct spawn_msg {
@@ -92,6 +107,7 @@ void encode(const replica_desc& x, std::string& out);
 void encode(const replica_down_msg& x, std::string& out);
 void encode(const exec_msg& x, std::string& out);
 void encode(const done_msg& x, std::string& out);
+void encode(const devices_msg& x, std::string& out);
 
 caf::error decode(const std::string& body, worker_hello& out);
 caf::error decode(const std::string& body, spawn_msg& out);
@@ -101,5 +117,6 @@ caf::error decode(const std::string& body, replica_desc& out);
 caf::error decode(const std::string& body, replica_down_msg& out);
 caf::error decode(const std::string& body, exec_msg& out);
 caf::error decode(const std::string& body, done_msg& out);
+caf::error decode(const std::string& body, devices_msg& out);
 
 } // namespace shoal

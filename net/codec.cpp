@@ -636,8 +636,18 @@ void put_model(packer& pk, const model_info& m) {
   }
 }
 
+// A map of model name to count (a node's or a device's replicas).
+void put_counts(packer& pk,
+                const std::vector<std::pair<std::string, uint64_t>>& counts) {
+  pk.pack_map(static_cast<uint32_t>(counts.size()));
+  for (const auto& [k, v] : counts) {
+    put_str(pk, k);
+    pk.pack_uint64(v);
+  }
+}
+
 void put_node(packer& pk, const node_info& n) {
-  pk.pack_map(5);
+  pk.pack_map(6);
   pk.key("name");
   put_str(pk, n.name);
   pk.key("role");
@@ -651,10 +661,21 @@ void put_node(packer& pk, const node_info& n) {
     put_str(pk, v);
   }
   pk.key("replicas");
-  pk.pack_map(static_cast<uint32_t>(n.replicas.size()));
-  for (const auto& [k, v] : n.replicas) {
-    put_str(pk, k);
-    pk.pack_uint64(v);
+  put_counts(pk, n.replicas);
+  pk.key("devices");
+  pk.pack_array(static_cast<uint32_t>(n.devices.size()));
+  for (const auto& d : n.devices) {
+    pk.pack_map(5);
+    pk.key("name");
+    put_str(pk, d.name);
+    pk.key("product");
+    put_str(pk, d.product);
+    pk.key("total_bytes");
+    pk.pack_uint64(d.total_bytes);
+    pk.key("used_bytes");
+    pk.pack_uint64(d.used_bytes);
+    pk.key("replicas");
+    put_counts(pk, d.replicas);
   }
 }
 
@@ -768,9 +789,59 @@ caf::error decode_models(const object& o, const codec_limits& lim,
   return {};
 }
 
+caf::error decode_counts(const object& m, const std::string& path,
+                         std::vector<std::pair<std::string, uint64_t>>& out) {
+  if (m.type != mt::MAP)
+    return type_mismatch(path, "map of uint", m);
+  out.resize(m.via.map.size);
+  for (uint32_t j = 0; j < m.via.map.size; ++j) {
+    const auto& kv = m.via.map.ptr[j];
+    if (kv.key.type != mt::STR || kv.val.type != mt::POSITIVE_INTEGER)
+      return invalid(path + ": expected map of str to uint");
+    out[j] = {std::string{str_of(kv.key)}, kv.val.via.u64};
+  }
+  return {};
+}
+
+caf::error decode_devices(const object& o, const std::string& path,
+                          std::vector<node_device>& out) {
+  static constexpr std::array<std::string_view, 5> keys{
+      "name", "product", "total_bytes", "used_bytes", "replicas"};
+  if (o.type != mt::ARRAY)
+    return type_mismatch(path, "array of maps", o);
+  out.resize(o.via.array.size);
+  for (uint32_t i = 0; i < o.via.array.size; ++i) {
+    auto p = elem_path(path, i);
+    const auto& e = o.via.array.ptr[i];
+    if (e.type != mt::MAP)
+      return type_mismatch(p, "map", e);
+    std::array<const object*, keys.size()> v;
+    if (auto err = collect(e, keys, v, p + ": "))
+      return err;
+    auto& d = out[i];
+    if (v[0] == nullptr)
+      return invalid(p + ".name: required");
+    if (auto err = get_str(*v[0], p + ".name", d.name))
+      return err;
+    if (!absent(v[1]))
+      if (auto err = get_str(*v[1], p + ".product", d.product))
+        return err;
+    if (!absent(v[2]))
+      if (auto err = get_uint(*v[2], p + ".total_bytes", d.total_bytes))
+        return err;
+    if (!absent(v[3]))
+      if (auto err = get_uint(*v[3], p + ".used_bytes", d.used_bytes))
+        return err;
+    if (!absent(v[4]))
+      if (auto err = decode_counts(*v[4], p + ".replicas", d.replicas))
+        return err;
+  }
+  return {};
+}
+
 caf::error decode_nodes(const object& o, std::vector<node_info>& out) {
-  static constexpr std::array<std::string_view, 5> keys{"name", "role", "state",
-                                                        "labels", "replicas"};
+  static constexpr std::array<std::string_view, 6> keys{
+      "name", "role", "state", "labels", "replicas", "devices"};
   if (o.type != mt::ARRAY)
     return type_mismatch("nodes", "array of maps", o);
   out.resize(o.via.array.size);
@@ -806,18 +877,12 @@ caf::error decode_nodes(const object& o, std::vector<node_info>& out) {
                        std::string{str_of(kv.val)}};
       }
     }
-    if (!absent(v[4])) {
-      const auto& m = *v[4];
-      if (m.type != mt::MAP)
-        return type_mismatch(p + ".replicas", "map of uint", m);
-      n.replicas.resize(m.via.map.size);
-      for (uint32_t j = 0; j < m.via.map.size; ++j) {
-        const auto& kv = m.via.map.ptr[j];
-        if (kv.key.type != mt::STR || kv.val.type != mt::POSITIVE_INTEGER)
-          return invalid(p + ".replicas: expected map of str to uint");
-        n.replicas[j] = {std::string{str_of(kv.key)}, kv.val.via.u64};
-      }
-    }
+    if (!absent(v[4]))
+      if (auto err = decode_counts(*v[4], p + ".replicas", n.replicas))
+        return err;
+    if (!absent(v[5]))
+      if (auto err = decode_devices(*v[5], p + ".devices", n.devices))
+        return err;
   }
   return {};
 }

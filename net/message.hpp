@@ -149,6 +149,18 @@ struct model_info {
   uint64_t bytes_total = 0;
 };
 
+// One GPU of a node, as the `status` op shows it (key `devices`) and as a
+// worker reports it to its head (net/cluster_codec.hpp).
+struct node_device {
+  std::string name;    // "gpu:0"
+  std::string product; // "NVIDIA H100 80GB HBM3"
+  uint64_t total_bytes = 0;
+  uint64_t used_bytes = 0; // by every process on the device, not only ours
+  // Model name -> this node's replicas on the device.
+  std::vector<std::pair<std::string, uint64_t>> replicas;
+  friend bool operator==(const node_device&, const node_device&) = default;
+};
+
 // Entries of the `status` op reply.
 struct node_info {
   std::string name;
@@ -156,6 +168,7 @@ struct node_info {
   std::string state; // up, suspect, draining, down
   std::vector<std::pair<std::string, std::string>> labels;
   std::vector<std::pair<std::string, uint64_t>> replicas;
+  std::vector<node_device> devices; // its GPUs; empty without
 };
 
 // A reply to any op. Fields that do not apply to the op stay empty and are

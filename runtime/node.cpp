@@ -18,7 +18,9 @@
 #include "net/error.hpp"
 #include "net/gateway.hpp"
 #include "runtime/http_server.hpp"
+#include "runtime/human_bytes.hpp"
 #include "runtime/model_repository.hpp"
+#include "runtime/node_devices.hpp"
 #include "runtime/node_metrics.hpp"
 
 namespace shoal {
@@ -188,6 +190,17 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   cc.window_fraction = c.cache.window_fraction;
   d.cache = std::make_shared<result_cache>(cc);
   d.metrics->watch_cache(d.cache);
+  d.metrics->watch_devices(local_device_samples);
+  // What this node can place GPU models on, once, for whoever reads the
+  // log when a model does not land on a GPU.
+  if (auto gpus = gpu_devices(); gpus.empty()) {
+    spdlog::info("node {}: no GPU ({})", c.node.name, gpu_absent_reason());
+  } else {
+    for (auto& g : gpus)
+      spdlog::info("node {}: {} {}: {} used of {}", c.node.name, g.name,
+                   g.product, human_bytes(g.used_bytes),
+                   human_bytes(g.total_bytes));
+  }
   d.sink = std::make_shared<reply_sink>();
 
   d.sys_cfg = std::make_unique<caf::actor_system_config>();
@@ -265,6 +278,7 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
       hello.memory_bytes = c.node.memory_bytes;
       hello.metrics_target = c.http.listen;
       hello.cached = cached_models(c.models.cache_dir, *d.catalog);
+      hello.devices = local_devices();
       std::string body;
       encode(hello, body);
       lc.hello = std::move(body);
@@ -368,20 +382,20 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
   if (!c.http.listen.empty()) {
     http_handlers h;
     h.ready = [self_impl, worker]() -> std::pair<bool, std::string> {
-      if (self_impl->draining)
-        return {false, "draining\n"};
-      if (worker)
-        return self_impl->joined
-                   ? std::pair<bool, std::string>{true, "ready: joined " +
-                                                            self_impl->cfg
-                                                                .cluster.join +
-                                                            "\n"}
-                   : std::pair<bool, std::string>{
-                         false,
-                         "not joined to " + self_impl->cfg.cluster.join + "\n"};
-      return {true, "ready: gateway " + self_impl->endpoint + ", " +
-                        std::to_string(self_impl->catalog->models.size()) +
-                        " model(s)\n"};
+      auto [ok, line] = [&]() -> std::pair<bool, std::string> {
+        if (self_impl->draining)
+          return {false, "draining\n"};
+        auto& join = self_impl->cfg.cluster.join;
+        if (worker && self_impl->joined)
+          return {true, "ready: joined " + join + "\n"};
+        if (worker)
+          return {false, "not joined to " + join + "\n"};
+        return {true, "ready: gateway " + self_impl->endpoint + ", " +
+                          std::to_string(self_impl->catalog->models.size()) +
+                          " model(s)\n"};
+      }();
+      // The devices only inform: they never change the status code.
+      return {ok, line + local_devices_text()};
     };
     if (head) {
       // Prometheus HTTP service discovery: every live node's /metrics.

@@ -1,5 +1,7 @@
 #include "runtime/node_metrics.hpp"
 
+#include <set>
+
 #include "actors/result_cache.hpp"
 
 namespace shoal {
@@ -91,7 +93,22 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
               .with({})),
       cluster_nodes_(reg.gauges("shoal_cluster_nodes",
                                 "Nodes known to this node, by state.",
-                                {"state"})) {
+                                {"state"})),
+      // Registered on every node, GPU or not, so that dashboards and
+      // alerts find the families (with no samples where there is no GPU).
+      gpu_used_(reg.gauges("shoal_gpu_memory_used_bytes",
+                           "GPU memory in use by every process on the "
+                           "device, as the driver reports it.",
+                           {"device"})),
+      gpu_total_(reg.gauges("shoal_gpu_memory_total_bytes",
+                            "GPU memory of the device.", {"device"})),
+      gpu_held_(reg.gauges("shoal_gpu_memory_held_bytes",
+                           "GPU memory held by this node's replicas "
+                           "(weights, activations, workspace).",
+                           {"device"})),
+      gpu_replicas_(reg.gauges("shoal_gpu_replicas",
+                               "This node's executor replicas on the device.",
+                               {"device"})) {
   // A standalone node is a cluster of one.
   cluster_nodes_.with({"up"}).set(1);
   for (auto s : {"suspect", "draining", "down"})
@@ -209,6 +226,37 @@ void node_metrics::watch_cache(std::shared_ptr<result_cache> cache) {
     cache_bytes_.set(static_cast<double>(s.bytes));
     cache_entries_.set(static_cast<double>(s.entries));
     *last = s;
+  });
+}
+
+void node_metrics::watch_devices(
+    std::function<std::vector<device_sample>()> source) {
+  struct seen {
+    std::mutex mtx; // two scrapes at once must agree on what was exported
+    std::set<std::string> names;
+  };
+  auto last_seen = std::make_shared<seen>();
+  reg_.on_collect([this, source = std::move(source), last_seen] {
+    auto samples = source();
+    std::lock_guard<std::mutex> guard{last_seen->mtx};
+    std::set<std::string> names;
+    for (auto& s : samples) {
+      std::vector<std::string> l{s.name};
+      gpu_used_.with(l).set(static_cast<double>(s.used_bytes));
+      gpu_total_.with(l).set(static_cast<double>(s.total_bytes));
+      gpu_held_.with(l).set(static_cast<double>(s.held_bytes));
+      gpu_replicas_.with(l).set(static_cast<double>(s.replicas));
+      names.insert(s.name);
+    }
+    // A device that vanished (reset, fell off the bus) is not shown as if
+    // it still had its last values.
+    for (auto& name : last_seen->names) {
+      if (names.count(name))
+        continue;
+      for (auto* fam : {&gpu_used_, &gpu_total_, &gpu_held_, &gpu_replicas_})
+        fam->remove({name});
+    }
+    last_seen->names = std::move(names);
   });
 }
 

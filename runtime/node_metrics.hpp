@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "net/message.hpp"
 #include "runtime/metrics.hpp"
+#include "runtime/node_devices.hpp"
 
 namespace shoal {
 
@@ -43,6 +45,11 @@ public:
   // Exports the cache's statistics at every scrape.
   void watch_cache(std::shared_ptr<result_cache> cache);
 
+  // Exports the GPUs that `source` returns at every scrape (memory used and
+  // total, this node's bytes and replicas there); a GPU it stops returning
+  // stops being exported. The node passes local_device_samples.
+  void watch_devices(std::function<std::vector<device_sample>()> source);
+
   metrics::registry& registry() noexcept { return reg_; }
   const std::string& node_name() const noexcept { return node_; }
 
@@ -70,6 +77,10 @@ private:
   metrics::gauge& cache_bytes_;
   metrics::gauge& cache_entries_;
   metrics::family<metrics::gauge>& cluster_nodes_;
+  metrics::family<metrics::gauge>& gpu_used_;
+  metrics::family<metrics::gauge>& gpu_total_;
+  metrics::family<metrics::gauge>& gpu_held_;
+  metrics::family<metrics::gauge>& gpu_replicas_;
 
   struct string_hash {
     using is_transparent = void;

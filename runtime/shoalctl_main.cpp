@@ -28,6 +28,7 @@
 #include "net/client.hpp"
 #include "net/error.hpp"
 #include "runtime/bench_load.hpp"
+#include "runtime/human_bytes.hpp"
 
 using namespace shoal;
 using namespace shoal::ctl;
@@ -202,9 +203,22 @@ std::string reply_json(const reply& rep) {
           for (auto& [k, v] : n.labels)
             append_json_string(lo.key(k), v);
         }
-        json_object ro{no.key("replicas")};
-        for (auto& [k, v] : n.replicas)
-          ro.key(k) += std::to_string(v);
+        {
+          json_object ro{no.key("replicas")};
+          for (auto& [k, v] : n.replicas)
+            ro.key(k) += std::to_string(v);
+        }
+        append_json_array(
+            no.key("devices"), n.devices, [&](const node_device& d) {
+              json_object dob{out};
+              append_json_string(dob.key("name"), d.name);
+              append_json_string(dob.key("product"), d.product);
+              dob.key("total_bytes") += std::to_string(d.total_bytes);
+              dob.key("used_bytes") += std::to_string(d.used_bytes);
+              json_object ro{dob.key("replicas")};
+              for (auto& [k, v] : d.replicas)
+                ro.key(k) += std::to_string(v);
+            });
       });
     }
   }
@@ -216,7 +230,9 @@ std::string reply_json(const reply& rep) {
 // -------------------------------------------------------------
 
 // Left-aligned columns, two spaces apart, the first row a header.
-void print_table(const std::vector<std::vector<std::string>>& rows) {
+// The rows with their columns aligned, one line each.
+std::vector<std::string>
+table_lines(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
   for (auto& row : rows)
     for (size_t i = 0; i < row.size(); ++i) {
@@ -224,6 +240,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
         width.push_back(0);
       width[i] = std::max(width[i], row[i].size());
     }
+  std::vector<std::string> out;
   for (auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
@@ -231,8 +248,14 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
       if (i + 1 < row.size())
         line.append(width[i] - row[i].size() + 2, ' ');
     }
-    std::cout << line << '\n';
+    out.push_back(std::move(line));
   }
+  return out;
+}
+
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  for (auto& line : table_lines(rows))
+    std::cout << line << '\n';
 }
 
 std::string spec_text(const std::vector<io_spec>& specs) {
@@ -320,7 +343,26 @@ void print_nodes(const reply& rep) {
     rows.push_back({n.name, n.role, n.state, labels.empty() ? "-" : labels,
                     replicas.empty() ? "-" : replicas});
   }
-  print_table(rows);
+  auto lines = table_lines(rows);
+  std::cout << lines[0] << '\n';
+  for (size_t i = 0; i < rep.nodes.size(); ++i) {
+    std::cout << lines[i + 1] << '\n';
+    // Each GPU on a line of its own under its node: a column would not
+    // hold several of them.
+    for (auto& d : rep.nodes[i].devices) {
+      std::string replicas;
+      for (auto& [m, count] : d.replicas) {
+        if (!replicas.empty())
+          replicas += ',';
+        replicas += m + '=' + std::to_string(count);
+      }
+      std::cout << "  " << d.name << "  "
+                << (d.product.empty() ? "-" : d.product) << "  "
+                << human_bytes(d.used_bytes) << " used of "
+                << human_bytes(d.total_bytes) << "  replicas "
+                << (replicas.empty() ? "-" : replicas) << '\n';
+    }
+  }
 }
 
 void print_infer(const reply& rep, std::chrono::microseconds round_trip) {

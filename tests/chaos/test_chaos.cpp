@@ -25,7 +25,9 @@
 #include <zmq.hpp>
 
 #include "net/client.hpp"
+#include "net/cluster_codec.hpp"
 #include "net/error.hpp"
+#include "net/node_link.hpp"
 #include "tests/chaos/cluster_process.hpp"
 
 using namespace shoal;
@@ -1309,4 +1311,249 @@ TEST_F(chaos, forged_link_frames_are_dropped_and_logged) {
   }
   auto m = cluster_->head_metrics();
   EXPECT_FALSE(m.empty()) << "the head's /metrics stopped answering";
+}
+
+// Placement by device on workers without a GPU: a `gpu` model is refused at
+// once (UNAVAILABLE naming the model and its estimate, not a wait until the
+// deadline), an `any` model runs on a worker's CPU, and the status op lists
+// each node's devices (none here).
+TEST_F(chaos, gpu_model_without_a_gpu_worker_fails_fast) {
+  char tmpl[] = "/tmp/shoal-chaos-models-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string root = tmpl;
+  struct remove_dir {
+    std::string path;
+    ~remove_dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } cleanup{root};
+  // relu over 4 f32: a graph with no weights file.
+  for (std::string device : {"gpu", "any"}) {
+    std::filesystem::create_directories(root + "/" + device + "-relu/1");
+    std::ofstream m{root + "/" + device + "-relu/1/model.toml"};
+    m << "backend = \"cpu\"\n"
+         "[[inputs]]\nname = \"x\"\ndtype = \"f32\"\nshape = [-1, 4]\n"
+         "[[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [-1, 4]\n"
+         "[resources]\ndevice = \""
+      << device
+      << "\"\nmemory_bytes = 1048576\n"
+         "[[layers]]\nop = \"relu\"\n";
+  }
+  cluster_options co;
+  co.models_root = root;
+  ASSERT_NO_FATAL_FAILURE(start(2, co));
+  auto st = cluster_->status();
+  ASSERT_TRUE(st && st->code == status::ok);
+  ASSERT_EQ(st->nodes.size(), 3u);
+  for (auto& n : st->nodes)
+    if (!n.devices.empty())
+      GTEST_SKIP() << n.name << " has a GPU: this test is about none";
+
+  auto relu = [](const std::string& model, uint64_t id) {
+    request r;
+    r.id = request_id::of(id);
+    r.model = model;
+    r.cache = cache_mode::bypass;
+    tensor t;
+    t.name = "x";
+    t.shape = {1, 4};
+    float x[4] = {-1, 2, -3, 4};
+    t.data.resize(sizeof(x));
+    std::memcpy(t.data.data(), x, sizeof(x));
+    r.inputs.push_back(std::move(t));
+    return r;
+  };
+  auto sent = steady::now();
+  auto rep = cluster_->call(relu("gpu-relu", 1), 10s);
+  auto took = ms_between(sent, steady::now());
+  ASSERT_TRUE(rep) << reason_of(rep.error());
+  EXPECT_EQ(rep->code, status::unavailable);
+  EXPECT_NE(rep->error.find("no worker has a GPU with room for gpu-relu v1 "
+                            "(needs 1048576 bytes)"),
+            std::string::npos)
+      << rep->error;
+  EXPECT_LT(took, 2000) << "the spawn waited instead of failing";
+
+  rep = cluster_->call(relu("any-relu", 2), 10s);
+  ASSERT_TRUE(rep) << reason_of(rep.error());
+  ASSERT_EQ(rep->code, status::ok) << rep->error;
+  EXPECT_TRUE(rep->node == "w1" || rep->node == "w2") << rep->node;
+  ASSERT_EQ(rep->outputs.size(), 1u);
+  float y[4];
+  ASSERT_EQ(rep->outputs[0].data.size(), sizeof(y));
+  std::memcpy(y, rep->outputs[0].data.data(), sizeof(y));
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[1], 2.0f);
+  EXPECT_EQ(y[3], 4.0f);
+  EXPECT_EQ(holder_of("any-relu"), rep->node);
+  std::cout << "[measured] gpu model refused in " << took
+            << " ms with no GPU in the cluster" << std::endl;
+}
+
+// The head's side of GPUs, with a fake worker that speaks the node link
+// and claims one GPU (no GPU needed): its hello's devices and its `devices`
+// updates show in status, a `gpu` model is placed on it while its GPU has
+// room, and refused once the GPU is full.
+TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
+  char tmpl[] = "/tmp/shoal-chaos-models-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string root = tmpl;
+  struct remove_dir {
+    std::string path;
+    ~remove_dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } cleanup{root};
+  std::filesystem::create_directories(root + "/gpu-relu/1");
+  {
+    std::ofstream m{root + "/gpu-relu/1/model.toml"};
+    m << "backend = \"cpu\"\n"
+         "[[inputs]]\nname = \"x\"\ndtype = \"f32\"\nshape = [-1, 4]\n"
+         "[[outputs]]\nname = \"y\"\ndtype = \"f32\"\nshape = [-1, 4]\n"
+         "[resources]\ndevice = \"gpu\"\nmemory_bytes = 1073741824\n"
+         "[[layers]]\nop = \"relu\"\n";
+  }
+  cluster_options co;
+  co.models_root = root;
+  ASSERT_NO_FATAL_FAILURE(start(0, co));
+
+  constexpr uint64_t gib = uint64_t{1} << 30;
+  node_device gpu;
+  gpu.name = "gpu:0";
+  gpu.product = "Fake GPU 16GB";
+  gpu.total_bytes = 16 * gib;
+  gpu.used_bytes = 1 * gib;
+  worker_hello hello;
+  hello.devices = {gpu};
+  node_link_config lc;
+  lc.role = link_role::member;
+  lc.name = "g1";
+  lc.secret = cluster_->secret();
+  lc.endpoint = cluster_->link_endpoint();
+  encode(hello, lc.hello);
+  std::mutex mtx;
+  std::vector<std::string> spawns; // models the head asked g1 to start
+  std::shared_ptr<node_link> link;
+  link_handlers lh;
+  lh.on_message = [&](const std::string&, uint64_t, std::string_view type,
+                      std::string_view body) {
+    if (type != "spawn")
+      return;
+    spawn_msg m;
+    if (decode(std::string{body}, m))
+      return;
+    {
+      std::lock_guard guard{mtx};
+      spawns.push_back(m.model);
+    }
+    // Refused, so that the test needs no executor behind this worker.
+    std::string out;
+    encode(spawn_fail_msg{m.model, m.version, "fake worker"}, out);
+    std::lock_guard guard{mtx};
+    if (link)
+      link->send("", "spawn_fail", std::move(out));
+  };
+  lh.on_peer_state = [](const std::string&, uint64_t, peer_state,
+                        const std::string&) {};
+  auto started = node_link::start(lc, std::move(lh));
+  ASSERT_TRUE(started) << reason_of(started.error());
+  {
+    std::lock_guard guard{mtx};
+    link = std::shared_ptr<node_link>{std::move(*started)};
+  }
+  ASSERT_TRUE(cluster_->wait_up({"g1"}, 10s)) << "the fake worker is not up";
+
+  // The hello's GPU is in status.
+  auto devices_of_g1 = [&]() -> std::vector<node_device> {
+    auto st = cluster_->status();
+    if (!st || st->code != status::ok)
+      return {};
+    for (auto& n : st->nodes)
+      if (n.name == "g1")
+        return n.devices;
+    return {};
+  };
+  auto g1 = devices_of_g1();
+  ASSERT_EQ(g1.size(), 1u);
+  EXPECT_EQ(g1[0], gpu);
+  // shoalctl prints it under its node.
+  if (const char* ctl = std::getenv("SHOALCTL")) {
+    auto cmd = std::string{ctl} + " --endpoint " + cluster_->endpoint() +
+               " status 2>&1";
+    std::string out;
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0)
+        out.append(buf, n);
+      ::pclose(p);
+    }
+    EXPECT_NE(out.find("\ng1 "), std::string::npos) << out;
+    EXPECT_NE(out.find("\n  gpu:0  Fake GPU 16GB  1.0 GiB used of 16.0 GiB  "
+                       "replicas -\n"),
+              std::string::npos)
+        << out;
+  }
+
+  auto relu = [](uint64_t id) {
+    request r;
+    r.id = request_id::of(id);
+    r.model = "gpu-relu";
+    r.cache = cache_mode::bypass;
+    tensor t;
+    t.name = "x";
+    t.shape = {1, 4};
+    t.data.resize(16);
+    r.inputs.push_back(std::move(t));
+    return r;
+  };
+  // 15 GiB free: placed on g1 (which refuses it).
+  auto rep = cluster_->call(relu(1), 10s);
+  ASSERT_TRUE(rep) << reason_of(rep.error());
+  EXPECT_EQ(rep->code, status::unavailable);
+  EXPECT_NE(rep->error.find("g1: fake worker"), std::string::npos)
+      << rep->error;
+  {
+    std::lock_guard guard{mtx};
+    EXPECT_EQ(spawns, std::vector<std::string>{"gpu-relu"});
+  }
+
+  // The GPU fills up (another process): the update reaches status...
+  gpu.used_bytes = 15 * gib + gib / 2;
+  std::string body;
+  encode(devices_msg{{gpu}}, body);
+  ASSERT_FALSE(link->send("", "devices", std::move(body)));
+  auto deadline = steady::now() + 5s;
+  for (;;) {
+    g1 = devices_of_g1();
+    bool seen = !g1.empty() && g1[0].used_bytes == gpu.used_bytes;
+    if (seen || steady::now() >= deadline)
+      break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(g1.size(), 1u);
+  EXPECT_EQ(g1[0].used_bytes, gpu.used_bytes);
+  // ... and placement: half a GiB left, the model needs one.
+  std::this_thread::sleep_for(1100ms); // the router's fail-fast second
+  rep = cluster_->call(relu(2), 10s);
+  ASSERT_TRUE(rep) << reason_of(rep.error());
+  EXPECT_EQ(rep->code, status::unavailable);
+  EXPECT_NE(rep->error.find("no worker has a GPU with room for gpu-relu v1 "
+                            "(needs 1073741824 bytes)"),
+            std::string::npos)
+      << rep->error;
+  {
+    std::lock_guard guard{mtx};
+    EXPECT_EQ(spawns.size(), 1u) << "placed on a full GPU";
+  }
+  link->send("", "leave", std::string{});
+  std::this_thread::sleep_for(20ms);
+  std::shared_ptr<node_link> gone;
+  {
+    std::lock_guard guard{mtx};
+    gone = std::move(link);
+  }
+  gone->stop();
 }

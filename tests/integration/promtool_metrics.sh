@@ -31,6 +31,17 @@ for name in shoal_request_duration_seconds_bucket shoal_queue_duration_seconds_b
             shoal_requests_redispatched_total shoal_model_load_duration_seconds_bucket; do
   grep -q "^$name" <<<"$metrics" || { echo "missing metric $name"; exit 1; }
 done
+# The GPU families exist on every node, GPU or not (with samples only where
+# there are GPUs).
+for name in shoal_gpu_memory_used_bytes shoal_gpu_memory_total_bytes \
+            shoal_gpu_memory_held_bytes shoal_gpu_replicas; do
+  grep -qxF "# TYPE $name gauge" <<<"$metrics" || { echo "missing family $name"; exit 1; }
+done
 test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/healthz")" = 200
 test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/readyz")" = 200
+# /readyz names the node's devices; this test machine may have GPUs or not.
+readyz=$(curl -s "http://127.0.0.1:$HTTP_PORT/readyz")
+grep -q '^ready: gateway' <<<"$readyz" || { echo "readyz: $readyz"; exit 1; }
+grep -Eq '^(no GPU \(.+\)|gpu:[0-9]+ .*: .* used of .*)$' <<<"$readyz" ||
+  { echo "readyz lacks devices: $readyz"; exit 1; }
 echo "promtool: metrics OK"

@@ -17,6 +17,17 @@ ctl infer no-such-model >/dev/null 2>&1; rc=$?
 set -e
 test "$rc" = 1 || { echo "unknown model should exit 1, got $rc"; exit 1; }
 ctl status | grep -q script-node
+# Every node carries `devices` (empty without a GPU).
+out=$(ctl --json status)
+"$PYTHON" - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+(node,) = r["nodes"]
+assert isinstance(node["devices"], list), node
+for d in node["devices"]:
+    assert d["name"].startswith("gpu:") and d["total_bytes"] > 0, d
+    assert isinstance(d["replicas"], dict), d
+PY
 json=$(ctl --json bench --model echo --concurrency 8 --duration 2 --warmup 0.5 --hot-ratio 0.9)
 echo "$json"
 "$PYTHON" - "$json" <<'PY'

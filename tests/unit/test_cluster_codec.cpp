@@ -3,10 +3,14 @@
 // reason naming the message, never a crash or a huge allocation.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <random>
+
+#include <msgpack.hpp>
 
 #include "net/cluster_codec.hpp"
 #include "net/error.hpp"
+#include "net/msgpack_util.hpp"
 
 using namespace shoal;
 
@@ -61,6 +65,200 @@ TEST(cluster_codec, hello_round_trip) {
   EXPECT_EQ(out.replicas[1].device, "gpu:0");
   EXPECT_EQ(out.cached, h.cached);
   expect_prefixes_fail<worker_hello>(body);
+}
+
+namespace {
+
+std::vector<node_device> two_gpus() {
+  node_device a;
+  a.name = "gpu:0";
+  a.product = "NVIDIA H100 80GB HBM3";
+  a.total_bytes = uint64_t{80} << 30;
+  a.used_bytes = uint64_t{12} << 30;
+  a.replicas = {{"cnn", 1}, {"mlp", 2}};
+  node_device b = a;
+  b.name = "gpu:1";
+  b.used_bytes = 0;
+  b.replicas.clear();
+  return {a, b};
+}
+
+using packer = msgpack::packer<string_writer>;
+
+// A hello packed by hand: the seven fields of a hello from before devices
+// existed, in an array header announcing `n` items (the test packs any
+// beyond seven).
+struct hello_writer {
+  std::string buf;
+  string_writer w{buf};
+  packer pk{w};
+
+  explicit hello_writer(uint32_t n) {
+    pk.pack_array(n);
+    pk.pack(std::string{"worker"});
+    pk.pack_map(1);
+    pk.pack(std::string{"zone"});
+    pk.pack(std::string{"a"});
+    pk.pack_uint64(1024);
+    pk.pack_false();
+    pk.pack(std::string{"127.0.0.1:9311"});
+    pk.pack_array(0);
+    pk.pack_array(0);
+  }
+};
+
+caf::error decode_hello_with(const std::function<void(packer&)>& devices,
+                             worker_hello& out) {
+  hello_writer hw{8};
+  devices(hw.pk);
+  return decode(hw.buf, out);
+}
+
+} // namespace
+
+TEST(cluster_codec, hello_carries_the_workers_gpus) {
+  worker_hello h;
+  h.metrics_target = "127.0.0.1:9311";
+  h.replicas = {{4, "cnn", 2, "gpu:0", 99}};
+  h.devices = two_gpus();
+  std::string body;
+  encode(h, body);
+  worker_hello out;
+  ASSERT_FALSE(decode(body, out));
+  EXPECT_EQ(out.devices, h.devices);
+  EXPECT_EQ(out.replicas[0].device, "gpu:0");
+  expect_prefixes_fail<worker_hello>(body);
+  // No GPU: an empty array, not an absent field.
+  h.devices.clear();
+  body.clear();
+  encode(h, body);
+  out.devices = two_gpus();
+  ASSERT_FALSE(decode(body, out));
+  EXPECT_TRUE(out.devices.empty());
+}
+
+TEST(cluster_codec, hello_of_an_older_worker_has_no_devices) {
+  hello_writer hw{7};
+  worker_hello out;
+  out.devices = two_gpus(); // stale content is cleared
+  auto err = decode(hw.buf, out);
+  ASSERT_FALSE(err) << reason_of(err);
+  EXPECT_EQ(out.metrics_target, "127.0.0.1:9311");
+  EXPECT_EQ(out.labels.size(), 1u);
+  EXPECT_TRUE(out.devices.empty());
+}
+
+TEST(cluster_codec, malformed_devices_are_refused_with_the_field) {
+  auto refused = [](const std::function<void(packer&)>& devices,
+                    const std::string& what) {
+    worker_hello out;
+    auto err = decode_hello_with(devices, out);
+    ASSERT_TRUE(err) << "accepted, expected: " << what;
+    EXPECT_NE(reason_of(err).find("cluster message hello"), std::string::npos)
+        << reason_of(err);
+    EXPECT_NE(reason_of(err).find(what), std::string::npos) << reason_of(err);
+  };
+  refused([](packer& pk) { pk.pack(std::string{"gpu:0"}); },
+          "devices: expected an array");
+  // A device cut short: name and product only.
+  refused(
+      [](packer& pk) {
+        pk.pack_array(1);
+        pk.pack_array(2);
+        pk.pack(std::string{"gpu:0"});
+        pk.pack(std::string{"H100"});
+      },
+      "device: expected an array of at least 5 items");
+  refused(
+      [](packer& pk) {
+        pk.pack_array(1);
+        pk.pack_array(5);
+        pk.pack(std::string{"gpu:0"});
+        pk.pack(std::string{"H100"});
+        pk.pack_int64(-1);
+        pk.pack_uint64(0);
+        pk.pack_array(0);
+      },
+      "device.total_bytes");
+  refused(
+      [](packer& pk) {
+        pk.pack_array(1);
+        pk.pack_array(5);
+        pk.pack_uint64(0); // a name that is a number
+        pk.pack(std::string{"H100"});
+        pk.pack_uint64(1);
+        pk.pack_uint64(0);
+        pk.pack_array(0);
+      },
+      "device.name");
+  refused(
+      [](packer& pk) {
+        pk.pack_array(1);
+        pk.pack_array(5);
+        pk.pack(std::string{"gpu:0"});
+        pk.pack(std::string{"H100"});
+        pk.pack_uint64(1);
+        pk.pack_uint64(0);
+        pk.pack_array(1);
+        pk.pack_array(2);
+        pk.pack(std::string{"mlp"});
+        pk.pack(std::string{"two"});
+      },
+      "device.replicas.count");
+  refused(
+      [](packer& pk) {
+        pk.pack_array(1);
+        pk.pack_array(5);
+        pk.pack(std::string{"gpu:0"});
+        pk.pack(std::string{"H100"});
+        pk.pack_uint64(1);
+        pk.pack_uint64(0);
+        pk.pack_map(0); // replicas as a map
+      },
+      "device.replicas: expected an array");
+  // More devices than any machine has.
+  refused(
+      [](packer& pk) {
+        pk.pack_array(max_node_devices + 1);
+        for (size_t i = 0; i <= max_node_devices; ++i) {
+          pk.pack_array(5);
+          pk.pack(std::string{"gpu:" + std::to_string(i)});
+          pk.pack(std::string{"H100"});
+          pk.pack_uint64(1);
+          pk.pack_uint64(0);
+          pk.pack_array(0);
+        }
+      },
+      "at most 64");
+  // An array header that promises devices the body does not hold.
+  hello_writer hw{8};
+  hw.buf += "\xdc\x00\x10"; // array16 of 16, then nothing
+  worker_hello out;
+  auto err = decode(hw.buf, out);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("cluster message hello"), std::string::npos)
+      << reason_of(err);
+}
+
+TEST(cluster_codec, devices_update_round_trip) {
+  devices_msg m{two_gpus()};
+  std::string body;
+  encode(m, body);
+  devices_msg out;
+  ASSERT_FALSE(decode(body, out));
+  EXPECT_EQ(out.devices, m.devices);
+  expect_prefixes_fail<devices_msg>(body);
+  body.clear();
+  encode(devices_msg{}, body);
+  out.devices = two_gpus();
+  ASSERT_FALSE(decode(body, out));
+  EXPECT_TRUE(out.devices.empty());
+  // Not an array of devices.
+  auto err = decode(std::string{"\x91\xa1x"}, out);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("cluster message devices: devices"),
+            std::string::npos)
+      << reason_of(err);
 }
 
 TEST(cluster_codec, exec_carries_time_left_not_clock_values) {
@@ -187,8 +385,10 @@ TEST(cluster_codec, random_bytes_never_crash) {
     worker_hello h;
     exec_msg e;
     done_msg d;
+    devices_msg g;
     (void)decode(body, h);
     (void)decode(body, e);
     (void)decode(body, d);
+    (void)decode(body, g);
   }
 }

@@ -381,6 +381,7 @@ void expect_same(const reply& a, const reply& b) {
     EXPECT_EQ(a.nodes[i].state, b.nodes[i].state);
     EXPECT_EQ(a.nodes[i].labels, b.nodes[i].labels);
     EXPECT_EQ(a.nodes[i].replicas, b.nodes[i].replicas);
+    EXPECT_EQ(a.nodes[i].devices, b.nodes[i].devices);
   }
 }
 
@@ -491,10 +492,38 @@ TEST(codec_reply, round_trip_nodes_list) {
   w.name = "worker-3";
   w.role = "worker";
   w.state = "draining";
+  node_device g;
+  g.name = "gpu:0";
+  g.product = "NVIDIA H100 80GB HBM3";
+  g.total_bytes = uint64_t{80} << 30;
+  g.used_bytes = uint64_t{3} << 30;
+  g.replicas = {{"resnet", 1}};
+  node_device idle = g;
+  idle.name = "gpu:1";
+  idle.used_bytes = 0;
+  idle.replicas.clear();
+  w.devices = {g, idle};
   in.nodes = {h, w};
   auto d = decode_rep(encoded(in));
   ASSERT_FALSE(d.err) << d.reason;
   expect_same(in, d.rep);
+}
+
+TEST(codec_reply, nodes_without_devices_key_decode) {
+  // A node from before the `devices` key, and one whose device omits the
+  // optional keys.
+  mp m;
+  m.map(3).str("id").u(1).str("status").str("OK").str("nodes").arr(2);
+  m.map(2).str("name").str("old").str("role").str("worker");
+  m.map(2).str("name").str("new").str("devices").arr(1);
+  m.map(1).str("name").str("gpu:0");
+  auto d = decode_rep(m.buf);
+  ASSERT_FALSE(d.err) << d.reason;
+  ASSERT_EQ(d.rep.nodes.size(), 2u);
+  EXPECT_TRUE(d.rep.nodes[0].devices.empty());
+  ASSERT_EQ(d.rep.nodes[1].devices.size(), 1u);
+  EXPECT_EQ(d.rep.nodes[1].devices[0].name, "gpu:0");
+  EXPECT_EQ(d.rep.nodes[1].devices[0].total_bytes, 0u);
 }
 
 TEST(codec_reply, encoder_appends) {
@@ -526,6 +555,7 @@ TEST(codec_malformed, every_prefix_of_a_reply_fails_cleanly) {
   in.models = {{"m", {1}, "loaded", {{"x", dtype::f32, {-1, 2}}}, {}}};
   in.has_nodes = true;
   in.nodes = {{"n", "all", "up", {{"k", "v"}}, {{"m", 1}}}};
+  in.nodes[0].devices = {{"gpu:0", "H100", 80, 8, {{"m", 1}}}};
   auto frame = encoded(in);
   ASSERT_FALSE(decode_rep(frame).err);
   for (size_t n = 0; n < frame.size(); ++n) {
@@ -1016,6 +1046,26 @@ TEST(codec_malformed_reply, bad_fields_name_their_key) {
     m.map(3).str("id").u(1).str("status").str("OK").str("nodes").arr(1);
     m.map(2).str("name").str("n").str("replicas").map(1).str("m").i(-1);
     EXPECT_REJECTED(decode_rep(m.buf), "nodes[0].replicas");
+  }
+  {
+    mp m;
+    m.map(3).str("id").u(1).str("status").str("OK").str("nodes").arr(1);
+    m.map(2).str("name").str("n").str("devices").map(0);
+    EXPECT_REJECTED(decode_rep(m.buf), "nodes[0].devices", "array of maps");
+  }
+  {
+    mp m;
+    m.map(3).str("id").u(1).str("status").str("OK").str("nodes").arr(1);
+    m.map(2).str("name").str("n").str("devices").arr(1);
+    m.map(2).str("name").str("gpu:0").str("used_bytes").str("lots");
+    EXPECT_REJECTED(decode_rep(m.buf), "nodes[0].devices[0].used_bytes");
+  }
+  {
+    mp m;
+    m.map(3).str("id").u(1).str("status").str("OK").str("nodes").arr(1);
+    m.map(2).str("name").str("n").str("devices").arr(1);
+    m.map(2).str("name").str("gpu:0").str("replicas").map(1).str("m").str("1");
+    EXPECT_REJECTED(decode_rep(m.buf), "nodes[0].devices[0].replicas");
   }
   {
     mp m;
