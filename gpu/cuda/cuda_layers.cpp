@@ -125,17 +125,21 @@ caf::error conv_layer::choose(cudnnHandle_t h, size_t rows,
                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
                  dev, "cudnnGetConvolutionForwardAlgorithm_v7");
   // The heuristics rank best first; take the best that runs, fits the
-  // workspace and keeps to the allowed math.
-  for (int i = 0; i < n; ++i) {
-    auto& p = perf[i];
-    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > max_workspace)
-      continue;
-    if (!tf32_ && p.mathType == CUDNN_TENSOR_OP_MATH)
-      continue;
-    if (by_rows_.size() <= rows)
-      by_rows_.resize(rows + 1);
-    by_rows_[rows] = choice{p.algo, p.mathType, p.memory, true};
-    return {};
+  // workspace and keeps to the allowed math. Without TF32, FMA kernels
+  // first: on Ampere and later DEFAULT_MATH may use TF32 for f32 as well.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int i = 0; i < n; ++i) {
+      auto& p = perf[i];
+      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > max_workspace)
+        continue;
+      if (!tf32_ && (pass == 0 ? p.mathType != CUDNN_FMA_MATH
+                               : p.mathType == CUDNN_TENSOR_OP_MATH))
+        continue;
+      if (by_rows_.size() <= rows)
+        by_rows_.resize(rows + 1);
+      by_rows_[rows] = choice{p.algo, p.mathType, p.memory, true};
+      return {};
+    }
   }
   return make_error(errc::unavailable,
                     dev + ": cuDNN has no convolution algorithm for batch " +
