@@ -59,6 +59,29 @@ void send_results(self_ptr self, std::vector<exec_result>&& results) {
     self->send(self->state.listener, done_atom::value, std::move(results));
 }
 
+// A backend fault kills this replica; the router re-dispatches its
+// batches and the supervisor decides about a restart.
+void backend_fault(self_ptr self, const std::exception& e) {
+  auto& st = self->state;
+  spdlog::error("executor {} v{}: backend fault: {}", st.spec->name,
+                st.spec->version, e.what());
+  st.faulted = true;
+  self->quit(make_error(errc::internal, e.what()));
+}
+
+// Answers every live request of a batch with the backend's error.
+void fail_batch(executor_state::started& p, const caf::error& err) {
+  auto code = static_cast<uint8_t>(to_status(err));
+  auto reason = reason_of(err);
+  for (auto& item : p.live) {
+    exec_result r;
+    r.ticket = item.ticket;
+    r.code = code;
+    r.error = reason;
+    p.results.push_back(std::move(r));
+  }
+}
+
 // Waits for the oldest started batch and sends its results.
 void collect_one(self_ptr self) {
   auto& st = self->state;
@@ -68,12 +91,7 @@ void collect_one(self_ptr self) {
   try {
     outputs = st.impl->finish();
   } catch (const std::exception& e) {
-    // A backend fault kills this replica; the router re-dispatches the
-    // batch and the supervisor decides about a restart.
-    spdlog::error("executor {} v{}: backend fault: {}", st.spec->name,
-                  st.spec->version, e.what());
-    st.faulted = true;
-    self->quit(make_error(errc::internal, e.what()));
+    backend_fault(self, e);
     return;
   }
   auto end = clock_type::now();
@@ -82,15 +100,7 @@ void collect_one(self_ptr self) {
   st.metrics->batch(st.spec->name, static_cast<uint32_t>(p.live.size()));
   auto& results = p.results;
   if (!outputs) {
-    auto code = static_cast<uint8_t>(to_status(outputs.error()));
-    auto reason = reason_of(outputs.error());
-    for (auto& item : p.live) {
-      exec_result r;
-      r.ticket = item.ticket;
-      r.code = code;
-      r.error = reason;
-      results.push_back(std::move(r));
-    }
+    fail_batch(p, outputs.error());
   } else {
     auto parts = split_outputs(*outputs, p.live);
     for (size_t i = 0; i < p.live.size(); ++i) {
@@ -146,21 +156,11 @@ void run_batch(self_ptr self) {
     try {
       err = st.impl->start(inputs, rows);
     } catch (const std::exception& e) {
-      spdlog::error("executor {} v{}: backend fault: {}", st.spec->name,
-                    st.spec->version, e.what());
-      st.faulted = true;
-      self->quit(make_error(errc::internal, e.what()));
+      backend_fault(self, e);
       return;
     }
     if (err) {
-      auto code = static_cast<uint8_t>(to_status(err));
-      for (auto& item : p.live) {
-        exec_result r;
-        r.ticket = item.ticket;
-        r.code = code;
-        r.error = reason_of(err);
-        p.results.push_back(std::move(r));
-      }
+      fail_batch(p, err);
       send_results(self, std::move(p.results));
     } else {
       st.in_flight.push_back(std::move(p));
