@@ -36,8 +36,9 @@ void expect_prefixes_fail(const std::string& body) {
     T out;
     auto err = decode(body.substr(0, n), out);
     EXPECT_TRUE(err) << "a " << n << "-byte prefix decoded";
-    if (err)
+    if (err) {
       EXPECT_NE(reason_of(err).find("cluster message"), std::string::npos);
+    }
   }
 }
 
