@@ -31,12 +31,6 @@ void device_ledger::remove(uint64_t id) {
   released_.notify_all();
 }
 
-void device_ledger::set_retire(uint64_t id, std::function<void()> retire) {
-  std::lock_guard<std::mutex> guard{mtx_};
-  if (auto i = records_.find(id); i != records_.end())
-    i->second.retire = std::move(retire);
-}
-
 void device_ledger::set_bytes(uint64_t id, uint64_t bytes) {
   std::lock_guard<std::mutex> guard{mtx_};
   if (auto i = records_.find(id); i != records_.end())
@@ -84,15 +78,6 @@ std::vector<device_ledger::entry> device_ledger::replicas(int device) const {
     if (device < 0 || r.e.device == device)
       out.push_back(r.e);
   return out;
-}
-
-uint64_t device_ledger::held_bytes(int device) const {
-  std::lock_guard<std::mutex> guard{mtx_};
-  uint64_t sum = 0;
-  for (auto& [id, r] : records_)
-    if (r.e.device == device)
-      sum += r.e.bytes;
-  return sum;
 }
 
 } // namespace shoal

@@ -39,10 +39,6 @@ public:
   // The memory is released (the backend is gone).
   void remove(uint64_t id);
 
-  // Sets how a replica is retired once its owner is known (the executor
-  // that loaded it).
-  void set_retire(uint64_t id, std::function<void()> retire);
-
   // The replica's memory changed (its buffers grew for a larger batch).
   void set_bytes(uint64_t id, uint64_t bytes);
 
@@ -58,9 +54,6 @@ public:
 
   // Every replica on `device` (all devices when device < 0).
   std::vector<entry> replicas(int device = -1) const;
-
-  // Bytes held by this node's replicas on `device`.
-  uint64_t held_bytes(int device) const;
 
 private:
   struct record {

@@ -51,31 +51,27 @@ bool writes_new_buffer(const std::string& op) {
 // -- buffers
 // -------------------------------------------------------------------
 
-device_buffer::device_buffer(device_buffer&& o) noexcept
-    : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-
-device_buffer& device_buffer::operator=(device_buffer&& o) noexcept {
-  if (this != &o) {
-    if (p_)
-      cudaFree(p_);
-    p_ = std::exchange(o.p_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
+template <bool Pinned>
+void cuda_buffer<Pinned>::release::operator()(void* p) const noexcept {
+  if constexpr (Pinned)
+    cudaFreeHost(p);
+  else
+    cudaFree(p);
 }
 
-device_buffer::~device_buffer() {
-  if (p_)
-    cudaFree(p_);
-}
-
-caf::error device_buffer::alloc(size_t bytes, const std::string& dev,
-                                const char* what) {
-  *this = device_buffer{};
+template <bool Pinned>
+caf::error cuda_buffer<Pinned>::alloc(size_t bytes, const std::string& dev,
+                                      const char* what) {
+  p_.reset();
+  bytes_ = 0;
   if (bytes == 0)
     return {};
   void* p = nullptr;
-  if (auto err = check(cudaMalloc(&p, bytes), dev, what)) {
+  auto rc = Pinned ? cudaHostAlloc(&p, bytes, cudaHostAllocDefault)
+                   : cudaMalloc(&p, bytes);
+  if (auto err = check(rc, dev, what)) {
+    if constexpr (Pinned)
+      return err;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
     (void)cudaGetLastError();
@@ -84,40 +80,13 @@ caf::error device_buffer::alloc(size_t bytes, const std::string& dev,
                           " bytes wanted, " + std::to_string(free_b) + " of " +
                           std::to_string(total_b) + " free");
   }
-  p_ = p;
+  p_.reset(p);
   bytes_ = bytes;
   return {};
 }
 
-pinned_buffer::pinned_buffer(pinned_buffer&& o) noexcept
-    : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-
-pinned_buffer& pinned_buffer::operator=(pinned_buffer&& o) noexcept {
-  if (this != &o) {
-    if (p_)
-      cudaFreeHost(p_);
-    p_ = std::exchange(o.p_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-
-pinned_buffer::~pinned_buffer() {
-  if (p_)
-    cudaFreeHost(p_);
-}
-
-caf::error pinned_buffer::alloc(size_t bytes, const std::string& dev,
-                                const char* what) {
-  *this = pinned_buffer{};
-  if (bytes == 0)
-    return {};
-  void* p = nullptr;
-  SHOAL_CUDA_TRY(cudaHostAlloc(&p, bytes, cudaHostAllocDefault), dev, what);
-  p_ = p;
-  bytes_ = bytes;
-  return {};
-}
+template class cuda_buffer<false>;
+template class cuda_buffer<true>;
 
 ledger_token::~ledger_token() {
   if (ledger && id != 0)

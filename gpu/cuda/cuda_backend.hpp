@@ -31,38 +31,28 @@
 
 namespace shoal::cuda {
 
-// Device memory, freed with its owner.
-class device_buffer {
+// Memory from CUDA, freed with its owner: on the device, or page-locked on
+// the host (Pinned), so that copies from and to it are truly asynchronous.
+template <bool Pinned>
+class cuda_buffer {
 public:
-  device_buffer() = default;
-  device_buffer(device_buffer&& o) noexcept;
-  device_buffer& operator=(device_buffer&& o) noexcept;
-  ~device_buffer();
+  // Frees what it held, then allocates `bytes` (none for 0). An
+  // out-of-memory error says how much was wanted and how much is free.
   caf::error alloc(size_t bytes, const std::string& dev, const char* what);
-  void* get() const noexcept { return p_; }
-  float* f32() const noexcept { return static_cast<float*>(p_); }
+  void* get() const noexcept { return p_.get(); }
+  float* f32() const noexcept { return static_cast<float*>(p_.get()); }
   size_t bytes() const noexcept { return bytes_; }
 
 private:
-  void* p_ = nullptr;
+  struct release {
+    void operator()(void* p) const noexcept;
+  };
+  std::unique_ptr<void, release> p_;
   size_t bytes_ = 0;
 };
 
-// Page-locked host memory, so that copies are truly asynchronous.
-class pinned_buffer {
-public:
-  pinned_buffer() = default;
-  pinned_buffer(pinned_buffer&& o) noexcept;
-  pinned_buffer& operator=(pinned_buffer&& o) noexcept;
-  ~pinned_buffer();
-  caf::error alloc(size_t bytes, const std::string& dev, const char* what);
-  void* get() const noexcept { return p_; }
-  size_t bytes() const noexcept { return bytes_; }
-
-private:
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
-};
+using device_buffer = cuda_buffer<false>;
+using pinned_buffer = cuda_buffer<true>;
 
 // Keeps a replica listed in the device ledger until its memory is freed:
 // declared first in cuda_backend, it is destroyed after every buffer.
