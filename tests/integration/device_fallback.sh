@@ -5,19 +5,10 @@
 # lists devices), both run there and the device shows their replicas.
 source "$(dirname "$0")/lib.sh"
 
-if ! "$PYTHON" -c 'import numpy, zmq, msgpack' 2>/dev/null; then
-  echo "SKIP: $PYTHON lacks python3-numpy, python3-zmq or python3-msgpack"
-  exit 77
-fi
+require_python_modules
 
 SRC=${SOURCE_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-MODELS_DIR=$(mktemp -d /tmp/shoal-device-models-XXXXXX)
-device_cleanup() {
-  local rc=$?
-  rm -rf "$MODELS_DIR"
-  if [[ $rc -eq 0 ]]; then cleanup; else (exit "$rc") || cleanup; fi
-}
-trap device_cleanup EXIT
+scratch_dir MODELS_DIR shoal-device-models
 
 "$PYTHON" "$SRC/scripts/make_models.py" --out "$MODELS_DIR" >/dev/null
 for variant in gpu any; do

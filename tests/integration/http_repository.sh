@@ -10,13 +10,10 @@
 #  - with the server gone, a restarted node serves from its cached copy.
 source "$(dirname "$0")/lib.sh"
 
-if ! "$PYTHON" -c 'import numpy, zmq, msgpack' 2>/dev/null; then
-  echo "SKIP: $PYTHON lacks python3-numpy, python3-zmq or python3-msgpack"
-  exit 77
-fi
+require_python_modules
 
 SRC=${SOURCE_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-WORK=$(mktemp -d /tmp/shoal-http-repo-XXXXXX)
+scratch_dir WORK shoal-http-repo
 REPO=$WORK/repo
 SERVER_LOG=$WORK/server.log
 SERVER_PID=""
@@ -41,7 +38,6 @@ http_repo_cleanup() {
     echo "---- server log ----"
     cat "$SERVER_LOG"
   fi
-  rm -rf "$WORK"
   if [[ $rc -eq 0 ]]; then cleanup; else (exit "$rc") || cleanup; fi
 }
 trap http_repo_cleanup EXIT

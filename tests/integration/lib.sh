@@ -10,6 +10,25 @@ free_port() {
   "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# The checks written in Python need Debian's numpy, pyzmq and msgpack;
+# without them the script is skipped (77), not failed.
+require_python_modules() {
+  if ! "$PYTHON" -c 'import numpy, zmq, msgpack' 2>/dev/null; then
+    echo "SKIP: $PYTHON lacks python3-numpy, python3-zmq or python3-msgpack"
+    exit 77
+  fi
+}
+
+# scratch_dir VAR NAME: makes /tmp/NAME-XXXXXX and stores its path in VAR;
+# cleanup removes it when the script exits.
+SCRATCH_DIRS=()
+scratch_dir() {
+  local dir
+  dir=$(mktemp -d "/tmp/$2-XXXXXX")
+  SCRATCH_DIRS+=("$dir")
+  printf -v "$1" '%s' "$dir"
+}
+
 NODE_PID=""
 NODE_LOG=$(mktemp /tmp/shoald-script-XXXXXX.log)
 # The node's model cache (verification records, fetched files): per test.
@@ -36,7 +55,7 @@ cleanup() {
     cat "$NODE_LOG"
   fi
   rm -f "$NODE_LOG"
-  rm -rf "$NODE_CACHE"
+  rm -rf "$NODE_CACHE" "${SCRATCH_DIRS[@]}"
   exit $rc
 }
 trap cleanup EXIT

@@ -5,23 +5,10 @@
 # spawn + load); a repeated request is answered from the cache.
 source "$(dirname "$0")/lib.sh"
 
-if ! "$PYTHON" -c 'import numpy, zmq, msgpack' 2>/dev/null; then
-  echo "SKIP: $PYTHON lacks python3-numpy, python3-zmq or python3-msgpack"
-  exit 77
-fi
+require_python_modules
 
 SRC=${SOURCE_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-MODELS_DIR=$(mktemp -d /tmp/shoal-real-models-XXXXXX)
-
-# lib.sh's EXIT trap is `cleanup` (stops the node, prints its log on failure,
-# exits with the status): remove our directory first, then chain to it.
-real_models_cleanup() {
-  local rc=$?
-  rm -rf "$MODELS_DIR"
-  # cleanup reads the status from $?; `||` keeps errexit from firing here.
-  if [[ $rc -eq 0 ]]; then cleanup; else (exit "$rc") || cleanup; fi
-}
-trap real_models_cleanup EXIT
+scratch_dir MODELS_DIR shoal-real-models
 
 "$PYTHON" "$SRC/scripts/make_models.py" --out "$MODELS_DIR"
 
