@@ -44,6 +44,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/executor.hpp"
+#include "bench/bench_json.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device.hpp"
 #include "net/error.hpp"
@@ -61,6 +62,9 @@ namespace fs = std::filesystem;
 using bench_clock = std::chrono::steady_clock;
 
 namespace {
+
+using shoal::bench::json_escape;
+using shoal::bench::json_num;
 
 constexpr int exit_skip = 77; // meson's "skipped"
 constexpr size_t pool_size = 8;
@@ -487,27 +491,6 @@ struct result {
   double exec_batches_per_s = 0;
   double ref_error = -1;
 };
-
-std::string json_num(double v) {
-  if (std::isnan(v) || std::isinf(v))
-    return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
-  return buf;
-}
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out.push_back('\\'), out.push_back(c);
-    else if (static_cast<unsigned char>(c) < 0x20)
-      out += ' ';
-    else
-      out.push_back(c);
-  }
-  return out;
-}
 
 void write_json(const std::string& path, const options& o,
                 const gpu_device_info& gpu, const std::vector<result>& rs) {

@@ -45,6 +45,7 @@
 
 #include <zmq.hpp>
 
+#include "bench/bench_json.hpp"
 #include "net/codec.hpp"
 #include "net/message.hpp"
 
@@ -53,6 +54,9 @@
 #endif
 
 namespace {
+
+using shoal::bench::json_escape;
+using shoal::bench::json_num;
 
 using namespace std::chrono_literals;
 using bench_clock = std::chrono::steady_clock;
@@ -954,27 +958,6 @@ void print_rows(const std::vector<check_row>& rows) {
                 fmt(r.shoal).c_str(), fmt(r.baseline).c_str(),
                 fmt(r.ratio, 3).c_str(), r.target.c_str(),
                 r.pass ? "PASS" : "FAIL");
-}
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\')
-      out.push_back('\\'), out.push_back(c);
-    else if (static_cast<unsigned char>(c) < 0x20)
-      out += ' ';
-    else
-      out.push_back(c);
-  }
-  return out;
-}
-
-std::string json_num(double v) {
-  if (std::isnan(v) || std::isinf(v))
-    return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
-  return buf;
 }
 
 void write_json(const std::string& path, const options& opts,
