@@ -11,11 +11,8 @@
 
 #include <arpa/inet.h>
 #include <csignal>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "net/client.hpp"
@@ -28,75 +25,7 @@ namespace shoal::chaos {
 node_process::node_process(std::string name, std::string role, int http_port,
                            std::string log_path, std::vector<std::string> argv)
     : name_(std::move(name)), role_(std::move(role)), http_port_(http_port),
-      log_path_(std::move(log_path)) {
-  int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  pid_t parent = ::getpid();
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    // Should the test binary die (a crash, meson's timeout), its nodes die
-    // with it instead of holding ports for the next run.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      std::_Exit(127);
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    std::vector<char*> cargs;
-    for (auto& a : argv)
-      cargs.push_back(a.data());
-    cargs.push_back(nullptr);
-    ::execv(cargs[0], cargs.data());
-    std::perror("execv shoald");
-    std::_Exit(127);
-  }
-  ::close(log_fd);
-}
-
-node_process::~node_process() {
-  stop(std::chrono::seconds{10});
-}
-
-void node_process::signal(int sig) {
-  if (pid_ > 0 && !exit_code_)
-    ::kill(pid_, sig);
-}
-
-std::optional<int> node_process::wait_exit(std::chrono::milliseconds limit) {
-  if (exit_code_)
-    return exit_code_;
-  if (pid_ <= 0)
-    return std::nullopt;
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    int st = 0;
-    auto r = ::waitpid(pid_, &st, WNOHANG);
-    if (r == pid_) {
-      exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      return exit_code_;
-    }
-    if (std::chrono::steady_clock::now() >= deadline)
-      return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds{5});
-  }
-}
-
-std::optional<int> node_process::stop(std::chrono::milliseconds limit) {
-  if (exit_code_ || pid_ <= 0)
-    return exit_code_;
-  ::kill(pid_, SIGTERM);
-  ::kill(pid_, SIGCONT);
-  if (auto code = wait_exit(limit))
-    return code;
-  ::kill(pid_, SIGKILL);
-  wait_exit(std::chrono::seconds{5});
-  return std::nullopt;
-}
-
-std::string node_process::log() const {
-  std::ifstream in{log_path_};
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+      proc_(std::move(argv), log_path) {}
 
 std::string node_process::metrics() const {
   return http_get(http_port_, "/metrics").second;

@@ -32,39 +32,31 @@ class node_process {
 public:
   node_process(std::string name, std::string role, int http_port,
                std::string log_path, std::vector<std::string> argv);
-  ~node_process();
 
-  node_process(const node_process&) = delete;
-  node_process& operator=(const node_process&) = delete;
-
-  // Sends `sig` unless the process is known to have exited.
-  void signal(int sig);
-
-  // Waits for the process to exit; the exit code, or 128+signal, or
-  // nullopt when it still runs after `limit`.
-  std::optional<int> wait_exit(std::chrono::milliseconds limit);
-
+  // As test::child_process: by pid, bounded; the destructor stops it.
+  void signal(int sig) { proc_.signal(sig); }
+  std::optional<int> wait_exit(std::chrono::milliseconds limit) {
+    return proc_.wait_exit(limit);
+  }
   // SIGCONT (a frozen process cannot act on SIGTERM), SIGTERM, wait up to
   // `limit`, then SIGKILL. Returns the exit code when it exited by itself.
-  std::optional<int> stop(std::chrono::milliseconds limit);
-
-  bool running() { return !wait_exit(std::chrono::milliseconds{0}); }
-
-  std::string log() const;
+  std::optional<int> stop(std::chrono::milliseconds limit) {
+    return proc_.stop(limit);
+  }
+  bool running() { return proc_.running(); }
+  std::string log() const { return proc_.log(); }
   std::string metrics() const;
 
   const std::string& name() const noexcept { return name_; }
   const std::string& role() const noexcept { return role_; }
   int http_port() const noexcept { return http_port_; }
-  pid_t pid() const noexcept { return pid_; }
+  pid_t pid() const noexcept { return proc_.pid(); }
 
 private:
   std::string name_;
   std::string role_;
   int http_port_;
-  std::string log_path_;
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
+  shoal::test::child_process proc_;
 };
 
 struct cluster_options {

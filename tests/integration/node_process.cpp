@@ -11,6 +11,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,23 +109,13 @@ node_process::node_process(std::vector<std::string> args) {
     argv.push_back(std::string{"models.root="} + src + "/examples/models");
   }
   argv.insert(argv.end(), args.begin(), args.end());
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    ::dup2(log_fd, 1);
-    ::dup2(log_fd, 2);
-    std::vector<char*> cargs;
-    for (auto& a : argv)
-      cargs.push_back(a.data());
-    cargs.push_back(nullptr);
-    ::execv(cargs[0], cargs.data());
-    std::perror("execv shoald");
-    std::_Exit(127);
-  }
   ::close(log_fd);
+  proc_ = std::make_unique<child_process>(std::move(argv), log_path_);
 }
 
 node_process::~node_process() {
-  stop(std::chrono::seconds{10});
+  // Stopped before its log and cache go.
+  proc_->stop(std::chrono::seconds{10});
   ::unlink(log_path_.c_str());
   if (!cache_dir_.empty()) {
     std::error_code ec;
@@ -153,7 +144,50 @@ bool node_process::wait_ready(std::chrono::milliseconds limit) {
   return false;
 }
 
-std::optional<int> node_process::wait_exit(std::chrono::milliseconds limit) {
+std::optional<int> node_process::stop(std::chrono::milliseconds limit) {
+  return proc_->stop(limit);
+}
+
+std::string node_process::metrics() const {
+  return http_get(http_port_, "/metrics").second;
+}
+
+// -- child_process
+// --------------------------------------------------------------
+
+child_process::child_process(std::vector<std::string> argv,
+                             const std::string& log_path)
+    : log_path_(log_path) {
+  int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  pid_t parent = ::getpid();
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) // the parent died before prctl
+      std::_Exit(127);
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    std::vector<char*> cargs;
+    for (auto& a : argv)
+      cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    ::execv(cargs[0], cargs.data());
+    std::perror("execv");
+    std::_Exit(127);
+  }
+  ::close(log_fd);
+}
+
+child_process::~child_process() {
+  stop(std::chrono::seconds{10});
+}
+
+void child_process::signal(int sig) {
+  if (pid_ > 0 && !exit_code_)
+    ::kill(pid_, sig);
+}
+
+std::optional<int> child_process::wait_exit(std::chrono::milliseconds limit) {
   if (exit_code_)
     return exit_code_;
   if (pid_ <= 0)
@@ -168,14 +202,15 @@ std::optional<int> node_process::wait_exit(std::chrono::milliseconds limit) {
     }
     if (std::chrono::steady_clock::now() >= deadline)
       return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
   }
 }
 
-std::optional<int> node_process::stop(std::chrono::milliseconds limit) {
+std::optional<int> child_process::stop(std::chrono::milliseconds limit) {
   if (exit_code_ || pid_ <= 0)
     return exit_code_;
   ::kill(pid_, SIGTERM);
+  ::kill(pid_, SIGCONT);
   if (auto code = wait_exit(limit))
     return code;
   ::kill(pid_, SIGKILL);
@@ -183,11 +218,7 @@ std::optional<int> node_process::stop(std::chrono::milliseconds limit) {
   return std::nullopt;
 }
 
-std::string node_process::metrics() const {
-  return http_get(http_port_, "/metrics").second;
-}
-
-std::string node_process::log() const {
+std::string child_process::log() const {
   std::ifstream in{log_path_};
   std::stringstream ss;
   ss << in.rdbuf();
