@@ -3,7 +3,6 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
-#include "gpu/device.hpp"
 #include "net/error.hpp"
 #include "runtime/node_devices.hpp"
 
@@ -156,8 +155,9 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
     }
   });
   refresh_hello(self);
-  // Without CUDA there are never GPUs to report.
-  if (cuda_built())
+  // The node's GPUs are in the hello from the start and never appear
+  // later: without one there is nothing to watch.
+  if (!st.hello.devices.empty())
     self->delayed_send(self, devices_period, tick_atom::value);
   return {
       [=](link_msg_atom, const std::string&, uint64_t, const std::string& type,
@@ -186,7 +186,7 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
         refresh_hello(self);
         // Right behind `ready`, so the head's estimate of the new replica
         // is replaced by what it really holds.
-        if (cuda_built())
+        if (!self->state.hello.devices.empty())
           report_devices(self);
       },
       [=](spawn_fail_atom, const std::string& model, uint64_t version,
