@@ -9,8 +9,10 @@
 
 #include <caf/atom.hpp>
 
-#include "actors/result_cache.hpp"
-#include "net/message.hpp"
+#include "actors/serving/result_cache.hpp"
+#include "net/gateway/reply_sink.hpp"
+#include "net/wire/exec.hpp"
+#include "net/wire/message.hpp"
 
 namespace shoal {
 
@@ -32,29 +34,6 @@ using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using link_msg_atom = caf::atom_constant<caf::atom("linkmsg")>;
 using peer_atom = caf::atom_constant<caf::atom("peer")>;
 using set_router_atom = caf::atom_constant<caf::atom("setrouter")>;
-
-// Steady-clock nanoseconds: time points travel inside messages as integers.
-inline int64_t to_ns(time_point t) noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             t.time_since_epoch())
-      .count();
-}
-
-inline int64_t now_ns() noexcept {
-  return to_ns(clock_type::now());
-}
-
-// Where a reply goes: the client's ROUTER identity and whether it was a REQ
-// socket (whose empty delimiter frame is mirrored).
-struct reply_route {
-  std::string identity;
-  bool delimiter = false;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, reply_route& x) {
-  return f(x.identity, x.delimiter);
-}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cache_key& x) {
@@ -97,37 +76,6 @@ struct admin_job {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, admin_job& x) {
   return f(x.id, x.op, x.model, x.version, x.node, x.route);
-}
-
-// One request handed to an executor.
-struct exec_item {
-  uint64_t ticket = 0;
-  std::vector<tensor> inputs;
-  uint64_t rows = 1;
-  int64_t deadline_ns = 0;
-  int64_t sent_ns = 0;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, exec_item& x) {
-  return f(x.ticket, x.inputs, x.rows, x.deadline_ns, x.sent_ns);
-}
-
-// The outcome of one exec_item.
-struct exec_result {
-  uint64_t ticket = 0;
-  uint8_t code = 0; // status
-  std::string error;
-  std::string outputs_encoded; // msgpack array of tensors
-  uint64_t queue_us = 0;       // waiting inside the executor
-  uint64_t compute_us = 0;
-  uint32_t batch_size = 0;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, exec_result& x) {
-  return f(x.ticket, x.code, x.error, x.outputs_encoded, x.queue_us,
-           x.compute_us, x.batch_size);
 }
 
 } // namespace shoal

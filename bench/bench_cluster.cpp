@@ -50,8 +50,8 @@
 
 #include <zmq.hpp>
 
-#include "net/codec.hpp"
-#include "net/message.hpp"
+#include "net/wire/codec.hpp"
+#include "net/wire/message.hpp"
 
 #ifndef SHOAL_BENCH_SHOALD
 #define SHOAL_BENCH_SHOALD ""

@@ -22,14 +22,15 @@
 
 #include <caf/all.hpp>
 
-#include "actors/executor.hpp"
+#include "actors/serving/executor.hpp"
 #include "gpu/backend.hpp"
-#include "gpu/cpu_layers.hpp"
-#include "net/error.hpp"
-#include "runtime/metrics.hpp"
-#include "runtime/model_repository.hpp"
-#include "runtime/node_metrics.hpp"
-#include "runtime/safetensors.hpp"
+#include "gpu/cpu/cpu_layers.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/metrics/registry.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
+#include "runtime/metrics/node_metrics.hpp"
+#include "gpu/model/safetensors.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;

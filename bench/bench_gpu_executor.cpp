@@ -43,15 +43,16 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
-#include "actors/executor.hpp"
+#include "actors/serving/executor.hpp"
 #include "bench/bench_json.hpp"
 #include "gpu/backend.hpp"
-#include "gpu/device.hpp"
-#include "net/error.hpp"
-#include "runtime/metrics.hpp"
-#include "runtime/model_repository.hpp"
-#include "runtime/node_metrics.hpp"
-#include "runtime/safetensors.hpp"
+#include "gpu/device/device.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/metrics/registry.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
+#include "runtime/metrics/node_metrics.hpp"
+#include "gpu/model/safetensors.hpp"
 
 #ifndef SHOAL_SOURCE_ROOT
 #define SHOAL_SOURCE_ROOT ""

@@ -26,9 +26,9 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
-#include "actors/result_cache.hpp"
-#include "net/codec.hpp"
-#include "net/message.hpp"
+#include "actors/serving/result_cache.hpp"
+#include "net/wire/codec.hpp"
+#include "net/wire/message.hpp"
 
 namespace {
 

@@ -44,9 +44,10 @@
 #include <spdlog/spdlog.h>
 
 #include "gpu/backend.hpp"
-#include "net/error.hpp"
-#include "runtime/model_repository.hpp"
-#include "runtime/model_store.hpp"
+#include "net/wire/error.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
+#include "runtime/model/model_store.hpp"
 
 extern char** environ;
 

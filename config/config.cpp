@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "config/toml_value.hpp"
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 #ifndef SHOAL_DEFAULT_MODEL_ROOT
 #define SHOAL_DEFAULT_MODEL_ROOT "examples/models"
@@ -472,6 +472,25 @@ std::string render_config(const node_config& cfg) {
     }
     out += "# " + s.doc + "\n";
     out += s.key.substr(dot + 1) + " = " + s.render(cfg) + "\n";
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>>
+parse_labels(const std::string& text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    auto comma = text.find(',', pos);
+    if (comma == std::string::npos) {
+      comma = text.size();
+    }
+    auto item = text.substr(pos, comma - pos);
+    auto eq = item.find('=');
+    if (eq != std::string::npos && eq > 0) {
+      out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    }
+    pos = comma + 1;
   }
   return out;
 }

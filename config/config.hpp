@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -98,6 +99,11 @@ std::string render_config(const node_config& cfg);
 
 // Default model root: $SHOAL_MODEL_ROOT, else the shipped examples.
 std::string default_model_root();
+
+// node.labels ("k=v,k=v") as pairs, in order; items without '=' or with an
+// empty key are skipped.
+std::vector<std::pair<std::string, std::string>>
+parse_labels(const std::string& text);
 
 // Default model cache: $XDG_CACHE_HOME/shoal/models, else
 // $HOME/.cache/shoal/models, else /tmp/shoal-models-<uid>.

@@ -11,7 +11,7 @@
 #include <caf/expected.hpp>
 #include <toml++/toml.h>
 
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 namespace shoal {
 

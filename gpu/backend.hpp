@@ -12,8 +12,8 @@
 
 #include <caf/expected.hpp>
 
-#include "net/message.hpp"
-#include "runtime/model_spec.hpp"
+#include "net/wire/message.hpp"
+#include "gpu/model/model_spec.hpp"
 
 namespace shoal {
 

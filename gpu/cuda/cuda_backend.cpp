@@ -7,8 +7,8 @@
 
 #include "gpu/cuda/cuda_check.hpp"
 #include "gpu/cuda/kernels.hpp"
-#include "gpu/device_ledger.hpp"
-#include "net/error.hpp"
+#include "gpu/device/device_ledger.hpp"
+#include "net/wire/error.hpp"
 
 namespace shoal {
 

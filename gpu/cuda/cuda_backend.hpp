@@ -25,9 +25,9 @@
 
 #include "gpu/backend.hpp"
 #include "gpu/cuda/cuda_layers.hpp"
-#include "gpu/device_ledger.hpp"
-#include "gpu/graph.hpp"
-#include "runtime/safetensors.hpp"
+#include "gpu/device/device_ledger.hpp"
+#include "gpu/graph/graph.hpp"
+#include "gpu/model/safetensors.hpp"
 
 namespace shoal::cuda {
 

@@ -11,7 +11,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 namespace shoal::cuda {
 

@@ -11,7 +11,7 @@
 #include <caf/error.hpp>
 #include <cudnn.h>
 
-#include "gpu/cpu_layers.hpp"
+#include "gpu/cpu/cpu_layers.hpp"
 
 namespace shoal::cuda {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "gpu/device.hpp"
+#include "gpu/device/device.hpp"
 
 namespace shoal::cuda {
 

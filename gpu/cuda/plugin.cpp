@@ -1,7 +1,7 @@
 // The plugin's entry point (gpu/cuda_plugin.hpp).
 #include "gpu/cuda/cuda_backend.hpp"
 #include "gpu/cuda/device.hpp"
-#include "gpu/cuda_plugin.hpp"
+#include "gpu/cuda/plugin_api.hpp"
 
 extern "C" __attribute__((visibility("default"))) const shoal::cuda_plugin_api*
 shoal_cuda_plugin() {

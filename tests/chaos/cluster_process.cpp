@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "net/client.hpp"
+#include "net/client/client.hpp"
 
 namespace shoal::chaos {
 

@@ -17,7 +17,7 @@
 #include <caf/expected.hpp>
 #include <sys/types.h>
 
-#include "net/message.hpp"
+#include "net/wire/message.hpp"
 #include "tests/integration/node_process.hpp"
 
 namespace shoal::chaos {

@@ -24,10 +24,10 @@
 #include <gtest/gtest.h>
 #include <zmq.hpp>
 
-#include "net/client.hpp"
-#include "net/cluster_codec.hpp"
-#include "net/error.hpp"
-#include "net/node_link.hpp"
+#include "net/client/client.hpp"
+#include "net/link/cluster_codec.hpp"
+#include "net/wire/error.hpp"
+#include "net/link/node_link.hpp"
 #include "tests/chaos/cluster_process.hpp"
 
 using namespace shoal;

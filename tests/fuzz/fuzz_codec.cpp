@@ -10,8 +10,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "net/codec.hpp"
-#include "net/error.hpp"
+#include "net/wire/codec.hpp"
+#include "net/wire/error.hpp"
 
 using namespace shoal;
 

@@ -10,8 +10,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "net/cluster_codec.hpp"
-#include "net/link_envelope.hpp"
+#include "net/link/cluster_codec.hpp"
+#include "net/link/link_envelope.hpp"
 
 using namespace shoal;
 

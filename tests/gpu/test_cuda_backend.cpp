@@ -21,13 +21,14 @@
 #include <gtest/gtest.h>
 
 #include "gpu/backend.hpp"
-#include "gpu/cpu_backend.hpp"
-#include "gpu/device.hpp"
-#include "gpu/device_ledger.hpp"
-#include "gpu/gpu_backend.hpp"
-#include "net/error.hpp"
-#include "runtime/model_repository.hpp"
-#include "runtime/safetensors.hpp"
+#include "gpu/cpu/cpu_backend.hpp"
+#include "gpu/device/device.hpp"
+#include "gpu/device/device_ledger.hpp"
+#include "gpu/cuda/loader.hpp"
+#include "net/wire/error.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
+#include "gpu/model/safetensors.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;

@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "net/client.hpp"
+#include "net/client/client.hpp"
 
 namespace shoal::test {
 

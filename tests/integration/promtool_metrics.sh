@@ -11,11 +11,12 @@ start_node
 "$SHOALCTL" --endpoint "$ENDPOINT" infer echo >/dev/null
 "$SHOALCTL" --endpoint "$ENDPOINT" infer echo >/dev/null
 "$SHOALCTL" --endpoint "$ENDPOINT" infer no-such-model --input x:f32:1,4:1 >/dev/null 2>&1 || true
+"$SHOALCTL" --endpoint "$ENDPOINT" models >/dev/null
 
 metrics=$(curl -sf "http://127.0.0.1:$HTTP_PORT/metrics")
 echo "$metrics" | promtool check metrics
 for series in 'shoal_requests_total{model="echo",status="OK",source="cache"} 1' \
-              'shoal_requests_total{model="no-such-model",status="NOT_FOUND",source=""} 1' \
+              'shoal_op_requests_total{op="infer",status="NOT_FOUND"} 1' \
               'shoal_cache_hits_total 1' \
               'shoal_executors{model="echo",node="script-node"} 1' \
               'shoal_cluster_nodes{state="up"} 1'; do
@@ -24,6 +25,21 @@ for series in 'shoal_requests_total{model="echo",status="OK",source="cache"} 1' 
     exit 1
   fi
 done
+# Admin ops have their own family (shoalctl infer without inputs asks for
+# the models first, so there are several).
+grep -Eq '^shoal_op_requests_total\{op="models",status="OK"\} [1-9]' <<<"$metrics" ||
+  { echo "missing sample: shoal_op_requests_total{op=\"models\",status=\"OK\"}"; exit 1; }
+# A client's made-up model name never becomes a label value, and no label
+# value is empty.
+if grep -q 'no-such-model' <<<"$metrics"; then
+  echo "an unknown model name became a label value"
+  exit 1
+fi
+if grep -E '^[a-z_]+\{' <<<"$metrics" | grep -q '=""'; then
+  echo "empty label values:"
+  grep -E '^[a-z_]+\{' <<<"$metrics" | grep '=""'
+  exit 1
+fi
 for name in shoal_request_duration_seconds_bucket shoal_queue_duration_seconds_bucket \
             shoal_compute_duration_seconds_bucket shoal_batch_size_bucket \
             shoal_requests_waiting shoal_cache_misses_total shoal_cache_evictions_total \

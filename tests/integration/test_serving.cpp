@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 #include <zmq.hpp>
 
-#include "net/client.hpp"
-#include "net/codec.hpp"
+#include "net/client/client.hpp"
+#include "net/wire/codec.hpp"
 #include "tests/integration/node_process.hpp"
 
 using namespace shoal;
@@ -346,7 +346,7 @@ TEST_F(serving, full_queue_answers_resource_exhausted) {
   EXPECT_EQ(exhausted, 20 - ok);
   auto m = node_->metrics();
   EXPECT_EQ(sample(m, "shoal_requests_total{model=\"slow\",status="
-                      "\"RESOURCE_EXHAUSTED\",source=\"\"}"),
+                      "\"RESOURCE_EXHAUSTED\",source=\"none\"}"),
             static_cast<double>(exhausted));
 }
 

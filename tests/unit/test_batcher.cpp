@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "actors/batcher.hpp"
+#include "actors/serving/batcher.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;

@@ -1,6 +1,6 @@
 // Unit tests of the result cache: key construction, W-TinyLFU admission and
 // eviction under a byte budget, TTL, and concurrent use.
-#include "actors/result_cache.hpp"
+#include "actors/serving/result_cache.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // The C++ client against a scripted in-process server: a ROUTER socket on
 // its own thread that decodes requests with the real codec and answers (or
 // not) as each test tells it.
-#include "net/client.hpp"
+#include "net/client/client.hpp"
 
 #include <algorithm>
 #include <atomic>

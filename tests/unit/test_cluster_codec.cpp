@@ -8,9 +8,9 @@
 
 #include <msgpack.hpp>
 
-#include "net/cluster_codec.hpp"
-#include "net/error.hpp"
-#include "net/msgpack_util.hpp"
+#include "net/link/cluster_codec.hpp"
+#include "net/wire/error.hpp"
+#include "net/wire/msgpack_util.hpp"
 
 using namespace shoal;
 

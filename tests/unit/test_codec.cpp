@@ -1,7 +1,7 @@
 // Codec tests: round trips of every field, and for each class of malformed
 // frame an invalid_argument error whose reason names the key, without any
 // large allocation on the way.
-#include "net/codec.hpp"
+#include "net/wire/codec.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -15,7 +15,7 @@
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
 
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 // Allocation tracking: msgpack's zone allocates with ::malloc, not operator
 // new, so both are counted (tests/unit/alloc_tracker.hpp).

@@ -7,8 +7,9 @@
 #include <gtest/gtest.h>
 
 #include "config/config.hpp"
-#include "net/error.hpp"
-#include "runtime/model_repository.hpp"
+#include "net/wire/error.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;

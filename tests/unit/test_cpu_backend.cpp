@@ -9,9 +9,10 @@
 #include <gtest/gtest.h>
 
 #include "gpu/backend.hpp"
-#include "net/error.hpp"
-#include "runtime/model_repository.hpp"
-#include "runtime/safetensors.hpp"
+#include "net/wire/error.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
+#include "gpu/model/safetensors.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;

@@ -1,7 +1,7 @@
 // The CPU layer kernels against naive double-precision references written
 // here, over shapes chosen to hit the edge paths: batch 1/7/32, odd sizes,
 // padding, stride 2, dilation 2, non-square kernels.
-#include "gpu/cpu_layers.hpp"
+#include "gpu/cpu/cpu_layers.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -13,7 +13,7 @@
 
 #include <gtest/gtest.h>
 
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 using namespace shoal;
 using namespace shoal::cpu;

@@ -13,10 +13,11 @@
 #include <gtest/gtest.h>
 
 #include "gpu/backend.hpp"
-#include "gpu/device.hpp"
-#include "gpu/device_ledger.hpp"
-#include "net/error.hpp"
-#include "runtime/model_repository.hpp"
+#include "gpu/device/device.hpp"
+#include "gpu/device/device_ledger.hpp"
+#include "net/wire/error.hpp"
+#include "gpu/model/manifest.hpp"
+#include "runtime/model/repository.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;

@@ -20,9 +20,9 @@
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 
-#include "net/error.hpp"
-#include "runtime/http_server.hpp"
-#include "runtime/metrics.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/metrics/http_server.hpp"
+#include "runtime/metrics/registry.hpp"
 
 using namespace shoal;
 using namespace shoal::metrics;

@@ -18,8 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "net/error.hpp"
-#include "runtime/model_store.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/model/model_store.hpp"
 
 namespace fs = std::filesystem;
 using namespace shoal;

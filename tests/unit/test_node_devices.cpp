@@ -10,9 +10,9 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/human_bytes.hpp"
-#include "runtime/node_devices.hpp"
-#include "runtime/node_metrics.hpp"
+#include "config/human_bytes.hpp"
+#include "gpu/device/node_devices.hpp"
+#include "runtime/metrics/node_metrics.hpp"
 
 using namespace shoal;
 

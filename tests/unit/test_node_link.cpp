@@ -3,7 +3,7 @@
 // members in one process over loopback TCP with fast timers (20 ms
 // heartbeats): joining, routing by name, failure detection of a frozen
 // member, restarts on either side, and hostile senders.
-#include "net/node_link.hpp"
+#include "net/link/node_link.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -24,7 +24,7 @@
 #include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 // msgpack's zone allocates with ::malloc, which is what is counted
 // (tests/unit/alloc_tracker.hpp); operator new stays libzmq's.

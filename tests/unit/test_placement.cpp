@@ -1,7 +1,7 @@
 // The coordinator's placement rules (actors/placement.hpp).
 #include <gtest/gtest.h>
 
-#include "actors/placement.hpp"
+#include "actors/cluster/placement.hpp"
 
 using namespace shoal;
 

@@ -9,9 +9,10 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
-#include "actors/router.hpp"
-#include "net/codec.hpp"
-#include "net/error.hpp"
+#include "actors/serving/router.hpp"
+#include "runtime/metrics/node_metrics.hpp"
+#include "net/wire/codec.hpp"
+#include "net/wire/error.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;

@@ -2,7 +2,7 @@
 // half-precision conversion, zero-copy mapping, and for each class of
 // malformed file an invalid_argument error whose reason names the file and
 // the field, without a crash (run these under ASan/UBSan too).
-#include "runtime/safetensors.hpp"
+#include "gpu/model/safetensors.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -17,7 +17,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "net/error.hpp"
+#include "net/wire/error.hpp"
 
 using namespace shoal;
 

@@ -6,8 +6,8 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
-#include "actors/supervisor.hpp"
-#include "net/error.hpp"
+#include "actors/serving/supervisor.hpp"
+#include "net/wire/error.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;

@@ -3,8 +3,8 @@
 
 #include <gtest/gtest.h>
 
-#include "gpu/synthetic.hpp"
-#include "net/error.hpp"
+#include "gpu/synthetic/synthetic.hpp"
+#include "net/wire/error.hpp"
 
 using namespace shoal;
 

@@ -1,0 +1,128 @@
+// coordinator: the head node's view of the cluster. It turns link events
+// into membership, places replicas on workers, keeps a remote_replica proxy
+// per replica for the router, and answers the `status` op. Its state is
+// soft: after a head restart, every worker's hello lists the replicas it
+// still runs, and they are adopted as they are.
+//
+// Placement of a model version's replica (actors/placement.hpp): among
+// workers that are up and not draining, that run no replica of it yet and
+// have room for its resources.memory_bytes within their node.memory_bytes
+// budget, prefer an on-demand worker while the model has fewer than
+// resources.min_replicas_on_demand replicas on on-demand workers, then one
+// with the model's files already in its verified cache, then the fewest
+// replicas. With no candidate, the spawn waits until a worker joins or
+// frees room. A model with resources.device = "gpu" goes only to a worker
+// with a GPU whose free memory fits the estimate: free as the worker last
+// reported it (hello, then `devices` messages), less the estimates of the
+// GPU replicas placed there that the report cannot have seen yet (not
+// ready, or ready since); with workers up and none fitting, the spawn
+// fails at once (a drain's replacement waits instead). "any" prefers such
+// a worker, else follows the CPU rules.
+//
+// Handlers:
+//   (spawn_atom, model, version, reason)  from the router: place a replica;
+//                                   the router later gets ready_atom (from
+//                                   this actor, naming the proxy) or
+//                                   spawn_fail_atom.
+//   (idle_atom, model, version)     from the router: retire that version's
+//                                   replicas on every worker.
+//   (retire_atom, actor)            from the router: a draining replica has
+//                                   finished its work; retire it.
+//   (drain_atom, node)              from the gateway (`drain NODE`): drain
+//                                   that worker; nothing comes back.
+//   admin_job                       from the router: the `status` op; the
+//                                   reply goes to the reply sink.
+//   (peer_atom, name, inc, state, reason, hello)
+//                                   from the link thread: a worker's
+//                                   session changed state.
+//   (link_msg_atom, name, inc, type, body)
+//                                   from the link thread: ready,
+//                                   spawn_fail, done, replica_down, drain,
+//                                   leave, devices.
+//   (set_router_atom, actor)        from the node at start: the router
+//                                   (spawned after this actor).
+//   (tick_atom)                     from itself: retries waiting spawns,
+//                                   forgets long-dead workers.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "actors/cluster/cluster_view.hpp"
+#include "actors/cluster/link_box.hpp"
+#include "actors/messages.hpp"
+#include "net/gateway/reply_sink.hpp"
+#include "gpu/model/model_spec.hpp"
+#include "actors/serving/serving_metrics.hpp"
+
+namespace shoal {
+
+struct coordinator_config {
+  std::string node_name = "head";
+  std::vector<std::pair<std::string, std::string>> labels;
+  // A down worker stays listed (state down) this long.
+  std::chrono::milliseconds forget_after{std::chrono::minutes{5}};
+};
+
+struct coordinator_state {
+  struct replica {
+    std::string model;
+    uint64_t version = 0;
+    caf::actor proxy;
+    uint64_t memory_bytes = 0;
+    bool retiring = false;
+    std::string device; // "cpu", "gpu:0", ...
+  };
+
+  struct worker {
+    uint64_t incarnation = 0;
+    std::string state = "up"; // up, suspect, draining, down
+    std::vector<std::pair<std::string, std::string>> labels;
+    uint64_t memory_budget = 0; // 0: unlimited
+    std::string metrics_target;
+    std::set<std::pair<std::string, uint64_t>> cached;
+    std::map<uint64_t, replica> replicas; // by replica id
+    // Spawns sent and not yet answered.
+    std::set<std::pair<std::string, uint64_t>> spawning;
+    int64_t down_since_ns = 0;
+    // Its GPUs as it last reported them (hello, `devices`).
+    std::vector<node_device> devices;
+    // Estimates of the spawns among `spawning` that were placed for a GPU.
+    std::map<std::pair<std::string, uint64_t>, uint64_t> gpu_spawning;
+    // (GPU name, estimate) of GPU replicas that became ready after the
+    // last report; the next report includes them.
+    std::vector<std::pair<std::string, uint64_t>> gpu_unreported;
+  };
+
+  using model_key = std::pair<std::string, uint64_t>;
+
+  coordinator_config cfg;
+  std::shared_ptr<link_box> link;
+  caf::actor router;
+  model_catalog_ptr catalog;
+  std::shared_ptr<reply_sink> sink;
+  std::shared_ptr<serving_metrics> metrics;
+  std::shared_ptr<cluster_view> view;
+  std::map<std::string, worker> workers;
+  // Spawns with no worker to take them yet, with their reason.
+  std::map<model_key, std::string> waiting;
+  bool draining = false;
+  static inline const char* name = "coordinator";
+};
+
+caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self,
+                                coordinator_config cfg,
+                                std::shared_ptr<link_box> link,
+                                model_catalog_ptr catalog,
+                                std::shared_ptr<reply_sink> sink,
+                                std::shared_ptr<serving_metrics> metrics,
+                                std::shared_ptr<cluster_view> view);
+
+} // namespace shoal

@@ -1,0 +1,38 @@
+#include "actors/cluster/remote_replica.hpp"
+
+#include <caf/all.hpp>
+
+#include "net/link/cluster_codec.hpp"
+#include "net/wire/error.hpp"
+
+namespace shoal {
+
+caf::behavior
+remote_replica_actor(caf::stateful_actor<remote_replica_state>* self,
+                     std::shared_ptr<link_box> link, std::string worker,
+                     uint64_t replica, caf::actor router) {
+  auto& st = self->state;
+  st.link = std::move(link);
+  st.worker = std::move(worker);
+  st.replica = replica;
+  st.router = std::move(router);
+  return {
+      [=](exec_atom, exec_item& item) {
+        auto& st = self->state;
+        exec_msg msg;
+        msg.replica = st.replica;
+        msg.items.push_back(std::move(item));
+        std::string body;
+        encode(msg, body);
+        if (auto err = st.link->send(st.worker, "exec", std::move(body)))
+          self->quit(make_error(errc::unavailable,
+                                "worker " + st.worker +
+                                    " unreachable: " + reason_of(err)));
+      },
+      [=](done_atom, std::vector<exec_result>& results) {
+        self->send(self->state.router, done_atom::value, std::move(results));
+      },
+  };
+}
+
+} // namespace shoal

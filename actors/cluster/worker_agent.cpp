@@ -1,0 +1,227 @@
+#include "actors/cluster/worker_agent.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/wire/error.hpp"
+#include "gpu/device/node_devices.hpp"
+
+namespace shoal {
+
+namespace {
+
+using self_ptr = caf::stateful_actor<worker_agent_state>*;
+
+void send_head(self_ptr self, std::string_view type, std::string body) {
+  if (auto err = self->state.link->send("", type, std::move(body)))
+    spdlog::debug("worker: {} not sent: {}", type, reason_of(err));
+}
+
+// The hello a (re)started head will see: what runs here now.
+void refresh_hello(self_ptr self) {
+  auto& st = self->state;
+  st.hello.draining = st.draining;
+  st.hello.replicas.clear();
+  for (auto& [id, r] : st.replicas)
+    st.hello.replicas.push_back(r.desc);
+  std::string body;
+  encode(st.hello, body);
+  st.link->set_hello(std::move(body));
+}
+
+// How often the GPUs are looked at, and how far a device's used memory may
+// drift before the head hears of it: placement needs room to the nearest
+// few replicas, not to the byte, and a message a second per allocator
+// hiccup would be noise.
+constexpr auto devices_period = std::chrono::seconds{1};
+constexpr uint64_t devices_slack = uint64_t{32} << 20;
+
+// Tells the head about our GPUs when they changed since it last heard
+// (and keeps the hello current for a head that restarts).
+void report_devices(self_ptr self) {
+  auto& st = self->state;
+  auto now = local_devices();
+  if (!devices_changed(st.hello.devices, now, devices_slack))
+    return;
+  st.hello.devices = std::move(now);
+  refresh_hello(self);
+  if (!st.head_up)
+    return; // the next hello carries them
+  std::string body;
+  encode(devices_msg{st.hello.devices}, body);
+  send_head(self, "devices", std::move(body));
+}
+
+worker_agent_state::local_replica* by_executor(self_ptr self,
+                                               const caf::actor_addr& a) {
+  for (auto& [id, r] : self->state.replicas)
+    if (r.executor.address() == a)
+      return &r;
+  return nullptr;
+}
+
+void retire(self_ptr self, const retire_msg& m) {
+  auto& st = self->state;
+  for (auto it = st.replicas.begin(); it != st.replicas.end();) {
+    auto& d = it->second.desc;
+    bool match = m.replica != 0 ? it->first == m.replica
+                                : d.model == m.model && d.version == m.version;
+    if (!match) {
+      ++it;
+      continue;
+    }
+    spdlog::info("worker: retiring replica {} of {} v{}", it->first, d.model,
+                 d.version);
+    self->demonitor(it->second.executor);
+    // The supervisor stops it without a restart (the same path as an idle
+    // retirement on a standalone node).
+    self->send(st.supervisor, idle_atom::value, d.model, d.version);
+    it = st.replicas.erase(it);
+  }
+  refresh_hello(self);
+}
+
+void on_link_msg(self_ptr self, const std::string& type,
+                 const std::string& body) {
+  auto& st = self->state;
+  auto bad = [&](const caf::error& err) {
+    spdlog::warn("worker: {} from the head dropped: {}", type, reason_of(err));
+  };
+  if (type == "exec") {
+    exec_msg m;
+    if (auto err = decode(body, m))
+      return bad(err);
+    auto r = st.replicas.find(m.replica);
+    if (r == st.replicas.end()) {
+      // The head thinks it is alive; its proxy must quit so that the
+      // router re-dispatches.
+      std::string out;
+      encode(replica_down_msg{m.replica, "no such replica on this worker"},
+             out);
+      return send_head(self, "replica_down", std::move(out));
+    }
+    st.inflight += m.items.size();
+    for (auto& item : m.items)
+      self->send(r->second.executor, exec_atom::value, std::move(item));
+  } else if (type == "spawn") {
+    spawn_msg m;
+    if (auto err = decode(body, m))
+      return bad(err);
+    for (auto& [id, r] : st.replicas) {
+      if (r.desc.model == m.model && r.desc.version == m.version) {
+        std::string out;
+        encode(r.desc, out);
+        return send_head(self, "ready", std::move(out));
+      }
+    }
+    self->send(st.supervisor, spawn_atom::value, m.model, m.version, m.reason);
+  } else if (type == "retire") {
+    retire_msg m;
+    if (auto err = decode(body, m))
+      return bad(err);
+    retire(self, m);
+  } else if (type == "drain") {
+    if (!st.draining) {
+      spdlog::info("worker: drain requested by the head");
+      st.draining = true;
+      refresh_hello(self);
+      if (st.on_drain)
+        st.on_drain();
+    }
+  }
+}
+
+} // namespace
+
+caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
+                                 caf::actor supervisor, worker_hello hello,
+                                 std::function<void()> on_drain) {
+  auto& st = self->state;
+  st.on_drain = std::move(on_drain);
+  st.link = std::move(link);
+  st.supervisor = std::move(supervisor);
+  st.hello = std::move(hello);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    for (auto it = st.replicas.begin(); it != st.replicas.end(); ++it) {
+      if (it->second.executor.address() != dm.source)
+        continue;
+      std::string out;
+      encode(replica_down_msg{it->first, reason_of(dm.reason)}, out);
+      send_head(self, "replica_down", std::move(out));
+      st.replicas.erase(it);
+      refresh_hello(self);
+      return;
+    }
+  });
+  refresh_hello(self);
+  // The node's GPUs are in the hello from the start and never appear
+  // later: without one there is nothing to watch.
+  if (!st.hello.devices.empty())
+    self->delayed_send(self, devices_period, tick_atom::value);
+  return {
+      [=](link_msg_atom, const std::string&, uint64_t, const std::string& type,
+          const std::string& body) { on_link_msg(self, type, body); },
+      [=](peer_atom, const std::string& name, uint64_t, uint8_t state,
+          const std::string& reason, const std::string&) {
+        auto ps = static_cast<peer_state>(state);
+        self->state.head_up = ps != peer_state::down;
+        if (ps == peer_state::down)
+          spdlog::warn("worker: head {} down: {}", name, reason);
+        else if (ps == peer_state::up)
+          spdlog::info("worker: joined head {}", name);
+      },
+      [=](ready_atom, const std::string& model, uint64_t version,
+          caf::actor handle, const std::string& device) {
+        auto& st = self->state;
+        auto id = st.next_id++;
+        self->monitor(handle);
+        replica_desc d{id, model, version, device, 0};
+        st.replicas[id] = {handle, d};
+        spdlog::info("worker: replica {} of {} v{} ready on {}", id, model,
+                     version, device);
+        std::string out;
+        encode(d, out);
+        send_head(self, "ready", std::move(out));
+        refresh_hello(self);
+        // Right behind `ready`, so the head's estimate of the new replica
+        // is replaced by what it really holds.
+        if (!self->state.hello.devices.empty())
+          report_devices(self);
+      },
+      [=](spawn_fail_atom, const std::string& model, uint64_t version,
+          const std::string& reason) {
+        std::string out;
+        encode(spawn_fail_msg{model, version, reason}, out);
+        send_head(self, "spawn_fail", std::move(out));
+      },
+      [=](done_atom, std::vector<exec_result>& results) {
+        auto& st = self->state;
+        st.inflight -= std::min<uint64_t>(st.inflight, results.size());
+        auto* r = by_executor(
+            self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
+        if (!r)
+          return;
+        std::string out;
+        encode(done_msg{r->desc.id, std::move(results)}, out);
+        send_head(self, "done", std::move(out));
+      },
+      [=](drain_atom) {
+        auto& st = self->state;
+        st.draining = true;
+        refresh_hello(self);
+        send_head(self, "drain", std::string{});
+      },
+      [=](count_atom) {
+        auto& st = self->state;
+        return st.head_up ? static_cast<uint64_t>(st.replicas.size())
+                          : st.inflight;
+      },
+      [=](tick_atom) {
+        report_devices(self);
+        self->delayed_send(self, devices_period, tick_atom::value);
+      },
+  };
+}
+
+} // namespace shoal

@@ -1,0 +1,281 @@
+#include "actors/serving/executor.hpp"
+
+#include <map>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/wire/codec.hpp"
+#include "net/wire/error.hpp"
+
+namespace shoal {
+
+namespace {
+
+using self_ptr = caf::stateful_actor<executor_state>*;
+
+uint64_t us_between(time_point a, time_point b) {
+  return b <= a
+             ? 0
+             : static_cast<uint64_t>(
+                   std::chrono::duration_cast<std::chrono::microseconds>(b - a)
+                       .count());
+}
+
+void schedule_flush(self_ptr self);
+
+// The model store step of a load, with progress for `models` and the log.
+caf::error prepare_files(const model_spec& spec, const load_env& env,
+                         serving_metrics& metrics) {
+  if (!env.prepare) {
+    return {};
+  }
+  // Log each file at every tenth of its size, not at every callback.
+  std::map<std::string, uint64_t> logged;
+  auto progress = [&](const std::string& file, uint64_t done, uint64_t total) {
+    if (env.progress)
+      env.progress->update(spec.name, spec.version, file, done, total);
+    if (total == 0)
+      return;
+    auto tenth = done * 10 / total;
+    auto& last = logged[file];
+    if (tenth > last) {
+      last = tenth;
+      spdlog::info("model store: {} v{}: {} {}% ({:.1f} of {:.1f} MB)",
+                   spec.name, spec.version, file, tenth * 10, done / 1e6,
+                   total / 1e6);
+    }
+  };
+  prepare_stats stats;
+  auto err = env.prepare(spec, progress, stats);
+  if (env.progress)
+    env.progress->finish(spec.name, spec.version);
+  if (!err)
+    metrics.model_files(stats.bytes_downloaded, stats.files_fetched,
+                        stats.files_reused);
+  return err;
+}
+
+// Sends a batch's results to the router.
+void send_results(self_ptr self, std::vector<exec_result>&& results) {
+  if (!results.empty())
+    self->send(self->state.listener, done_atom::value, std::move(results));
+}
+
+// A backend fault kills this replica; the router re-dispatches its
+// batches and the supervisor decides about a restart.
+void backend_fault(self_ptr self, const std::exception& e) {
+  auto& st = self->state;
+  spdlog::error("executor {} v{}: backend fault: {}", st.spec->name,
+                st.spec->version, e.what());
+  st.faulted = true;
+  self->quit(make_error(errc::internal, e.what()));
+}
+
+// Answers every live request of a batch with the backend's error.
+void fail_batch(executor_state::started& p, const caf::error& err) {
+  auto code = static_cast<uint8_t>(to_status(err));
+  auto reason = reason_of(err);
+  for (auto& item : p.live) {
+    exec_result r;
+    r.ticket = item.ticket;
+    r.code = code;
+    r.error = reason;
+    p.results.push_back(std::move(r));
+  }
+}
+
+// Waits for the oldest started batch and sends its results.
+void collect_one(self_ptr self) {
+  auto& st = self->state;
+  auto p = std::move(st.in_flight.front());
+  st.in_flight.pop_front();
+  caf::expected<std::vector<tensor>> outputs{std::vector<tensor>{}};
+  try {
+    outputs = st.impl->finish();
+  } catch (const std::exception& e) {
+    backend_fault(self, e);
+    return;
+  }
+  auto end = clock_type::now();
+  auto compute_us = us_between(p.start, end);
+  st.metrics->compute_time(st.spec->name, compute_us / 1e6);
+  st.metrics->batch(st.spec->name, static_cast<uint32_t>(p.live.size()));
+  auto& results = p.results;
+  if (!outputs) {
+    fail_batch(p, outputs.error());
+  } else {
+    auto parts = split_outputs(*outputs, p.live);
+    for (size_t i = 0; i < p.live.size(); ++i) {
+      exec_result r;
+      r.ticket = p.live[i].ticket;
+      r.code = static_cast<uint8_t>(status::ok);
+      encode_tensors(parts[i], r.outputs_encoded);
+      r.queue_us = us_between(p.arrivals[i], p.start);
+      r.compute_us = compute_us;
+      r.batch_size = static_cast<uint32_t>(p.live.size());
+      results.push_back(std::move(r));
+    }
+  }
+  send_results(self, std::move(results));
+}
+
+// Starts the next batch on the backend. A synchronous backend (at most one
+// batch in flight) is collected at once; a pipelined one (cuda) is
+// collected through the mailbox, so that requests arriving meanwhile form
+// the next batch, which starts, and copies its inputs, before this one is
+// waited for.
+void run_batch(self_ptr self) {
+  auto& st = self->state;
+  if (st.in_flight.size() >= st.impl->max_in_flight())
+    return; // collect_atom starts it once a slot is free
+  auto now = clock_type::now();
+  auto items = st.queue->take();
+  const auto& arrivals = st.queue->taken_arrivals();
+  executor_state::started p;
+  p.results.reserve(items.size());
+  // Requests whose deadline passed while queued are answered, not run.
+  auto now_i = to_ns(now);
+  p.live.reserve(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].deadline_ns > 0 && items[i].deadline_ns <= now_i) {
+      exec_result r;
+      r.ticket = items[i].ticket;
+      r.code = static_cast<uint8_t>(status::deadline_exceeded);
+      r.error = "deadline exceeded while queued at the executor";
+      p.results.push_back(std::move(r));
+    } else {
+      p.live.push_back(std::move(items[i]));
+      p.arrivals.push_back(arrivals[i]);
+    }
+  }
+  if (p.live.empty()) {
+    send_results(self, std::move(p.results));
+  } else {
+    uint64_t rows = 0;
+    auto inputs = concat_inputs(p.live, rows);
+    p.start = clock_type::now();
+    caf::error err;
+    try {
+      err = st.impl->start(inputs, rows);
+    } catch (const std::exception& e) {
+      backend_fault(self, e);
+      return;
+    }
+    if (err) {
+      fail_batch(p, err);
+      send_results(self, std::move(p.results));
+    } else {
+      st.in_flight.push_back(std::move(p));
+      if (st.impl->max_in_flight() <= 1) {
+        collect_one(self);
+      } else if (!st.collect_scheduled) {
+        st.collect_scheduled = true;
+        self->send(self, collect_atom::value);
+      }
+    }
+  }
+  if (!st.queue->empty())
+    schedule_flush(self);
+}
+
+// Arranges for the next batch: at once when full, after the rest of the
+// delay otherwise. A zero delay still goes through the mailbox, so that
+// requests that arrived together are batched together.
+void schedule_flush(self_ptr self) {
+  auto& st = self->state;
+  if (st.flush_scheduled)
+    return;
+  st.flush_scheduled = true;
+  ++st.flush_gen;
+  auto wait = st.queue->time_to_ready(clock_type::now());
+  if (wait.count() <= 0)
+    self->send(self, flush_atom::value, st.flush_gen);
+  else
+    self->delayed_send(self, wait, flush_atom::value, st.flush_gen);
+}
+
+} // namespace
+
+caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
+                             caf::actor listener,
+                             std::shared_ptr<serving_metrics> metrics,
+                             std::shared_ptr<const load_env> env) {
+  auto& st = self->state;
+  st.spec = spec;
+  st.listener = listener;
+  st.metrics = metrics;
+  st.queue = std::make_unique<batcher>(spec->max_batch, spec->max_delay);
+  auto t0 = clock_type::now();
+  // A null env (benchmarks) loads the files as they are.
+  if (env) {
+    if (auto err = prepare_files(*spec, *env, *metrics)) {
+      spdlog::error("executor {} v{}: load failed: {}", spec->name,
+                    spec->version, reason_of(err));
+      self->quit(make_error(errc::unavailable, reason_of(err)));
+      return {};
+    }
+  }
+  // Another replica's load may need this one's device memory while it is
+  // idle: it then retires like an idle-TTL retirement (not restarted).
+  load_options opts;
+  opts.retire = [addr = self->address()] {
+    caf::anon_send_exit(addr, caf::exit_reason::user_shutdown);
+  };
+  auto loaded = load_backend(*spec, opts);
+  if (!loaded) {
+    spdlog::error("executor {} v{}: load failed: {}", spec->name, spec->version,
+                  reason_of(loaded.error()));
+    self->quit(make_error(errc::unavailable, reason_of(loaded.error())));
+    return {};
+  }
+  st.impl = std::move(*loaded);
+  auto load_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  metrics->model_load(spec->name, load_s);
+  spdlog::info("executor {} v{} ready on {} (load {:.1f} ms)", spec->name,
+               spec->version, st.impl->device(), load_s * 1e3);
+  self->send(listener, ready_atom::value, spec->name, spec->version,
+             caf::actor_cast<caf::actor>(self), st.impl->device());
+  return {
+      [=](exec_atom, exec_item& item) {
+        auto& st = self->state;
+        st.queue->push(std::move(item), clock_type::now());
+        if (st.queue->full()) {
+          st.flush_scheduled = false;
+          run_batch(self);
+        } else {
+          schedule_flush(self);
+        }
+      },
+      [=](collect_atom) {
+        auto& st = self->state;
+        st.collect_scheduled = false;
+        if (st.in_flight.empty())
+          return;
+        collect_one(self);
+        if (st.faulted)
+          return;
+        // Start the next batch before waiting on the one still in flight.
+        if (!st.queue->empty() && st.queue->ready(clock_type::now()))
+          run_batch(self);
+        if (!st.in_flight.empty() && !st.collect_scheduled) {
+          st.collect_scheduled = true;
+          self->send(self, collect_atom::value);
+        }
+      },
+      [=](flush_atom, uint64_t gen) {
+        auto& st = self->state;
+        if (gen != st.flush_gen || !st.flush_scheduled)
+          return;
+        st.flush_scheduled = false;
+        if (st.queue->empty())
+          return;
+        if (st.queue->ready(clock_type::now()))
+          run_batch(self);
+        else
+          schedule_flush(self);
+      },
+  };
+}
+
+} // namespace shoal

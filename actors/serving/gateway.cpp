@@ -1,0 +1,239 @@
+#include "actors/serving/gateway.hpp"
+
+#include <algorithm>
+
+#include <caf/all.hpp>
+
+#include "actors/messages.hpp"
+#include "gpu/model/manifest.hpp"
+#include "net/wire/error.hpp"
+
+namespace shoal {
+
+struct gateway::impl : client_socket::handler {
+  gateway_config cfg;
+  gateway_env env;
+
+  // Reused per frame, so the hot path does not allocate for them.
+  request req;
+  std::string out;
+
+  void send_reply(client_socket& sock, const reply_route& route,
+                  const reply& r) {
+    out.clear();
+    encode_reply(r, out);
+    sock.send(route, out);
+  }
+
+  reply error_reply(status code, std::string reason) {
+    reply r;
+    r.id = req.id;
+    r.code = code;
+    r.error = std::move(reason);
+    r.model = req.model;
+    return r;
+  }
+
+  // The inputs in the model's declared order: the order backends take.
+  void sort_inputs(const model_spec& spec) {
+    if (spec.inputs.size() < 2) {
+      return;
+    }
+    auto pos = [&](const std::string& n) {
+      for (size_t i = 0; i < spec.inputs.size(); ++i) {
+        if (spec.inputs[i].name == n) {
+          return i;
+        }
+      }
+      return spec.inputs.size();
+    };
+    std::sort(req.inputs.begin(), req.inputs.end(),
+              [&](const tensor& a, const tensor& b) {
+                return pos(a.name) < pos(b.name);
+              });
+  }
+
+  // Answers a cache hit on this thread. False on a miss.
+  bool answer_hit(client_socket& sock, const reply_route& route,
+                  const model_spec& spec, const cache_key& key,
+                  int64_t recv_ns) {
+    auto hit = env.cache->get(key);
+    if (!hit) {
+      return false;
+    }
+    reply r;
+    r.id = req.id;
+    r.outputs_encoded = hit->outputs_encoded;
+    r.source = reply_source::cache;
+    r.model = hit->model;
+    r.version = hit->version;
+    r.node = hit->node;
+    auto total = static_cast<uint64_t>((now_ns() - recv_ns) / 1000);
+    r.timing_us = timing{0, 0, total};
+    send_reply(sock, route, r);
+    env.metrics->reply(spec.name, status::ok, reply_source::cache,
+                       total / 1e6);
+    return true;
+  }
+
+  int64_t deadline_of(int64_t recv_ns) const {
+    auto timeout = req.timeout_ms.value_or(cfg.default_timeout_ms);
+    // timeout_ms = 0 asks for no deadline.
+    if (timeout == 0) {
+      return 0;
+    }
+    return recv_ns
+           + static_cast<int64_t>(std::min<uint64_t>(timeout, 1ull << 40))
+               * 1'000'000;
+  }
+
+  void handle_infer(client_socket& sock, reply_route& route, int64_t recv_ns) {
+    auto spec = env.catalog->resolve(req.model, req.version);
+    if (!spec) {
+      auto what = "model " + req.model
+                  + (req.version ? " v" + std::to_string(*req.version) : "")
+                  + " not found";
+      send_reply(sock, route, error_reply(status::not_found, what));
+      return env.metrics->op_reply(op_kind::infer, status::not_found);
+    }
+    auto rows = validate_inputs(*spec, req.inputs);
+    if (!rows) {
+      send_reply(sock, route, error_reply(status::invalid_argument,
+                                          reason_of(rows.error())));
+      return env.metrics->reply(spec->name, status::invalid_argument,
+                                reply_source::none,
+                                (now_ns() - recv_ns) / 1e9);
+    }
+    sort_inputs(*spec);
+    bool cacheable = spec->cache_enabled && env.cache->cfg().max_bytes > 0;
+    infer_job job;
+    if (cacheable) {
+      job.key = make_cache_key(spec->name, spec->version, req.inputs);
+      if (req.cache == cache_mode::use
+          && answer_hit(sock, route, *spec, job.key, recv_ns)) {
+        return;
+      }
+      if (req.cache == cache_mode::refresh) {
+        env.cache->erase(job.key);
+      }
+    }
+    job.id = std::move(req.id);
+    job.model = spec->name;
+    job.version = spec->version;
+    job.inputs = std::move(req.inputs);
+    job.rows = *rows;
+    job.priority = req.priority;
+    job.recv_ns = recv_ns;
+    job.deadline_ns = deadline_of(recv_ns);
+    job.cache = static_cast<uint8_t>(req.cache);
+    job.cacheable = cacheable;
+    job.route = std::move(route);
+    caf::anon_send(env.router, std::move(job));
+  }
+
+  void handle_drain(client_socket& sock, const reply_route& route) {
+    auto node = req.node.empty() ? cfg.node_name : req.node;
+    auto why = env.on_drain ? env.on_drain(node)
+                            : std::string{"drain disabled"};
+    if (!why.empty()) {
+      send_reply(sock, route, error_reply(status::not_found, why));
+      return env.metrics->op_reply(op_kind::drain, status::not_found);
+    }
+    reply r;
+    r.id = req.id;
+    r.node = node;
+    send_reply(sock, route, r);
+    env.metrics->op_reply(op_kind::drain, status::ok);
+  }
+
+  void handle_admin(reply_route& route) {
+    admin_job job;
+    job.id = std::move(req.id);
+    job.op = static_cast<uint8_t>(req.op);
+    job.model = std::move(req.model);
+    job.version = req.version.value_or(0);
+    job.node = std::move(req.node);
+    job.route = std::move(route);
+    caf::anon_send(env.router, std::move(job));
+  }
+
+  void on_frame(client_socket& sock, reply_route& route,
+                std::string_view frame) override {
+    auto recv_ns = now_ns();
+    req = request{};
+    if (auto err = decode_request(reinterpret_cast<const uint8_t*>(
+                                    frame.data()),
+                                  frame.size(), cfg.limits, req)) {
+      reply r;
+      r.id = req.id;
+      r.code = status::invalid_argument;
+      r.error = reason_of(err);
+      send_reply(sock, route, r);
+      return env.metrics->invalid_frame();
+    }
+    switch (req.op) {
+      case op_kind::infer:
+        return handle_infer(sock, route, recv_ns);
+      case op_kind::ping: {
+        reply r;
+        r.id = req.id;
+        r.node = cfg.node_name;
+        send_reply(sock, route, r);
+        return env.metrics->op_reply(op_kind::ping, status::ok);
+      }
+      case op_kind::drain:
+        return handle_drain(sock, route);
+      case op_kind::models:
+      case op_kind::status:
+      case op_kind::load:
+      case op_kind::unload:
+        return handle_admin(route);
+    }
+  }
+
+  void on_malformed() override {
+    env.metrics->invalid_frame();
+  }
+};
+
+gateway::gateway() : impl_(std::make_unique<impl>()) {
+  // nop
+}
+
+gateway::~gateway() {
+  stop();
+}
+
+caf::expected<std::unique_ptr<gateway>> gateway::start(gateway_config cfg,
+                                                       gateway_env env) {
+  std::unique_ptr<gateway> gw{new gateway};
+  auto& d = *gw->impl_;
+  d.cfg = std::move(cfg);
+  d.env = std::move(env);
+  client_socket_config sc;
+  sc.endpoint = d.cfg.endpoint;
+  sc.io_threads = d.cfg.io_threads;
+  sc.max_frame_bytes = d.cfg.limits.max_frame_bytes;
+  auto sock = client_socket::start(sc, d.env.sink, d);
+  if (!sock) {
+    return sock.error();
+  }
+  gw->socket_ = std::move(*sock);
+  return gw;
+}
+
+void gateway::stop() {
+  if (socket_) {
+    socket_->stop();
+  }
+}
+
+const std::string& gateway::endpoint() const noexcept {
+  return socket_->endpoint();
+}
+
+uint64_t gateway::frames_received() const noexcept {
+  return socket_->frames_received();
+}
+
+} // namespace shoal

@@ -1,0 +1,70 @@
+// gateway: what a client frame means. It runs on the client socket's thread
+// (net/gateway/client_socket.hpp), decodes and validates every frame,
+// answers ping and cache hits on the spot (the hot path: no thread hop),
+// hands misses and admin ops to the router, and leaves the replies of
+// actors to the socket's reply sink. Every frame that arrives gets a reply,
+// INVALID_ARGUMENT with a reason when it is bad.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/expected.hpp>
+
+#include "actors/serving/result_cache.hpp"
+#include "actors/serving/serving_metrics.hpp"
+#include "gpu/model/model_spec.hpp"
+#include "net/gateway/client_socket.hpp"
+#include "net/wire/codec.hpp"
+
+namespace shoal {
+
+struct gateway_config {
+  std::string endpoint = "tcp://127.0.0.1:5555";
+  uint64_t default_timeout_ms = 30000;
+  int io_threads = 1;
+  std::string node_name;
+  codec_limits limits;
+};
+
+// What the gateway needs from the node around it.
+struct gateway_env {
+  caf::actor router;
+  model_catalog_ptr catalog;
+  std::shared_ptr<result_cache> cache;
+  std::shared_ptr<reply_sink> sink;
+  std::shared_ptr<serving_metrics> metrics;
+  // Runs on the gateway thread for a `drain` op; returns an error reason,
+  // or empty when the drain started.
+  std::function<std::string(const std::string& node)> on_drain;
+};
+
+class gateway {
+public:
+  // Binds the endpoint (failing with errc::io_error naming it) and starts
+  // the socket thread.
+  static caf::expected<std::unique_ptr<gateway>> start(gateway_config cfg,
+                                                       gateway_env env);
+
+  ~gateway();
+  gateway(const gateway&) = delete;
+  gateway& operator=(const gateway&) = delete;
+
+  // Stops the thread after sending the replies already queued.
+  void stop();
+
+  // The endpoint actually bound (resolves a wildcard port).
+  const std::string& endpoint() const noexcept;
+
+  uint64_t frames_received() const noexcept;
+
+private:
+  gateway();
+  struct impl;
+  std::unique_ptr<impl> impl_;
+  std::unique_ptr<client_socket> socket_;
+};
+
+} // namespace shoal

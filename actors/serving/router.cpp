@@ -1,0 +1,631 @@
+#include "actors/serving/router.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/wire/codec.hpp"
+#include "net/wire/error.hpp"
+
+namespace shoal {
+
+namespace {
+
+using self_ptr = caf::stateful_actor<router_state>*;
+using waiter = router_state::waiter;
+using pending = router_state::pending;
+using model_entry = router_state::model_entry;
+
+uint64_t us_since(int64_t from_ns, int64_t to_ns) {
+  return to_ns > from_ns ? static_cast<uint64_t>((to_ns - from_ns) / 1000) : 0;
+}
+
+// The retry key of a request: the client's identity and its id. Nil ids
+// can not be retried and are never deduplicated.
+std::string retry_key(const reply_route& route, const request_id& id) {
+  if (id.k == request_id::kind::nil)
+    return {};
+  std::string key = route.identity;
+  key += '\0';
+  key += id.k == request_id::kind::num ? "n" + std::to_string(id.num)
+                                       : "s" + id.str;
+  return key;
+}
+
+// Encodes one reply and hands it to the gateway. Every reply to a client
+// passes here, so this is also where its retry key is released.
+void send_reply(self_ptr self, const waiter& w, reply& r) {
+  auto& st = self->state;
+  if (auto key = retry_key(w.route, w.id); !key.empty())
+    st.open_requests.erase(key);
+  r.id = w.id;
+  st.encode_buf.clear();
+  encode_reply(r, st.encode_buf);
+  st.sink->push(w.route, st.encode_buf);
+  auto total = r.timing_us ? r.timing_us->total_us / 1e6
+                           : us_since(w.recv_ns, now_ns()) / 1e6;
+  if (w.op == op_kind::infer) {
+    st.metrics->reply(r.model, r.code, r.source, total);
+  } else {
+    st.metrics->op_reply(w.op, r.code);
+  }
+}
+
+void fail_waiter(self_ptr self, const waiter& w, const std::string& model,
+                 status code, std::string reason) {
+  reply r;
+  r.code = code;
+  r.error = std::move(reason);
+  r.model = model;
+  r.timing_us = timing{0, 0, us_since(w.recv_ns, now_ns())};
+  send_reply(self, w, r);
+}
+
+void update_waiting(self_ptr self, const model_entry& m) {
+  self->state.metrics->waiting(m.spec->name, m.queue.size());
+}
+
+// Forgets a ticket that has no waiters left and is not running.
+void erase_ticket(self_ptr self, uint64_t ticket) {
+  auto& st = self->state;
+  auto i = st.tickets.find(ticket);
+  if (i == st.tickets.end())
+    return;
+  if (i->second.indexed)
+    st.coalesce.erase({i->second.job.key.hash_lo, i->second.job.key.hash_hi});
+  st.tickets.erase(i);
+}
+
+void fail_ticket(self_ptr self, uint64_t ticket, status code,
+                 const std::string& reason) {
+  auto& st = self->state;
+  auto i = st.tickets.find(ticket);
+  if (i == st.tickets.end())
+    return;
+  for (auto& w : i->second.waiters)
+    fail_waiter(self, w, i->second.job.model, code, reason);
+  erase_ticket(self, ticket);
+}
+
+void schedule_tick(self_ptr self) {
+  auto& st = self->state;
+  if (st.tick_scheduled || st.tickets.empty())
+    return;
+  st.tick_scheduled = true;
+  self->delayed_send(self, st.cfg.tick, tick_atom::value);
+}
+
+model_entry& entry_for(self_ptr self, const model_spec_ptr& spec) {
+  auto& m = self->state.models[{spec->name, spec->version}];
+  if (!m.spec) {
+    m.spec = spec;
+    m.pinned = spec->pinned;
+  }
+  return m;
+}
+
+void request_replica(self_ptr self, model_entry& m,
+                     const char* reason = "lazy") {
+  if (m.spawn_requested || !m.replicas.empty())
+    return;
+  m.spawn_requested = true;
+  self->send(self->state.supervisor, spawn_atom::value, m.spec->name,
+             m.spec->version, std::string{reason});
+}
+
+uint64_t capacity(const router_state& st, const model_entry& m) {
+  if (st.cfg.inflight_per_replica > 0)
+    return st.cfg.inflight_per_replica;
+  return 2 * std::max<uint64_t>(1, m.spec->max_batch);
+}
+
+// Hands queued requests to replicas while any has room, least outstanding
+// work first.
+void dispatch(self_ptr self, model_entry& m) {
+  auto& st = self->state;
+  auto cap = capacity(st, m);
+  auto now = now_ns();
+  bool any_live = std::any_of(m.replicas.begin(), m.replicas.end(),
+                              [](auto& r) { return !r.retiring; });
+  while (!m.queue.empty()) {
+    router_state::replica* best = nullptr;
+    for (auto& r : m.replicas)
+      if ((!r.retiring || !any_live) && r.outstanding < cap &&
+          (!best || r.outstanding < best->outstanding))
+        best = &r;
+    if (!best)
+      break;
+    auto ticket = m.queue.begin()->second;
+    m.queue.erase(m.queue.begin());
+    auto& p = st.tickets.at(ticket);
+    exec_item item;
+    item.ticket = ticket;
+    item.inputs = p.job.inputs;
+    item.rows = p.job.rows;
+    // The execution is useful until its last waiter gives up; a waiter
+    // without a deadline keeps it useful for good (0).
+    item.deadline_ns = 0;
+    bool unbounded = false;
+    for (auto& w : p.waiters) {
+      unbounded = unbounded || w.deadline_ns == 0;
+      item.deadline_ns = std::max(item.deadline_ns, w.deadline_ns);
+    }
+    if (unbounded)
+      item.deadline_ns = 0;
+    item.sent_ns = now;
+    p.running = true;
+    p.replica = best->handle.address();
+    p.sent_ns = now;
+    ++best->outstanding;
+    best->last_used_ns = now;
+    self->send(best->handle, exec_atom::value, std::move(item));
+  }
+  if (!m.queue.empty() && m.replicas.empty())
+    request_replica(self, m);
+  update_waiting(self, m);
+}
+
+// Hands back draining replicas that finished their work, once another
+// replica of the model can take over.
+void retire_drained(self_ptr self, const router_state::model_key& key,
+                    model_entry& m) {
+  auto& st = self->state;
+  bool any_live = std::any_of(m.replicas.begin(), m.replicas.end(),
+                              [](auto& r) { return !r.retiring; });
+  if (!any_live)
+    return;
+  for (auto r = m.replicas.begin(); r != m.replicas.end();) {
+    if (r->retiring && r->outstanding == 0) {
+      self->demonitor(r->handle);
+      st.metrics->executors(key.first, -1);
+      self->send(st.supervisor, retire_atom::value, r->handle);
+      r = m.replicas.erase(r);
+    } else {
+      ++r;
+    }
+  }
+}
+
+void enqueue(self_ptr self, model_entry& m, uint64_t ticket) {
+  auto& p = self->state.tickets.at(ticket);
+  m.queue.emplace(std::make_pair(p.priority, p.seq), ticket);
+}
+
+void on_infer(self_ptr self, infer_job& job) {
+  auto& st = self->state;
+  auto now = now_ns();
+  waiter w{job.id, job.route, job.recv_ns, job.deadline_ns,
+           reply_source::executor};
+  if (st.draining) {
+    fail_waiter(self, w, job.model, status::unavailable,
+                "node " + st.cfg.node_name + " is draining");
+    return;
+  }
+  // A client's retry of a request that is still open joins nothing and
+  // gets no second reply: the first attempt's reply answers it.
+  auto rkey = retry_key(job.route, job.id);
+  if (!rkey.empty()) {
+    if (auto i = st.open_requests.find(rkey); i != st.open_requests.end()) {
+      auto t = st.tickets.find(i->second);
+      if (t != st.tickets.end() && t->second.job.model == job.model &&
+          t->second.job.version == job.version &&
+          t->second.job.inputs == job.inputs)
+        return;
+      // Not a retry but a different request under an id that is still open:
+      // absorbing it would leave its sender waiting forever.
+      auto open_ticket = i->second;
+      fail_waiter(self, w, job.model, status::invalid_argument,
+                  "request id " + job.id.to_string() +
+                      " is already in flight with other inputs; ids must be "
+                      "unique among a client's open requests");
+      // That reply shares the open request's retry key; keep the key.
+      st.open_requests[rkey] = open_ticket;
+      return;
+    }
+  }
+  auto spec = st.catalog->resolve(job.model, job.version);
+  if (!spec) {
+    fail_waiter(self, w, job.model, status::not_found,
+                "model " + job.model + " v" + std::to_string(job.version) +
+                    " not found");
+    return;
+  }
+  auto& m = entry_for(self, spec);
+  if (m.replicas.empty() && !m.spawn_requested && m.failed_until_ns > now) {
+    fail_waiter(self, w, job.model, status::unavailable, m.last_failure);
+    return;
+  }
+  auto mode = static_cast<cache_mode>(job.cache);
+  bool coalescible = job.cacheable && mode == cache_mode::use;
+  if (coalescible) {
+    auto c = st.coalesce.find({job.key.hash_lo, job.key.hash_hi});
+    if (c != st.coalesce.end()) {
+      auto& p = st.tickets.at(c->second);
+      if (p.job.key.bytes == job.key.bytes) {
+        w.source = reply_source::coalesced;
+        if (!rkey.empty())
+          st.open_requests.emplace(rkey, c->second);
+        p.waiters.push_back(std::move(w));
+        // A more urgent joiner lifts a queued execution's priority.
+        if (!p.running && job.priority < p.priority) {
+          m.queue.erase({p.priority, p.seq});
+          p.priority = job.priority;
+          m.queue.emplace(std::make_pair(p.priority, p.seq), c->second);
+        }
+        return;
+      }
+    }
+  }
+  if (st.tickets.size() >= st.cfg.max_open) {
+    fail_waiter(self, w, job.model, status::resource_exhausted,
+                "node has " + std::to_string(st.tickets.size()) +
+                    " requests open (gateway.max_inflight)");
+    return;
+  }
+  auto cap = spec->queue_capacity.value_or(st.cfg.queue_capacity);
+  if (m.queue.size() >= cap) {
+    fail_waiter(self, w, job.model, status::resource_exhausted,
+                "queue of model " + job.model + " is full (" +
+                    std::to_string(cap) + " requests waiting)");
+    return;
+  }
+  auto ticket = st.next_ticket++;
+  auto& p = st.tickets[ticket];
+  p.priority = job.priority;
+  p.seq = st.next_seq++;
+  p.job = std::move(job);
+  if (!rkey.empty())
+    st.open_requests.emplace(std::move(rkey), ticket);
+  p.waiters.push_back(std::move(w));
+  if (coalescible) {
+    p.indexed =
+        st.coalesce
+            .emplace(std::make_pair(p.job.key.hash_lo, p.job.key.hash_hi),
+                     ticket)
+            .second;
+  }
+  enqueue(self, m, ticket);
+  dispatch(self, m);
+  schedule_tick(self);
+}
+
+void on_results(self_ptr self, std::vector<exec_result>& results) {
+  auto& st = self->state;
+  auto sender = self->current_sender();
+  auto now = now_ns();
+  model_entry* touched = nullptr;
+  std::string node = st.cfg.node_name;
+  for (auto& res : results) {
+    auto i = st.tickets.find(res.ticket);
+    // A result for a ticket re-dispatched elsewhere (its replica was
+    // presumed dead) or already answered: dropped.
+    if (i == st.tickets.end() || !i->second.running ||
+        i->second.replica != sender)
+      continue;
+    auto& p = i->second;
+    auto mi = st.models.find({p.job.model, p.job.version});
+    if (mi != st.models.end()) {
+      touched = &mi->second;
+      for (auto& r : mi->second.replicas)
+        if (r.handle.address() == sender) {
+          node = r.node;
+          if (r.outstanding > 0)
+            --r.outstanding;
+          r.last_used_ns = now;
+        }
+    }
+    auto code = static_cast<status>(res.code);
+    auto router_queue_us = us_since(p.job.recv_ns, p.sent_ns);
+    st.metrics->queue_time(p.job.model, (router_queue_us + res.queue_us) / 1e6);
+    if (code == status::ok && p.job.cacheable &&
+        static_cast<cache_mode>(p.job.cache) != cache_mode::bypass) {
+      auto value = std::make_shared<cached_result>();
+      value->outputs_encoded = res.outputs_encoded;
+      value->model = p.job.model;
+      value->version = p.job.version;
+      value->node = node;
+      value->compute_us = res.compute_us;
+      auto ttl = mi != st.models.end() && mi->second.spec->cache_ttl.count() > 0
+                     ? mi->second.spec->cache_ttl
+                     : st.cfg.default_cache_ttl;
+      st.cache->put(std::move(p.job.key), std::move(value), ttl);
+    }
+    for (size_t k = 0; k < p.waiters.size(); ++k) {
+      auto& w = p.waiters[k];
+      reply r;
+      r.code = code;
+      r.error = res.error;
+      r.model = p.job.model;
+      r.version = p.job.version;
+      r.node = node;
+      if (code == status::ok) {
+        r.source = w.source;
+        if (k + 1 == p.waiters.size())
+          r.outputs_encoded = std::move(res.outputs_encoded);
+        else
+          r.outputs_encoded = res.outputs_encoded;
+      }
+      auto total = us_since(w.recv_ns, now);
+      r.timing_us = timing{std::min(total, router_queue_us + res.queue_us),
+                           res.compute_us, total};
+      send_reply(self, w, r);
+    }
+    p.waiters.clear();
+    p.running = false;
+    erase_ticket(self, res.ticket);
+  }
+  if (touched) {
+    dispatch(self, *touched);
+    retire_drained(self, {touched->spec->name, touched->spec->version},
+                   *touched);
+  }
+}
+
+void on_ready(self_ptr self, const std::string& model, uint64_t version,
+              caf::actor handle, std::string device, std::string node) {
+  auto& st = self->state;
+  auto spec = st.catalog->resolve(model, version);
+  if (!spec) {
+    self->send(st.supervisor, idle_atom::value, model, version);
+    return;
+  }
+  auto& m = entry_for(self, spec);
+  m.spawn_requested = false;
+  m.scale_requested_ns = 0;
+  m.queue_high_since_ns = 0;
+  m.failed_until_ns = 0;
+  self->monitor(handle);
+  m.replicas.push_back({handle, 0, now_ns(), std::move(device), node, false});
+  st.metrics->executors(model, 1);
+  for (auto& w : m.load_waiters) {
+    reply r;
+    r.model = model;
+    r.version = version;
+    r.node = node;
+    send_reply(self, w, r);
+  }
+  m.load_waiters.clear();
+  dispatch(self, m);
+  retire_drained(self, {model, version}, m);
+}
+
+void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
+                   const std::string& reason) {
+  auto& st = self->state;
+  auto mi = st.models.find({model, version});
+  if (mi == st.models.end())
+    return;
+  auto& m = mi->second;
+  m.spawn_requested = false;
+  m.scale_requested_ns = 0;
+  if (!m.replicas.empty())
+    return;
+  auto why = "model " + model + " v" + std::to_string(version) +
+             " could not be loaded: " + reason;
+  // Fail fast for a moment instead of retrying a broken load per request.
+  m.failed_until_ns = now_ns() + 1'000'000'000;
+  m.last_failure = why;
+  std::vector<uint64_t> queued;
+  for (auto& [k, t] : m.queue)
+    queued.push_back(t);
+  m.queue.clear();
+  for (auto t : queued)
+    fail_ticket(self, t, status::unavailable, why);
+  for (auto& w : m.load_waiters)
+    fail_waiter(self, w, model, status::unavailable, why);
+  m.load_waiters.clear();
+  update_waiting(self, m);
+}
+
+// A replica died: everything it was running goes back to the front of its
+// model's queue (executors are pure, so re-running is safe).
+void on_down(self_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
+  for (auto& [key, m] : st.models) {
+    auto r = std::find_if(m.replicas.begin(), m.replicas.end(), [&](auto& x) {
+      return x.handle.address() == dm.source;
+    });
+    if (r == m.replicas.end())
+      continue;
+    m.replicas.erase(r);
+    st.metrics->executors(key.first, -1);
+    if (dm.reason && dm.reason != caf::exit_reason::user_shutdown)
+      spdlog::warn("router: replica of {} v{} died: {}", key.first, key.second,
+                   reason_of(dm.reason));
+    std::vector<uint64_t> lost;
+    for (auto& [t, p] : st.tickets)
+      if (p.running && p.replica == dm.source)
+        lost.push_back(t);
+    uint64_t redispatched = 0;
+    for (auto t : lost) {
+      auto& p = st.tickets.at(t);
+      p.running = false;
+      p.replica = nullptr;
+      if (++p.attempts > st.cfg.max_redispatch) {
+        fail_ticket(
+            self, t, status::internal,
+            "executor failed " + std::to_string(p.attempts) +
+                " times while running this request: " + reason_of(dm.reason));
+        continue;
+      }
+      if (p.waiters.empty()) {
+        erase_ticket(self, t);
+        continue;
+      }
+      enqueue(self, m, t);
+      ++redispatched;
+    }
+    if (redispatched > 0)
+      st.metrics->redispatched(redispatched);
+    if (redispatched > 0)
+      spdlog::info("router: {} v{}: {} request(s) of the lost replica "
+                   "re-dispatched, {} replica(s) left",
+                   key.first, key.second, redispatched, m.replicas.size());
+    dispatch(self, m);
+    return;
+  }
+}
+
+// Asks for one more replica of a model whose queue has stayed deep; the
+// coordinator places it on a worker that runs none yet.
+void check_scale_out(self_ptr self, model_entry& m, int64_t now) {
+  auto& st = self->state;
+  if (!st.cfg.cluster || st.cfg.scale_out_queue == 0 || m.replicas.empty())
+    return;
+  auto live =
+      static_cast<uint64_t>(std::count_if(m.replicas.begin(), m.replicas.end(),
+                                          [](auto& r) { return !r.retiring; }));
+  // A request that found no worker is given up after a while, so that a
+  // worker joining later can still be asked.
+  if (m.scale_requested_ns != 0 && now - m.scale_requested_ns > 30'000'000'000)
+    m.scale_requested_ns = 0;
+  if (m.queue.size() <= st.cfg.scale_out_queue * std::max<uint64_t>(live, 1)) {
+    m.queue_high_since_ns = 0;
+    return;
+  }
+  if (m.queue_high_since_ns == 0)
+    m.queue_high_since_ns = now;
+  if (m.scale_requested_ns != 0 || live >= st.cfg.max_replicas ||
+      now - m.queue_high_since_ns <
+          std::chrono::nanoseconds{st.cfg.scale_out_after}.count())
+    return;
+  m.scale_requested_ns = now;
+  spdlog::info("router: {} v{} has {} queued for {} replica(s): asking for "
+               "another",
+               m.spec->name, m.spec->version, m.queue.size(), live);
+  self->send(st.supervisor, spawn_atom::value, m.spec->name, m.spec->version,
+             std::string{"scale"});
+}
+
+void on_tick(self_ptr self) {
+  auto& st = self->state;
+  st.tick_scheduled = false;
+  auto now = now_ns();
+  for (auto& [key, m] : st.models)
+    check_scale_out(self, m, now);
+  std::vector<uint64_t> dead;
+  for (auto& [t, p] : st.tickets) {
+    auto& ws = p.waiters;
+    for (auto w = ws.begin(); w != ws.end();) {
+      if (w->deadline_ns > 0 && w->deadline_ns <= now) {
+        fail_waiter(self, *w, p.job.model, status::deadline_exceeded,
+                    std::string{"deadline exceeded while "} +
+                        (p.running ? "running" : "queued"));
+        w = ws.erase(w);
+      } else {
+        ++w;
+      }
+    }
+    if (ws.empty() && !p.running)
+      dead.push_back(t);
+  }
+  for (auto t : dead) {
+    auto& p = st.tickets.at(t);
+    auto mi = st.models.find({p.job.model, p.job.version});
+    if (mi != st.models.end()) {
+      mi->second.queue.erase({p.priority, p.seq});
+      update_waiting(self, mi->second);
+    }
+    erase_ticket(self, t);
+  }
+  schedule_tick(self);
+}
+
+void on_idle_check(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ns();
+  for (auto& [key, m] : st.models) {
+    auto ttl = m.spec->idle_ttl.value_or(st.cfg.idle_ttl);
+    if (m.pinned || !m.queue.empty() || m.replicas.empty())
+      continue;
+    bool idle = true;
+    for (auto& r : m.replicas)
+      idle = idle && r.outstanding == 0 &&
+             now - r.last_used_ns >= std::chrono::nanoseconds{ttl}.count();
+    if (!idle)
+      continue;
+    spdlog::info("router: retiring idle replicas of {} v{}", key.first,
+                 key.second);
+    for (auto& r : m.replicas) {
+      self->demonitor(r.handle);
+      st.metrics->executors(key.first, -1);
+    }
+    m.replicas.clear();
+    self->send(st.supervisor, idle_atom::value, key.first, key.second);
+  }
+  auto period = std::min<std::chrono::milliseconds>(
+      std::chrono::milliseconds{1000},
+      std::max(st.cfg.idle_ttl / 4, std::chrono::milliseconds{10}));
+  self->delayed_send(self, period, idle_atom::value);
+}
+
+} // namespace
+
+void router_admin(self_ptr self, admin_job& job);
+
+caf::behavior router_actor(self_ptr self, router_config cfg,
+                           model_catalog_ptr catalog,
+                           std::shared_ptr<result_cache> cache,
+                           std::shared_ptr<reply_sink> sink,
+                           std::shared_ptr<serving_metrics> metrics,
+                           caf::actor supervisor) {
+  auto& st = self->state;
+  st.cfg = std::move(cfg);
+  st.catalog = std::move(catalog);
+  st.cache = std::move(cache);
+  st.sink = std::move(sink);
+  st.metrics = std::move(metrics);
+  st.supervisor = std::move(supervisor);
+  self->set_down_handler([=](caf::down_msg& dm) { on_down(self, dm); });
+  self->send(self, idle_atom::value);
+  // Pinned models are loaded at start, so their first request is warm.
+  for (auto& [name, versions] : st.catalog->models)
+    for (auto& [v, spec] : versions)
+      if (spec->pinned)
+        request_replica(self, entry_for(self, spec), "load");
+  return {
+      [=](infer_job& job) { on_infer(self, job); },
+      [=](admin_job& job) { router_admin(self, job); },
+      [=](ready_atom, const std::string& model, uint64_t version,
+          caf::actor handle, std::string& device) {
+        on_ready(self, model, version, std::move(handle), std::move(device),
+                 self->state.cfg.node_name);
+      },
+      [=](ready_atom, const std::string& model, uint64_t version,
+          caf::actor handle, std::string& device, std::string& node) {
+        on_ready(self, model, version, std::move(handle), std::move(device),
+                 std::move(node));
+      },
+      [=](retire_atom, const caf::actor& handle) {
+        auto& st = self->state;
+        for (auto& [key, m] : st.models) {
+          for (auto& r : m.replicas) {
+            if (r.handle != handle)
+              continue;
+            r.retiring = true;
+            // A replacement is coming; make sure one is asked for even if
+            // the coordinator's own request raced with an idle retirement.
+            retire_drained(self, key, m);
+            return;
+          }
+        }
+      },
+      [=](done_atom, std::vector<exec_result>& results) {
+        on_results(self, results);
+      },
+      [=](spawn_fail_atom, const std::string& model, uint64_t version,
+          const std::string& reason) {
+        on_spawn_fail(self, model, version, reason);
+      },
+      [=](tick_atom) { on_tick(self); },
+      [=](idle_atom) { on_idle_check(self); },
+      [=](drain_atom) {
+        self->state.draining = true;
+        return static_cast<uint64_t>(self->state.tickets.size());
+      },
+      [=](count_atom) {
+        return static_cast<uint64_t>(self->state.tickets.size());
+      },
+  };
+}
+
+} // namespace shoal

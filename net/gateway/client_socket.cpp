@@ -1,0 +1,246 @@
+#include "net/gateway/client_socket.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.hpp>
+
+#include "net/wire/codec.hpp"
+#include "net/wire/error.hpp"
+
+namespace shoal {
+
+// -- reply_sink ---------------------------------------------------------------
+
+reply_sink::reply_sink() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  if (fd_ < 0) {
+    throw std::runtime_error(std::string{"eventfd: "} + std::strerror(errno));
+  }
+}
+
+reply_sink::~reply_sink() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
+}
+
+void reply_sink::push(reply_route route, std::string body) {
+  bool was_empty;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    was_empty = queue_.empty();
+    queue_.push_back({std::move(route), std::move(body)});
+  }
+  if (was_empty) {
+    uint64_t one = 1;
+    // EAGAIN only means the counter is already non-zero: it is awake.
+    [[maybe_unused]] auto n = ::write(fd_, &one, sizeof(one));
+  }
+}
+
+void reply_sink::drain(std::vector<outgoing>& out) {
+  uint64_t count;
+  [[maybe_unused]] auto n = ::read(fd_, &count, sizeof(count));
+  std::lock_guard<std::mutex> guard{mtx_};
+  out.swap(queue_);
+}
+
+// -- client_socket ------------------------------------------------------------
+
+struct client_socket::impl {
+  client_socket_config cfg;
+  std::shared_ptr<reply_sink> sink;
+  handler* h = nullptr;
+  client_socket* owner = nullptr;
+  zmq::context_t ctx;
+  zmq::socket_t sock;
+  std::string bound;
+  std::thread thread;
+  int stop_fd = -1;
+  std::atomic<uint64_t> frames{0};
+  bool stopped = false;
+
+  // Reused per message, so the hot path does not allocate for them.
+  std::vector<zmq::message_t> parts;
+  std::vector<reply_sink::outgoing> replies;
+  std::string out;
+
+  void send(const reply_route& route, std::string_view body) {
+    sock.send(zmq::buffer(route.identity), zmq::send_flags::sndmore);
+    if (route.delimiter) {
+      sock.send(zmq::message_t{}, zmq::send_flags::sndmore);
+    }
+    sock.send(zmq::buffer(body.data(), body.size()), zmq::send_flags::none);
+  }
+
+  void frame(reply_route& route, const zmq::message_t& body) {
+    h->on_frame(*owner, route,
+                {static_cast<const char*>(body.data()), body.size()});
+  }
+
+  // Reads one multipart message: [identity][""]?[body]. Anything else is
+  // answered with INVALID_ARGUMENT, never dropped silently. Returns false
+  // when nothing was waiting.
+  bool read_one() {
+    parts.clear();
+    do {
+      zmq::message_t part;
+      if (!sock.recv(part, zmq::recv_flags::dontwait)) {
+        return !parts.empty();
+      }
+      parts.push_back(std::move(part));
+    } while (parts.back().more());
+    handle_parts();
+    return true;
+  }
+
+  void handle_parts() {
+    frames.fetch_add(1, std::memory_order_relaxed);
+    reply_route route;
+    route.identity.assign(static_cast<const char*>(parts[0].data()),
+                          parts[0].size());
+    size_t n = parts.size();
+    if (n == 2) {
+      return frame(route, parts[1]);
+    }
+    if (n == 3 && parts[1].size() == 0) {
+      route.delimiter = true;
+      return frame(route, parts[2]);
+    }
+    route.delimiter = n >= 2 && parts[1].size() == 0;
+    reply r;
+    r.code = status::invalid_argument;
+    r.error = "expected one message frame (after an optional empty "
+              "delimiter), got "
+              + std::to_string(n - 1 - (route.delimiter ? 1 : 0));
+    out.clear();
+    encode_reply(r, out);
+    send(route, out);
+    h->on_malformed();
+  }
+
+  void flush_replies() {
+    sink->drain(replies);
+    for (auto& o : replies) {
+      send(o.route, o.body);
+    }
+    replies.clear();
+  }
+
+  void run() {
+    zmq::pollitem_t items[] = {
+      {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
+      {nullptr, sink->fd(), ZMQ_POLLIN, 0},
+      {nullptr, stop_fd, ZMQ_POLLIN, 0},
+    };
+    for (;;) {
+      try {
+        zmq::poll(items, 3, std::chrono::milliseconds{-1});
+        if (items[1].revents & ZMQ_POLLIN) {
+          flush_replies();
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+          // Bounded, so replies are not starved by a flood of requests.
+          for (int i = 0; i < 256 && read_one(); ++i) {
+            // nop
+          }
+        }
+        if (items[2].revents & ZMQ_POLLIN) {
+          flush_replies();
+          return;
+        }
+      } catch (const zmq::error_t& e) {
+        if (e.num() == ETERM) {
+          return;
+        }
+        spdlog::error("gateway: {}", e.what());
+      } catch (const std::bad_alloc&) {
+        spdlog::error("gateway: out of memory handling a frame; dropped");
+      }
+    }
+  }
+
+  caf::error bind() {
+    try {
+      ctx = zmq::context_t{cfg.io_threads};
+      sock = zmq::socket_t{ctx, zmq::socket_type::router};
+      sock.set(zmq::sockopt::linger, 0);
+      sock.set(zmq::sockopt::sndhwm, 0);
+      sock.set(zmq::sockopt::rcvhwm, 0);
+      sock.set(zmq::sockopt::maxmsgsize,
+               static_cast<int64_t>(cfg.max_frame_bytes));
+      sock.bind(cfg.endpoint);
+      bound = sock.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return make_error(errc::io_error, "cannot bind gateway endpoint "
+                                          + cfg.endpoint + ": " + e.what());
+    }
+    stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (stop_fd < 0) {
+      return make_error(errc::io_error,
+                        std::string{"eventfd: "} + std::strerror(errno));
+    }
+    return {};
+  }
+};
+
+client_socket::client_socket() : impl_(std::make_unique<impl>()) {
+  // nop
+}
+
+client_socket::~client_socket() {
+  stop();
+}
+
+caf::expected<std::unique_ptr<client_socket>>
+client_socket::start(client_socket_config cfg, std::shared_ptr<reply_sink> sink,
+                     handler& h) {
+  std::unique_ptr<client_socket> cs{new client_socket};
+  auto& d = *cs->impl_;
+  d.cfg = std::move(cfg);
+  d.sink = std::move(sink);
+  d.h = &h;
+  d.owner = cs.get();
+  if (auto err = d.bind()) {
+    return err;
+  }
+  // The socket moves to its thread here; thread creation is the full
+  // barrier ZeroMQ asks for when a socket changes threads.
+  d.thread = std::thread{[&d] { d.run(); }};
+  return cs;
+}
+
+void client_socket::send(const reply_route& route, std::string_view body) {
+  impl_->send(route, body);
+}
+
+void client_socket::stop() {
+  auto& d = *impl_;
+  if (d.stopped || !d.thread.joinable()) {
+    return;
+  }
+  d.stopped = true;
+  uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(d.stop_fd, &one, sizeof(one));
+  d.thread.join();
+  d.sock.close();
+  d.ctx.close();
+  ::close(d.stop_fd);
+}
+
+const std::string& client_socket::endpoint() const noexcept {
+  return impl_->bound;
+}
+
+uint64_t client_socket::frames_received() const noexcept {
+  return impl_->frames.load();
+}
+
+} // namespace shoal

@@ -1,0 +1,69 @@
+// client_socket: the client-facing ZeroMQ ROUTER socket and the one thread
+// that owns it. It splits each multipart message into the reply route and
+// the request frame, hands the frame to a handler on that same thread, and
+// sends the replies that other threads queue in the reply sink. Nothing
+// here knows what a request means: the gateway (actors/serving/gateway.hpp)
+// is the handler.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <caf/expected.hpp>
+
+#include "net/gateway/reply_sink.hpp"
+
+namespace shoal {
+
+struct client_socket_config {
+  std::string endpoint = "tcp://127.0.0.1:5555";
+  int io_threads = 1;
+  // ZeroMQ itself drops a peer that sends a larger frame (ZMQ_MAXMSGSIZE).
+  uint64_t max_frame_bytes = 64u << 20;
+};
+
+class client_socket {
+public:
+  class handler {
+  public:
+    virtual ~handler() = default;
+    // One request frame from `route`, on the socket thread. The handler
+    // answers through `sock.send` now or through the reply sink later.
+    virtual void on_frame(client_socket& sock, reply_route& route,
+                          std::string_view frame)
+        = 0;
+    // A message that was not [identity][""]?[frame]; it has been answered
+    // INVALID_ARGUMENT already.
+    virtual void on_malformed() = 0;
+  };
+
+  // Binds the endpoint (failing with errc::io_error naming it) and starts
+  // the socket thread. `h` must outlive the socket.
+  static caf::expected<std::unique_ptr<client_socket>>
+  start(client_socket_config cfg, std::shared_ptr<reply_sink> sink,
+        handler& h);
+
+  ~client_socket();
+  client_socket(const client_socket&) = delete;
+  client_socket& operator=(const client_socket&) = delete;
+
+  // Socket thread only (from handler callbacks).
+  void send(const reply_route& route, std::string_view body);
+
+  // Stops the thread after sending the replies already queued. Idempotent.
+  void stop();
+
+  // The endpoint actually bound (resolves a wildcard port).
+  const std::string& endpoint() const noexcept;
+
+  uint64_t frames_received() const noexcept;
+
+private:
+  client_socket();
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace shoal

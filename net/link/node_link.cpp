@@ -1,0 +1,1055 @@
+#include "net/link/node_link.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <sodium.h>
+#include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <zmq.hpp>
+
+#include "net/wire/error.hpp"
+
+namespace shoal {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using time_point = clock_type::time_point;
+using std::chrono::milliseconds;
+
+constexpr std::string_view t_hello = "link.hello";
+constexpr std::string_view t_welcome = "link.welcome";
+constexpr std::string_view t_hb = "link.hb";
+constexpr std::string_view t_rejoin = "link.rejoin";
+constexpr std::string_view reserved_prefix = "link.";
+
+// Frames read per poll round, so that a flood cannot starve outgoing
+// messages and timers.
+constexpr int max_reads_per_round = 256;
+// Outgoing messages waiting for the link thread; only reached if it is
+// stuck, which it should never be.
+constexpr size_t max_queued = 1u << 16;
+// Frames up to this size are copied into ZeroMQ; larger ones are handed
+// over without a copy.
+constexpr size_t copy_threshold = 4096;
+
+int64_t ms_of(clock_type::duration d) {
+  return std::chrono::duration_cast<milliseconds>(d).count();
+}
+
+std::string inc_str(uint64_t inc) {
+  return fmt::format("{:x}", inc);
+}
+
+std::string restart_reason(uint64_t from, uint64_t to) {
+  return "node restarted or lost its session (incarnation " + inc_str(from) +
+         " -> " + inc_str(to) + ")";
+}
+
+// Names and routing ids come from the network: keep log lines printable.
+std::string printable(std::string_view s) {
+  constexpr size_t max_len = 48;
+  std::string out;
+  for (size_t i = 0; i < std::min(s.size(), max_len); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+  }
+  if (s.size() > max_len)
+    out += "...";
+  return out;
+}
+
+// link.rejoin body: msgpack uint64 in its fixed 0xcf form.
+std::string seq_body(uint64_t seq) {
+  std::string b(9, '\0');
+  b[0] = static_cast<char>(0xcf);
+  for (int i = 0; i < 8; ++i)
+    b[8 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
+  return b;
+}
+
+bool parse_seq_body(std::string_view b, uint64_t& seq) {
+  if (b.size() != 9 || static_cast<uint8_t>(b[0]) != 0xcf)
+    return false;
+  seq = 0;
+  for (size_t i = 1; i < 9; ++i)
+    seq = (seq << 8) | static_cast<uint8_t>(b[i]);
+  return true;
+}
+
+struct peer_rec {
+  std::string name;
+  uint64_t inc = 0;
+  peer_state state = peer_state::down;
+  time_point last_seen{}; // under peers_mtx (peers() reads it)
+  time_point down_at{};
+  time_point last_sent{};
+  uint64_t last_seq = 0;
+  std::string routing_id; // hub: the member's ROUTER identity
+  std::string hello;      // hub: the member's last hello body
+};
+
+struct command {
+  enum class kind : uint8_t { send, pause } what = kind::send;
+  std::string peer;
+  std::string type;
+  std::string body;
+  milliseconds pause{0};
+};
+
+enum drop_kind : size_t {
+  d_malformed,
+  d_version,
+  d_oversized,
+  d_auth,
+  d_stale
+};
+constexpr std::array<std::string_view, 5> drop_names = {
+    "malformed", "wrong-version", "oversized", "unauthenticated", "stale"};
+
+drop_kind drop_kind_of(link_fault f) {
+  switch (f) {
+  case link_fault::unsupported_version:
+    return d_version;
+  case link_fault::oversized:
+    return d_oversized;
+  case link_fault::unauthenticated:
+    return d_auth;
+  default:
+    return d_malformed;
+  }
+}
+
+// One warn line a second per reason at most, so a flood cannot fill the
+// disk; the next line says how many were not logged.
+struct log_gate {
+  time_point last{};
+  uint64_t suppressed = 0;
+  bool used = false;
+};
+
+struct counters {
+  std::atomic<uint64_t> messages_sent{0}, messages_received{0};
+  std::atomic<uint64_t> bytes_sent{0}, bytes_received{0};
+  std::atomic<uint64_t> heartbeats_sent{0}, heartbeats_received{0};
+  std::atomic<uint64_t> dropped_malformed{0}, dropped_unauthenticated{0};
+  std::atomic<uint64_t> dropped_stale{0}, send_failed{0};
+};
+
+void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
+  c.fetch_add(n, std::memory_order_relaxed);
+}
+
+caf::error validate(const node_link_config& c) {
+  auto bad = [](std::string r) {
+    return make_error(errc::config_invalid, "node link: " + r);
+  };
+  if (c.name.empty() || c.name.size() > link_max_name_bytes)
+    return bad("name must have 1..128 bytes");
+  for (char ch : c.name)
+    if (ch <= 0x20 || ch >= 0x7f)
+      return bad("name '" + printable(c.name) +
+                 "' must be printable ASCII without spaces");
+  if (c.endpoint.empty())
+    return bad("endpoint is empty");
+  if (c.heartbeat_interval.count() <= 0 ||
+      c.suspect_after <= c.heartbeat_interval ||
+      c.heartbeat_timeout < c.suspect_after)
+    return bad("need 0 < heartbeat_interval < suspect_after <= "
+               "heartbeat_timeout");
+  if (c.max_frame_bytes <= link_envelope_overhead)
+    return bad("max_frame_bytes must exceed " +
+               std::to_string(link_envelope_overhead));
+  if (c.hello.size() > envelope_limits{c.max_frame_bytes}.max_body_bytes())
+    return bad("hello body over the frame limit");
+  if (c.sndhwm < 0 || c.rcvhwm < 0 || c.forget_after.count() < 0)
+    return bad("negative sndhwm, rcvhwm or forget_after");
+  return {};
+}
+
+} // namespace
+
+std::string_view to_string(peer_state s) noexcept {
+  switch (s) {
+  case peer_state::up:
+    return "up";
+  case peer_state::suspect:
+    return "suspect";
+  case peer_state::down:
+    return "down";
+  }
+  return "unknown";
+}
+
+uint64_t new_incarnation() {
+  static std::atomic<uint64_t> last{0};
+  if (sodium_init() < 0)
+    throw std::runtime_error("libsodium initialisation failed");
+  auto ms = std::chrono::duration_cast<milliseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  uint64_t fresh = (static_cast<uint64_t>(ms) << 20) |
+                   randombytes_uniform(uint32_t{1} << 20);
+  auto prev = last.load();
+  uint64_t next;
+  do {
+    next = std::max(fresh, prev + 1);
+  } while (!last.compare_exchange_weak(prev, next));
+  return next;
+}
+
+struct node_link::impl {
+  node_link_config cfg;
+  link_handlers handlers;
+  envelope_limits lim;
+  // A member renews it when it loses its hub (see hub_lost); read by
+  // incarnation() from other threads.
+  std::atomic<uint64_t> inc{0};
+  std::string bound;
+  zmq::context_t ctx;
+  zmq::socket_t sock;
+  int wake_fd = -1;
+  int stop_fd = -1;
+  std::thread thread;
+  std::atomic<std::thread::id> link_tid{};
+  counters st;
+
+  // Shared with callers, under q_mtx.
+  std::mutex q_mtx;
+  std::condition_variable q_cv; // ends a test pause early on stop
+  std::vector<command> queue;
+  std::string hello_body;
+  bool closing = false;
+
+  // Written only by the link thread, always under peers_mtx; the link
+  // thread reads without it.
+  mutable std::mutex peers_mtx;
+  std::map<std::string, peer_rec, std::less<>> peers;
+  std::string hub; // member: the name of the hub's record, "" before
+
+  std::mutex stop_mtx;
+  bool stopped = false;
+
+  // Link thread only.
+  uint64_t seq = 0;
+  time_point next_hb{};
+  time_point last_tick{};
+  std::string frame;
+  std::vector<command> batch;
+  std::vector<zmq::message_t> parts;
+  std::array<log_gate, drop_names.size()> gates;
+  uint64_t last_hello_seq = 0;                             // member
+  time_point hello_due{};                                  // member
+  time_point last_hello_at{};                              // member
+  std::unordered_map<std::string, time_point> rejoin_sent; // hub, by id
+
+  bool is_hub() const { return cfg.role == link_role::hub; }
+
+  peer_rec* current_hub() {
+    auto it = peers.find(hub);
+    return hub.empty() || it == peers.end() ? nullptr : &it->second;
+  }
+
+  bool hub_live() const {
+    auto it = peers.find(hub);
+    return !hub.empty() && it != peers.end() &&
+           it->second.state != peer_state::down;
+  }
+
+  // -- events ----------------------------------------------------------------
+
+  void drop(drop_kind k, std::string_view source, std::string_view why) {
+    switch (k) {
+    case d_auth:
+      bump(st.dropped_unauthenticated);
+      break;
+    case d_stale:
+      bump(st.dropped_stale);
+      break;
+    default:
+      bump(st.dropped_malformed);
+    }
+    auto& g = gates[k];
+    auto now = clock_type::now();
+    if (g.used && now - g.last < std::chrono::seconds{1}) {
+      ++g.suppressed;
+      return;
+    }
+    auto more =
+        g.suppressed == 0
+            ? std::string{}
+            : fmt::format(" ({} more since the last report)", g.suppressed);
+    spdlog::warn("link {}: dropped {} frame from {}: {}{}", cfg.name,
+                 drop_names[k], printable(source), why, more);
+    g = log_gate{now, 0, true};
+  }
+
+  void notify(const peer_rec& p, peer_state s, const std::string& reason) {
+    auto level =
+        s == peer_state::up ? spdlog::level::info : spdlog::level::warn;
+    spdlog::log(level, "link {}: peer {} (incarnation {}) {}: {}", cfg.name,
+                p.name, inc_str(p.inc), to_string(s), reason);
+    if (!handlers.on_peer_state)
+      return;
+    try {
+      handlers.on_peer_state(p.name, p.inc, s, reason);
+    } catch (const std::exception& e) {
+      spdlog::error("link {}: on_peer_state threw: {}", cfg.name, e.what());
+    } catch (...) {
+      spdlog::error("link {}: on_peer_state threw", cfg.name);
+    }
+  }
+
+  void set_state(peer_rec& p, peer_state s, const std::string& reason) {
+    {
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      p.state = s;
+      if (s == peer_state::down)
+        p.down_at = clock_type::now();
+    }
+    notify(p, s, reason);
+  }
+
+  // -- sending ---------------------------------------------------------------
+
+  // Encodes one envelope and hands it to ZeroMQ without blocking; `rid` is
+  // the ROUTER identity on the hub. False when it could not be sent.
+  bool transmit(const std::string* rid, std::string_view type, uint64_t to_inc,
+                std::string_view body) {
+    frame.clear();
+    link_envelope env{type, cfg.name, inc, to_inc, ++seq, body};
+    if (auto err = encode_envelope(env, cfg.secret, lim, frame)) {
+      spdlog::error("link {}: {}", cfg.name, reason_of(err));
+      return false;
+    }
+    auto size = frame.size();
+    zmq::message_t msg;
+    if (size <= copy_threshold) {
+      msg.rebuild(frame.data(), size);
+    } else {
+      auto* owned = new std::string{std::move(frame)};
+      frame = std::string{};
+      msg.rebuild(
+          owned->data(), size,
+          [](void*, void* hint) { delete static_cast<std::string*>(hint); },
+          owned);
+    }
+    try {
+      // DEALER (with ZMQ_IMMEDIATE): EAGAIN while not connected (or at a
+      // configured HWM). ROUTER (mandatory): EHOSTUNREACH when the member
+      // is not connected (EAGAIN at a HWM). Either way the message is lost,
+      // which the failure detector and the caller's protocol deal with.
+      bool ok = true;
+      if (rid != nullptr)
+        ok = sock.send(zmq::buffer(*rid),
+                       zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+                 .has_value();
+      if (ok)
+        ok = sock.send(msg, zmq::send_flags::dontwait).has_value();
+      if (!ok) {
+        bump(st.send_failed);
+        return false;
+      }
+    } catch (const zmq::error_t& e) {
+      if (e.num() == ETERM)
+        throw;
+      bump(st.send_failed);
+      spdlog::debug("link {}: send failed: {}", cfg.name, e.what());
+      return false;
+    }
+    bump(st.bytes_sent, size);
+    return true;
+  }
+
+  bool send_to(peer_rec& p, std::string_view type, std::string_view body) {
+    bool ok = transmit(is_hub() ? &p.routing_id : nullptr, type, p.inc, body);
+    if (ok)
+      p.last_sent = clock_type::now();
+    return ok;
+  }
+
+  void send_hello(time_point now) {
+    std::string body;
+    {
+      std::lock_guard<std::mutex> guard{q_mtx};
+      body = hello_body;
+    }
+    // Fails while not connected; the next one goes out an interval later.
+    transmit(nullptr, t_hello, 0, body);
+    last_hello_seq = seq;
+    last_hello_at = now;
+    hello_due = now + cfg.heartbeat_interval;
+  }
+
+  // Member: hello as soon as possible, but not more than twice an interval
+  // however many frames prompt it.
+  void hello_soon() {
+    auto now = clock_type::now();
+    hello_due = std::min(
+        hello_due, std::max(now, last_hello_at + cfg.heartbeat_interval / 2));
+  }
+
+  void hub_lost(peer_rec& p, const std::string& reason) {
+    set_state(p, peer_state::down, reason);
+    // Whatever the hub sent meanwhile was dropped here, but a hub that was
+    // frozen (rather than dead) still believes in our session and would
+    // wait forever for answers to it. A new incarnation makes the hub end
+    // that session (reporting it down, so its work is re-dispatched) when
+    // we say hello again.
+    inc = new_incarnation();
+    hello_soon();
+  }
+
+  // -- receiving -------------------------------------------------------------
+
+  void read_some() {
+    for (int i = 0; i < max_reads_per_round; ++i) {
+      parts.clear();
+      do {
+        zmq::message_t part;
+        if (!sock.recv(part, zmq::recv_flags::dontwait))
+          break;
+        parts.push_back(std::move(part));
+      } while (parts.back().more());
+      if (parts.empty())
+        return;
+      handle_parts();
+    }
+  }
+
+  void handle_parts() {
+    for (auto& p : parts)
+      bump(st.bytes_received, p.size());
+    std::string rid;
+    const zmq::message_t* body = &parts[0];
+    if (is_hub()) {
+      rid = parts[0].to_string();
+      if (parts.size() != 2)
+        return drop(d_malformed, rid,
+                    "expected one frame, got " +
+                        std::to_string(parts.size() - 1));
+      body = &parts[1];
+    } else if (parts.size() != 1) {
+      return drop(d_malformed, "hub",
+                  "expected one frame, got " + std::to_string(parts.size()));
+    }
+    link_fault fault = link_fault::none;
+    auto env = decode_envelope(body->data<uint8_t>(), body->size(), cfg.secret,
+                               lim, &fault);
+    if (!env)
+      return drop(drop_kind_of(fault), is_hub() ? rid : "hub",
+                  reason_of(env.error()));
+    if (is_hub())
+      hub_receive(rid, *env);
+    else
+      member_receive(*env);
+  }
+
+  // A message of a live session: liveness, then heartbeat or delivery.
+  void accept(peer_rec& p, const link_envelope& e) {
+    if (e.seq <= p.last_seq)
+      return drop(
+          d_stale, p.name,
+          fmt::format("seq {} not after {} (replayed?)", e.seq, p.last_seq));
+    bool was_suspect;
+    {
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      p.last_seq = e.seq;
+      p.last_seen = clock_type::now();
+      was_suspect = p.state == peer_state::suspect;
+      if (was_suspect)
+        p.state = peer_state::up;
+    }
+    if (was_suspect)
+      notify(p, peer_state::up, "heard from again");
+    if (e.type == t_hb) {
+      bump(st.heartbeats_received);
+      return;
+    }
+    if (e.type.substr(0, reserved_prefix.size()) == reserved_prefix)
+      return; // a link message this version does not use here
+    bump(st.messages_received);
+    if (!handlers.on_message)
+      return;
+    try {
+      handlers.on_message(p.name, p.inc, e.type, e.body);
+    } catch (const std::exception& ex) {
+      spdlog::error("link {}: on_message threw: {}", cfg.name, ex.what());
+    } catch (...) {
+      spdlog::error("link {}: on_message threw", cfg.name);
+    }
+  }
+
+  void hub_receive(const std::string& rid, const link_envelope& e) {
+    if (e.to_inc != 0 && e.to_inc != inc) {
+      drop(d_stale, e.from,
+           "addressed to incarnation " + inc_str(e.to_inc) + ", ours is " +
+               inc_str(inc));
+      return maybe_rejoin(rid, e);
+    }
+    if (e.type == t_hello)
+      return hub_hello(rid, e);
+    auto it = peers.find(e.from);
+    if (it == peers.end() || it->second.inc != e.inc ||
+        it->second.state == peer_state::down) {
+      drop(d_stale, e.from,
+           it == peers.end() ? "no session (needs a hello)"
+           : it->second.inc != e.inc
+               ? "from incarnation " + inc_str(e.inc) + ", session is " +
+                     inc_str(it->second.inc)
+               : "node was declared down");
+      return maybe_rejoin(rid, e);
+    }
+    accept(it->second, e);
+  }
+
+  // Tells a sender without a live session to hello, at most once an
+  // interval per connection; not an older incarnation of a live session
+  // (a zombie would only be refused again).
+  void maybe_rejoin(const std::string& rid, const link_envelope& e) {
+    if (auto it = peers.find(e.from); it != peers.end()) {
+      const auto& p = it->second;
+      if (p.state != peer_state::down && e.inc <= p.inc)
+        return;
+    }
+    auto now = clock_type::now();
+    auto& last = rejoin_sent[rid];
+    if (last != time_point{} && now - last < cfg.heartbeat_interval)
+      return;
+    last = now;
+    transmit(&rid, t_rejoin, e.inc, seq_body(e.seq));
+  }
+
+  void hub_hello(const std::string& rid, const link_envelope& e) {
+    std::string reason = "joined";
+    bool report = true;
+    auto it = peers.find(e.from);
+    if (it != peers.end()) {
+      auto& p = it->second;
+      bool live = p.state != peer_state::down;
+      if (p.inc == e.inc) {
+        if (e.seq <= p.last_seq)
+          return drop(d_stale, e.from, "replayed hello");
+        reason = live ? "hello again" : "rejoined after being declared down";
+        // A member repeats its hello until the welcome reaches it; only a
+        // change is news to the caller.
+        report = p.state != peer_state::up || p.hello != e.body;
+      } else if (live && e.inc < p.inc) {
+        return drop(d_stale, e.from,
+                    "hello from incarnation " + inc_str(e.inc) +
+                        ", older than the live " + inc_str(p.inc) +
+                        " (an old process, or two nodes with one name?)");
+      } else if (live) {
+        set_state(p, peer_state::down, restart_reason(p.inc, e.inc));
+      }
+    }
+    auto now = clock_type::now();
+    {
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      if (it == peers.end())
+        it = peers.emplace(std::string{e.from}, peer_rec{}).first;
+      auto& p = it->second;
+      p.name = std::string{e.from};
+      p.inc = e.inc;
+      p.state = peer_state::up;
+      p.last_seen = now;
+      p.last_seq = e.seq;
+      p.routing_id = rid;
+      p.hello = std::string{e.body};
+    }
+    rejoin_sent.erase(rid);
+    send_to(it->second, t_welcome, {});
+    if (report)
+      notify(it->second, peer_state::up, reason);
+  }
+
+  void member_receive(const link_envelope& e) {
+    if (e.to_inc != 0 && e.to_inc != inc)
+      return drop(d_stale, e.from,
+                  "addressed to incarnation " + inc_str(e.to_inc) +
+                      ", ours is " + inc_str(inc));
+    auto* cur = current_hub();
+    bool same = cur != nullptr && cur->name == e.from && cur->inc == e.inc;
+    bool live = cur != nullptr && cur->state != peer_state::down;
+    if (e.type == t_welcome)
+      return member_welcome(e, cur, same);
+    if (e.type == t_rejoin) {
+      uint64_t refused = 0;
+      if (!parse_seq_body(e.body, refused))
+        return drop(d_malformed, e.from, "link.rejoin without a seq");
+      // Refers to a message sent before our latest hello: answered already.
+      if (refused < last_hello_seq)
+        return;
+      if (live)
+        hub_lost(*cur, same ? "declared down by the hub; rejoining"
+                            : restart_reason(cur->inc, e.inc));
+      return hello_soon();
+    }
+    if (same && live)
+      return accept(*cur, e);
+    if (!live && cur != nullptr && cur->name == e.from && e.to_inc == inc &&
+        e.type != t_welcome) {
+      // The hub addresses our current incarnation, so it has accepted our
+      // latest hello; its welcome went over another connection (ZeroMQ
+      // keeps no order across a reconnect). Open the session as the
+      // welcome would have, and take the message.
+      member_welcome(e, cur, same);
+      if (auto* p = current_hub(); p != nullptr && p->state == peer_state::up) {
+        std::lock_guard<std::mutex> guard{peers_mtx};
+        p->last_seq = e.seq - 1;
+      }
+      if (auto* p = current_hub(); p != nullptr)
+        return accept(*p, e);
+      return;
+    }
+    drop(d_stale, e.from, live ? "from another hub incarnation" : "not joined");
+    if (live)
+      hub_lost(*cur, restart_reason(cur->inc, e.inc));
+    hello_soon();
+  }
+
+  void member_welcome(const link_envelope& e, peer_rec* cur, bool same) {
+    if (same && e.seq <= cur->last_seq)
+      return drop(d_stale, e.from, "replayed welcome");
+    if (same && cur->state != peer_state::down) {
+      // Several hellos were in flight; the session is open already.
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      cur->last_seq = e.seq;
+      cur->last_seen = clock_type::now();
+      return;
+    }
+    if (cur != nullptr && !same && cur->state != peer_state::down)
+      set_state(*cur, peer_state::down, restart_reason(cur->inc, e.inc));
+    peer_rec* p;
+    {
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      if (cur != nullptr && cur->name != e.from)
+        peers.erase(std::string{cur->name}); // a hub under a new name
+      p = &peers[std::string{e.from}];
+      p->name = std::string{e.from};
+      p->inc = e.inc;
+      p->state = peer_state::up;
+      p->last_seen = clock_type::now();
+      p->last_seq = e.seq;
+      hub = p->name;
+    }
+    notify(*p, peer_state::up, same ? "rejoined" : "joined");
+  }
+
+  // -- timers ----------------------------------------------------------------
+
+  void tick(time_point now) {
+    // Read what is waiting before judging silence: after a stall (a paused
+    // process, a slow callback) the peers' messages are sitting there.
+    if (sock.get(zmq::sockopt::events) & ZMQ_POLLIN)
+      read_some();
+    // Ticks come at most an interval apart (the poll timeout). A longer gap
+    // is a stall of this process, and what peers sent meanwhile may still
+    // be in kernel buffers that ZeroMQ's I/O thread has not read yet: the
+    // stall is not counted as their silence.
+    if (last_tick != time_point{} &&
+        now - last_tick > 2 * cfg.heartbeat_interval) {
+      auto stall = now - last_tick - cfg.heartbeat_interval;
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      for (auto& [name, p] : peers)
+        if (p.state != peer_state::down)
+          p.last_seen = std::min(now, p.last_seen + stall);
+    }
+    last_tick = now;
+    if (now >= next_hb) {
+      for (auto& [name, p] : peers)
+        if (p.state != peer_state::down &&
+            now - p.last_sent >= cfg.heartbeat_interval / 2 &&
+            send_to(p, t_hb, {}))
+          bump(st.heartbeats_sent);
+      std::erase_if(rejoin_sent, [&](const auto& kv) {
+        return now - kv.second >= cfg.heartbeat_interval;
+      });
+      next_hb += cfg.heartbeat_interval;
+      if (next_hb <= now)
+        next_hb = now + cfg.heartbeat_interval;
+    }
+    detect(now);
+    if (!is_hub() && !hub_live() && now >= hello_due)
+      send_hello(now);
+  }
+
+  void detect(time_point now) {
+    std::vector<std::string> forget;
+    for (auto& [name, p] : peers) {
+      auto age = now - p.last_seen;
+      auto silent = [&] {
+        return "no heartbeat for " + std::to_string(ms_of(age)) + " ms";
+      };
+      if (p.state == peer_state::down) {
+        if (is_hub() && now - p.down_at >= cfg.forget_after)
+          forget.push_back(name);
+      } else if (age >= cfg.heartbeat_timeout) {
+        if (is_hub())
+          set_state(p, peer_state::down, silent());
+        else
+          hub_lost(p, silent());
+      } else if (p.state == peer_state::up && age >= cfg.suspect_after) {
+        set_state(p, peer_state::suspect, silent());
+      }
+    }
+    if (!forget.empty()) {
+      std::lock_guard<std::mutex> guard{peers_mtx};
+      for (auto& n : forget)
+        peers.erase(n);
+    }
+  }
+
+  time_point next_deadline() const {
+    auto d = next_hb;
+    for (const auto& [name, p] : peers) {
+      if (p.state == peer_state::up)
+        d = std::min(d, p.last_seen + cfg.suspect_after);
+      else if (p.state == peer_state::suspect)
+        d = std::min(d, p.last_seen + cfg.heartbeat_timeout);
+      else if (is_hub())
+        d = std::min(d, p.down_at + cfg.forget_after);
+    }
+    if (!is_hub() && !hub_live())
+      d = std::min(d, hello_due);
+    return d;
+  }
+
+  // -- the loop --------------------------------------------------------------
+
+  void send_queued(command& c) {
+    peer_rec* p = nullptr;
+    if (!is_hub()) {
+      p = current_hub();
+    } else if (auto it = peers.find(c.peer); it != peers.end()) {
+      p = &it->second;
+    }
+    if (p == nullptr || p->state == peer_state::down) {
+      bump(st.send_failed);
+      spdlog::debug("link {}: {} to {} dropped: peer down", cfg.name, c.type,
+                    c.peer);
+      return;
+    }
+    if (send_to(*p, c.type, c.body)) {
+      bump(st.messages_sent);
+      return;
+    }
+    // ZeroMQ had no connection for it (a reconnect after a stall, a
+    // half-dead peer). The session cannot be trusted to carry what the
+    // caller sent: end it, so that callers re-run what it held (their
+    // peer-down handling) instead of waiting for answers that will never
+    // come. The peer then joins again with a new session.
+    auto reason = std::string{"message lost: "} + std::string{c.type} + " to " +
+                  p->name + " could not be sent";
+    if (is_hub())
+      set_state(*p, peer_state::down, reason);
+    else
+      hub_lost(*p, reason);
+  }
+
+  // False when the link is stopping.
+  bool drain_queue() {
+    uint64_t n;
+    [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof(n));
+    {
+      std::lock_guard<std::mutex> guard{q_mtx};
+      batch.swap(queue);
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].what == command::kind::send) {
+        send_queued(batch[i]);
+        continue;
+      }
+      std::unique_lock<std::mutex> lock{q_mtx};
+      if (q_cv.wait_for(lock, batch[i].pause, [&] { return closing; })) {
+        batch.clear();
+        return false;
+      }
+      // Like a process that resumes, first send what was in hand: the
+      // messages queued during the pause go out before anything is read.
+      std::move(queue.begin(), queue.end(), std::back_inserter(batch));
+      queue.clear();
+    }
+    batch.clear();
+    return true;
+  }
+
+  void run() {
+    link_tid = std::this_thread::get_id();
+    zmq::pollitem_t items[] = {
+        {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
+        {nullptr, wake_fd, ZMQ_POLLIN, 0},
+        {nullptr, stop_fd, ZMQ_POLLIN, 0},
+    };
+    next_hb = hello_due = clock_type::now();
+    for (;;) {
+      try {
+        auto wait = std::chrono::ceil<milliseconds>(next_deadline() -
+                                                    clock_type::now());
+        zmq::poll(items, 3, std::max(wait, milliseconds{0}));
+        if (items[2].revents & ZMQ_POLLIN)
+          return;
+        if (items[0].revents & ZMQ_POLLIN)
+          read_some();
+        if ((items[1].revents & ZMQ_POLLIN) && !drain_queue())
+          return;
+        tick(clock_type::now());
+      } catch (const zmq::error_t& e) {
+        if (e.num() == ETERM)
+          return;
+        spdlog::error("link {}: {}", cfg.name, e.what());
+      } catch (const std::bad_alloc&) {
+        spdlog::error("link {}: out of memory; frame dropped", cfg.name);
+      }
+    }
+  }
+
+  caf::error open() {
+    auto ms = [](milliseconds d) { return static_cast<int>(d.count()); };
+    try {
+      ctx = zmq::context_t{1};
+      sock = zmq::socket_t{ctx, is_hub() ? zmq::socket_type::router
+                                         : zmq::socket_type::dealer};
+      sock.set(zmq::sockopt::linger, 0);
+      sock.set(zmq::sockopt::sndhwm, cfg.sndhwm);
+      sock.set(zmq::sockopt::rcvhwm, cfg.rcvhwm);
+      sock.set(zmq::sockopt::maxmsgsize,
+               static_cast<int64_t>(cfg.max_frame_bytes));
+      // ZMTP pings drop dead TCP connections (a vanished host sends no
+      // FIN), so that a member reconnects to a hub that comes back.
+      sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_interval));
+      sock.set(zmq::sockopt::heartbeat_timeout, ms(cfg.heartbeat_timeout));
+      if (is_hub()) {
+        // A member that reconnects (same identity) takes over its old
+        // connection, and sends to a gone member fail instead of vanishing.
+        sock.set(zmq::sockopt::router_handover, 1);
+        sock.set(zmq::sockopt::router_mandatory, 1);
+        sock.bind(cfg.endpoint);
+        bound = sock.get(zmq::sockopt::last_endpoint);
+      } else {
+        // The incarnation in the identity keeps a restarted member from
+        // colliding with its predecessor's connection on the hub.
+        sock.set(zmq::sockopt::routing_id, cfg.name + "/" + inc_str(inc));
+        sock.set(zmq::sockopt::immediate, 1);
+        sock.set(zmq::sockopt::reconnect_ivl,
+                 std::min(100, ms(cfg.heartbeat_interval)));
+        sock.set(zmq::sockopt::reconnect_ivl_max, 1000);
+        sock.connect(cfg.endpoint);
+        bound = cfg.endpoint;
+      }
+    } catch (const zmq::error_t& e) {
+      return make_error(errc::io_error, std::string{"node link: cannot "} +
+                                            (is_hub() ? "bind " : "connect ") +
+                                            cfg.endpoint + ": " + e.what());
+    }
+    wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd < 0 || stop_fd < 0)
+      return make_error(errc::io_error,
+                        std::string{"eventfd: "} + std::strerror(errno));
+    return {};
+  }
+
+  void close_all() {
+    sock.close();
+    ctx.close();
+    for (int* fd : {&wake_fd, &stop_fd})
+      if (*fd >= 0) {
+        ::close(*fd);
+        *fd = -1;
+      }
+  }
+};
+
+node_link::node_link() : impl_(std::make_unique<impl>()) {
+  // nop
+}
+
+node_link::~node_link() {
+  stop();
+}
+
+caf::expected<std::unique_ptr<node_link>>
+node_link::start(node_link_config cfg, link_handlers handlers) {
+  if (auto err = validate(cfg))
+    return err;
+  if (sodium_init() < 0)
+    return make_error(errc::internal, "libsodium initialisation failed");
+  std::unique_ptr<node_link> link{new node_link};
+  auto& d = *link->impl_;
+  d.cfg = std::move(cfg);
+  d.handlers = std::move(handlers);
+  d.inc = d.cfg.incarnation != 0 ? d.cfg.incarnation : new_incarnation();
+  d.lim.max_frame_bytes = d.cfg.max_frame_bytes;
+  d.hello_body = d.cfg.hello;
+  if (auto err = d.open()) {
+    d.close_all();
+    return err;
+  }
+  // The socket moves to the link thread here; thread creation is the full
+  // barrier ZeroMQ asks for when a socket changes threads.
+  d.thread = std::thread{[&d] { d.run(); }};
+  return link;
+}
+
+caf::error node_link::send(const std::string& peer, std::string_view type,
+                           std::string body) {
+  auto& d = *impl_;
+  if (type.empty() || type.size() > link_max_type_bytes)
+    return make_error(errc::invalid_argument,
+                      "message type must have 1..64 bytes");
+  if (type.substr(0, reserved_prefix.size()) == reserved_prefix)
+    return make_error(errc::invalid_argument,
+                      "message type '" + printable(type) +
+                          "' uses the reserved prefix link.");
+  if (body.size() > d.lim.max_body_bytes())
+    return make_error(errc::invalid_argument,
+                      "body of " + std::to_string(body.size()) +
+                          " bytes exceeds the link limit of " +
+                          std::to_string(d.lim.max_body_bytes()));
+  {
+    std::lock_guard<std::mutex> guard{d.q_mtx};
+    if (d.closing)
+      return make_error(errc::unavailable, "node link stopped");
+  }
+  {
+    std::lock_guard<std::mutex> guard{d.peers_mtx};
+    if (d.is_hub()) {
+      auto it = d.peers.find(peer);
+      if (it == d.peers.end())
+        return make_error(errc::not_found, "no node named '" + printable(peer) +
+                                               "' on this link");
+      if (it->second.state == peer_state::down)
+        return make_error(errc::unavailable, "node " + peer + " is down");
+    } else {
+      if (!peer.empty() && !d.hub.empty() && peer != d.hub)
+        return make_error(errc::not_found, "'" + printable(peer) +
+                                               "' is not the hub (" + d.hub +
+                                               ")");
+      auto it = d.peers.find(d.hub);
+      if (d.hub.empty() || it == d.peers.end() ||
+          it->second.state == peer_state::down)
+        return make_error(errc::unavailable, "not joined to the hub");
+    }
+  }
+  bool was_empty;
+  {
+    std::lock_guard<std::mutex> guard{d.q_mtx};
+    if (d.closing)
+      return make_error(errc::unavailable, "node link stopped");
+    if (d.queue.size() >= max_queued)
+      return make_error(errc::resource_exhausted, "node link queue full");
+    was_empty = d.queue.empty();
+    d.queue.push_back(
+        {command::kind::send, peer, std::string{type}, std::move(body), {}});
+  }
+  if (was_empty) {
+    uint64_t one = 1;
+    // EAGAIN only means the counter is already non-zero: it is awake.
+    [[maybe_unused]] auto n = ::write(d.wake_fd, &one, sizeof(one));
+  }
+  return {};
+}
+
+caf::error node_link::set_hello(std::string body) {
+  auto& d = *impl_;
+  if (body.size() > d.lim.max_body_bytes())
+    return make_error(errc::invalid_argument, "hello body over the limit");
+  std::lock_guard<std::mutex> guard{d.q_mtx};
+  d.hello_body = std::move(body);
+  return {};
+}
+
+std::vector<peer_info> node_link::peers() const {
+  auto& d = *impl_;
+  auto now = clock_type::now();
+  std::vector<peer_info> out;
+  std::lock_guard<std::mutex> guard{d.peers_mtx};
+  out.reserve(d.peers.size());
+  for (const auto& [name, p] : d.peers)
+    out.push_back({p.name, p.inc, p.state,
+                   std::chrono::duration_cast<milliseconds>(now - p.last_seen),
+                   p.hello});
+  return out;
+}
+
+link_stats node_link::stats() const {
+  const auto& c = impl_->st;
+  auto get = [](const std::atomic<uint64_t>& a) {
+    return a.load(std::memory_order_relaxed);
+  };
+  return {get(c.messages_sent),     get(c.messages_received),
+          get(c.bytes_sent),        get(c.bytes_received),
+          get(c.heartbeats_sent),   get(c.heartbeats_received),
+          get(c.dropped_malformed), get(c.dropped_unauthenticated),
+          get(c.dropped_stale),     get(c.send_failed)};
+}
+
+const std::string& node_link::endpoint() const noexcept {
+  return impl_->bound;
+}
+
+const std::string& node_link::name() const noexcept {
+  return impl_->cfg.name;
+}
+
+uint64_t node_link::incarnation() const noexcept {
+  return impl_->inc;
+}
+
+void node_link::pause_for_test(std::chrono::milliseconds d) {
+  auto& i = *impl_;
+  bool was_empty;
+  {
+    std::lock_guard<std::mutex> guard{i.q_mtx};
+    if (i.closing)
+      return;
+    was_empty = i.queue.empty();
+    i.queue.push_back({command::kind::pause, {}, {}, {}, d});
+  }
+  if (was_empty) {
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(i.wake_fd, &one, sizeof(one));
+  }
+}
+
+void node_link::stop() {
+  auto& d = *impl_;
+  auto signal = [&d] {
+    {
+      std::lock_guard<std::mutex> guard{d.q_mtx};
+      d.closing = true;
+      d.queue.clear();
+    }
+    d.q_cv.notify_all();
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(d.stop_fd, &one, sizeof(one));
+  };
+  // From a callback (documented as not allowed): the thread cannot join
+  // itself, so only ask it to end; the destructor joins.
+  if (d.link_tid.load() == std::this_thread::get_id()) {
+    signal();
+    return;
+  }
+  std::lock_guard<std::mutex> guard{d.stop_mtx};
+  if (d.stopped || !d.thread.joinable())
+    return;
+  d.stopped = true;
+  signal();
+  d.thread.join();
+  d.close_all();
+}
+
+} // namespace shoal

@@ -1,0 +1,222 @@
+// node_link: the node-to-node transport of a cluster. A star: the head node
+// runs a hub (ROUTER, bound), every worker a member (DEALER, connected to
+// the hub). One background thread per link owns its socket; the API below
+// may be called from any thread.
+//
+// Frames are link envelopes (net/link_envelope.hpp): MessagePack, HMAC-
+// SHA256 under the cluster secret (empty secret: no authentication).
+//
+// Protocol. Types starting with "link." are reserved for the link itself:
+//  - link.hello   member -> hub. Body: the member's hello (registration
+//                 info, opaque, set with config.hello / set_hello). Sent
+//                 every heartbeat_interval until welcomed, with to_inc 0.
+//  - link.welcome hub -> member, answers a hello; empty body. It opens a
+//                 session: (member name, member inc) x (hub inc). A member
+//                 also takes any hub message addressed to its current
+//                 incarnation as the welcome: after a reconnect the welcome
+//                 may come over the old connection, or never.
+//  - link.hb      both ways, to every live peer that was sent nothing else
+//                 during the last half interval; empty body.
+//  - link.rejoin  hub -> member, answers a non-hello message that belongs
+//                 to no live session (the hub restarted, or declared the
+//                 member down). Body: the msgpack uint64 (0xcf form) `seq`
+//                 of the refused message. The member re-hellos, unless it
+//                 already sent a hello after that message.
+//
+// Incarnations. Each link has one (config.incarnation, or new_incarnation():
+// start time in ms << 20 | 20 random bits, increasing within a process), so
+// a restarted node has a larger one than before. The hub accepts a hello
+//  - from an unknown name, or with the session's incarnation (re-hello; a
+//    member that was declared down comes back up this way);
+//  - with another incarnation: the old one is reported down with reason
+//    "node restarted or lost its session (incarnation X -> Y)" (unless it
+//    already was), then the new one up; except that while the old session is
+//    alive a hello from a smaller incarnation is dropped (a zombie of an old
+//    process).
+// Every other message is accepted only from a live session: its `inc` is
+// the session's, its `to_inc` is 0 or our own, and its `seq` is larger than
+// the last one accepted from that session (no replays). Everything else is
+// dropped and counted as stale: notably whatever a member sent before the
+// hub declared it down, even when it arrives after, so a result from a node
+// presumed dead is never delivered; the member must re-hello first.
+// Members do not order hub incarnations: a hub is whatever answers at the
+// endpoint, and a different incarnation there means it restarted.
+// A member that declares its hub down (or is told to rejoin) takes a new
+// incarnation for its next hello: what the hub sent meanwhile was dropped,
+// so a hub that was only frozen must end the old session (reporting it
+// down, which re-dispatches its work) instead of waiting for answers.
+//
+// Failure detector (both roles, per peer): any accepted message counts as
+// liveness. Silent for more than suspect_after -> suspect; for more than
+// heartbeat_timeout -> down, reason "no heartbeat for N ms". Deadlines are
+// exact (the poll timeout is the next one), so a down is reported within
+// timeout + a few ms of the last message. A stall of the link's own
+// process (SIGSTOP, a blocking callback: the thread ticks late) is not
+// counted as the peers' silence. A member whose hub went down keeps sending
+// hellos every interval. A member told to rejoin reports the hub down
+// ("declared down by the hub") and up again once re-welcomed. Defaults:
+// heartbeats every 100 ms, suspect after 300 ms, down after 1 s.
+// ZeroMQ's own ZMTP heartbeats (same interval and timeout) additionally drop
+// dead TCP connections so that the member reconnects (every 100 ms or less,
+// backing off to 1 s) to a hub that came back.
+//
+// Bad input: malformed, unauthenticated, wrong-version and oversized frames
+// are dropped, counted, and logged (warn) at most once per second per
+// reason, with the number suppressed in between. Frames over
+// max_frame_bytes are refused by ZeroMQ itself (ZMQ_MAXMSGSIZE), which
+// disconnects the sender; they are not counted.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "net/link/link_envelope.hpp"
+
+namespace shoal {
+
+enum class link_role : uint8_t { hub, member };
+
+enum class peer_state : uint8_t { up, suspect, down };
+
+std::string_view to_string(peer_state s) noexcept;
+
+// A fresh incarnation: larger than any this process made before, and (clock
+// permitting) than those of earlier processes.
+uint64_t new_incarnation();
+
+struct node_link_config {
+  link_role role = link_role::member;
+  // This node's name: 1..128 printable ASCII bytes, no spaces.
+  std::string name;
+  // 0: new_incarnation().
+  uint64_t incarnation = 0;
+  // The shared cluster secret; empty turns authentication off.
+  std::string secret;
+  // Hub: the endpoint to bind (tcp://127.0.0.1:0 picks a port; endpoint()
+  // tells which). Member: the hub's endpoint to connect to.
+  std::string endpoint;
+  // Member: the first hello body (set_hello replaces it).
+  std::string hello;
+  std::chrono::milliseconds heartbeat_interval{100};
+  std::chrono::milliseconds suspect_after{300};
+  std::chrono::milliseconds heartbeat_timeout{1000};
+  // Hub: a down member is forgotten (leaves peers()) after this long.
+  std::chrono::milliseconds forget_after{std::chrono::minutes{5}};
+  // Largest frame; bodies may use all but link_envelope_overhead of it.
+  size_t max_frame_bytes = envelope_limits{}.max_frame_bytes;
+  // ZeroMQ high-water marks (messages) per connection; 0 = none. The link
+  // never blocks, so a message over the mark is dropped (send_failed), and
+  // a burst larger than the marks would lose messages to a healthy peer.
+  // Hence no mark by default: what is in flight to a peer is bounded by
+  // its callers (the router's windows), and a peer that stops reading
+  // loses its connection to the ZMTP heartbeat timeout, which frees it.
+  int sndhwm = 0;
+  int rcvhwm = 0;
+};
+
+// Called on the link thread: they must not block (no waiting on other
+// threads, no long work) and must not call stop(); they may call send(),
+// set_hello(), peers() and stats(). Exceptions are caught and logged.
+struct link_handlers {
+  // An application message from a live session. `body` is valid only
+  // during the call.
+  std::function<void(const std::string& peer, uint64_t incarnation,
+                     std::string_view type, std::string_view body)>
+      on_message;
+  // A session changed state. `up` is reported when a session opens (hub:
+  // on a hello; member: on a welcome), when a suspect or down peer is back,
+  // and on the hub also when a live member re-hellos with a different
+  // hello body (so `up` may repeat for one incarnation; the new body is
+  // already in peers() during the call). Each session that was reported up
+  // is reported down at most once.
+  std::function<void(const std::string& peer, uint64_t incarnation,
+                     peer_state state, const std::string& reason)>
+      on_peer_state;
+};
+
+struct peer_info {
+  std::string name;
+  uint64_t incarnation = 0;
+  peer_state state = peer_state::down;
+  // Time since the last message accepted from this peer.
+  std::chrono::milliseconds last_seen_age{0};
+  // Hub: the member's last accepted hello body. Member: empty.
+  std::string hello;
+};
+
+struct link_stats {
+  uint64_t messages_sent = 0;     // application messages handed to ZeroMQ
+  uint64_t messages_received = 0; // application messages delivered
+  uint64_t bytes_sent = 0;        // frame bytes, every type
+  uint64_t bytes_received = 0;    // frame bytes, every frame read
+  uint64_t heartbeats_sent = 0;
+  uint64_t heartbeats_received = 0;
+  uint64_t dropped_malformed = 0; // incl. wrong version and oversized
+  uint64_t dropped_unauthenticated = 0;
+  uint64_t dropped_stale = 0; // no live session, old incarnation, replay
+  uint64_t send_failed = 0;   // peer gone, not connected, or HWM reached
+};
+
+class node_link {
+public:
+  // Validates the config (errc::config_invalid), binds or connects
+  // (errc::io_error naming the endpoint) and starts the link thread.
+  static caf::expected<std::unique_ptr<node_link>>
+  start(node_link_config cfg, link_handlers handlers);
+
+  // Calls stop().
+  ~node_link();
+  node_link(const node_link&) = delete;
+  node_link& operator=(const node_link&) = delete;
+
+  // Queues an application message for `peer` (hub: a member's name;
+  // member: "" or the hub's name). Fire and forget. Errors returned here:
+  // errc::invalid_argument (type empty, over 64 bytes or reserved "link.";
+  // body over the limit), errc::not_found (no such peer),
+  // errc::unavailable (peer down or not yet joined, link stopped) and
+  // errc::resource_exhausted (65536 messages waiting: the thread is stuck).
+  // A message that passes and is then overtaken by events (the peer goes
+  // down before the link thread sends it, a configured HWM is reached) is
+  // dropped and counted in send_failed; the on_peer_state callback is how
+  // callers learn that in-flight work is lost.
+  caf::error send(const std::string& peer, std::string_view type,
+                  std::string body);
+
+  // Member: the body of every later hello (not sent by itself: the hub
+  // gets it the next time this member joins, e.g. after a hub restart).
+  // errc::invalid_argument when the body is over the limit.
+  caf::error set_hello(std::string body);
+
+  std::vector<peer_info> peers() const;
+  link_stats stats() const;
+
+  // The endpoint actually bound (hub) or connected to (member).
+  const std::string& endpoint() const noexcept;
+  const std::string& name() const noexcept;
+  uint64_t incarnation() const noexcept;
+
+  // Stops and joins the link thread and closes the socket (ZMQ_LINGER 0):
+  // messages still queued or unsent are dropped, so a last goodbye needs a
+  // few ms between send() and stop(). Idempotent.
+  void stop();
+
+  // Test hook imitating SIGSTOP: the link thread neither sends nor receives
+  // (nor checks timers) for `d`. Messages sent meanwhile are queued, and
+  // go out first when it resumes, before anything is read.
+  void pause_for_test(std::chrono::milliseconds d);
+
+private:
+  node_link();
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace shoal
