@@ -118,12 +118,11 @@ struct options {
   std::string parent = "/tmp";
   bool keep = false;
   bool skip_download = false;
-  // The source tree is the model root's grandparent (meson passes
-  // SHOAL_DEFAULT_MODEL_ROOT to every target); __FILE__ would be relative
-  // to the build directory, which is not where a benchmark runs.
+  // meson passes the source tree; __FILE__ would be relative to the build
+  // directory, which is not where a benchmark runs.
   std::string server_script =
-      (fs::path{SHOAL_DEFAULT_MODEL_ROOT}.parent_path().parent_path() /
-       "tests" / "integration" / "range_server.py")
+      (fs::path{SHOAL_SOURCE_ROOT} / "tests" / "integration" /
+       "range_server.py")
           .string();
   std::string python = "/usr/bin/python3";
   std::string curl = "/usr/bin/curl";
