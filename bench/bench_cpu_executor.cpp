@@ -33,6 +33,7 @@
 #include "runtime/model_repository.hpp"
 #include "runtime/node_metrics.hpp"
 #include "runtime/safetensors.hpp"
+#include "tests/support/process.hpp"
 #include "tests/support/tensors.hpp"
 
 using namespace shoal;
@@ -213,29 +214,14 @@ rates measure(const options& o, const fs::path& dir) {
   return mean;
 }
 
-// Removes the generated model however the run ends.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/shoal-bench-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) {
-      throw bench_error{"mkdtemp failed"};
-    }
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
 int run(const options& o) {
   bench::report rep{"bench_cpu_executor"};
   std::printf("MLP 784-512-10, batch %zu, %.1f s per phase, %llu requests "
               "in flight\n",
               rows, o.seconds, static_cast<unsigned long long>(o.inflight));
-  temp_dir dir;
-  auto r = measure(o, dir.path);
+  // Removed however the run ends.
+  shoal::test::temp_dir dir{"shoal-bench"};
+  auto r = measure(o, dir.path());
   rep.finish();
   std::printf("\n%-10s %12s %8s\n", "phase", "batches/s", "ratio");
   std::printf("%-10s %12.0f %8.3f\n", "loop", r.loop, 1.0);

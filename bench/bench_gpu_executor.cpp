@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -55,6 +56,7 @@
 #include "runtime/model_repository.hpp"
 #include "runtime/node_metrics.hpp"
 #include "runtime/safetensors.hpp"
+#include "tests/support/process.hpp"
 
 #ifndef SHOAL_SOURCE_ROOT
 #define SHOAL_SOURCE_ROOT ""
@@ -166,17 +168,6 @@ std::string shell_quote(const std::string& s) {
   }
   return out + "'";
 }
-
-// Removes the generated models however the run ends.
-struct temp_dir {
-  fs::path path;
-  ~temp_dir() {
-    if (!path.empty()) {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  }
-};
 
 // Writes the example models into dir with the first Python that can (the
 // generator needs numpy, which a machine's system Python may lack).
@@ -704,19 +695,16 @@ void print_summary(const options& o, const std::vector<result>& rs) {
   }
 }
 
-fs::path model_root(const options& o, temp_dir& generated) {
+// --models, or the example models generated into `generated`, a
+// temporary directory removed however the run ends.
+fs::path model_root(const options& o,
+                    std::unique_ptr<shoal::test::temp_dir>& generated) {
   if (!o.models.empty()) {
     return o.models;
   }
-  auto parent = std::getenv("TMPDIR") ? std::string{std::getenv("TMPDIR")}
-                                      : std::string{"/tmp"};
-  auto tmpl = parent + "/shoal-bench-gpu-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) {
-    fail("mkdtemp " + tmpl + ": " + std::strerror(errno));
-  }
-  generated.path = tmpl;
-  make_models(generated.path);
-  return generated.path;
+  generated = std::make_unique<shoal::test::temp_dir>("shoal-bench-gpu");
+  make_models(generated->path());
+  return generated->path();
 }
 
 int run(const options& o) {
@@ -733,7 +721,7 @@ int run(const options& o) {
     return 0;
   }
   bench::report rep{"bench_gpu_executor"};
-  temp_dir generated;
+  std::unique_ptr<shoal::test::temp_dir> generated;
   auto root = model_root(o, generated);
   // Executors log each load at info: noise between the rounds' lines.
   spdlog::set_level(spdlog::level::warn);

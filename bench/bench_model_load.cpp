@@ -1072,23 +1072,13 @@ int main(int argc, char** argv) {
   auto opt = parse_args(argc, argv);
   // Line by line: a crash or a kill must not swallow what was measured.
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  auto tmpl = (fs::path{opt.parent} / "shoal-bench-load-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    std::fprintf(stderr, "mkdtemp %s: %s\n", tmpl.c_str(),
-                 std::strerror(errno));
-    return 1;
-  }
-  fs::path root = tmpl;
-  int rc = bench::run_guarded("bench_model_load",
-                              [&] { return run_in_child(opt, root); });
-  if (opt.keep) {
-    std::printf("kept %s\n", root.c_str());
+  return bench::run_guarded("bench_model_load", [&] {
+    // Removed here, in the parent, whatever became of the child.
+    shoal::test::temp_dir root{"shoal-bench-load", opt.keep, opt.parent};
+    int rc = run_in_child(opt, root.path());
+    if (opt.keep) {
+      std::printf("kept %s\n", root.path().c_str());
+    }
     return rc;
-  }
-  std::error_code ec;
-  fs::remove_all(root, ec);
-  if (ec) {
-    std::fprintf(stderr, "remove %s: %s\n", root.c_str(), ec.message().c_str());
-  }
-  return rc;
+  });
 }

@@ -38,16 +38,6 @@ std::string random_secret() {
   return s;
 }
 
-std::string make_temp_dir(const std::string& prefix) {
-  const char* base = std::getenv("TMPDIR");
-  auto tmpl = std::string{base != nullptr && *base != '\0' ? base : "/tmp"} +
-              "/" + prefix + "-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    throw std::runtime_error{"mkdtemp " + tmpl + ": " + std::strerror(errno)};
-  }
-  return tmpl;
-}
-
 bool all_up(const std::vector<node_info>& nodes,
             const std::vector<std::string>& names) {
   size_t up = 0;
@@ -68,7 +58,7 @@ std::string loopback_endpoint() {
 } // namespace
 
 cluster::cluster(cluster_options opts)
-    : opts_(std::move(opts)), dir_(make_temp_dir(opts_.dir_prefix)),
+    : opts_(std::move(opts)), dir_(opts_.dir_prefix, opts_.keep_dir),
       endpoint_(loopback_endpoint()), link_(loopback_endpoint()),
       secret_(random_secret()), head_http_port_(free_port()) {}
 
@@ -87,11 +77,8 @@ cluster::~cluster() {
       n->stop(std::chrono::seconds{5});
     }
   }
+  // Stopped before their logs and caches go with the directory.
   nodes_.clear();
-  if (!opts_.keep_dir) {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
 }
 
 std::vector<std::string> cluster::detector_args() const {
@@ -121,7 +108,7 @@ std::vector<std::string> cluster::common_args(const std::string& name,
   }
   // A model cache of its own per node, so that nodes never share verified
   // files (and a restarted node finds its own).
-  auto cache = dir_ + "/cache-" + name;
+  auto cache = dir() + "/cache-" + name;
   std::filesystem::create_directories(cache);
   a.insert(a.end(), {"--set", "models.cache_dir=" + cache});
   auto root = models_root_args(opts_.models_root);
@@ -139,7 +126,7 @@ cluster_node& cluster::spawn(const std::string& name, const std::string& role,
   std::vector<std::string> argv{shoald_path(opts_.shoald)};
   argv.insert(argv.end(), args.begin(), args.end());
   args_[name] = std::move(args);
-  auto log = dir_ + "/" + std::to_string(++processes_) + "-" + name + ".log";
+  auto log = dir() + "/" + std::to_string(++processes_) + "-" + name + ".log";
   nodes_.push_back(std::make_unique<cluster_node>(
       name, role, http_port, log, std::move(argv), opts_.spawn));
   return *nodes_.back();

@@ -157,7 +157,7 @@ public:
   const std::string& link_endpoint() const noexcept { return link_; }
   const std::string& secret() const noexcept { return secret_; }
   int head_http_port() const noexcept { return head_http_port_; }
-  const std::string& dir() const noexcept { return dir_; }
+  const std::string& dir() const noexcept { return dir_.path(); }
 
 private:
   std::vector<std::string> common_args(const std::string& name,
@@ -168,7 +168,7 @@ private:
                       int http_port, std::vector<std::string> args);
 
   cluster_options opts_;
-  std::string dir_;
+  temp_dir dir_;
   std::string endpoint_;
   std::string link_;
   std::string secret_;

@@ -1,7 +1,6 @@
 #include "tests/support/node_process.hpp"
 
 #include <cstdlib>
-#include <filesystem>
 
 #include <unistd.h>
 
@@ -55,11 +54,7 @@ node_process::node_process(node_options opts) {
                                 "--set",
                                 "node.name=" + opts.name};
   // A model cache of its own, so that nodes never share verified files.
-  char cache_tmpl[] = "/tmp/shoald-cache-XXXXXX";
-  if (::mkdtemp(cache_tmpl) != nullptr) {
-    cache_dir_ = cache_tmpl;
-    argv.insert(argv.end(), {"--set", "models.cache_dir=" + cache_dir_});
-  }
+  argv.insert(argv.end(), {"--set", "models.cache_dir=" + cache_dir_.path()});
   auto root = models_root_args(opts.models_root);
   argv.insert(argv.end(), root.begin(), root.end());
   argv.insert(argv.end(), opts.args.begin(), opts.args.end());
@@ -71,10 +66,6 @@ node_process::~node_process() {
   // Stopped before its log and cache go.
   proc_->stop(std::chrono::seconds{10});
   ::unlink(log_path_.c_str());
-  if (!cache_dir_.empty()) {
-    std::error_code ec;
-    std::filesystem::remove_all(cache_dir_, ec);
-  }
 }
 
 bool node_process::wait_ready(std::chrono::milliseconds limit) {

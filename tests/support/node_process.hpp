@@ -73,7 +73,7 @@ private:
   std::string endpoint_;
   int http_port_ = 0;
   std::string log_path_;
-  std::string cache_dir_;
+  temp_dir cache_dir_{"shoald-cache"};
   std::unique_ptr<child_process> proc_;
 };
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -130,6 +131,27 @@ std::string loadavg() {
   std::string a, b, c;
   in >> a >> b >> c;
   return a + " " + b + " " + c;
+}
+
+temp_dir::temp_dir(const std::string& prefix, bool keep,
+                   const std::string& parent)
+    : keep_(keep) {
+  const char* env = std::getenv("TMPDIR");
+  auto base = !parent.empty()                  ? parent
+              : env != nullptr && *env != '\0' ? std::string{env}
+                                               : std::string{"/tmp"};
+  auto tmpl = base + "/" + prefix + "-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    throw std::runtime_error{"mkdtemp " + tmpl + ": " + std::strerror(errno)};
+  }
+  path_ = tmpl;
+}
+
+temp_dir::~temp_dir() {
+  if (!keep_) {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
 }
 
 void set_wait_check(void (*check)()) {

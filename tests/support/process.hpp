@@ -40,6 +40,25 @@ std::string read_tail(const std::string& path, size_t max_bytes = 2000);
 // /proc/loadavg's 1, 5 and 15 minute averages, as "a b c".
 std::string loadavg();
 
+// A fresh directory, $TMPDIR (or /tmp, or `parent` when set) /
+// PREFIX-XXXXXX, removed with everything in it by the destructor unless
+// `keep`. Throws std::runtime_error when it cannot be made.
+class temp_dir {
+public:
+  explicit temp_dir(const std::string& prefix, bool keep = false,
+                    const std::string& parent = {});
+  ~temp_dir();
+
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+
+  const std::string& path() const noexcept { return path_; }
+
+private:
+  std::string path_;
+  bool keep_;
+};
+
 // Called on every round of the polling waits here and in the node helpers,
 // so that a caller can abandon a wait by throwing (a benchmark that was
 // interrupted). Null (the default) does nothing.
