@@ -3,10 +3,10 @@
 //
 // 1. Miss path, 1 in flight: client -> head (gateway, router) -> node link
 //    -> worker (zero-cost model `echo`) -> head -> client, with distinct
-//    inputs so that every request reaches the worker. Target from the
-//    tracker: p50 <= 2.5x echo p50 (two hops instead of one). A standalone
-//    node's miss path runs in the same rounds for context, and all three
-//    are also driven at 32 requests in flight.
+//    inputs so that every request reaches the worker. Target: p50 <= 2.5x
+//    echo p50 (two hops instead of one). A standalone node's miss path runs
+//    in the same rounds for context, and all three are also driven at 32
+//    requests in flight.
 // 2. Failover: SIGKILL of the worker holding the replica with requests in
 //    flight (time until they are all answered from the survivor), SIGSTOP
 //    (time until the head's status op reports the worker down), and the
@@ -14,899 +14,244 @@
 //
 // Every server is a separate process: the echo server is this binary forked
 // before any thread exists; the nodes are `shoald`, forked and exec'd, each
-// on its own free ports with its own model cache in a temporary directory.
-// See bench/README.md.
+// on its own free ports with its own model cache in a temporary directory
+// (tests/support's cluster). See bench/README.md.
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
-#include <sstream>
-#include <stdexcept>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <zmq.hpp>
 
-#include "net/wire/codec.hpp"
-#include "net/wire/message.hpp"
-
-#ifndef SHOAL_BENCH_SHOALD
-#define SHOAL_BENCH_SHOALD ""
-#endif
+#include "bench/harness/cli.hpp"
+#include "bench/harness/echo_server.hpp"
+#include "bench/harness/load.hpp"
+#include "bench/harness/report.hpp"
+#include "bench/harness/run.hpp"
+#include "bench/harness/stats.hpp"
+#include "tests/support/cluster.hpp"
+#include "tests/support/node_process.hpp"
 
 namespace {
 
+using namespace shoal::bench;
 using namespace std::chrono_literals;
-using bench_clock = std::chrono::steady_clock;
 using ms_double = std::chrono::duration<double, std::milli>;
 
 const double nan_v = std::nan("");
 
-// -- errors and interruption --------------------------------------------------
-
-// Something broke (not a missed target): the run ends non-zero.
-struct bench_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-volatile std::sig_atomic_t g_interrupted = 0;
-
-extern "C" void on_interrupt(int) {
-  g_interrupted = 1;
-}
-
-// SIGINT/SIGTERM/SIGHUP without SA_RESTART: a blocked ZeroMQ call fails
-// with EINTR (cppzmq throws), loops check the flag, and the stack unwinds
-// through the destructors that stop the nodes and remove the directory.
-void install_interrupt_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_interrupt;
-  sigemptyset(&sa.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP})
-    ::sigaction(sig, &sa, nullptr);
-}
-
-void check_interrupted() {
-  if (g_interrupted)
-    throw bench_error{"interrupted"};
+double ms_since(bench_clock::time_point t) {
+  return ms_double(bench_clock::now() - t).count();
 }
 
 // -- options ------------------------------------------------------------------
 
 struct options {
-  std::string shoald;
-  std::string models; // models.root; empty: shoald's default
-  bool quick = false;
-  bool keep = false;       // keep the temporary directory (logs)
-  size_t requests = 10000; // measured round trips per phase and round
-  size_t warmup = 1000;
+  common_options common;
+  std::string models;        // models.root; empty: shoald's default
+  bool keep = false;         // keep the temporary directories (logs)
+  uint64_t requests = 10000; // measured round trips per phase and round
+  uint64_t warmup = 1000;
   int rounds = 3;                  // interleaved rounds; the median is reported
   double duration_s = 3;           // throughput window per phase and round
-  size_t inflight = 32;            // throughput phase
-  size_t fo_inflight = 8;          // requests in flight at a SIGKILL / SIGSTOP
+  uint64_t inflight = 32;          // throughput phase
+  uint64_t fo_inflight = 8;        // requests in flight at a SIGKILL / SIGSTOP
   int repeats = 3;                 // runs of each failover scenario
   uint64_t short_timeout_ms = 300; // second SIGKILL series; 0: skip
 };
 
-std::string exe_relative_shoald() {
-  // <build>/bench/bench_cluster -> <build>/shoald.
-  char buf[4096];
-  auto n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0)
-    return "shoald";
-  std::string self{buf, static_cast<size_t>(n)};
-  auto dir = self.substr(0, self.rfind('/'));
-  return dir.substr(0, dir.rfind('/')) + "/shoald";
-}
-
-std::string default_shoald() {
-  if (const char* env = std::getenv("SHOALD"); env && *env)
-    return env;
-  if (std::string built = SHOAL_BENCH_SHOALD; !built.empty())
-    return built;
-  return exe_relative_shoald();
-}
-
-void usage(const char* argv0) {
-  std::printf(
-      "usage: %s [options]\n"
-      "  --shoald PATH         node binary (default: $SHOALD, else the build\n"
-      "                        tree's shoald: %s)\n"
-      "  --quick               short run for meson test --benchmark (~1 min)\n"
-      "  --rounds N            interleaved latency/throughput rounds (3)\n"
-      "  --requests N          round trips per latency phase and round "
-      "(10000; quick 2000)\n"
-      "  --warmup N            round trips before measuring (1000)\n"
-      "  --duration S          throughput window per phase and round (3; "
-      "quick 1)\n"
-      "  --inflight N          requests in flight for throughput (32)\n"
-      "  --failover-inflight N requests in flight at a kill/stop (8)\n"
-      "  --repeats N           runs of each failover scenario (3; quick 1)\n"
-      "  --short-timeout-ms N  cluster.timeout_ms of the second SIGKILL "
-      "series (300; 0 skips)\n"
-      "  --models DIR          models.root of every node (default: shoald's)\n"
-      "  --keep                keep the temporary directory with the logs\n",
-      argv0, default_shoald().c_str());
+void declare(arg_parser& p, options& o) {
+  p.add_common(o.common, "short run for meson test --benchmark (~1 min)", true);
+  p.option("--rounds", "N", o.rounds,
+           "interleaved latency/throughput rounds (3)");
+  p.option("--requests", "N", o.requests,
+           "round trips per latency phase and round (10000; quick 2000)");
+  p.option("--warmup", "N", o.warmup, "round trips before measuring (1000)");
+  p.option("--duration", "S", o.duration_s,
+           "throughput window per phase and round (3; quick 1)");
+  p.option("--inflight", "N", o.inflight,
+           "requests in flight for throughput (32)");
+  p.option("--failover-inflight", "N", o.fo_inflight,
+           "requests in flight at a kill/stop (8)");
+  p.option("--repeats", "N", o.repeats,
+           "runs of each failover scenario (3; quick 1)");
+  p.option("--short-timeout-ms", "N", o.short_timeout_ms,
+           "cluster.timeout_ms of the second SIGKILL series (300; 0 skips)");
+  p.option("--models", "DIR", o.models,
+           "models.root of every node (default: shoald's)");
+  p.flag("--keep", o.keep, "keep the temporary directories with the logs");
 }
 
 options parse_args(int argc, char** argv) {
-  options opts;
-  opts.shoald = default_shoald();
-  bool set_requests = false, set_duration = false, set_warmup = false,
-       set_repeats = false;
-  auto need = [&](int& i) -> std::string {
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "%s needs a value\n", argv[i]);
-      std::exit(2);
-    }
-    return argv[++i];
-  };
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string_view a = argv[i];
-      if (a == "--shoald")
-        opts.shoald = need(i);
-      else if (a == "--models")
-        opts.models = need(i);
-      else if (a == "--quick")
-        opts.quick = true;
-      else if (a == "--keep")
-        opts.keep = true;
-      else if (a == "--rounds")
-        opts.rounds = std::max(1, std::stoi(need(i)));
-      else if (a == "--requests")
-        opts.requests = std::max<size_t>(1, std::stoull(need(i))),
-        set_requests = true;
-      else if (a == "--warmup")
-        opts.warmup = std::stoull(need(i)), set_warmup = true;
-      else if (a == "--duration")
-        opts.duration_s = std::max(0.1, std::stod(need(i))),
-        set_duration = true;
-      else if (a == "--inflight")
-        opts.inflight = std::max<size_t>(1, std::stoull(need(i)));
-      else if (a == "--failover-inflight")
-        opts.fo_inflight = std::max<size_t>(1, std::stoull(need(i)));
-      else if (a == "--repeats")
-        opts.repeats = std::max(1, std::stoi(need(i))), set_repeats = true;
-      else if (a == "--short-timeout-ms")
-        opts.short_timeout_ms = std::stoull(need(i));
-      else if (a == "-h" || a == "--help")
-        usage(argv[0]), std::exit(0);
-      else {
-        std::fprintf(stderr, "unknown argument: %s\n", argv[i]);
-        usage(argv[0]);
-        std::exit(2);
-      }
-    }
-  } catch (const std::logic_error&) { // stoi and friends
-    std::fprintf(stderr, "bad number in the arguments\n");
-    std::exit(2);
+  options o;
+  arg_parser p{"bench_cluster",
+               "the miss path through a head, and failover, against a "
+               "ZeroMQ echo"};
+  declare(p, o);
+  p.parse(argc, argv);
+  if (o.common.quick) {
+    o.requests = p.given("--requests") ? o.requests : 2000;
+    o.warmup = p.given("--warmup") ? o.warmup : 300;
+    o.duration_s = p.given("--duration") ? o.duration_s : 1;
+    o.repeats = p.given("--repeats") ? o.repeats : 1;
   }
-  if (opts.quick) {
-    if (!set_requests)
-      opts.requests = 2000;
-    if (!set_warmup)
-      opts.warmup = 300;
-    if (!set_duration)
-      opts.duration_s = 1;
-    if (!set_repeats)
-      opts.repeats = 1;
-  }
-  if (opts.short_timeout_ms != 0 && opts.short_timeout_ms <= 100) {
+  o.rounds = std::max(1, o.rounds);
+  o.requests = std::max<uint64_t>(1, o.requests);
+  o.duration_s = std::max(0.1, o.duration_s);
+  o.inflight = std::max<uint64_t>(1, o.inflight);
+  o.fo_inflight = std::max<uint64_t>(1, o.fo_inflight);
+  o.repeats = std::max(1, o.repeats);
+  if (o.short_timeout_ms != 0 && o.short_timeout_ms <= 100) {
     std::fprintf(stderr, "--short-timeout-ms must exceed the 100 ms "
                          "heartbeat interval\n");
     std::exit(2);
   }
-  return opts;
+  return o;
 }
 
-// -- processes and files ------------------------------------------------------
+// -- deployments --------------------------------------------------------------
 
-std::string read_tail(const std::string& path, size_t max_bytes = 2000) {
-  std::ifstream in{path, std::ios::binary};
-  std::string s{std::istreambuf_iterator<char>{in}, {}};
-  return s.size() > max_bytes ? s.substr(s.size() - max_bytes) : s;
-}
-
-std::string describe_status(int st) {
-  if (WIFEXITED(st))
-    return "exit " + std::to_string(WEXITSTATUS(st));
-  if (WIFSIGNALED(st))
-    return std::string{"signal "} + strsignal(WTERMSIG(st));
-  return "status " + std::to_string(st);
-}
-
-// A child process, addressed only by its pid. The destructor stops it
-// (SIGCONT, SIGTERM, bounded wait, SIGKILL), so no error path leaves one
-// behind; PR_SET_PDEATHSIG covers this process dying without unwinding.
-class child_process {
+// A standalone node or a head with workers (tests/support's cluster),
+// started again on other ports when a node lost a race for one of its
+// ports. stop() requires a clean exit from every node but the victims.
+class deployment {
 public:
-  child_process() = default;
-  child_process(const child_process&) = delete;
-  child_process& operator=(const child_process&) = delete;
-  ~child_process() {
-    if (pid_ > 0)
-      stop(5s);
-  }
-
-  void adopt(pid_t pid, std::string log_path = {}) {
-    pid_ = pid;
-    log_ = std::move(log_path);
-  }
-
-  pid_t pid() const noexcept { return pid_; }
-  const std::string& log() const noexcept { return log_; }
-  bool running() { return !poll_exit(); }
-
-  void signal(int sig) {
-    if (pid_ > 0)
-      ::kill(pid_, sig);
-  }
-
-  // The wait status once the process has exited, without blocking.
-  std::optional<int> poll_exit() {
-    if (pid_ <= 0)
-      return exit_status_;
-    int st = 0;
-    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-      pid_ = -1;
-      exit_status_ = st;
+  // timeout_ms 0: a standalone node named `standalone`; otherwise a head
+  // (cluster.timeout_ms = timeout_ms) and `workers` workers w1, w2, ...
+  deployment(const options& opts, const std::string& tag, uint64_t timeout_ms,
+             int workers)
+      : opts_(opts), tag_(tag), timeout_ms_(timeout_ms) {
+    for (int attempt = 1;; ++attempt) {
+      cl_ = std::make_unique<shoal::test::cluster>(make_options());
+      if (start(workers, attempt == 3)) {
+        break;
+      }
     }
-    return exit_status_;
   }
 
-  // Asks it to stop; wait_stopped() collects it. Split so that a cluster's
-  // processes drain in parallel.
-  void request_stop() {
-    if (pid_ <= 0)
-      return;
-    ::kill(pid_, SIGCONT); // a SIGSTOPped process cannot act on SIGTERM
-    ::kill(pid_, SIGTERM);
-  }
+  deployment(const deployment&) = delete;
+  deployment& operator=(const deployment&) = delete;
 
-  int wait_stopped(std::chrono::milliseconds grace) {
-    auto deadline = bench_clock::now() + grace;
-    while (bench_clock::now() < deadline) {
-      if (poll_exit())
-        return *exit_status_;
-      std::this_thread::sleep_for(10ms);
+  ~deployment() {
+    if (opts_.keep) {
+      std::fprintf(stderr, "bench_cluster: kept %s\n", cl_->dir().c_str());
     }
-    if (pid_ <= 0)
-      return exit_status_.value_or(0);
-    std::fprintf(stderr, "pid %d ignored SIGTERM for %lld ms; killing it\n",
-                 static_cast<int>(pid_), static_cast<long long>(grace.count()));
-    ::kill(pid_, SIGKILL);
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
-    pid_ = -1;
-    exit_status_ = st;
-    killed_ = true;
-    return st;
   }
 
-  int stop(std::chrono::milliseconds grace) {
-    request_stop();
-    return wait_stopped(grace);
+  shoal::test::cluster& nodes() noexcept { return *cl_; }
+  const std::string& endpoint() const noexcept { return cl_->endpoint(); }
+
+  // A running worker other than `name`.
+  std::string other_worker(const std::string& name) {
+    for (auto& w : cl_->worker_names()) {
+      if (w != name && cl_->node(w)->running()) {
+        return w;
+      }
+    }
+    throw bench_error{"no worker other than " + name};
   }
 
-  // SIGKILL and reap: a failover victim.
-  void kill_now() {
-    if (pid_ <= 0)
-      return;
-    ::kill(pid_, SIGKILL);
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
-    pid_ = -1;
-    exit_status_ = st;
+  // A process this run signals on purpose: its exit is not checked.
+  void mark_victim(const std::string& name) { victims_.insert(name); }
+
+  // Stops every node (workers first, one SIGTERM each) and requires that
+  // each drained and exited 0: a node that does not is a defect this
+  // benchmark should not hide.
+  void stop() {
+    std::string bad;
+    for (auto& e : cl_->shutdown(15s)) {
+      if (e.code != 0 && victims_.count(e.name) == 0) {
+        bad += "\n" + e.name + " did not stop cleanly (" + e.how + "); log " +
+               e.log_path + ":\n" + shoal::test::read_tail(e.log_path);
+      }
+    }
+    if (!bad.empty()) {
+      throw bench_error{"deployment " + tag_ + ":" + bad};
+    }
   }
 
-  bool killed() const noexcept { return killed_; }
+  // The tails of every log, for an error message.
+  std::string logs() const { return "\n" + cl_->logs(1500); }
 
 private:
-  pid_t pid_ = -1;
-  std::string log_;
-  std::optional<int> exit_status_;
-  bool killed_ = false;
-};
-
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it
-// unless --keep.
-class temp_dir {
-public:
-  explicit temp_dir(bool keep) : keep_(keep) {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl =
-        std::string{base && *base ? base : "/tmp"} + "/bench_cluster.XXXXXX";
-    if (!::mkdtemp(tmpl.data()))
-      throw bench_error{"mkdtemp: " + std::string{std::strerror(errno)}};
-    path_ = tmpl;
+  shoal::test::cluster_options make_options() const {
+    shoal::test::cluster_options co;
+    co.shoald = opts_.common.shoald;
+    co.models_root = opts_.models;
+    // A stopping worker would otherwise wait up to 30 s for replacements.
+    co.drain_grace_ms = 1000;
+    co.timeout_ms = timeout_ms_;
+    co.suspect_ms = std::min<uint64_t>(300, timeout_ms_);
+    co.dir_prefix = "bench_cluster-" + tag_;
+    co.keep_dir = opts_.keep;
+    co.spawn.own_process_group = true;
+    return co;
   }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    if (keep_)
-      std::fprintf(stderr, "bench_cluster: kept %s\n", path_.c_str());
-    else
-      std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const noexcept { return path_; }
 
-private:
-  std::string path_;
-  bool keep_;
-};
-
-uint16_t free_tcp_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    throw bench_error{"socket: " + std::string{std::strerror(errno)}};
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw bench_error{"bind: " + std::string{std::strerror(errno)}};
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::string loadavg() {
-  std::ifstream in{"/proc/loadavg"};
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
-}
-
-// HTTP/1.0 GET on 127.0.0.1:port; the body.
-std::string http_get(uint16_t port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    throw bench_error{"socket: " + std::string{std::strerror(errno)}};
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    throw bench_error{"connect to metrics port " + std::to_string(port) + ": " +
-                      std::strerror(errno)};
-  }
-  auto req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    throw bench_error{"send of HTTP request failed"};
-  }
-  std::string resp;
-  char buf[16384];
-  for (;;) {
-    auto n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0)
-      break;
-    resp.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  auto pos = resp.find("\r\n\r\n");
-  if (resp.compare(0, 5, "HTTP/") != 0 || pos == std::string::npos)
-    throw bench_error{"bad HTTP response from metrics endpoint"};
-  return resp.substr(pos + 4);
-}
-
-// The value of one series in Prometheus text, `name` or `name{labels}`
-// exactly as rendered; nullopt when absent.
-std::optional<double> metric_sample(const std::string& text,
-                                    std::string_view series) {
-  std::istringstream in{text};
-  std::string line;
-  while (std::getline(in, line))
-    if (line.size() > series.size() &&
-        line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ')
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-  return std::nullopt;
-}
-
-// -- echo server
-// ----------------------------------------------------------------
-
-// The baseline: a ROUTER that sends every [identity, payload] straight back.
-[[noreturn]] void echo_server_main(int report_fd) {
-  try {
-    zmq::context_t ctx{1};
-    zmq::socket_t sock{ctx, zmq::socket_type::router};
-    sock.set(zmq::sockopt::linger, 0);
-    sock.set(zmq::sockopt::sndhwm, 0);
-    sock.set(zmq::sockopt::rcvhwm, 0);
-    sock.bind("tcp://127.0.0.1:*");
-    auto ep = sock.get(zmq::sockopt::last_endpoint);
-    ep.push_back('\n');
-    [[maybe_unused]] auto n = ::write(report_fd, ep.data(), ep.size());
-    ::close(report_fd);
-    std::vector<zmq::message_t> parts;
-    for (;;) {
-      parts.clear();
-      do {
-        zmq::message_t part;
-        if (!sock.recv(part))
-          break;
-        parts.push_back(std::move(part));
-      } while (parts.back().more());
-      for (size_t i = 0; i < parts.size(); ++i)
-        sock.send(parts[i], i + 1 < parts.size() ? zmq::send_flags::sndmore
-                                                 : zmq::send_flags::none);
+  // One attempt; false when a node lost a port race and this is not the
+  // `last` attempt.
+  bool start(int workers, bool last) {
+    if (timeout_ms_ == 0) {
+      cl_->start_standalone("standalone");
+    } else {
+      cl_->start_head();
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "echo server: %s\n", e.what());
-    ::_exit(1);
-  }
-}
-
-// Forks the echo server. Must run before this process starts any thread.
-std::string start_echo_server(child_process& proc) {
-  int fds[2];
-  if (::pipe(fds) != 0)
-    throw bench_error{"pipe: " + std::string{std::strerror(errno)}};
-  auto parent = ::getpid();
-  auto pid = ::fork();
-  if (pid < 0)
-    throw bench_error{"fork: " + std::string{std::strerror(errno)}};
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(1);
-    ::setpgid(0, 0); // a terminal's Ctrl-C goes to the bench, which stops it
-    ::close(fds[0]);
-    echo_server_main(fds[1]);
-  }
-  ::close(fds[1]);
-  proc.adopt(pid);
-  std::string ep;
-  char c;
-  while (::read(fds[0], &c, 1) == 1 && c != '\n')
-    ep.push_back(c);
-  ::close(fds[0]);
-  if (ep.empty())
-    throw bench_error{"echo server did not start"};
-  return ep;
-}
-
-// -- frames -------------------------------------------------------------------
-
-constexpr size_t row_floats = 256;    // model echo: x f32 [N, 256], 1 KiB a row
-constexpr uint64_t model_version = 2; // newest version of echo: y = 3x + 1
-constexpr uint64_t id_base = uint64_t{1} << 56;
-
-float input_value(size_t i) {
-  return static_cast<float>(i) * 0.25f;
-}
-
-// A pre-encoded infer request of model echo. distinct() frames carry a
-// counter in the first 8 bytes of the tensor data and in the id (2^56 +
-// counter, encoded as a full uint64 so its bytes can be patched in place),
-// so that every request misses the cache and has its own id: ids must be
-// unique among a client's open requests. A send copies the frame, so
-// patching it for the next one is safe.
-class frame_source {
-public:
-  static frame_source fixed() { return frame_source{1}; }
-
-  static frame_source distinct(uint64_t first) {
-    frame_source f{id_base};
-    const char id_bytes[] = {'\xcf', 1, 0, 0, 0, 0, 0, 0, 0};
-    auto id_pos = std::string_view{f.frame_}.find(
-        std::string_view{id_bytes, sizeof(id_bytes)});
-    if (id_pos == std::string_view::npos)
-      throw bench_error{"request id not found in the encoded request"};
-    f.id_patch_ = id_pos + 1;
-    std::string data(row_floats * sizeof(float), '\0');
-    for (size_t i = 0; i < row_floats; ++i) {
-      float v = input_value(i);
-      std::memcpy(data.data() + i * sizeof(float), &v, sizeof(float));
+    if (!cl_->wait_head_ready(30s)) {
+      return retry_or_throw(cl_->head(), "did not answer a ping", last);
     }
-    auto pos = std::string_view{f.frame_}.find(data);
-    if (pos == std::string_view::npos)
-      throw bench_error{"tensor data not found in the encoded request"};
-    f.patch_ = pos;
-    f.counter_ = first;
-    return f;
-  }
-
-  // The frame to send next.
-  const std::string& next() {
-    if (patch_ != std::string::npos) {
-      std::memcpy(frame_.data() + patch_, &counter_, sizeof(counter_));
-      last_id_ = id_base | (counter_ & (id_base - 1));
-      for (int i = 0; i < 8; ++i) // msgpack integers are big-endian
-        frame_[id_patch_ + i] = static_cast<char>(last_id_ >> (56 - 8 * i));
-      ++counter_;
+    for (int i = 0; i < workers; ++i) {
+      auto& w = cl_->add_worker();
+      if (!joined(w)) {
+        return retry_or_throw(w, "did not join the head", last);
+      }
     }
-    return frame_;
-  }
-
-  const std::string& current() const noexcept { return frame_; }
-  // The id of the frame next() returned last (distinct frames).
-  uint64_t last_id() const noexcept { return last_id_; }
-
-private:
-  explicit frame_source(uint64_t id) {
-    shoal::request r;
-    r.id = shoal::request_id::of(id);
-    r.op = shoal::op_kind::infer;
-    r.model = "echo";
-    shoal::tensor t;
-    t.name = "x";
-    t.type = shoal::dtype::f32;
-    t.shape = {1, row_floats};
-    t.data.resize(row_floats * sizeof(float));
-    for (size_t i = 0; i < row_floats; ++i) {
-      float v = input_value(i);
-      std::memcpy(t.data.data() + i * sizeof(float), &v, sizeof(float));
-    }
-    r.inputs.push_back(std::move(t));
-    shoal::encode_request(r, frame_);
-  }
-
-  std::string frame_;
-  size_t patch_ = std::string::npos;
-  size_t id_patch_ = std::string::npos;
-  uint64_t counter_ = 0;
-  uint64_t last_id_ = 0;
-};
-
-std::string op_frame(shoal::op_kind op, uint64_t id) {
-  shoal::request r;
-  r.id = shoal::request_id::of(id);
-  r.op = op;
-  std::string out;
-  shoal::encode_request(r, out);
-  return out;
-}
-
-std::optional<shoal::reply> decode(const zmq::message_t& msg) {
-  shoal::reply r;
-  if (shoal::decode_reply(static_cast<const uint8_t*>(msg.data()), msg.size(),
-                          {}, r))
-    return std::nullopt;
-  return r;
-}
-
-// -- reply checks
-// ---------------------------------------------------------------
-
-// Checks every reply cheaply (echo: the bytes equal the frame sent; shoal:
-// the encoded `status: OK`, `source: executor` and `node: NAME` pairs are
-// present) and decodes every 16th fully, outside the timed section: output
-// values, version, and the node-side `timing_us.total` (receipt to reply at
-// the front node), which tells the wire from the node in the latency.
-class reply_checker {
-public:
-  // `node` empty: the echo baseline.
-  explicit reply_checker(std::string node) : node_(std::move(node)) {
-    using namespace std::string_literals;
-    status_ok_ = "\xa6status\xa2OK"s;
-    source_ = "\xa6source\xa8"
-              "executor"s;
-    node_pair_ = "\xa4node"s + static_cast<char>(0xa0 + node_.size()) + node_;
-  }
-
-  bool check(const zmq::message_t& msg, const std::string& sent) {
-    ++seen_;
-    std::string_view body{static_cast<const char*>(msg.data()), msg.size()};
-    if (node_.empty())
-      return body == sent || fail("echo reply differs from the request frame");
-    if (body.find(status_ok_) == std::string_view::npos ||
-        body.find(source_) == std::string_view::npos ||
-        body.find(node_pair_) == std::string_view::npos)
-      return fail(explain(msg));
-    return (seen_ & 15) != 1 || deep_check(msg);
-  }
-
-  uint64_t errors() const noexcept { return errors_; }
-  uint64_t seen() const noexcept { return seen_; }
-  const std::string& first_error() const noexcept { return first_error_; }
-  // Node-side totals of the sampled replies (µs); cleared by the caller.
-  std::vector<double>& node_totals() noexcept { return node_totals_; }
-
-private:
-  bool fail(std::string why) {
-    if (errors_++ == 0)
-      first_error_ = std::move(why);
-    return false;
-  }
-
-  std::string explain(const zmq::message_t& msg) {
-    auto r = decode(msg);
-    if (!r)
-      return "undecodable reply";
-    return "expected OK from executor on " + node_ + ", got " +
-           std::string{shoal::to_string(r->code)} + " from " +
-           std::string{shoal::to_string(r->source)} + " on '" + r->node + "'" +
-           (r->error.empty() ? "" : ": " + r->error);
-  }
-
-  bool deep_check(const zmq::message_t& msg) {
-    auto r = decode(msg);
-    if (!r)
-      return fail("undecodable reply");
-    if (r->code != shoal::status::ok ||
-        r->source != shoal::reply_source::executor || r->node != node_)
-      return fail(explain(msg));
-    if (r->version != model_version || r->outputs.size() != 1 ||
-        r->outputs[0].data.size() != row_floats * sizeof(float))
-      return fail("unexpected outputs or version in reply");
-    // y = 3x + 1 on an element the distinct frames do not patch.
-    float y;
-    std::memcpy(&y, r->outputs[0].data.data() + 5 * sizeof(float), sizeof(y));
-    if (std::fabs(y - (3 * input_value(5) + 1)) > 1e-4f)
-      return fail("wrong output value " + std::to_string(y));
-    if (r->timing_us)
-      node_totals_.push_back(static_cast<double>(r->timing_us->total_us));
     return true;
   }
 
-  std::string node_;
-  std::string status_ok_, source_, node_pair_;
-  uint64_t seen_ = 0, errors_ = 0;
-  std::string first_error_;
-  std::vector<double> node_totals_;
-};
-
-void require_clean(const reply_checker& chk, const std::string& phase) {
-  if (chk.errors() > 0)
-    throw bench_error{phase + ": " + std::to_string(chk.errors()) +
-                      " bad replies of " + std::to_string(chk.seen()) +
-                      "; first: " + chk.first_error()};
-}
-
-// -- client -------------------------------------------------------------------
-
-constexpr auto reply_timeout = 30s;
-
-// One DEALER connected to one server; the same code drives echo and shoal.
-class client {
-public:
-  client(zmq::context_t& ctx, const std::string& endpoint)
-      : sock_(ctx, zmq::socket_type::dealer) {
-    sock_.set(zmq::sockopt::linger, 0);
-    sock_.set(
-        zmq::sockopt::rcvtimeo,
-        static_cast<int>(std::chrono::milliseconds{reply_timeout}.count()));
-    sock_.connect(endpoint);
-  }
-
-  void send(const std::string& frame) {
-    sock_.send(zmq::buffer(frame), zmq::send_flags::none);
-  }
-
-  // One reply; throws on timeout.
-  void recv(zmq::message_t& msg) {
-    if (!sock_.recv(msg))
-      throw bench_error{"no reply within 30 s"};
-    while (msg.more()) // never for DEALER/ROUTER echo or protocol v1
-      if (!sock_.recv(msg))
-        throw bench_error{"truncated multipart reply"};
-  }
-
-  bool try_recv(zmq::message_t& msg) {
-    return sock_.recv(msg, zmq::recv_flags::dontwait).has_value();
-  }
-
-  zmq::socket_t& socket() noexcept { return sock_; }
-
-private:
-  zmq::socket_t sock_;
-};
-
-struct percentiles {
-  double p50 = 0, p90 = 0, p99 = 0, mean = 0;
-};
-
-// Nearest-rank percentile of sorted values.
-double rank(const std::vector<double>& sorted, double q) {
-  if (sorted.empty())
-    return nan_v;
-  auto r =
-      static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size() - 1, r == 0 ? 0 : r - 1)];
-}
-
-percentiles summarize(std::vector<double>& us) {
-  percentiles p;
-  if (us.empty())
-    return p;
-  std::sort(us.begin(), us.end());
-  p.p50 = rank(us, 0.5);
-  p.p90 = rank(us, 0.9);
-  p.p99 = rank(us, 0.99);
-  double sum = 0;
-  for (auto v : us)
-    sum += v;
-  p.mean = sum / static_cast<double>(us.size());
-  return p;
-}
-
-double median(std::vector<double> xs) {
-  if (xs.empty())
-    return nan_v;
-  std::sort(xs.begin(), xs.end());
-  auto n = xs.size();
-  return n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
-}
-
-double max_of(const std::vector<double>& xs) {
-  return xs.empty() ? nan_v : *std::max_element(xs.begin(), xs.end());
-}
-
-std::string fmt(double v, int prec = 1) {
-  if (std::isnan(v))
-    return "-";
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.*f", prec, v);
-  return buf;
-}
-
-// 1 in flight: `n` round trips; the latencies in microseconds.
-std::vector<double> run_latency(client& c, frame_source& src,
-                                reply_checker& chk, size_t n,
-                                const std::string& phase) {
-  std::vector<double> us;
-  us.reserve(n);
-  zmq::message_t msg;
-  for (size_t i = 0; i < n; ++i) {
-    const auto& frame = src.next();
-    auto t0 = bench_clock::now();
-    c.send(frame);
-    c.recv(msg);
-    auto t1 = bench_clock::now();
-    us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-    chk.check(msg, frame);
-    if ((i & 255) == 0)
-      check_interrupted();
-  }
-  require_clean(chk, phase);
-  return us;
-}
-
-// `inflight` requests in flight for warmup + window; replies per second in
-// the window. A reply is answered with the next request.
-double run_stream(client& c, frame_source& src, reply_checker& chk,
-                  size_t inflight, std::chrono::duration<double> warmup,
-                  std::chrono::duration<double> window,
-                  const std::string& phase) {
-  zmq::message_t msg;
-  uint64_t sent = 0, recvd = 0, counted = 0;
-  auto start = bench_clock::now();
-  auto window_start =
-      start + std::chrono::duration_cast<bench_clock::duration>(warmup);
-  auto window_end =
-      window_start + std::chrono::duration_cast<bench_clock::duration>(window);
-  for (size_t i = 0; i < inflight; ++i, ++sent)
-    c.send(src.next());
-  // Replies carry no sequence the echo could check against, so the echo
-  // check compares with the (fixed) frame; distinct frames go to shoal only.
-  const auto& expected = src.current();
-  while (recvd < sent) {
-    c.recv(msg);
-    ++recvd;
-    auto now = bench_clock::now();
-    if (now >= window_start && now < window_end)
-      ++counted;
-    chk.check(msg, expected);
-    if (now < window_end) {
-      c.send(src.next());
-      ++sent;
+  bool joined(shoal::test::cluster_node& w) {
+    auto deadline = bench_clock::now() + 30s;
+    while (bench_clock::now() < deadline && w.running()) {
+      if (cl_->wait_up({w.name()}, 500ms)) {
+        return true;
+      }
     }
-    if ((recvd & 255) == 0)
-      check_interrupted();
+    return false;
   }
-  require_clean(chk, phase);
-  return static_cast<double>(counted) / window.count();
-}
 
-// -- nodes --------------------------------------------------------------------
+  bool retry_or_throw(shoal::test::cluster_node& n, const std::string& what,
+                      bool last) {
+    bool exited = !n.running();
+    if (!last && exited && shoal::test::lost_port_race(n.process())) {
+      return false;
+    }
+    throw bench_error{n.name() + " (" + opts_.common.shoald + ") " + what +
+                      " (" + n.process().describe_exit() + ");" + logs()};
+  }
 
-struct node_proc {
-  std::string name;
-  child_process proc;
-  uint16_t http_port = 0;
+  const options& opts_;
+  std::string tag_;
+  uint64_t timeout_ms_;
+  std::unique_ptr<shoal::test::cluster> cl_;
+  std::set<std::string> victims_;
 };
 
-// Forks and execs shoald with `args`, output to `log`.
-void spawn_shoald(const options& opts, const std::vector<std::string>& args,
-                  const std::string& log, child_process& proc) {
-  std::vector<std::string> all{opts.shoald};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all)
-    argv.push_back(a.data());
-  argv.push_back(nullptr);
-  auto parent = ::getpid();
-  std::fflush(nullptr);
-  auto pid = ::fork();
-  if (pid < 0)
-    throw bench_error{"fork: " + std::string{std::strerror(errno)}};
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(127);
-    ::setpgid(0, 0); // a terminal's Ctrl-C goes to the bench, which stops it
-    int fd =
-        ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, STDOUT_FILENO);
-      ::dup2(fd, STDERR_FILENO);
-    }
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0)
-      ::dup2(devnull, STDIN_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  proc.adopt(pid, log);
-}
-
-// Arguments every node gets: its name, HTTP port, own model cache, a short
-// drain grace (a stopping worker otherwise waits up to 30 s for
-// replacements), and the cluster's failure detector timeout.
-std::vector<std::string> common_args(const options& opts,
-                                     const std::string& dir, const node_proc& n,
-                                     uint64_t timeout_ms) {
-  std::vector<std::string> sets{
-      "node.name=" + n.name,
-      "http.listen=127.0.0.1:" + std::to_string(n.http_port),
-      "models.cache_dir=" + dir + "/" + n.name + ".cache",
-      "runtime.drain_grace_ms=1000"};
-  if (!opts.models.empty())
-    sets.push_back("models.root=" + opts.models);
-  if (timeout_ms > 0) {
-    sets.push_back("cluster.secret=bench-cluster-secret");
-    sets.push_back("cluster.timeout_ms=" + std::to_string(timeout_ms));
-    sets.push_back("cluster.suspect_ms=" +
-                   std::to_string(std::min<uint64_t>(300, timeout_ms)));
-  }
-  std::vector<std::string> args;
-  for (auto& s : sets) {
-    args.push_back("--set");
-    args.push_back(s);
-  }
-  return args;
-}
-
-// The `status` op on a DEALER of its own. query() blocks; send() and read()
-// let a failover loop poll it next to the request stream.
-class status_client {
+// The `status` op on a DEALER of its own, polled next to a request stream
+// on one thread: send() and read() never block.
+class status_poller {
 public:
-  status_client(zmq::context_t& ctx, const std::string& endpoint)
+  status_poller(zmq::context_t& ctx, const std::string& endpoint)
       : sock_(ctx, zmq::socket_type::dealer) {
     sock_.set(zmq::sockopt::linger, 0);
     sock_.connect(endpoint);
@@ -923,36 +268,29 @@ public:
   // replaced after 1 s).
   void maybe_send(std::chrono::milliseconds every) {
     auto now = bench_clock::now();
-    if (outstanding_ ? now - sent_at_ > 1s : now - sent_at_ >= every)
+    if (outstanding_ ? now - sent_at_ > 1s : now - sent_at_ >= every) {
       send();
-  }
-
-  // One reply that is readable now; the nodes when it answers the latest
-  // request (older ones are dropped).
-  std::optional<std::vector<shoal::node_info>> read() {
-    zmq::message_t msg;
-    if (!sock_.recv(msg, zmq::recv_flags::dontwait))
-      return std::nullopt;
-    auto r = decode(msg);
-    if (!r || r->id.num != id_ || r->code != shoal::status::ok)
-      return std::nullopt;
-    outstanding_ = false;
-    return std::move(r->nodes);
-  }
-
-  std::optional<std::vector<shoal::node_info>>
-  query(std::chrono::milliseconds wait) {
-    send();
-    auto deadline = bench_clock::now() + wait;
-    while (bench_clock::now() < deadline) {
-      zmq::pollitem_t item{static_cast<void*>(sock_), 0, ZMQ_POLLIN, 0};
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - bench_clock::now());
-      if (zmq::poll(&item, 1, std::max(left, 1ms)) > 0)
-        if (auto nodes = read())
-          return nodes;
     }
-    return std::nullopt;
+  }
+
+  // The state of `name` when a reply to the latest request is readable now
+  // (older ones are dropped).
+  std::optional<std::string> read_state(const std::string& name) {
+    zmq::message_t msg;
+    if (!sock_.recv(msg, zmq::recv_flags::dontwait)) {
+      return std::nullopt;
+    }
+    auto r = decode(msg);
+    if (!r || r->id.num != id_ || r->code != shoal::status::ok) {
+      return std::nullopt;
+    }
+    outstanding_ = false;
+    for (auto& n : r->nodes) {
+      if (n.name == name) {
+        return n.state;
+      }
+    }
+    return std::string{};
   }
 
   zmq::socket_t& socket() noexcept { return sock_; }
@@ -963,228 +301,6 @@ private:
   bool outstanding_ = false;
   bench_clock::time_point sent_at_{};
 };
-
-std::string state_of(const std::vector<shoal::node_info>& nodes,
-                     const std::string& name) {
-  for (auto& n : nodes)
-    if (n.name == name)
-      return n.state;
-  return {};
-}
-
-bool ping(zmq::context_t& ctx, const std::string& endpoint,
-          std::chrono::milliseconds wait) {
-  // A fresh socket per attempt, so no stale ping reply is left queued.
-  zmq::socket_t s{ctx, zmq::socket_type::dealer};
-  s.set(zmq::sockopt::linger, 0);
-  s.connect(endpoint);
-  auto frame = op_frame(shoal::op_kind::ping, 7);
-  s.send(zmq::buffer(frame), zmq::send_flags::dontwait);
-  zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, wait) <= 0)
-    return false;
-  zmq::message_t msg;
-  if (!s.recv(msg, zmq::recv_flags::dontwait))
-    return false;
-  auto r = decode(msg);
-  return r && r->code == shoal::status::ok;
-}
-
-bool port_race(const std::string& log) {
-  auto tail = read_tail(log);
-  return tail.find("bind") != std::string::npos ||
-         tail.find("in use") != std::string::npos;
-}
-
-// A standalone node (role all) or a head with workers, all on free ports.
-// The destructor stops whatever is left; stop() also checks the exits.
-class deployment {
-public:
-  // timeout_ms 0: a standalone node named `standalone`; otherwise a head
-  // (cluster.timeout_ms = timeout_ms) and `workers` workers w1, w2, ...
-  deployment(zmq::context_t& ctx, const options& opts, const std::string& dir,
-             const std::string& tag, uint64_t timeout_ms, int workers)
-      : ctx_(ctx), opts_(opts), dir_(dir + "/" + tag), timeout_ms_(timeout_ms) {
-    std::filesystem::create_directories(dir_);
-    start_front();
-    if (timeout_ms_ == 0)
-      return;
-    status_ = std::make_unique<status_client>(ctx_, endpoint_);
-    for (int i = 1; i <= workers; ++i) {
-      std::string name = "w"; // not "w" + ...: a GCC 12 -Wrestrict false alarm
-      add_worker(name += std::to_string(i));
-    }
-  }
-
-  deployment(const deployment&) = delete;
-  deployment& operator=(const deployment&) = delete;
-
-  ~deployment() {
-    for (auto& w : workers_)
-      w->proc.request_stop();
-    front_.proc.request_stop();
-  }
-
-  const std::string& endpoint() const noexcept { return endpoint_; }
-  node_proc& front() noexcept { return front_; }
-  status_client& status() { return *status_; }
-
-  node_proc& worker(const std::string& name) {
-    for (auto& w : workers_)
-      if (w->name == name)
-        return *w;
-    throw bench_error{"no worker named '" + name + "'"};
-  }
-
-  std::string other_worker(const std::string& name) const {
-    for (auto& w : workers_)
-      if (w->name != name && w->proc.pid() > 0)
-        return w->name;
-    throw bench_error{"no worker other than " + name};
-  }
-
-  std::string head_metrics() { return http_get(front_.http_port, "/metrics"); }
-
-  // Waits until the head reports `name` in `state`; the milliseconds it
-  // took, or nullopt after `limit`.
-  std::optional<double> wait_state(const std::string& name,
-                                   const std::string& state,
-                                   std::chrono::milliseconds limit,
-                                   std::chrono::milliseconds every = 10ms) {
-    auto start = bench_clock::now();
-    while (bench_clock::now() - start < limit) {
-      check_interrupted();
-      if (auto nodes = status_->query(1s);
-          nodes && state_of(*nodes, name) == state)
-        return ms_double(bench_clock::now() - start).count();
-      std::this_thread::sleep_for(every);
-    }
-    return std::nullopt;
-  }
-
-  // Stops every process that still runs (SIGTERM to all, then waits) and
-  // requires a clean exit from each: a node that does not drain and exit 0
-  // is a defect this benchmark should not hide.
-  void stop() {
-    std::vector<node_proc*> all;
-    for (auto& w : workers_)
-      all.push_back(w.get());
-    all.push_back(&front_);
-    for (auto* n : all)
-      n->proc.request_stop();
-    std::string bad;
-    for (auto* n : all) {
-      auto st = n->proc.wait_stopped(15s);
-      if (victims_.count(n->name))
-        continue;
-      if (n->proc.killed() || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        bad += "\n" + n->name + " did not stop cleanly (" +
-               describe_status(st) + "); log " + n->proc.log() + ":\n" +
-               read_tail(n->proc.log());
-    }
-    if (!bad.empty())
-      throw bench_error{"deployment " + dir_ + ":" + bad};
-  }
-
-  // A process this run signals on purpose: its exit is not checked.
-  void mark_victim(const std::string& name) { victims_.insert(name); }
-
-  // The tails of every log, for an error message.
-  std::string logs() const {
-    std::string s;
-    auto add = [&](const node_proc& n) {
-      s += "\n--- " + n.name + " (" + n.proc.log() + ")\n" +
-           read_tail(n.proc.log(), 1500);
-    };
-    add(front_);
-    for (auto& w : workers_)
-      add(*w);
-    return s;
-  }
-
-private:
-  void start_front() {
-    for (int attempt = 1;; ++attempt) {
-      front_.name = timeout_ms_ ? "head" : "standalone";
-      front_.http_port = free_tcp_port();
-      endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
-      auto args = common_args(opts_, dir_, front_, timeout_ms_);
-      args.insert(args.end(), {"--set", "gateway.endpoint=" + endpoint_});
-      if (timeout_ms_) {
-        link_ = "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
-        args.insert(args.end(),
-                    {"--role", "head", "--set", "cluster.listen=" + link_});
-      }
-      spawn_shoald(opts_, args, dir_ + "/" + front_.name + ".log", front_.proc);
-      auto deadline = bench_clock::now() + 30s;
-      while (bench_clock::now() < deadline && front_.proc.running()) {
-        check_interrupted();
-        if (ping(ctx_, endpoint_, 200ms))
-          return;
-      }
-      auto exited = front_.proc.poll_exit();
-      if (!exited)
-        front_.proc.stop(2s);
-      if (exited && port_race(front_.proc.log()) && attempt < 3)
-        continue;
-      throw bench_error{front_.name + " (" + opts_.shoald +
-                        ") did not answer a ping" +
-                        (exited ? " (" + describe_status(*exited) + ")" : "") +
-                        "; log:\n" + read_tail(front_.proc.log())};
-    }
-  }
-
-  void add_worker(const std::string& name) {
-    auto& w = *workers_.emplace_back(std::make_unique<node_proc>());
-    w.name = name;
-    for (int attempt = 1;; ++attempt) {
-      w.http_port = free_tcp_port();
-      auto args = common_args(opts_, dir_, w, timeout_ms_);
-      args.insert(args.end(), {"--role", "worker", "--join", link_});
-      spawn_shoald(opts_, args, dir_ + "/" + name + ".log", w.proc);
-      auto deadline = bench_clock::now() + 30s;
-      while (bench_clock::now() < deadline && w.proc.running()) {
-        check_interrupted();
-        auto nodes = status_->query(1s);
-        if (nodes && state_of(*nodes, name) == "up")
-          return;
-        std::this_thread::sleep_for(20ms);
-      }
-      auto exited = w.proc.poll_exit();
-      if (!exited)
-        w.proc.stop(2s);
-      if (exited && port_race(w.proc.log()) && attempt < 3)
-        continue;
-      throw bench_error{"worker " + name + " did not join the head" +
-                        (exited ? " (" + describe_status(*exited) + ")" : "") +
-                        ";" + logs()};
-    }
-  }
-
-  zmq::context_t& ctx_;
-  const options& opts_;
-  std::string dir_;
-  uint64_t timeout_ms_;
-  std::string endpoint_, link_;
-  node_proc front_;
-  std::vector<std::unique_ptr<node_proc>> workers_;
-  std::unique_ptr<status_client> status_;
-  std::set<std::string> victims_;
-};
-
-// One request through `c`; the reply, required OK.
-shoal::reply call(client& c, frame_source& src, const std::string& what) {
-  zmq::message_t msg;
-  c.send(src.next());
-  c.recv(msg);
-  auto r = decode(msg);
-  if (!r || r->code != shoal::status::ok)
-    throw bench_error{
-        what + ": " +
-        (r ? std::string{shoal::to_string(r->code)} + ": " + r->error
-           : std::string{"undecodable reply"})};
-  return *r;
-}
 
 // -- results ------------------------------------------------------------------
 
@@ -1211,7 +327,6 @@ struct respawn_run {
 };
 
 struct results {
-  std::string load_before, load_after;
   std::vector<percentiles> latency_rounds[ph_count];
   std::vector<double> node_total_us[ph_count]; // node-reported totals
   std::vector<double> tput[ph_count];
@@ -1219,240 +334,321 @@ struct results {
   std::vector<respawn_run> respawn_runs;
 };
 
-// -- phase 1: miss path
-// ---------------------------------------------------------
+// -- phase 1: miss path -------------------------------------------------------
 
-void steady_phases(zmq::context_t& ctx, const options& opts,
-                   const std::string& dir, const std::string& echo_ep,
-                   results& res) {
-  deployment standalone{ctx, opts, dir, "standalone", 0, 0};
-  deployment cl{ctx, opts, dir, "steady", 1000, 1};
-  std::printf("standalone node pid %d; cluster: head pid %d, worker w1 pid "
-              "%d\n",
-              static_cast<int>(standalone.front().proc.pid()),
-              static_cast<int>(cl.front().proc.pid()),
-              static_cast<int>(cl.worker("w1").proc.pid()));
-  client echo_c{ctx, echo_ep}, alone_c{ctx, standalone.endpoint()},
-      cluster_c{ctx, cl.endpoint()};
-  client* clients[] = {&echo_c, &alone_c, &cluster_c};
+// The three servers of the steady phases, a client and a checker each.
+struct steady_setup {
+  client* clients[ph_count];
+  reply_checker checks[ph_count];
+};
+
+void first_requests(steady_setup& s) {
+  // The first miss spawns the executor (on w1 for the cluster).
+  auto src = frame_source::distinct(uint64_t{1} << 50);
+  for (int p = ph_standalone; p < ph_count; ++p) {
+    auto r = call(*s.clients[p], src,
+                  std::string{phase_names[p]} + " first request");
+    auto us = r.timing_us ? std::to_string(r.timing_us->total_us) + " us"
+                          : std::string{"?"};
+    std::printf("%s: first request (spawns the replica) %s on %s\n",
+                phase_names[p], us.c_str(), r.node.c_str());
+  }
+}
+
+void steady_latency(const options& opts, steady_setup& s, results& res) {
   auto echo_src = frame_source::fixed();
   frame_source miss_src[] = {frame_source::distinct(1),
                              frame_source::distinct(1),
                              frame_source::distinct(1)};
-  reply_checker checks[] = {reply_checker{""}, reply_checker{"standalone"},
-                            reply_checker{"w1"}};
   auto src_of = [&](int p) -> frame_source& {
     return p == ph_echo ? echo_src : miss_src[p];
   };
-  // The first miss spawns the executor (on w1 for the cluster).
-  for (int p = ph_standalone; p < ph_count; ++p) {
-    auto r = call(*clients[p], miss_src[p],
-                  std::string{phase_names[p]} + " first request");
-    std::printf(
-        "%s: first request (spawns the replica) %s on %s\n", phase_names[p],
-        r.timing_us ? (std::to_string(r.timing_us->total_us) + " us").c_str()
-                    : "?",
-        r.node.c_str());
-  }
-  std::printf("latency, 1 in flight: warmup %zu round trips per phase\n",
+  std::printf("latency, 1 in flight: warmup %" PRIu64 " round trips per "
+              "phase\n",
               opts.warmup);
-  for (int p = 0; p < ph_count; ++p)
-    run_latency(*clients[p], src_of(p), checks[p], opts.warmup,
+  for (int p = 0; p < ph_count; ++p) {
+    run_latency(*s.clients[p], src_of(p), s.checks[p], opts.warmup,
                 std::string{phase_names[p]} + " warmup");
-  for (auto& c : checks)
-    c.node_totals().clear();
+    s.checks[p].node_totals().clear();
+  }
   for (int round = 0; round < opts.rounds; ++round) {
     // Rotate the order so slow drift of a noisy VM hits every phase alike.
     for (int k = 0; k < ph_count; ++k) {
       int p = (k + round) % ph_count;
-      auto us = run_latency(*clients[p], src_of(p), checks[p], opts.requests,
-                            phase_names[p]);
-      auto s = summarize(us);
-      res.latency_rounds[p].push_back(s);
+      auto st = summarize(run_latency(*s.clients[p], src_of(p), s.checks[p],
+                                      opts.requests, phase_names[p]));
+      res.latency_rounds[p].push_back(st);
       std::printf("  round %d %-10s p50 %8.1f  p90 %8.1f  p99 %8.1f us\n",
-                  round + 1, phase_names[p], s.p50, s.p90, s.p99);
+                  round + 1, phase_names[p], st.p50, st.p90, st.p99);
       std::fflush(stdout);
     }
   }
-  for (int p = 0; p < ph_count; ++p)
-    res.node_total_us[p] = checks[p].node_totals();
+  for (int p = 0; p < ph_count; ++p) {
+    res.node_total_us[p] = s.checks[p].node_totals();
+  }
+}
+
+void steady_throughput(const options& opts, steady_setup& s, results& res) {
   std::chrono::duration<double> window{opts.duration_s};
   auto warm = std::chrono::duration<double>{std::min(0.5, opts.duration_s / 4)};
-  std::printf("throughput: %zu in flight, %.1f s windows (%.2f s warmup)\n",
+  std::printf("throughput: %" PRIu64 " in flight, %.1f s windows (%.2f s "
+              "warmup)\n",
               opts.inflight, opts.duration_s, warm.count());
-  frame_source tput_src[] = {frame_source::fixed(),
-                             frame_source::distinct(uint64_t{1} << 40),
-                             frame_source::distinct(uint64_t{1} << 40)};
+  frame_source src[] = {frame_source::fixed(),
+                        frame_source::distinct(uint64_t{1} << 40),
+                        frame_source::distinct(uint64_t{1} << 40)};
   for (int round = 0; round < opts.rounds; ++round) {
     for (int k = 0; k < ph_count; ++k) {
       int p = (k + round) % ph_count;
-      auto rate =
-          run_stream(*clients[p], tput_src[p], checks[p], opts.inflight, warm,
-                     window, std::string{phase_names[p]} + " throughput");
-      res.tput[p].push_back(rate);
+      auto r =
+          run_stream(*s.clients[p], src[p], s.checks[p], opts.inflight, warm,
+                     window, 0, std::string{phase_names[p]} + " throughput");
+      res.tput[p].push_back(r.rate);
       std::printf("  round %d %-10s %10.0f req/s\n", round + 1, phase_names[p],
-                  rate);
+                  r.rate);
       std::fflush(stdout);
     }
   }
+}
+
+void steady_phases(zmq::context_t& ctx, const options& opts,
+                   const std::string& echo_ep, results& res) {
+  deployment standalone{opts, "standalone", 0, 0};
+  deployment cl{opts, "steady", 1000, 1};
+  std::printf("standalone node pid %d; cluster: head pid %d, worker w1 pid "
+              "%d\n",
+              static_cast<int>(standalone.nodes().head().pid()),
+              static_cast<int>(cl.nodes().head().pid()),
+              static_cast<int>(cl.nodes().node("w1")->pid()));
+  client echo_c{ctx, echo_ep}, alone_c{ctx, standalone.endpoint()},
+      cluster_c{ctx, cl.endpoint()};
+  using shoal::reply_source;
+  steady_setup s{
+      {&echo_c, &alone_c, &cluster_c},
+      {reply_checker::echo(),
+       reply_checker::shoal_replies(reply_source::executor, "standalone", 16),
+       reply_checker::shoal_replies(reply_source::executor, "w1", 16)}};
+  first_requests(s);
+  steady_latency(opts, s, res);
+  steady_throughput(opts, s, res);
   cl.stop();
   standalone.stop();
 }
 
-// -- phase 2: failover
-// ------------------------------------------------------------
+// -- phase 2: failover --------------------------------------------------------
 
 // A cluster of a head and two workers; `fo_inflight` distinct requests kept
 // in flight; `sig` (SIGKILL or SIGSTOP) sent to the worker that holds the
 // echo replica. Measures, on one thread, the replies (by id) and the head's
 // status op polled every 10 ms on its own socket.
-failover_run failover_once(zmq::context_t& ctx, const options& opts,
-                           const std::string& dir, const std::string& tag,
-                           uint64_t timeout_ms, int sig) {
-  deployment cl{ctx, opts, dir, tag, timeout_ms, 2};
-  failover_run run;
-  client c{ctx, cl.endpoint()};
-  auto src = frame_source::distinct(1);
-  // The first request places the only replica of echo v2.
-  run.victim = call(c, src, tag + " first request").node;
-  run.survivor = cl.other_worker(run.victim);
-  auto& victim = cl.worker(run.victim);
-  auto redispatched = [&] {
-    return metric_sample(cl.head_metrics(), "shoal_requests_redispatched_total")
-        .value_or(0);
-  };
-  auto redispatched_before = redispatched();
+class failover_driver {
+public:
+  failover_driver(zmq::context_t& ctx, const options& opts, std::string tag,
+                  uint64_t timeout_ms, int sig)
+      : opts_(opts), tag_(std::move(tag)), timeout_ms_(timeout_ms), sig_(sig),
+        cl_(opts, tag_, timeout_ms, 2), c_(ctx, cl_.endpoint()),
+        status_(ctx, cl_.endpoint()), src_(frame_source::distinct(1)) {}
 
-  std::set<uint64_t> open;            // ids sent and not answered
-  std::map<uint64_t, bool> at_signal; // id -> answered
-  auto send_one = [&] {
-    c.send(src.next());
-    open.insert(src.last_id());
-  };
-  for (size_t i = 0; i < opts.fo_inflight; ++i)
-    send_one();
-  auto start = bench_clock::now();
-  std::optional<bench_clock::time_point> signalled;
-  auto since = [&](bench_clock::time_point t) {
-    return ms_double(t - *signalled).count();
-  };
-  auto deadline = start + 300ms + std::chrono::milliseconds{timeout_ms} + 20s;
-  size_t unanswered = 0;
-  bench_clock::time_point metrics_at{};
-  zmq::message_t msg;
-  for (;;) {
-    check_interrupted();
-    auto now = bench_clock::now();
-    if (now > deadline)
-      throw bench_error{tag + ": " + std::to_string(unanswered) + " of " +
-                        std::to_string(at_signal.size()) +
-                        " requests in flight at the signal unanswered, or the "
-                        "victim never reported down, 20 s after the detector's "
-                        "timeout;" +
-                        cl.logs()};
-    // 300 ms of steady state first: every in-flight slot is busy and the
-    // replica is warm when the signal lands.
-    if (!signalled && now - start >= 300ms) {
-      for (auto id : open)
-        at_signal.emplace(id, false);
-      unanswered = at_signal.size();
-      if (sig == SIGKILL)
-        cl.mark_victim(run.victim); // a thawed one must still exit cleanly
-      signalled = bench_clock::now();
-      victim.proc.signal(sig);
-      cl.status().send();
+  failover_run run() {
+    // The first request places the only replica of echo v2.
+    run_.victim = call(c_, src_, tag_ + " first request").node;
+    run_.survivor = cl_.other_worker(run_.victim);
+    auto before = redispatched();
+    for (size_t i = 0; i < opts_.fo_inflight; ++i) {
+      send_one();
     }
-    if (signalled) {
-      if (std::isnan(run.down_ms))
-        cl.status().maybe_send(10ms);
-      if (sig == SIGSTOP && std::isnan(run.metric_down_ms) &&
-          now - metrics_at >= 10ms) {
-        metrics_at = now;
-        if (metric_sample(cl.head_metrics(),
-                          "shoal_cluster_nodes{state=\"down\"}")
-                .value_or(0) >= 1)
-          run.metric_down_ms = since(bench_clock::now());
+    measure();
+    run_.at_signal = at_signal_.size();
+    // With a zero-cost model most of what is in flight may be replies
+    // already on their way back; if none was re-dispatched, the run has no
+    // re-dispatch time to give.
+    if (run_.by_survivor == 0) {
+      run_.last_ms = nan_v;
+    }
+    drain();
+    run_.redispatched = redispatched() - before;
+    recover_victim();
+    cl_.stop();
+    return run_;
+  }
+
+private:
+  double redispatched() {
+    auto text = cl_.nodes().head_metrics();
+    return shoal::test::sample(text, "shoal_requests_redispatched_total")
+        .value_or(0);
+  }
+
+  void send_one() {
+    c_.send(src_.next());
+    open_.insert(src_.last_id());
+  }
+
+  double since_signal() const { return ms_since(*signalled_); }
+
+  // Until every request in flight at the signal is answered and the victim
+  // is reported down (for SIGSTOP, in /metrics too).
+  void measure() {
+    auto start = bench_clock::now();
+    auto deadline =
+        start + 300ms + std::chrono::milliseconds{timeout_ms_} + 20s;
+    for (;;) {
+      check_interrupted();
+      auto now = bench_clock::now();
+      if (now > deadline) {
+        throw bench_error{
+            tag_ + ": " + std::to_string(unanswered_) + " of " +
+            std::to_string(at_signal_.size()) +
+            " requests in flight at the signal unanswered, or the victim "
+            "never reported down, 20 s after the detector's timeout;" +
+            cl_.logs()};
       }
-      bool metric_done = sig != SIGSTOP || !std::isnan(run.metric_down_ms);
-      if (unanswered == 0 && !std::isnan(run.down_ms) && metric_done)
-        break;
+      // 300 ms of steady state first: every in-flight slot is busy and the
+      // replica is warm when the signal lands.
+      if (!signalled_ && now - start >= 300ms) {
+        send_signal();
+      }
+      if (signalled_ && poll_detection(now)) {
+        return;
+      }
+      wait_and_read();
     }
+  }
+
+  void send_signal() {
+    for (auto id : open_) {
+      at_signal_.emplace(id, false);
+    }
+    unanswered_ = at_signal_.size();
+    if (sig_ == SIGKILL) {
+      cl_.mark_victim(run_.victim); // a thawed one must still exit cleanly
+    }
+    signalled_ = bench_clock::now();
+    cl_.nodes().node(run_.victim)->signal(sig_);
+    status_.send();
+  }
+
+  // True when the run is complete.
+  bool poll_detection(bench_clock::time_point now) {
+    if (std::isnan(run_.down_ms)) {
+      status_.maybe_send(10ms);
+    }
+    if (sig_ == SIGSTOP && std::isnan(run_.metric_down_ms) &&
+        now - metrics_at_ >= 10ms) {
+      metrics_at_ = now;
+      auto down = shoal::test::sample(cl_.nodes().head_metrics(),
+                                      "shoal_cluster_nodes{state=\"down\"}");
+      if (down.value_or(0) >= 1) {
+        run_.metric_down_ms = since_signal();
+      }
+    }
+    bool metric_done = sig_ != SIGSTOP || !std::isnan(run_.metric_down_ms);
+    return unanswered_ == 0 && !std::isnan(run_.down_ms) && metric_done;
+  }
+
+  void wait_and_read() {
     zmq::pollitem_t items[] = {
-        {static_cast<void*>(c.socket()), 0, ZMQ_POLLIN, 0},
-        {static_cast<void*>(cl.status().socket()), 0, ZMQ_POLLIN, 0}};
+        {static_cast<void*>(c_.socket()), 0, ZMQ_POLLIN, 0},
+        {static_cast<void*>(status_.socket()), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 2, 5ms);
-    if (items[1].revents & ZMQ_POLLIN)
-      if (auto nodes = cl.status().read();
-          nodes && state_of(*nodes, run.victim) == "down" &&
-          std::isnan(run.down_ms))
-        run.down_ms = since(bench_clock::now());
-    while (c.try_recv(msg)) {
-      auto t = bench_clock::now();
-      auto r = decode(msg);
-      if (!r || r->id.k != shoal::request_id::kind::num)
-        throw bench_error{tag + ": undecodable reply or one without its id"};
-      if (r->code != shoal::status::ok)
-        throw bench_error{tag + ": request " + std::to_string(r->id.num) +
-                          " failed: " + std::string{shoal::to_string(r->code)} +
-                          ": " + r->error + cl.logs()};
-      if (open.erase(r->id.num) == 0)
-        throw bench_error{tag + ": a second reply for id " +
-                          std::to_string(r->id.num)};
-      if (signalled && r->node == run.survivor && std::isnan(run.first_ms))
-        run.first_ms = since(t);
-      if (auto a = at_signal.find(r->id.num);
-          a != at_signal.end() && !a->second) {
-        a->second = true;
-        --unanswered;
-        run.last_ms = since(t);
-        if (r->node == run.survivor)
-          ++run.by_survivor;
-      }
-      // Closed loop until all that was in flight at the signal is answered.
-      if (unanswered > 0 || !signalled)
-        send_one();
+    if ((items[1].revents & ZMQ_POLLIN) != 0 && std::isnan(run_.down_ms) &&
+        status_.read_state(run_.victim) == "down") {
+      run_.down_ms = since_signal();
+    }
+    zmq::message_t msg;
+    while (c_.try_recv(msg)) {
+      on_reply(msg);
     }
   }
-  run.at_signal = at_signal.size();
-  // With a zero-cost model most of what is in flight may be replies already
-  // on their way back; if none was re-dispatched, the run has no
-  // re-dispatch time to give.
-  if (run.by_survivor == 0)
-    run.last_ms = nan_v;
+
+  void on_reply(const zmq::message_t& msg) {
+    auto t = bench_clock::now();
+    auto r = decode(msg);
+    if (!r || r->id.k != shoal::request_id::kind::num) {
+      throw bench_error{tag_ + ": undecodable reply or one without its id"};
+    }
+    if (r->code != shoal::status::ok) {
+      throw bench_error{tag_ + ": request " + std::to_string(r->id.num) +
+                        " failed: " + std::string{shoal::to_string(r->code)} +
+                        ": " + r->error + cl_.logs()};
+    }
+    if (open_.erase(r->id.num) == 0) {
+      throw bench_error{tag_ + ": a second reply for id " +
+                        std::to_string(r->id.num)};
+    }
+    if (signalled_ && r->node == run_.survivor && std::isnan(run_.first_ms)) {
+      run_.first_ms = ms_double(t - *signalled_).count();
+    }
+    if (auto a = at_signal_.find(r->id.num);
+        a != at_signal_.end() && !a->second) {
+      a->second = true;
+      --unanswered_;
+      run_.last_ms = ms_double(t - *signalled_).count();
+      run_.by_survivor += r->node == run_.survivor ? 1 : 0;
+    }
+    // Closed loop until all that was in flight at the signal is answered.
+    if (unanswered_ > 0 || !signalled_) {
+      send_one();
+    }
+  }
+
   // What was sent after the signal and is still open gets answered too.
-  auto drain_deadline = bench_clock::now() + 10s;
-  while (!open.empty()) {
-    check_interrupted();
-    if (bench_clock::now() > drain_deadline)
-      throw bench_error{tag + ": " + std::to_string(open.size()) +
-                        " requests sent after the signal unanswered" +
-                        cl.logs()};
-    zmq::pollitem_t item{static_cast<void*>(c.socket()), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, 20ms);
-    while (c.try_recv(msg)) {
-      auto r = decode(msg);
-      if (!r || r->code != shoal::status::ok)
-        throw bench_error{tag + ": a request sent after the signal failed"};
-      open.erase(r->id.num);
+  void drain() {
+    auto deadline = bench_clock::now() + 10s;
+    zmq::message_t msg;
+    while (!open_.empty()) {
+      check_interrupted();
+      if (bench_clock::now() > deadline) {
+        throw bench_error{tag_ + ": " + std::to_string(open_.size()) +
+                          " requests sent after the signal unanswered" +
+                          cl_.logs()};
+      }
+      zmq::pollitem_t item{static_cast<void*>(c_.socket()), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, 20ms);
+      while (c_.try_recv(msg)) {
+        auto r = decode(msg);
+        if (!r || r->code != shoal::status::ok) {
+          throw bench_error{tag_ + ": a request sent after the signal failed"};
+        }
+        open_.erase(r->id.num);
+      }
     }
   }
-  run.redispatched = redispatched() - redispatched_before;
-  if (sig == SIGSTOP) {
-    victim.proc.signal(SIGCONT);
-    if (auto t = cl.wait_state(run.victim, "up", 10s, 10ms))
-      run.up_again_ms = *t;
-  } else {
-    victim.proc.kill_now(); // reaped: its exit is known
+
+  void recover_victim() {
+    auto* victim = cl_.nodes().node(run_.victim);
+    if (sig_ != SIGSTOP) {
+      victim->kill(); // reaped: its exit is known
+      return;
+    }
+    victim->signal(SIGCONT);
+    auto t0 = bench_clock::now();
+    if (cl_.nodes().wait_state(run_.victim, "up", 10s, 10ms)) {
+      run_.up_again_ms = ms_since(t0);
+    }
   }
-  cl.stop();
-  return run;
-}
+
+  const options& opts_;
+  std::string tag_;
+  uint64_t timeout_ms_;
+  int sig_;
+  deployment cl_;
+  client c_;
+  status_poller status_;
+  frame_source src_;
+  failover_run run_;
+  std::set<uint64_t> open_;            // ids sent and not answered
+  std::map<uint64_t, bool> at_signal_; // id -> answered
+  size_t unanswered_ = 0;
+  std::optional<bench_clock::time_point> signalled_;
+  bench_clock::time_point metrics_at_{};
+};
 
 // The only replica's worker is SIGKILLed while idle; once the head reports
 // it down, one request: the respawn on the survivor and its first answer.
 respawn_run respawn_once(zmq::context_t& ctx, const options& opts,
-                         const std::string& dir, const std::string& tag) {
-  deployment cl{ctx, opts, dir, tag, 1000, 2};
+                         const std::string& tag) {
+  deployment cl{opts, tag, 1000, 2};
   respawn_run run;
   client c{ctx, cl.endpoint()};
   auto src = frame_source::distinct(1);
@@ -1460,21 +656,22 @@ respawn_run respawn_once(zmq::context_t& ctx, const options& opts,
   run.survivor = cl.other_worker(run.victim);
   cl.mark_victim(run.victim);
   auto killed = bench_clock::now();
-  cl.worker(run.victim).proc.kill_now();
-  auto down = cl.wait_state(run.victim, "down", 15s, 10ms);
-  if (!down)
+  cl.nodes().node(run.victim)->kill();
+  if (!cl.nodes().wait_state(run.victim, "down", 15s, 10ms)) {
     throw bench_error{tag + ": " + run.victim + " not reported down 15 s " +
                       "after SIGKILL" + cl.logs()};
-  run.down_ms = ms_double(bench_clock::now() - killed).count();
+  }
+  run.down_ms = ms_since(killed);
   auto t0 = bench_clock::now();
   auto r = call(c, src, tag + " request after the kill");
-  run.serve_ms = ms_double(bench_clock::now() - t0).count();
-  if (r.node != run.survivor)
+  run.serve_ms = ms_since(t0);
+  if (r.node != run.survivor) {
     throw bench_error{tag + ": answered by '" + r.node + "', not " +
                       run.survivor};
+  }
   t0 = bench_clock::now();
   call(c, src, tag + " second request");
-  run.next_ms = ms_double(bench_clock::now() - t0).count();
+  run.next_ms = ms_since(t0);
   cl.stop();
   return run;
 }
@@ -1485,46 +682,43 @@ void print_failover(const char* what, const failover_run& r) {
               what, r.victim.c_str(), r.at_signal, r.by_survivor,
               r.survivor.c_str(), fmt(r.redispatched, 0).c_str(),
               fmt(r.down_ms, 0).c_str());
-  if (!std::isnan(r.metric_down_ms))
+  if (!std::isnan(r.metric_down_ms)) {
     std::printf(", in /metrics %.0f ms", r.metric_down_ms);
+  }
   std::printf("; first reply from %s %s ms, last in-flight answered %s ms",
               r.survivor.c_str(), fmt(r.first_ms, 0).c_str(),
               fmt(r.last_ms, 0).c_str());
-  if (!std::isnan(r.up_again_ms))
+  if (!std::isnan(r.up_again_ms)) {
     std::printf("; up again %.0f ms after SIGCONT", r.up_again_ms);
+  }
   std::printf("\n");
   std::fflush(stdout);
 }
 
-void failover_phases(zmq::context_t& ctx, const options& opts,
-                     const std::string& dir, results& res) {
-  std::printf("failover: head + 2 workers, %zu requests in flight, %d run(s) "
-              "each\n",
+void failover_series(zmq::context_t& ctx, const options& opts,
+                     const std::string& kind, uint64_t timeout_ms, int sig,
+                     std::vector<failover_run>& runs) {
+  auto label = std::string{sig == SIGKILL ? "SIGKILL" : "SIGSTOP"} +
+               " (timeout " + std::to_string(timeout_ms) + " ms)";
+  for (int i = 0; i < opts.repeats; ++i) {
+    auto tag = kind + std::to_string(i + 1);
+    runs.push_back(failover_driver{ctx, opts, tag, timeout_ms, sig}.run());
+    print_failover(label.c_str(), runs.back());
+  }
+}
+
+void failover_phases(zmq::context_t& ctx, const options& opts, results& res) {
+  std::printf("failover: head + 2 workers, %" PRIu64 " requests in flight, "
+              "%d run(s) each\n",
               opts.fo_inflight, opts.repeats);
-  int n = 0;
-  auto tag = [&](const char* kind) {
-    return std::string{kind} + std::to_string(++n);
-  };
-  for (int i = 0; i < opts.repeats; ++i) {
-    res.kill_runs.push_back(
-        failover_once(ctx, opts, dir, tag("kill"), 1000, SIGKILL));
-    print_failover("SIGKILL (timeout 1000 ms)", res.kill_runs.back());
+  failover_series(ctx, opts, "kill", 1000, SIGKILL, res.kill_runs);
+  if (opts.short_timeout_ms > 0) {
+    failover_series(ctx, opts, "kill-short", opts.short_timeout_ms, SIGKILL,
+                    res.kill_short_runs);
   }
-  if (opts.short_timeout_ms > 0)
-    for (int i = 0; i < opts.repeats; ++i) {
-      res.kill_short_runs.push_back(failover_once(
-          ctx, opts, dir, tag("kill"), opts.short_timeout_ms, SIGKILL));
-      auto label =
-          "SIGKILL (timeout " + std::to_string(opts.short_timeout_ms) + " ms)";
-      print_failover(label.c_str(), res.kill_short_runs.back());
-    }
+  failover_series(ctx, opts, "stop", 1000, SIGSTOP, res.stop_runs);
   for (int i = 0; i < opts.repeats; ++i) {
-    res.stop_runs.push_back(
-        failover_once(ctx, opts, dir, tag("stop"), 1000, SIGSTOP));
-    print_failover("SIGSTOP (timeout 1000 ms)", res.stop_runs.back());
-  }
-  for (int i = 0; i < opts.repeats; ++i) {
-    auto r = respawn_once(ctx, opts, dir, tag("respawn"));
+    auto r = respawn_once(ctx, opts, "respawn" + std::to_string(i + 1));
     res.respawn_runs.push_back(r);
     std::printf("  respawn: %s SIGKILLed idle, down in status %.0f ms; then "
                 "a request served by a new replica on %s in %.2f ms (the next "
@@ -1537,165 +731,241 @@ void failover_phases(zmq::context_t& ctx, const options& opts,
 
 // -- report -------------------------------------------------------------------
 
-struct row {
-  std::string metric;
-  double value = nan_v;
-  double baseline = nan_v;
-  std::string target; // empty: information
-  bool pass = true;
-};
-
-void print_rows(const std::vector<row>& rows) {
-  std::printf("\n%-40s %10s %10s %7s %9s  %s\n", "metric", "shoal", "baseline",
-              "ratio", "target", "result");
-  std::printf("%s\n", std::string(88, '-').c_str());
-  for (const auto& r : rows)
-    std::printf("%-40s %10s %10s %7s %9s  %s\n", r.metric.c_str(),
-                fmt(r.value).c_str(), fmt(r.baseline).c_str(),
-                fmt(r.value / r.baseline, 2).c_str(),
-                r.target.empty() ? "-" : r.target.c_str(),
-                r.target.empty() ? "info"
-                : r.pass         ? "PASS"
-                                 : "FAIL");
-}
-
-percentiles median_of_rounds(const std::vector<percentiles>& rs) {
-  auto med = [&](double percentiles::*m) {
-    std::vector<double> xs;
-    for (const auto& p : rs)
-      xs.push_back(p.*m);
-    return median(xs);
-  };
-  return {med(&percentiles::p50), med(&percentiles::p90),
-          med(&percentiles::p99), med(&percentiles::mean)};
-}
-
 template <class Run>
 std::vector<double> column(const std::vector<Run>& runs, double Run::*m) {
   std::vector<double> xs;
-  for (auto& r : runs)
-    if (!std::isnan(r.*m))
+  for (auto& r : runs) {
+    if (!std::isnan(r.*m)) {
       xs.push_back(r.*m);
+    }
+  }
   return xs;
+}
+
+// One line of the failover table: an event's times over the runs.
+struct failover_line {
+  std::string event;
+  double timeout_ms;
+  std::vector<double> ms;
+};
+
+std::vector<failover_line> failover_lines(const options& opts,
+                                          const results& res) {
+  std::vector<failover_line> out;
+  auto series = [&](const std::string& sig,
+                    const std::vector<failover_run>& runs, double timeout) {
+    if (runs.empty()) {
+      return;
+    }
+    auto add = [&](const std::string& what, double t, double failover_run::*m) {
+      out.push_back({what, t, column(runs, m)});
+    };
+    add(sig + ": head's status op reports it down", timeout,
+        &failover_run::down_ms);
+    if (sig == "SIGSTOP") {
+      add(sig + ": shoal_cluster_nodes{state=\"down\"} >= 1", timeout,
+          &failover_run::metric_down_ms);
+    }
+    add(sig + ": first reply from the survivor", timeout,
+        &failover_run::first_ms);
+    add(sig + ": all requests in flight at it answered OK", timeout,
+        &failover_run::last_ms);
+    if (sig == "SIGSTOP") {
+      add("SIGCONT: reported up again (from SIGCONT)", nan_v,
+          &failover_run::up_again_ms);
+    }
+  };
+  series("SIGKILL", res.kill_runs, 1000);
+  series("SIGKILL", res.kill_short_runs,
+         static_cast<double>(opts.short_timeout_ms));
+  series("SIGSTOP", res.stop_runs, 1000);
+  const auto& rr = res.respawn_runs;
+  if (!rr.empty()) {
+    out.push_back({"respawn: SIGKILL (idle) -> reported down", 1000,
+                   column(rr, &respawn_run::down_ms)});
+    out.push_back({"respawn: then a request served by a new replica", nan_v,
+                   column(rr, &respawn_run::serve_ms)});
+    out.push_back({"respawn: the next request (a plain miss)", nan_v,
+                   column(rr, &respawn_run::next_ms)});
+  }
+  return out;
 }
 
 // Failover times: median and max over the runs, and the median as a
 // multiple of cluster.timeout_ms, the floor for anything that waits for a
 // SIGKILLed or frozen process to be declared down.
-void print_failover_table(const options& opts, const results& res) {
+void print_failover_table(const options& opts,
+                          const std::vector<failover_line>& lines) {
   std::printf("\nfailover (ms), %d run(s) each: median, max, median / "
               "cluster.timeout_ms\n",
               opts.repeats);
   std::printf("%-52s %8s %8s %8s %7s\n", "event (from the signal)", "timeout",
               "median", "max", "ratio");
   std::printf("%s\n", std::string(88, '-').c_str());
-  auto line = [](const std::string& what, double timeout,
-                 std::vector<double> xs) {
-    std::printf("%-52s %8s %8s %8s %7s\n", what.c_str(),
-                fmt(timeout, 0).c_str(), fmt(median(xs), 1).c_str(),
-                fmt(max_of(xs), 1).c_str(),
-                fmt(median(xs) / timeout, 2).c_str());
-  };
-  auto series = [&](const std::string& sig,
-                    const std::vector<failover_run>& runs, double timeout) {
-    if (runs.empty())
-      return;
-    line(sig + ": head's status op reports it down", timeout,
-         column(runs, &failover_run::down_ms));
-    if (sig == "SIGSTOP")
-      line(sig + ": shoal_cluster_nodes{state=\"down\"} >= 1", timeout,
-           column(runs, &failover_run::metric_down_ms));
-    line(sig + ": first reply from the survivor", timeout,
-         column(runs, &failover_run::first_ms));
-    line(sig + ": all requests in flight at it answered OK", timeout,
-         column(runs, &failover_run::last_ms));
-    if (sig == "SIGSTOP")
-      line("SIGCONT: reported up again (from SIGCONT)", nan_v,
-           column(runs, &failover_run::up_again_ms));
-  };
-  series("SIGKILL", res.kill_runs, 1000);
-  series("SIGKILL", res.kill_short_runs,
-         static_cast<double>(opts.short_timeout_ms));
-  series("SIGSTOP", res.stop_runs, 1000);
-  if (!res.respawn_runs.empty()) {
-    line("respawn: SIGKILL (idle) -> reported down", 1000,
-         column(res.respawn_runs, &respawn_run::down_ms));
-    line("respawn: then a request served by a new replica", nan_v,
-         column(res.respawn_runs, &respawn_run::serve_ms));
-    line("respawn: the next request (a plain miss)", nan_v,
-         column(res.respawn_runs, &respawn_run::next_ms));
+  for (const auto& l : lines) {
+    std::printf("%-52s %8s %8s %8s %7s\n", l.event.c_str(),
+                fmt(l.timeout_ms, 0).c_str(), fmt(median(l.ms), 1).c_str(),
+                fmt(max_of(l.ms), 1).c_str(),
+                fmt(median(l.ms) / l.timeout_ms, 2).c_str());
   }
 }
 
-void report(const options& opts, results& res, size_t frame_bytes) {
-  std::printf("\nlatency, 1 in flight, median of %d rounds of %zu round trips "
-              "(us)\n",
+void print_latency(const options& opts, const results& res) {
+  std::printf("\nlatency, 1 in flight, median of %d rounds of %" PRIu64
+              " round trips (us)\n",
               opts.rounds, opts.requests);
   std::printf("%-11s %9s %9s %9s %9s %16s %11s\n", "phase", "p50", "p90", "p99",
               "mean", "node total p50", "throughput");
-  percentiles lat[ph_count];
   for (int p = 0; p < ph_count; ++p) {
-    lat[p] = median_of_rounds(res.latency_rounds[p]);
-    auto totals = res.node_total_us[p];
-    std::sort(totals.begin(), totals.end());
+    auto lat = median_of_rounds(res.latency_rounds[p]);
     std::printf("%-11s %9.1f %9.1f %9.1f %9.1f %16s %11.0f\n", phase_names[p],
-                lat[p].p50, lat[p].p90, lat[p].p99, lat[p].mean,
-                fmt(rank(totals, 0.5)).c_str(), median(res.tput[p]));
+                lat.p50, lat.p90, lat.p99, lat.mean,
+                fmt(median(res.node_total_us[p])).c_str(), median(res.tput[p]));
   }
   std::printf("(node total: timing_us.total of a 1-in-16 sample, receipt to "
-              "reply at the front node; throughput: req/s, %zu in flight)\n",
+              "reply at the front node; throughput: req/s, %" PRIu64
+              " in flight)\n",
               opts.inflight);
-
-  std::vector<row> rows;
-  auto ratio_row = [&](std::string metric, double v, double b,
-                       std::string target = {}, double limit = 0) {
-    row r{std::move(metric), v, b, std::move(target), true};
-    if (!r.target.empty())
-      r.pass = v / b <= limit;
-    rows.push_back(std::move(r));
-  };
-  ratio_row("cluster miss p50 (us)", lat[ph_cluster].p50, lat[ph_echo].p50,
-            "<= 2.5x", 2.5);
-  ratio_row("cluster miss p90 (us)", lat[ph_cluster].p90, lat[ph_echo].p90);
-  ratio_row("cluster miss p99 (us)", lat[ph_cluster].p99, lat[ph_echo].p99);
-  ratio_row("standalone miss p50 (us)", lat[ph_standalone].p50,
-            lat[ph_echo].p50);
-  ratio_row("cluster / standalone miss p50 (us)", lat[ph_cluster].p50,
-            lat[ph_standalone].p50);
-  ratio_row("cluster miss throughput (req/s)", median(res.tput[ph_cluster]),
-            median(res.tput[ph_echo]));
-  ratio_row("standalone miss throughput (req/s)",
-            median(res.tput[ph_standalone]), median(res.tput[ph_echo]));
-
-  print_rows(rows);
-  std::printf(
-      "(baseline: raw ZeroMQ DEALER/ROUTER echo of the same "
-      "%zu-byte frame; for cluster / standalone: the standalone node)\n",
-      frame_bytes);
-  print_failover_table(opts, res);
-  std::printf("load average after: %s (%u cores)\n", res.load_after.c_str(),
-              std::thread::hardware_concurrency());
 }
 
-int run(const options& opts, const std::string& echo_ep, pid_t echo_pid) {
-  results res;
-  res.load_before = loadavg();
+void add_checks(const results& res, report& rep) {
+  percentiles lat[ph_count];
+  double tput[ph_count];
+  for (int p = 0; p < ph_count; ++p) {
+    lat[p] = median_of_rounds(res.latency_rounds[p]);
+    tput[p] = median(res.tput[p]);
+  }
+  rep.add(check_row::at_most("cluster miss p50 (us)", lat[ph_cluster].p50,
+                             lat[ph_echo].p50, 2.5));
+  rep.add(check_row::info("cluster miss p90 (us)", lat[ph_cluster].p90,
+                          lat[ph_echo].p90));
+  rep.add(check_row::info("cluster miss p99 (us)", lat[ph_cluster].p99,
+                          lat[ph_echo].p99));
+  rep.add(check_row::info("standalone miss p50 (us)", lat[ph_standalone].p50,
+                          lat[ph_echo].p50));
+  rep.add(check_row::info("cluster / standalone miss p50 (us)",
+                          lat[ph_cluster].p50, lat[ph_standalone].p50));
+  rep.add(check_row::info("cluster miss throughput (req/s)", tput[ph_cluster],
+                          tput[ph_echo]));
+  rep.add(check_row::info("standalone miss throughput (req/s)",
+                          tput[ph_standalone], tput[ph_echo]));
+}
+
+// -- JSON ---------------------------------------------------------------------
+
+json failover_json(const failover_run& r) {
+  return json::object()
+      .set("victim", r.victim)
+      .set("survivor", r.survivor)
+      .set("at_signal", r.at_signal)
+      .set("by_survivor", r.by_survivor)
+      .set("down_ms", r.down_ms)
+      .set("metric_down_ms", r.metric_down_ms)
+      .set("first_ms", r.first_ms)
+      .set("last_ms", r.last_ms)
+      .set("up_again_ms", r.up_again_ms)
+      .set("redispatched", r.redispatched);
+}
+
+json failover_section(const results& res,
+                      const std::vector<failover_line>& lines) {
+  auto runs = [](const std::vector<failover_run>& rs) {
+    auto a = json::array();
+    for (const auto& r : rs) {
+      a.push(failover_json(r));
+    }
+    return a;
+  };
+  auto respawn = json::array();
+  for (const auto& r : res.respawn_runs) {
+    respawn.push(json::object()
+                     .set("victim", r.victim)
+                     .set("survivor", r.survivor)
+                     .set("down_ms", r.down_ms)
+                     .set("serve_ms", r.serve_ms)
+                     .set("next_ms", r.next_ms));
+  }
+  auto summary = json::array();
+  for (const auto& l : lines) {
+    summary.push(json::object()
+                     .set("event", l.event)
+                     .set("timeout_ms", l.timeout_ms)
+                     .set("median_ms", median(l.ms))
+                     .set("max_ms", max_of(l.ms)));
+  }
+  return json::object()
+      .set("kill", runs(res.kill_runs))
+      .set("kill_short_timeout", runs(res.kill_short_runs))
+      .set("stop", runs(res.stop_runs))
+      .set("respawn", std::move(respawn))
+      .set("summary", std::move(summary));
+}
+
+void fill_json(const options& opts, const results& res,
+               const std::vector<failover_line>& lines, report& rep) {
+  auto& doc = rep.doc();
+  doc["config"]
+      .set("quick", opts.common.quick)
+      .set("requests", opts.requests)
+      .set("rounds", opts.rounds)
+      .set("duration_s", opts.duration_s)
+      .set("inflight", opts.inflight)
+      .set("failover_inflight", opts.fo_inflight)
+      .set("repeats", opts.repeats)
+      .set("short_timeout_ms", opts.short_timeout_ms)
+      .set("shoald", opts.common.shoald);
+  for (int p = 0; p < ph_count; ++p) {
+    auto rounds = json::array();
+    for (const auto& r : res.latency_rounds[p]) {
+      rounds.push(to_json(r));
+    }
+    doc["latency"][phase_names[p]]
+        .set("median_of_rounds",
+             to_json(median_of_rounds(res.latency_rounds[p])))
+        .set("node_total_p50_us", median(res.node_total_us[p]))
+        .set("rounds", std::move(rounds));
+    doc["throughput_rps"][phase_names[p]]
+        .set("median", median(res.tput[p]))
+        .set("rounds", json::array_of(res.tput[p]));
+  }
+  doc.set("failover", failover_section(res, lines));
+}
+
+// -- the run ------------------------------------------------------------------
+
+int run(const options& opts) {
+  // Forked first, while this process has no threads.
+  auto echo = start_echo_server();
+  report rep{"bench_cluster"};
   auto frame_bytes = frame_source::fixed().current().size();
-  std::printf("bench_cluster: shoald %s%s\n", opts.shoald.c_str(),
-              opts.quick ? " (quick)" : "");
-  std::printf("load average before: %s\n", res.load_before.c_str());
-  std::printf(
-      "request frame %zu bytes (echo v2, x f32 [1,%zu]); echo server "
-      "%s (pid %d); models %s\n",
-      frame_bytes, row_floats, echo_ep.c_str(), static_cast<int>(echo_pid),
-      opts.models.empty() ? "shoald's default root" : opts.models.c_str());
+  std::printf("bench_cluster: shoald %s%s\n", opts.common.shoald.c_str(),
+              opts.common.quick ? " (quick)" : "");
+  std::printf("load average before: %s\n", rep.load_before().c_str());
+  std::printf("request frame %zu bytes (echo v2, x f32 [1,%zu]); echo server "
+              "%s (pid %d); models %s\n",
+              frame_bytes, row_floats, echo.endpoint.c_str(),
+              static_cast<int>(echo.proc->pid()),
+              opts.models.empty() ? "shoald's default root"
+                                  : opts.models.c_str());
   std::fflush(stdout);
-  temp_dir dir{opts.keep};
+  results res;
   zmq::context_t ctx{1};
-  steady_phases(ctx, opts, dir.path(), echo_ep, res);
-  failover_phases(ctx, opts, dir.path(), res);
-  res.load_after = loadavg();
-  report(opts, res, frame_bytes);
+  steady_phases(ctx, opts, echo.endpoint, res);
+  failover_phases(ctx, opts, res);
+  rep.finish();
+  print_latency(opts, res);
+  add_checks(res, rep);
+  rep.print_checks("baseline: raw ZeroMQ DEALER/ROUTER echo of the same " +
+                   std::to_string(frame_bytes) +
+                   "-byte frame; for cluster / standalone: the standalone "
+                   "node");
+  auto lines = failover_lines(opts, res);
+  print_failover_table(opts, lines);
+  std::printf("load average after: %s (%u cores)\n", rep.load_after().c_str(),
+              std::thread::hardware_concurrency());
+  fill_json(opts, res, lines, rep);
+  rep.write(opts.common.json);
+  echo.proc->stop(5s);
   return 0;
 }
 
@@ -1703,28 +973,12 @@ int run(const options& opts, const std::string& echo_ep, pid_t echo_pid) {
 
 int main(int argc, char** argv) {
   auto opts = parse_args(argc, argv);
-  struct stat st;
-  if (::stat(opts.shoald.c_str(), &st) != 0 || !(st.st_mode & S_IXUSR)) {
-    std::fprintf(stderr,
-                 "bench_cluster: no executable shoald at '%s' (use --shoald "
-                 "PATH or SHOALD=PATH)\n",
-                 opts.shoald.c_str());
-    return 1;
-  }
-  std::signal(SIGPIPE, SIG_IGN);
-  child_process echo_proc;
-  try {
-    // Forked first, while this process has no threads.
-    auto echo_ep = start_echo_server(echo_proc);
-    install_interrupt_handlers();
-    auto rc = run(opts, echo_ep, echo_proc.pid());
-    echo_proc.stop(5s);
-    return rc;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "bench_cluster: FAILED: %s\n%s",
-                 g_interrupted ? "interrupted" : e.what(),
-                 opts.keep ? "" : "(--keep keeps the nodes' logs)\n");
-    return g_interrupted ? 130 : 1;
-  }
+  return run_main(
+      "bench_cluster",
+      [&] {
+        require_executable(opts.common.shoald,
+                           "use --shoald PATH or SHOALD=PATH");
+        return run(opts);
+      },
+      opts.keep ? "" : "(--keep keeps the nodes' logs)");
 }

@@ -1,5 +1,5 @@
 // GPU executor throughput on the example MLP and CNN at batch 1, 8 and 64
-// (issue 5: executor >= 0.9x the same model run by PyTorch at the same batch
+// (target: executor >= 0.9x the same model run by PyTorch at the same batch
 // size and precision; the PyTorch side is bench/torch_baseline.py, and
 // bench/gpu_vs_torch.sh runs both in one run and compares them).
 //
@@ -32,7 +32,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -44,7 +45,10 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/serving/executor.hpp"
-#include "bench/bench_json.hpp"
+#include "bench/harness/cli.hpp"
+#include "bench/harness/json.hpp"
+#include "bench/harness/report.hpp"
+#include "bench/harness/run.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device/device.hpp"
 #include "net/wire/error.hpp"
@@ -53,6 +57,7 @@
 #include "runtime/model/repository.hpp"
 #include "runtime/metrics/node_metrics.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "tests/support/process.hpp"
 
 #ifndef SHOAL_SOURCE_ROOT
 #define SHOAL_SOURCE_ROOT ""
@@ -64,49 +69,30 @@ using bench_clock = std::chrono::steady_clock;
 
 namespace {
 
-using shoal::bench::json_escape;
-using shoal::bench::json_num;
+using bench::json;
+using bench::json_num;
 
 constexpr int exit_skip = 77; // meson's "skipped"
 constexpr size_t pool_size = 8;
 
 struct options {
+  bench::common_options common;
   std::string models; // empty: generate into a temporary directory
   double seconds = 3;
   std::vector<uint64_t> batches{1, 8, 64};
   std::vector<std::string> names{"mlp", "cnn"};
   bool tf32 = false;
-  size_t inflight = 0; // 0: max_in_flight() + 2
+  uint64_t inflight = 0; // 0: max_in_flight() + 2
   int rounds = 1;
-  std::string json;
   bool probe = false; // only say whether there is a GPU
   // "cpu": the same phases on the CPU backend, to try the bench itself on a
-  // machine without a GPU (its numbers answer nothing of issue 5).
+  // machine without a GPU (its numbers say nothing about the GPU target).
   std::string device = "gpu";
 };
 
-[[noreturn]] void usage(int code) {
-  std::fprintf(
-      code == 0 ? stdout : stderr,
-      "usage: bench_gpu_executor [options]\n"
-      "  --models DIR     model repository holding mlp/1 and cnn/1 as\n"
-      "                   scripts/make_models.py writes them (default: run\n"
-      "                   make_models.py into a temporary directory with\n"
-      "                   $PYTHON, /usr/bin/python3 or python3)\n"
-      "  --names a,b      models to run (default mlp,cnn)\n"
-      "  --seconds S      per phase, after a warm-up (default 3)\n"
-      "  --batches LIST   batch sizes (default 1,8,64)\n"
-      "  --tf32           allow TF32 for f32 dense and conv layers\n"
-      "  --inflight K     executor requests in flight (default the\n"
-      "                   backend's max_in_flight() + 2)\n"
-      "  --rounds R       repeat every phase R times, report means "
-      "(default 1)\n"
-      "  --json FILE      also write the results as JSON\n"
-      "  --probe          print the GPUs and exit\n"
-      "  --device cpu     run the phases on the CPU backend instead (tries\n"
-      "                   the benchmark itself without a GPU)\n"
-      "Exits 77 (skipped) without a usable GPU.\n");
-  std::exit(code);
+// Something broke: the run cannot go on.
+[[noreturn]] void fail(const std::string& what) {
+  throw bench::bench_error{what};
 }
 
 template <class T, class F>
@@ -114,121 +100,103 @@ std::vector<T> split_list(const std::string& s, F&& convert) {
   std::vector<T> out;
   std::stringstream in{s};
   std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty())
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) {
       out.push_back(convert(item));
+    }
+  }
   return out;
+}
+
+void declare(bench::arg_parser& p, options& o, std::string& names,
+             std::string& batches) {
+  p.add_common(o.common, "1 s per phase", false);
+  p.option("--models", "DIR", o.models,
+           "repository holding mlp/1 and cnn/1 as scripts/make_models.py "
+           "writes them (default: generated into a temporary directory with "
+           "$PYTHON, /usr/bin/python3 or python3)");
+  p.option("--names", "a,b", names, "models to run (mlp,cnn)");
+  p.option("--seconds", "S", o.seconds, "per phase, after a warm-up (3)");
+  p.option("--batches", "LIST", batches, "batch sizes (1,8,64)");
+  p.flag("--tf32", o.tf32, "allow TF32 for f32 dense and conv layers");
+  p.option("--inflight", "K", o.inflight,
+           "executor requests in flight (the backend's max_in_flight() + 2)");
+  p.option("--rounds", "R", o.rounds, "repeat every phase, report means (1)");
+  p.flag("--probe", o.probe, "print the GPUs and exit");
+  p.option("--device", "gpu|cpu", o.device,
+           "cpu runs the phases on the CPU backend (tries the benchmark "
+           "without a GPU)");
 }
 
 options parse_args(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        usage(2);
-      }
-      return argv[++i];
-    };
-    try {
-      if (a == "--help" || a == "-h")
-        usage(0);
-      else if (a == "--models")
-        o.models = value();
-      else if (a == "--names")
-        o.names = split_list<std::string>(value(), [](auto& s) { return s; });
-      else if (a == "--seconds")
-        o.seconds = std::stod(value());
-      else if (a == "--batches")
-        o.batches = split_list<uint64_t>(
-            value(), [](auto& s) { return std::stoull(s); });
-      else if (a == "--tf32")
-        o.tf32 = true;
-      else if (a == "--inflight")
-        o.inflight = std::stoul(value());
-      else if (a == "--rounds")
-        o.rounds = std::stoi(value());
-      else if (a == "--json")
-        o.json = value();
-      else if (a == "--probe")
-        o.probe = true;
-      else if (a == "--device")
-        o.device = value();
-      else {
-        std::fprintf(stderr, "unknown option %s\n", a.c_str());
-        usage(2);
-      }
-    } catch (const std::logic_error&) { // stod and friends
-      std::fprintf(stderr, "bad value for %s\n", a.c_str());
-      usage(2);
-    }
+  std::string names = "mlp,cnn", batches = "1,8,64";
+  bench::arg_parser p{"bench_gpu_executor",
+                      "GPU executor throughput and overhead per model and "
+                      "batch size; exits 77 (skipped) without a usable GPU"};
+  declare(p, o, names, batches);
+  p.parse(argc, argv);
+  try {
+    o.names = split_list<std::string>(names, [](auto& s) { return s; });
+    o.batches =
+        split_list<uint64_t>(batches, [](auto& s) { return std::stoull(s); });
+  } catch (const std::logic_error&) {
+    std::fprintf(stderr, "bad value for --batches: %s\n", batches.c_str());
+    std::exit(2);
+  }
+  if (o.common.quick && !p.given("--seconds")) {
+    o.seconds = 1;
   }
   bool bad_batch = std::any_of(o.batches.begin(), o.batches.end(),
                                [](uint64_t b) { return b == 0; });
   if (o.device != "gpu" && o.device != "cpu") {
     std::fprintf(stderr, "--device is gpu or cpu\n");
-    usage(2);
+    std::exit(2);
   }
   if (o.seconds <= 0 || o.rounds < 1 || o.batches.empty() || bad_batch ||
       o.names.empty()) {
     std::fprintf(stderr, "--seconds, --rounds and every batch size must be "
                          "positive\n");
-    usage(2);
+    std::exit(2);
   }
   return o;
 }
 
-// Something broke: the run cannot go on.
-struct bench_failure {
-  std::string what;
-};
-
-[[noreturn]] void fail(const std::string& what) {
-  throw bench_failure{what};
-}
-
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
-  for (char c : s)
+  for (char c : s) {
     out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
+  }
   return out + "'";
 }
-
-// Removes the generated models however main() is left.
-struct temp_dir {
-  fs::path path;
-  ~temp_dir() {
-    if (!path.empty()) {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  }
-};
 
 // Writes the example models into dir with the first Python that can (the
 // generator needs numpy, which a machine's system Python may lack).
 void make_models(const fs::path& dir) {
   std::vector<fs::path> scripts;
-  if (*SHOAL_SOURCE_ROOT)
+  if (*SHOAL_SOURCE_ROOT) {
     scripts.emplace_back(fs::path{SHOAL_SOURCE_ROOT} / "scripts" /
                          "make_models.py");
+  }
   scripts.emplace_back(fs::path{"scripts"} / "make_models.py");
   auto script = std::find_if(scripts.begin(), scripts.end(),
                              [](auto& p) { return fs::exists(p); });
-  if (script == scripts.end())
+  if (script == scripts.end()) {
     fail("scripts/make_models.py not found (looked in " SHOAL_SOURCE_ROOT
          " and the current directory); pass --models DIR");
+  }
   std::vector<std::string> pythons;
-  if (auto* env = std::getenv("PYTHON"); env && *env)
+  if (auto* env = std::getenv("PYTHON"); env && *env) {
     pythons.emplace_back(env);
+  }
   pythons.emplace_back("/usr/bin/python3");
   pythons.emplace_back("python3");
   for (auto& py : pythons) {
     auto cmd = shell_quote(py) + " " + shell_quote(script->string()) +
                " --out " + shell_quote(dir.string()) + " >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0)
+    if (std::system(cmd.c_str()) == 0) {
       return;
+    }
   }
   fail("could not generate the models with $PYTHON, /usr/bin/python3 or "
        "python3 (make_models.py needs numpy); pass --models DIR");
@@ -241,23 +209,26 @@ model_spec gpu_spec(const fs::path& root, const std::string& name,
                     const options& o, uint64_t max_batch) {
   auto path = root / name / "1" / "model.toml";
   auto spec = parse_manifest(path.string(), name, 1);
-  if (!spec)
+  if (!spec) {
     fail(reason_of(spec.error()));
+  }
   spec->backend = o.device == "gpu" ? "cuda" : "cpu";
   spec->device = o.device;
   spec->allow_tf32 = o.tf32;
   spec->max_batch = static_cast<uint32_t>(max_batch);
   // A full batch runs at once; the bench never sends a partial one.
   spec->max_delay = std::chrono::microseconds{0};
-  if (spec->inputs.size() != 1 || spec->outputs.size() != 1)
+  if (spec->inputs.size() != 1 || spec->outputs.size() != 1) {
     fail(path.string() + ": expected one input and one output");
+  }
   return std::move(*spec);
 }
 
 std::vector<uint64_t> batch_shape(const io_spec& io, uint64_t rows) {
   std::vector<uint64_t> shape;
-  for (auto d : io.shape)
+  for (auto d : io.shape) {
     shape.push_back(d < 0 ? rows : static_cast<uint64_t>(d));
+  }
   return shape;
 }
 
@@ -272,8 +243,9 @@ std::vector<std::vector<tensor>> input_pool(const model_spec& spec,
     t.type = dtype::f32;
     t.shape = batch_shape(spec.inputs[0], rows);
     std::vector<float> v(*t.element_count());
-    for (auto& x : v)
+    for (auto& x : v) {
       x = d(rng);
+    }
     t.data.resize(v.size() * sizeof(float));
     std::memcpy(t.data.data(), v.data(), t.data.size());
     pool.push_back({std::move(t)});
@@ -283,12 +255,14 @@ std::vector<std::vector<tensor>> input_pool(const model_spec& spec,
 
 void check_outputs(const caf::expected<std::vector<tensor>>& out, uint64_t rows,
                    const std::string& what) {
-  if (!out)
+  if (!out) {
     fail(what + ": " + reason_of(out.error()));
+  }
   if (out->size() != 1 || out->front().shape.empty() ||
-      out->front().shape[0] != rows || out->front().type != dtype::f32)
+      out->front().shape[0] != rows || out->front().type != dtype::f32) {
     fail(what + ": outputs are not one f32 tensor of " + std::to_string(rows) +
          " rows");
+  }
 }
 
 // Largest absolute difference between the backend's outputs for the
@@ -296,14 +270,16 @@ void check_outputs(const caf::expected<std::vector<tensor>>& out, uint64_t rows,
 // model has no reference file. A benchmark of wrong outputs means nothing.
 double reference_error(backend& be, const model_spec& spec) {
   auto ref = safetensors_file::open(spec.dir + "/reference.safetensors");
-  if (!ref)
+  if (!ref) {
     return -1;
+  }
   double worst = 0;
   for (uint64_t n : {1, 7, 32}) {
     auto* x = ref->find("input.b" + std::to_string(n));
     auto* y = ref->find("output.b" + std::to_string(n));
-    if (!x || !y || n > spec.max_batch)
+    if (!x || !y || n > spec.max_batch) {
       continue;
+    }
     tensor in;
     in.name = spec.inputs[0].name;
     in.type = x->type;
@@ -312,11 +288,13 @@ double reference_error(backend& be, const model_spec& spec) {
     auto out = be.run({in}, n);
     check_outputs(out, n, spec.name + " reference batch " + std::to_string(n));
     auto want = to_f32(*y);
-    if (!want)
+    if (!want) {
       fail(reason_of(want.error()));
+    }
     auto& got = out->front().data;
-    if (got.size() != want->size() * sizeof(float))
+    if (got.size() != want->size() * sizeof(float)) {
       fail(spec.name + ": reference output size differs");
+    }
     for (size_t i = 0; i < want->size(); ++i) {
       float g;
       std::memcpy(&g, got.data() + i * sizeof(float), sizeof(float));
@@ -344,8 +322,9 @@ pipelined_window(backend& be, const std::vector<std::vector<tensor>>& pool,
                  uint64_t rows, size_t depth, double seconds) {
   uint64_t started = 0, finished = 0;
   auto start_one = [&] {
-    if (auto err = be.start(pool[started++ % pool.size()], rows))
+    if (auto err = be.start(pool[started++ % pool.size()], rows)) {
       fail("start: " + reason_of(err));
+    }
   };
   auto finish_one = [&] {
     check_outputs(be.finish(), rows, "finish");
@@ -353,14 +332,16 @@ pipelined_window(backend& be, const std::vector<std::vector<tensor>>& pool,
   };
   auto t0 = bench_clock::now();
   auto until = t0 + std::chrono::duration<double>(seconds);
-  for (size_t i = 0; i < depth; ++i)
+  for (size_t i = 0; i < depth; ++i) {
     start_one();
+  }
   while (bench_clock::now() < until) {
     finish_one();
     start_one();
   }
-  while (finished < started)
+  while (finished < started) {
     finish_one();
+  }
   auto wall = std::chrono::duration<double>(bench_clock::now() - t0).count();
   return {finished, wall};
 }
@@ -387,99 +368,142 @@ backend_stats backend_phase(backend& be,
   return s;
 }
 
+// An executor actor on its own thread (as GPU models run) and the scoped
+// actor that feeds it. The destructor stops it and waits until it is gone:
+// it records into metrics owned by the caller, and the actor system waits
+// for it on the way out.
+class executor_session {
+public:
+  executor_session(caf::actor_system& sys, model_spec_ptr spec,
+                   std::shared_ptr<node_metrics> m)
+      : self_(sys), spec_(std::move(spec)) {
+    // No load env: the generated files are loaded as they are, unverified.
+    std::shared_ptr<const load_env> env;
+    exec_ = self_->spawn<caf::detached>(executor_actor, spec_,
+                                        caf::actor{self_}, m, env);
+    self_->monitor(exec_);
+  }
+
+  ~executor_session() { stop(); }
+
+  // Waits until the executor loaded the model on the device it was asked
+  // for.
+  void await_ready() {
+    std::string device;
+    self_->receive([&](ready_atom, const std::string&, uint64_t, caf::actor,
+                       const std::string& d) { device = d; },
+                   [&](caf::down_msg& dm) {
+                     gone_ = true;
+                     broke_ =
+                         "executor failed to load: " + reason_of(dm.reason);
+                   },
+                   caf::after(std::chrono::seconds{120}) >>
+                       [&] { broke_ = "executor did not load within 120 s"; });
+    check();
+    if (device.rfind(spec_->device, 0) != 0) {
+      broke_ = "executor loaded " + spec_->name + " on " + device + ", not " +
+               spec_->device;
+    }
+    check();
+  }
+
+  void send(const std::vector<tensor>& inputs, uint64_t rows) {
+    exec_item item;
+    item.ticket = ++sent_;
+    item.inputs = inputs; // the client's copy
+    item.rows = rows;
+    self_->send(exec_, exec_atom::value, std::move(item));
+  }
+
+  // One batch's results; how many requests they answer.
+  size_t receive_batch() {
+    size_t n = 0;
+    self_->receive(
+        [&](done_atom, std::vector<exec_result>& results) {
+          for (auto& r : results) {
+            broke_ = r.code != 0 ? "executor error: " + r.error : broke_;
+          }
+          n = results.size();
+        },
+        [&](caf::down_msg& dm) {
+          gone_ = true;
+          broke_ = "executor died: " + reason_of(dm.reason);
+        },
+        caf::after(std::chrono::seconds{30}) >>
+            [&] { broke_ = "executor stalled: no batch for 30 s"; });
+    check();
+    return n;
+  }
+
+  void stop() {
+    if (gone_) {
+      return;
+    }
+    self_->send_exit(exec_, caf::exit_reason::user_shutdown);
+    while (!gone_) {
+      self_->receive([&](caf::down_msg&) { gone_ = true; },
+                     [](done_atom, std::vector<exec_result>&) {},
+                     caf::after(std::chrono::seconds{30}) >> [&] { stuck(); });
+    }
+  }
+
+private:
+  void check() {
+    if (!broke_.empty()) {
+      stop();
+      fail(broke_);
+    }
+  }
+
+  // Stuck in the backend: the actor system would wait for it forever on
+  // the way out.
+  [[noreturn]] void stuck() {
+    std::fprintf(stderr, "bench_gpu_executor: %s: the executor does not stop\n",
+                 broke_.empty() ? "end of phase" : broke_.c_str());
+    std::_Exit(1);
+  }
+
+  caf::scoped_actor self_;
+  model_spec_ptr spec_;
+  caf::actor exec_;
+  bool gone_ = false;
+  std::string broke_;
+  uint64_t sent_ = 0;
+};
+
 // Batches per second of an executor kept saturated with `inflight`
 // requests of `rows` rows (one batch each: max_batch is `rows`).
 double executor_phase(caf::actor_system& sys, model_spec_ptr spec,
                       std::shared_ptr<node_metrics> m,
                       const std::vector<std::vector<tensor>>& pool,
                       uint64_t rows, size_t inflight, double seconds) {
-  caf::scoped_actor self{sys};
-  // No load env: the generated files are loaded as they are, unverified.
-  std::shared_ptr<const load_env> env;
-  auto exec = self->spawn<caf::detached>(executor_actor, spec, caf::actor{self},
-                                         m, env);
-  self->monitor(exec);
-  bool gone = false;
-  std::string device, broke;
-  // Stops the executor and waits until it is gone: it records into metrics
-  // owned by the caller, and the actor system waits for it on the way out.
-  auto stop = [&] {
-    if (gone)
-      return;
-    self->send_exit(exec, caf::exit_reason::user_shutdown);
-    while (!gone)
-      self->receive([&](caf::down_msg&) { gone = true; },
-                    [](done_atom, std::vector<exec_result>&) {},
-                    caf::after(std::chrono::seconds{30}) >>
-                        [&] {
-                          // Stuck in the backend: the actor system would wait
-                          // for it forever on the way out.
-                          std::fprintf(stderr,
-                                       "bench_gpu_executor: %s: the executor "
-                                       "does not stop\n",
-                                       broke.empty() ? "end of phase"
-                                                     : broke.c_str());
-                          std::_Exit(1);
-                        });
-  };
-  auto check = [&] {
-    if (broke.empty())
-      return;
-    stop();
-    fail(broke);
-  };
-  self->receive([&](ready_atom, const std::string&, uint64_t, caf::actor,
-                    const std::string& d) { device = d; },
-                [&](caf::down_msg& dm) {
-                  gone = true;
-                  broke = "executor failed to load: " + reason_of(dm.reason);
-                },
-                caf::after(std::chrono::seconds{120}) >>
-                    [&] { broke = "executor did not load within 120 s"; });
-  check();
-  if (device.rfind(spec->device, 0) != 0)
-    broke = "executor loaded " + spec->name + " on " + device + ", not " +
-            spec->device;
-  check();
+  executor_session s{sys, std::move(spec), std::move(m)};
+  s.await_ready();
   uint64_t sent = 0, batches = 0;
-  auto send_one = [&] {
-    exec_item item;
-    item.ticket = ++sent;
-    item.inputs = pool[sent % pool.size()]; // the client's copy
-    item.rows = rows;
-    self->send(exec, exec_atom::value, std::move(item));
-  };
+  auto send_one = [&] { s.send(pool[++sent % pool.size()], rows); };
   auto receive_one = [&] {
-    self->receive(
-        [&](done_atom, std::vector<exec_result>& results) {
-          ++batches;
-          for (auto& r : results) {
-            if (r.code != 0)
-              broke = "executor error: " + r.error;
-            send_one();
-          }
-        },
-        [&](caf::down_msg& dm) {
-          gone = true;
-          broke = "executor died: " + reason_of(dm.reason);
-        },
-        caf::after(std::chrono::seconds{30}) >>
-            [&] { broke = "executor stalled: no batch for 30 s"; });
-    check();
+    auto answered = s.receive_batch();
+    ++batches;
+    for (size_t i = 0; i < answered; ++i) {
+      send_one();
+    }
   };
-  for (size_t i = 0; i < inflight; ++i)
+  for (size_t i = 0; i < inflight; ++i) {
     send_one();
+  }
   auto warm_until = bench_clock::now() +
                     std::chrono::duration<double>(std::min(0.5, seconds));
-  while (bench_clock::now() < warm_until)
+  while (bench_clock::now() < warm_until) {
     receive_one();
+  }
   batches = 0;
   auto t0 = bench_clock::now();
   auto until = t0 + std::chrono::duration<double>(seconds);
-  while (bench_clock::now() < until)
+  while (bench_clock::now() < until) {
     receive_one();
+  }
   auto elapsed = std::chrono::duration<double>(bench_clock::now() - t0).count();
-  stop();
+  s.stop();
   return batches / elapsed;
 }
 
@@ -493,40 +517,36 @@ struct result {
   double ref_error = -1;
 };
 
-void write_json(const std::string& path, const options& o,
-                const gpu_device_info& gpu, const std::vector<result>& rs) {
-  std::ofstream out{path};
-  if (!out)
-    fail("cannot write " + path);
-  out << "{\n  \"device\": \"" << json_escape(gpu.name) << "\", \"product\": \""
-      << json_escape(gpu.product) << "\", \"seconds\": " << json_num(o.seconds)
-      << ", \"rounds\": " << o.rounds
-      << ", \"tf32\": " << (o.tf32 ? "true" : "false") << ",\n  \"results\": [";
-  for (size_t i = 0; i < rs.size(); ++i) {
-    auto& r = rs[i];
+// One result per model and batch size, in the order gpu_vs_torch.sh
+// prints them; its keys are what that script reads.
+json results_json(const std::vector<result>& rs) {
+  auto out = json::array();
+  for (auto& r : rs) {
     auto prof = [&](double v) {
-      return r.be.profiled ? json_num(v * 1e3) : std::string{"null"};
+      return r.be.profiled ? json{v * 1e3} : json{};
     };
     double overhead = r.be.wall_s - r.be.kernel_s;
-    out << (i ? ",\n" : "\n") << "    {\"model\": \"" << json_escape(r.model)
-        << "\", \"batch\": " << r.batch << ", \"max_in_flight\": " << r.depth
-        << ", \"backend_batches_per_s\": " << json_num(r.be.batches_per_s)
-        << ", \"backend_rows_per_s\": "
-        << json_num(r.be.batches_per_s * r.batch)
-        << ", \"wall_ms\": " << json_num(r.be.wall_s * 1e3)
-        << ", \"kernel_ms\": " << prof(r.be.kernel_s)
-        << ", \"copy_in_ms\": " << prof(r.be.copy_in_s)
-        << ", \"copy_out_ms\": " << prof(r.be.copy_out_s)
-        << ", \"overhead_ms\": " << prof(overhead) << ", \"overhead_pct\": "
-        << (r.be.profiled ? json_num(100 * overhead / r.be.wall_s) : "null")
-        << ", \"executor_batches_per_s\": " << json_num(r.exec_batches_per_s)
-        << ", \"executor_rows_per_s\": "
-        << json_num(r.exec_batches_per_s * r.batch)
-        << ", \"executor_inflight\": " << r.inflight
-        << ", \"ref_max_abs_err\": "
-        << (r.ref_error < 0 ? "null" : json_num(r.ref_error)) << "}";
+    out.push(json::object()
+                 .set("model", r.model)
+                 .set("batch", r.batch)
+                 .set("max_in_flight", r.depth)
+                 .set("backend_batches_per_s", r.be.batches_per_s)
+                 .set("backend_rows_per_s", r.be.batches_per_s * r.batch)
+                 .set("wall_ms", r.be.wall_s * 1e3)
+                 .set("kernel_ms", prof(r.be.kernel_s))
+                 .set("copy_in_ms", prof(r.be.copy_in_s))
+                 .set("copy_out_ms", prof(r.be.copy_out_s))
+                 .set("overhead_ms", prof(overhead))
+                 .set("overhead_pct", r.be.profiled
+                                          ? json{100 * overhead / r.be.wall_s}
+                                          : json{})
+                 .set("executor_batches_per_s", r.exec_batches_per_s)
+                 .set("executor_rows_per_s", r.exec_batches_per_s * r.batch)
+                 .set("executor_inflight", r.inflight)
+                 .set("ref_max_abs_err",
+                      r.ref_error < 0 ? json{} : json{r.ref_error}));
   }
-  out << "\n  ]\n}\n";
+  return out;
 }
 
 void print_table(const std::vector<result>& rs) {
@@ -554,93 +574,89 @@ void print_table(const std::vector<result>& rs) {
   }
 }
 
-int run(const options& o) {
-  std::vector<gpu_device_info> gpus;
+// The devices to run on; nullopt after printing why the run is skipped.
+std::optional<std::vector<gpu_device_info>> find_devices(const options& o) {
   if (o.device == "cpu") {
-    gpus.push_back({0, "cpu", "the CPU backend, not a GPU", 0, 0});
-  } else if (!cuda_built()) {
+    return std::vector<gpu_device_info>{
+        {0, "cpu", "the CPU backend, not a GPU", 0, 0}};
+  }
+  if (!cuda_built()) {
     std::fprintf(stderr, "bench_gpu_executor: skipped: %s\n",
                  gpu_absent_reason().c_str());
-    return exit_skip;
-  } else {
-    gpus = gpu_devices();
-    if (gpus.empty()) {
-      std::fprintf(stderr, "bench_gpu_executor: skipped: no usable GPU: %s\n",
-                   gpu_absent_reason().c_str());
-      return exit_skip;
-    }
+    return std::nullopt;
   }
-  if (o.probe) {
-    for (auto& g : gpus)
-      std::printf("%s: %s, %.1f of %.1f GiB free\n", g.name.c_str(),
-                  g.product.c_str(), g.free_bytes() / 1073741824.0,
-                  g.total_bytes / 1073741824.0);
-    return 0;
+  auto gpus = gpu_devices();
+  if (gpus.empty()) {
+    std::fprintf(stderr, "bench_gpu_executor: skipped: no usable GPU: %s\n",
+                 gpu_absent_reason().c_str());
+    return std::nullopt;
   }
-  temp_dir generated;
-  fs::path root = o.models;
-  if (root.empty()) {
-    auto parent = std::getenv("TMPDIR") ? std::string{std::getenv("TMPDIR")}
-                                        : std::string{"/tmp"};
-    auto tmpl = parent + "/shoal-bench-gpu-XXXXXX";
-    if (!::mkdtemp(tmpl.data()))
-      fail("mkdtemp " + tmpl + ": " + std::strerror(errno));
-    generated.path = root = tmpl;
-    make_models(root);
-  }
+  return gpus;
+}
+
+// One backend per model for the backend phase, loaded once for the widest
+// batch; executors load their own, sized for their batch.
+struct model_run {
+  model_spec spec;
+  backend_ptr be;
+  std::vector<std::vector<std::vector<tensor>>> pools; // per batch size
+};
+
+// Loads a model, checks it against its reference outputs and makes its
+// input pools and result rows; false when its outputs are wrong.
+bool prepare_model(const options& o, const fs::path& root,
+                   const std::string& name, std::mt19937& rng,
+                   std::vector<model_run>& models, std::vector<result>& rs) {
   uint64_t widest = *std::max_element(o.batches.begin(), o.batches.end());
-  // Executors log each load at info: noise between the rounds' lines.
-  spdlog::set_level(spdlog::level::warn);
+  double tolerance = o.tf32 ? 2e-2 : 5e-3;
+  model_run mr{gpu_spec(root, name, o, widest), nullptr, {}};
+  auto be = load_backend(mr.spec);
+  if (!be) {
+    fail(name + ": " + reason_of(be.error()));
+  }
+  mr.be = std::move(*be);
+  if (mr.be->device().rfind(o.device, 0) != 0) {
+    fail(name + " loaded on " + mr.be->device() + ", not a GPU");
+  }
+  auto err = reference_error(*mr.be, mr.spec);
+  if (err > tolerance) {
+    std::fprintf(stderr,
+                 "%s: outputs differ from the reference by %.3g (tolerance "
+                 "%.1g)\n",
+                 name.c_str(), err, tolerance);
+  }
+  for (auto b : o.batches) {
+    mr.pools.push_back(input_pool(mr.spec, b, rng));
+    result r;
+    r.model = name;
+    r.batch = b;
+    r.depth = std::max<size_t>(1, mr.be->max_in_flight());
+    r.inflight = o.inflight ? o.inflight : r.depth + 2;
+    r.ref_error = err;
+    rs.push_back(r);
+  }
+  models.push_back(std::move(mr));
+  return err <= tolerance;
+}
+
+void add_round(result& r, const backend_stats& s, double exec, int rounds) {
+  double w = 1.0 / rounds;
+  r.be.batches_per_s += w * s.batches_per_s;
+  r.be.wall_s += w * s.wall_s;
+  r.be.profiled = s.profiled;
+  r.be.kernel_s += w * s.kernel_s;
+  r.be.copy_in_s += w * s.copy_in_s;
+  r.be.copy_out_s += w * s.copy_out_s;
+  r.exec_batches_per_s += w * exec;
+}
+
+void measure(const options& o, std::vector<model_run>& models,
+             std::vector<result>& rs) {
   caf::actor_system_config cfg;
   cfg.set("logger.verbosity", caf::atom("quiet"));
   caf::actor_system sys{cfg};
   metrics::registry reg; // outlives every executor below
   auto m = std::make_shared<node_metrics>(reg, "bench");
-  std::mt19937 rng{5};
-  double tolerance = o.tf32 ? 2e-2 : 5e-3;
-  bool wrong = false;
-
-  // One backend per model for the backend phase, loaded once for the widest
-  // batch; executors load their own, sized for their batch.
-  struct model_run {
-    model_spec spec;
-    backend_ptr be;
-    std::vector<std::vector<std::vector<tensor>>> pools; // per batch size
-  };
-  std::vector<model_run> models;
-  std::vector<result> rs;
-  for (auto& name : o.names) {
-    model_run mr{gpu_spec(root, name, o, widest), nullptr, {}};
-    auto be = load_backend(mr.spec);
-    if (!be)
-      fail(name + ": " + reason_of(be.error()));
-    mr.be = std::move(*be);
-    if (mr.be->device().rfind(o.device, 0) != 0)
-      fail(name + " loaded on " + mr.be->device() + ", not a GPU");
-    auto err = reference_error(*mr.be, mr.spec);
-    if (err > tolerance) {
-      std::fprintf(stderr,
-                   "%s: outputs differ from the reference by %.3g "
-                   "(tolerance %.1g)\n",
-                   name.c_str(), err, tolerance);
-      wrong = true;
-    }
-    for (auto b : o.batches) {
-      mr.pools.push_back(input_pool(mr.spec, b, rng));
-      result r;
-      r.model = name;
-      r.batch = b;
-      r.depth = std::max<size_t>(1, mr.be->max_in_flight());
-      r.inflight = o.inflight ? o.inflight : r.depth + 2;
-      r.ref_error = err;
-      rs.push_back(r);
-    }
-    models.push_back(std::move(mr));
-  }
-  std::printf("%s (%s), %.1f s per phase, TF32 %s, %d round(s); executor: "
-              "max_batch = batch, max_delay 0\n",
-              gpus[0].name.c_str(), gpus[0].product.c_str(), o.seconds,
-              o.tf32 ? "allowed" : "off", o.rounds);
   for (int round = 0; round < o.rounds; ++round) {
     size_t k = 0;
     for (auto& mr : models) {
@@ -658,41 +674,87 @@ int run(const options& o) {
                     static_cast<unsigned long long>(r.batch), s.batches_per_s,
                     e);
         std::fflush(stdout);
-        double w = 1.0 / o.rounds;
-        r.be.batches_per_s += w * s.batches_per_s;
-        r.be.wall_s += w * s.wall_s;
-        r.be.profiled = s.profiled;
-        r.be.kernel_s += w * s.kernel_s;
-        r.be.copy_in_s += w * s.copy_in_s;
-        r.be.copy_out_s += w * s.copy_out_s;
-        r.exec_batches_per_s += w * e;
+        add_round(r, s, e, o.rounds);
       }
     }
   }
+}
+
+void print_summary(const options& o, const std::vector<result>& rs) {
   print_table(rs);
   std::printf("\nbackend: %zu batch(es) kept started (max_in_flight); "
               "overhead = wall per batch - kernel time\n",
               rs.empty() ? size_t{1} : rs.front().depth);
-  for (auto& r : rs)
-    if (r.batch == o.batches.front())
+  for (auto& r : rs) {
+    if (r.batch == o.batches.front()) {
       std::printf("%s: reference outputs, max abs error %s (tolerance %.1g)\n",
                   r.model.c_str(),
                   r.ref_error < 0 ? "n/a (no reference.safetensors)"
                                   : json_num(r.ref_error).c_str(),
-                  tolerance);
-  if (!o.json.empty())
-    write_json(o.json, o, gpus[0], rs);
-  return wrong ? 1 : 0;
+                  o.tf32 ? 2e-2 : 5e-3);
+    }
+  }
+}
+
+// --models, or the example models generated into `generated`, a
+// temporary directory removed however the run ends.
+fs::path model_root(const options& o,
+                    std::unique_ptr<shoal::test::temp_dir>& generated) {
+  if (!o.models.empty()) {
+    return o.models;
+  }
+  generated = std::make_unique<shoal::test::temp_dir>("shoal-bench-gpu");
+  make_models(generated->path());
+  return generated->path();
+}
+
+int run(const options& o) {
+  auto gpus = find_devices(o);
+  if (!gpus) {
+    return exit_skip;
+  }
+  if (o.probe) {
+    for (auto& g : *gpus) {
+      std::printf("%s: %s, %.1f of %.1f GiB free\n", g.name.c_str(),
+                  g.product.c_str(), g.free_bytes() / 1073741824.0,
+                  g.total_bytes / 1073741824.0);
+    }
+    return 0;
+  }
+  bench::report rep{"bench_gpu_executor"};
+  std::unique_ptr<shoal::test::temp_dir> generated;
+  auto root = model_root(o, generated);
+  // Executors log each load at info: noise between the rounds' lines.
+  spdlog::set_level(spdlog::level::warn);
+  std::mt19937 rng{5};
+  std::vector<model_run> models;
+  std::vector<result> rs;
+  bool right = true;
+  for (auto& name : o.names) {
+    right = prepare_model(o, root, name, rng, models, rs) && right;
+  }
+  const auto& gpu = gpus->front();
+  std::printf("%s (%s), %.1f s per phase, TF32 %s, %d round(s); executor: "
+              "max_batch = batch, max_delay 0\n",
+              gpu.name.c_str(), gpu.product.c_str(), o.seconds,
+              o.tf32 ? "allowed" : "off", o.rounds);
+  measure(o, models, rs);
+  rep.finish();
+  print_summary(o, rs);
+  rep.doc()
+      .set("device", gpu.name)
+      .set("product", gpu.product)
+      .set("seconds", o.seconds)
+      .set("rounds", o.rounds)
+      .set("tf32", o.tf32)
+      .set("results", results_json(rs));
+  rep.write(o.common.json);
+  return right ? 0 : 1;
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
   auto o = parse_args(argc, argv);
-  try {
-    return run(o);
-  } catch (const bench_failure& f) {
-    std::fprintf(stderr, "bench_gpu_executor: %s\n", f.what.c_str());
-    return 1;
-  }
+  return bench::run_guarded("bench_gpu_executor", [&] { return run(o); });
 }

@@ -11,7 +11,8 @@
 //   hit_path          all of the above the gateway does for one hit
 //
 // After the Google Benchmark output, a table gives each time as a multiple
-// of the memcpy baseline.
+// of the memcpy baseline; --json FILE writes that table, --quick runs each
+// benchmark for 0.05 s.
 
 #include <chrono>
 #include <cstdint>
@@ -27,12 +28,20 @@
 #include <unistd.h>
 
 #include "actors/serving/result_cache.hpp"
+#include "bench/harness/cli.hpp"
+#include "bench/harness/json.hpp"
+#include "bench/harness/load.hpp"
+#include "bench/harness/report.hpp"
+#include "bench/harness/run.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/message.hpp"
 
 namespace {
 
-constexpr size_t row_floats = 256; // 1 KiB of f32, as model echo takes
+// 1 KiB of f32, as model echo takes: the request the end-to-end benchmarks
+// send.
+using shoal::bench::input_value;
+using shoal::bench::row_floats;
 
 shoal::tensor make_tensor(std::string name, uint64_t seed) {
   shoal::tensor t;
@@ -41,7 +50,7 @@ shoal::tensor make_tensor(std::string name, uint64_t seed) {
   t.shape = {1, row_floats};
   t.data.resize(row_floats * sizeof(float));
   for (size_t i = 0; i < row_floats; ++i) {
-    float v = static_cast<float>(i) * 0.25f;
+    float v = input_value(i);
     std::memcpy(t.data.data() + i * sizeof(float), &v, sizeof(float));
   }
   std::memcpy(t.data.data(), &seed, sizeof(seed));
@@ -170,8 +179,9 @@ std::unique_ptr<shoal::result_cache> filled_cache(uint64_t max_bytes, size_t n,
   std::vector<shoal::tensor> inputs{make_tensor("x", 0)};
   hot = shoal::make_cache_key("echo", 2, inputs);
   cache->put(hot, value, std::chrono::milliseconds{0});
-  for (int i = 0; i < 16; ++i)
+  for (int i = 0; i < 16; ++i) {
     cache->get(hot);
+  }
   return cache;
 }
 
@@ -201,15 +211,17 @@ void cache_put_churn(benchmark::State& state) {
     std::vector<shoal::tensor> inputs{make_tensor("x", i + 1)};
     keys.push_back(shoal::make_cache_key("echo", 2, inputs));
   }
-  for (size_t i = 0; i < n_keys; ++i) // fill, so every put churns
+  for (size_t i = 0; i < n_keys; ++i) { // fill, so every put churns
     cache.put(keys[i], value, std::chrono::milliseconds{0});
+  }
   size_t i = 0;
   for (auto _ : state) {
     // The copy of the key (~1 KiB) is part of the cost: put takes it by
     // value and the router moves its own.
     cache.put(keys[i], value, std::chrono::milliseconds{0});
-    if (++i == n_keys)
+    if (++i == n_keys) {
       i = 0;
+    }
   }
   auto st = cache.stats();
   state.SetLabel(std::to_string(st.entries) + " entries, " +
@@ -250,6 +262,13 @@ void hit_path(benchmark::State& state) {
 }
 BENCHMARK(hit_path);
 
+// One benchmark's times and their multiples of the baseline's.
+struct ratio_row {
+  std::string name;
+  double real = 0, cpu = 0;     // ns per iteration
+  double x_real = 0, x_cpu = 0; // / memcpy_frame's
+};
+
 // Console output as usual, then each benchmark as a multiple of the baseline.
 class ratio_reporter : public benchmark::ConsoleReporter {
 public:
@@ -261,13 +280,15 @@ public:
 
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const auto& r : runs) {
-      if (r.error_occurred)
+      if (r.error_occurred) {
         continue;
+      }
       auto& t = times_[r.run_name.function_name];
       // With repetitions, the median aggregate wins over single runs.
       if (r.run_type == Run::RT_Aggregate) {
-        if (r.aggregate_name == "median")
+        if (r.aggregate_name == "median") {
           t = {r.GetAdjustedRealTime(), r.GetAdjustedCPUTime(), true};
+        }
       } else if (!t.median) {
         t = {r.GetAdjustedRealTime(), r.GetAdjustedCPUTime(), false};
       }
@@ -275,23 +296,25 @@ public:
     ConsoleReporter::ReportRuns(runs);
   }
 
-  // CPU time is the steadier ratio on a loaded machine (a preempted
-  // iteration inflates real time only).
-  void print_ratios() const {
+  // Every benchmark that ran, in the table's order; empty without the
+  // baseline.
+  std::vector<ratio_row> rows() const {
+    std::vector<ratio_row> out;
     auto base = times_.find("memcpy_frame");
-    if (base == times_.end() || base->second.cpu <= 0 || base->second.real <= 0)
-      return;
-    std::printf("\n%-18s %10s %10s %10s %10s\n", "benchmark", "real (ns)",
-                "cpu (ns)", "x memcpy", "x memcpy");
-    std::printf("%-18s %10s %10s %10s %10s\n", "", "", "", "(real)", "(cpu)");
+    if (base == times_.end() || base->second.cpu <= 0 ||
+        base->second.real <= 0) {
+      return out;
+    }
     for (const auto& name : order_) {
       auto it = times_.find(name);
-      if (it == times_.end())
+      if (it == times_.end()) {
         continue;
+      }
       const auto& t = it->second;
-      std::printf("%-18s %10.1f %10.1f %10.2f %10.2f\n", name.c_str(), t.real,
-                  t.cpu, t.real / base->second.real, t.cpu / base->second.cpu);
+      out.push_back({name, t.real, t.cpu, t.real / base->second.real,
+                     t.cpu / base->second.cpu});
     }
+    return out;
   }
 
 private:
@@ -307,15 +330,84 @@ private:
   std::map<std::string, times> times_;
 };
 
+// CPU time is the steadier ratio on a loaded machine (a preempted iteration
+// inflates real time only).
+void print_ratios(const std::vector<ratio_row>& rows) {
+  if (rows.empty()) {
+    return;
+  }
+  std::printf("\n%-18s %10s %10s %10s %10s\n", "benchmark", "real (ns)",
+              "cpu (ns)", "x memcpy", "x memcpy");
+  std::printf("%-18s %10s %10s %10s %10s\n", "", "", "", "(real)", "(cpu)");
+  for (const auto& r : rows) {
+    std::printf("%-18s %10.1f %10.1f %10.2f %10.2f\n", r.name.c_str(), r.real,
+                r.cpu, r.x_real, r.x_cpu);
+  }
+}
+
+shoal::bench::json rows_json(const std::vector<ratio_row>& rows) {
+  auto out = shoal::bench::json::array();
+  for (const auto& r : rows) {
+    out.push(shoal::bench::json::object()
+                 .set("name", r.name)
+                 .set("real_ns", r.real)
+                 .set("cpu_ns", r.cpu)
+                 .set("x_memcpy_real", r.x_real)
+                 .set("x_memcpy_cpu", r.x_cpu));
+  }
+  return out;
+}
+
+// Google Benchmark's own arguments: argv[0], --benchmark_min_time for
+// --quick, and whatever the shared parser did not know.
+std::vector<std::string> benchmark_args(char* argv0, bool quick,
+                                        const std::vector<std::string>& rest) {
+  std::vector<std::string> args{argv0};
+  if (quick) {
+    args.emplace_back("--benchmark_min_time=0.05");
+  }
+  args.insert(args.end(), rest.begin(), rest.end());
+  return args;
+}
+
+int run(const shoal::bench::common_options& common,
+        std::vector<std::string> args) {
+  std::vector<char*> cargs;
+  for (auto& a : args) {
+    cargs.push_back(a.data());
+  }
+  int n = static_cast<int>(cargs.size());
+  cargs.push_back(nullptr);
+  benchmark::Initialize(&n, cargs.data());
+  if (benchmark::ReportUnrecognizedArguments(n, cargs.data())) {
+    return 1;
+  }
+  shoal::bench::report rep{"bench_micro"};
+  ratio_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  rep.finish();
+  auto rows = reporter.rows();
+  print_ratios(rows);
+  rep.doc().set("config",
+                shoal::bench::json::object().set("quick", common.quick));
+  rep.doc().set("results", rows_json(rows));
+  rep.write(common.json);
+  benchmark::Shutdown();
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv))
-    return 1;
-  ratio_reporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.print_ratios();
-  benchmark::Shutdown();
-  return 0;
+  shoal::bench::common_options common;
+  shoal::bench::arg_parser p{
+      "bench_micro",
+      "per-request CPU costs of the hit path against a memcpy of the frame; "
+      "Google Benchmark's --benchmark_* flags pass through"};
+  p.add_common(common, "--benchmark_min_time=0.05", false);
+  std::vector<std::string> rest;
+  p.parse(argc, argv, &rest);
+  return shoal::bench::run_guarded("bench_micro", [&] {
+    return run(common, benchmark_args(argv[0], common.quick, rest));
+  });
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's performance acceptance on a GPU machine: shoal's GPU executor
+# The GPU performance target on a GPU machine: shoal's GPU executor
 # against the same models in PyTorch, at batch 1, 8 and 64, in one run.
 #
 #   bench/gpu_vs_torch.sh [--build DIR] [--models DIR] [--seconds S]

@@ -11,7 +11,7 @@
 
 #include "net/client/client.hpp"
 #include "net/wire/codec.hpp"
-#include "tests/integration/node_process.hpp"
+#include "tests/support/node_process.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;

@@ -13,32 +13,20 @@
 #include "gpu/model/manifest.hpp"
 #include "runtime/model/repository.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "tests/support/tensors.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;
 
+using shoal::test::f32_tensor;
+using shoal::test::mlp_layers;
+using shoal::test::random_values;
+
 namespace {
-
-tensor f32_tensor(std::vector<uint64_t> shape, std::vector<float> v) {
-  tensor t;
-  t.type = dtype::f32;
-  t.shape = std::move(shape);
-  t.data.resize(v.size() * 4);
-  std::memcpy(t.data.data(), v.data(), t.data.size());
-  return t;
-}
-
-std::vector<float> random_values(size_t n, std::mt19937& rng, float scale) {
-  std::normal_distribution<float> d{0.0f, scale};
-  std::vector<float> v(n);
-  for (auto& x : v)
-    x = d(rng);
-  return v;
-}
 
 struct mlp_fixture : ::testing::Test {
   fs::path dir;
-  std::vector<float> w1, b1, w2, b2;
+  test::mlp_weights w;
   static constexpr size_t in = 12, hidden = 16, out = 5;
 
   void SetUp() override {
@@ -46,33 +34,22 @@ struct mlp_fixture : ::testing::Test {
     dir = fs::path{::mkdtemp(tmpl)} / "mlp" / "1";
     fs::create_directories(dir);
     std::mt19937 rng{7};
-    w1 = random_values(hidden * in, rng, 0.4f);
-    b1 = random_values(hidden, rng, 0.1f);
-    w2 = random_values(out * hidden, rng, 0.4f);
-    b2 = random_values(out, rng, 0.1f);
+    w = test::random_mlp(in, hidden, out, rng, 0.4f, 0.1f);
     ASSERT_FALSE(
-        write_safetensors((dir / "model.safetensors").string(),
-                          {{"fc1.weight", f32_tensor({hidden, in}, w1)},
-                           {"fc1.bias", f32_tensor({hidden}, b1)},
-                           {"fc2.weight", f32_tensor({out, hidden}, w2)},
-                           {"fc2.bias", f32_tensor({out}, b2)}}));
+        write_safetensors((dir / "model.safetensors").string(), w.tensors()));
   }
   void TearDown() override { fs::remove_all(dir.parent_path().parent_path()); }
 
   std::string manifest(const std::string& layers) {
-    return "backend = \"cpu\"\n"
-           "[[inputs]]\nname = \"x\"\ndtype = \"f32\"\nshape = [-1, 12]\n"
-           "[[outputs]]\nname = \"probs\"\ndtype = \"f32\"\nshape = [-1, 5]\n"
-           "[batching]\nmax_batch = 8\n"
-           "[weights]\nfile = \"model.safetensors\"\n" +
-           layers;
+    return test::cpu_manifest(in, out, "max_batch = 8\n", layers);
   }
 
   caf::expected<backend_ptr> load(const std::string& text) {
     std::ofstream{dir / "model.toml"} << text;
     auto spec = parse_manifest((dir / "model.toml").string(), "mlp", 1);
-    if (!spec)
+    if (!spec) {
       return spec.error();
+    }
     return load_backend(*spec);
   }
 
@@ -80,33 +57,30 @@ struct mlp_fixture : ::testing::Test {
   std::vector<double> reference(const float* x) {
     std::vector<double> h(hidden), y(out);
     for (size_t j = 0; j < hidden; ++j) {
-      double s = b1[j];
-      for (size_t k = 0; k < in; ++k)
-        s += double{w1[j * in + k]} * x[k];
+      double s = w.b1[j];
+      for (size_t k = 0; k < in; ++k) {
+        s += double{w.w1[j * in + k]} * x[k];
+      }
       h[j] = std::max(0.0, s);
     }
     double mx = -1e300, sum = 0;
     for (size_t j = 0; j < out; ++j) {
-      double s = b2[j];
-      for (size_t k = 0; k < hidden; ++k)
-        s += double{w2[j * hidden + k]} * h[k];
+      double s = w.b2[j];
+      for (size_t k = 0; k < hidden; ++k) {
+        s += double{w.w2[j * hidden + k]} * h[k];
+      }
       y[j] = s;
       mx = std::max(mx, s);
     }
-    for (auto& v : y)
+    for (auto& v : y) {
       sum += v = std::exp(v - mx);
-    for (auto& v : y)
+    }
+    for (auto& v : y) {
       v /= sum;
+    }
     return y;
   }
 };
-
-const char* mlp_layers = "[[layers]]\nop = \"dense\"\nweight = \"fc1.weight\"\n"
-                         "bias = \"fc1.bias\"\n"
-                         "[[layers]]\nop = \"relu\"\n"
-                         "[[layers]]\nop = \"dense\"\nweight = \"fc2.weight\"\n"
-                         "bias = \"fc2.bias\"\n"
-                         "[[layers]]\nop = \"softmax\"\n";
 
 } // namespace
 
@@ -133,8 +107,7 @@ TEST_F(mlp_fixture, outputs_match_the_reference_for_several_batch_sizes) {
       }
     }
   }
-  EXPECT_GE((*be)->memory_bytes(),
-            (w1.size() + b1.size() + w2.size() + b2.size()) * 4);
+  EXPECT_GE((*be)->memory_bytes(), w.bytes());
 }
 
 TEST_F(mlp_fixture, a_graph_naming_a_missing_tensor_is_refused) {
