@@ -1,5 +1,7 @@
 #include "runtime/shoalctl/bench_load.hpp"
 
+#include "net/wire/half.hpp"
+
 #include <algorithm>
 #include <bit>
 #include <charconv>
@@ -66,10 +68,10 @@ void fill(tensor& t, uint64_t state) {
       store_le(p + 8 * i, unit_value(x, 53));
       break;
     case dtype::f16:
-      store_le(p + 2 * i, float_to_half(static_cast<float>(unit_value(x, 11))));
+      store_le(p + 2 * i, f32_to_f16(static_cast<float>(unit_value(x, 11))));
       break;
     case dtype::bf16:
-      store_le(p + 2 * i, float_to_bf16(static_cast<float>(unit_value(x, 8))));
+      store_le(p + 2 * i, f32_to_bf16(static_cast<float>(unit_value(x, 8))));
       break;
     case dtype::i8:
       p[i] = static_cast<uint8_t>(x % 100);
@@ -417,67 +419,6 @@ std::vector<tensor> make_inputs(const std::vector<io_spec>& spec, uint64_t seed,
   return out;
 }
 
-uint16_t float_to_half(float f) noexcept {
-  auto x = std::bit_cast<uint32_t>(f);
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t exp = (x >> 23) & 0xffu;
-  uint32_t mant = x & 0x7fffffu;
-  if (exp == 0xff) // inf or nan (keep nan quiet and non-zero)
-    return static_cast<uint16_t>(sign | 0x7c00u | (mant ? 0x200u : 0u));
-  int e = static_cast<int>(exp) - 127 + 15;
-  if (e >= 31)
-    return static_cast<uint16_t>(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10)
-      return static_cast<uint16_t>(sign);
-    // Subnormal: shift in the implicit bit, round to nearest even.
-    mant |= 0x800000u;
-    int shift = 14 - e;
-    uint32_t half = mant >> shift;
-    uint32_t rem = mant & ((1u << shift) - 1);
-    uint32_t mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1)))
-      ++half;
-    return static_cast<uint16_t>(sign | half);
-  }
-  uint32_t half = (static_cast<uint32_t>(e) << 10) | (mant >> 13);
-  uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1)))
-    ++half; // may carry into the exponent, which rounds up to inf correctly
-  return static_cast<uint16_t>(sign | half);
-}
-
-float half_to_float(uint16_t h) noexcept {
-  uint32_t sign = (uint32_t{h} & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  uint32_t x;
-  if (exp == 0x1f) {
-    x = sign | 0x7f800000u | (mant << 13);
-  } else if (exp == 0) {
-    if (mant == 0)
-      return std::bit_cast<float>(sign);
-    // Subnormal half: value is mant * 2^-24.
-    float v = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -v : v;
-  } else {
-    x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-  }
-  return std::bit_cast<float>(x);
-}
-
-uint16_t float_to_bf16(float f) noexcept {
-  auto x = std::bit_cast<uint32_t>(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) // nan: keep it a nan
-    return static_cast<uint16_t>((x >> 16) | 0x40u);
-  uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);
-  return static_cast<uint16_t>((x + rounding) >> 16);
-}
-
-float bf16_to_float(uint16_t b) noexcept {
-  return std::bit_cast<float>(uint32_t{b} << 16);
-}
-
 void append_value(std::string& out, const tensor& t, size_t i, bool json) {
   auto size = dtype_size(t.type);
   if (size == 0 || (i + 1) * size > t.data.size()) {
@@ -512,7 +453,7 @@ void append_value(std::string& out, const tensor& t, size_t i, bool json) {
     // JSON keeps the exact value.
     auto bits = load_le<uint16_t>(p);
     bool half = t.type == dtype::f16;
-    float v = half ? half_to_float(bits) : bf16_to_float(bits);
+    float v = half ? f16_to_f32(bits) : bf16_to_f32(bits);
     if (json || !std::isfinite(v)) {
       real(v);
       break;
@@ -521,7 +462,7 @@ void append_value(std::string& out, const tensor& t, size_t i, bool json) {
     for (int precision = 1; precision <= 9; ++precision) {
       std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
       float back = std::strtof(buf, nullptr);
-      if ((half ? float_to_half(back) : float_to_bf16(back)) == bits)
+      if ((half ? f32_to_f16(back) : f32_to_bf16(back)) == bits)
         break;
     }
     out += buf;

@@ -31,12 +31,6 @@ std::vector<tensor> make_inputs(const std::vector<io_spec>& spec, uint64_t seed,
 // dimension is negative (other than -1) or the product overflows.
 std::optional<uint64_t> input_bytes(const std::vector<io_spec>& spec);
 
-// IEEE half and bfloat16 from and to float (round to nearest even).
-uint16_t float_to_half(float f) noexcept;
-float half_to_float(uint16_t h) noexcept;
-uint16_t float_to_bf16(float f) noexcept;
-float bf16_to_float(uint16_t b) noexcept;
-
 // Appends element `i` of `t` as text: a JSON number (or null/true/false) when
 // `json`, else a human-readable rendering (nan, inf, true, false).
 void append_value(std::string& out, const tensor& t, size_t i, bool json);
