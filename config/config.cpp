@@ -112,9 +112,9 @@ setting declare(std::string key, std::string doc, Section node_config::*sec,
   return s;
 }
 
-const std::vector<setting>& settings() {
+std::vector<setting> node_settings() {
   using c = node_config;
-  static const std::vector<setting> all{
+  return {
       declare("node.name",
               "Name of this node in status and metrics (default: hostname).",
               &c::node, &c::node_section::name),
@@ -128,6 +128,12 @@ const std::vector<setting>& settings() {
               "Worker: memory its replicas may use, by their manifests' "
               "resources.memory_bytes (0: no limit).",
               &c::node, &c::node_section::memory_bytes),
+  };
+}
+
+std::vector<setting> cluster_settings() {
+  using c = node_config;
+  return {
       declare("cluster.listen",
               "Head: ZeroMQ endpoint the workers' node links connect to.",
               &c::cluster, &c::cluster_section::listen),
@@ -151,6 +157,12 @@ const std::vector<setting>& settings() {
               "Silence after which a node is declared down and its work "
               "re-dispatched.",
               &c::cluster, &c::cluster_section::timeout_ms),
+  };
+}
+
+std::vector<setting> gateway_settings() {
+  using c = node_config;
+  return {
       declare("gateway.endpoint", "ZeroMQ ROUTER endpoint clients connect to.",
               &c::gateway, &c::gateway_section::endpoint),
       declare("gateway.max_frame_bytes",
@@ -165,11 +177,23 @@ const std::vector<setting>& settings() {
               &c::gateway, &c::gateway_section::max_inflight),
       declare("gateway.io_threads", "ZeroMQ I/O threads.", &c::gateway,
               &c::gateway_section::io_threads),
+  };
+}
+
+std::vector<setting> http_settings() {
+  using c = node_config;
+  return {
       declare("http.listen",
               "HOST:PORT of /metrics, /healthz and /readyz (empty: off).",
               &c::http, &c::http_section::listen),
       declare("http.threads", "HTTP worker threads.", &c::http,
               &c::http_section::threads),
+  };
+}
+
+std::vector<setting> models_settings() {
+  using c = node_config;
+  return {
       declare("models.root",
               "Model repository: a directory <root>/<name>/<version>/"
               "model.toml, or a file:// or http(s):// URL of one with an "
@@ -195,6 +219,12 @@ const std::vector<setting>& settings() {
       declare("models.max_file_bytes",
               "Largest model file the store accepts from a repository.",
               &c::models, &c::models_section::max_file_bytes),
+  };
+}
+
+std::vector<setting> cache_settings() {
+  using c = node_config;
+  return {
       declare("cache.max_bytes",
               "Result cache budget in bytes (keys, values and overhead); 0 "
               "disables the cache.",
@@ -205,6 +235,12 @@ const std::vector<setting>& settings() {
       declare("cache.window_fraction",
               "Share of the cache budget for the W-TinyLFU admission window.",
               &c::cache, &c::cache_section::window_fraction),
+  };
+}
+
+std::vector<setting> router_settings() {
+  using c = node_config;
+  return {
       declare("router.queue_capacity",
               "Requests queued per model before RESOURCE_EXHAUSTED (models "
               "may override).",
@@ -230,6 +266,12 @@ const std::vector<setting>& settings() {
       declare("router.max_replicas",
               "Cluster: most replicas of one model version.", &c::router,
               &c::router_section::max_replicas),
+  };
+}
+
+std::vector<setting> executor_settings() {
+  using c = node_config;
+  return {
       declare("executor.idle_ttl_ms",
               "An unpinned replica idle this long retires (scale to zero).",
               &c::executor, &c::executor_section::idle_ttl_ms),
@@ -238,6 +280,12 @@ const std::vector<setting>& settings() {
               "as a GPU stream owner would, so a long batch never stalls the "
               "scheduler (false: all run on the scheduler).",
               &c::executor, &c::executor_section::detached),
+  };
+}
+
+std::vector<setting> supervisor_settings() {
+  using c = node_config;
+  return {
       declare("supervisor.max_restarts",
               "Restarts allowed within supervisor.period_ms before the node "
               "exits non-zero (escalation).",
@@ -250,15 +298,44 @@ const std::vector<setting>& settings() {
               &c::supervisor, &c::supervisor_section::backoff_initial_ms),
       declare("supervisor.backoff_max_ms", "Upper bound of the restart delay.",
               &c::supervisor, &c::supervisor_section::backoff_max_ms),
+  };
+}
+
+std::vector<setting> runtime_settings() {
+  using c = node_config;
+  return {
       declare("runtime.scheduler_threads",
               "CAF scheduler threads (0: one per core).", &c::runtime,
               &c::runtime_section::scheduler_threads),
       declare("runtime.drain_grace_ms",
               "On SIGTERM, how long in-flight work may take before exit.",
               &c::runtime, &c::runtime_section::drain_grace_ms),
+  };
+}
+
+std::vector<setting> log_settings() {
+  using c = node_config;
+  return {
       declare("log.level", "trace, debug, info, warn, error or off.", &c::log,
               &c::log_section::level),
   };
+}
+
+// Every setting, declared once with its documentation, section by section
+// in the order --print-config shows them.
+const std::vector<setting>& settings() {
+  static const std::vector<setting> all = [] {
+    std::vector<setting> out;
+    for (auto* section :
+         {&node_settings, &cluster_settings, &gateway_settings, &http_settings,
+          &models_settings, &cache_settings, &router_settings,
+          &executor_settings, &supervisor_settings, &runtime_settings,
+          &log_settings}) {
+      auto more = section();
+      out.insert(out.end(), more.begin(), more.end());
+    }
+    return out;
+  }();
   return all;
 }
 
@@ -373,90 +450,139 @@ caf::error set_config_value(node_config& cfg, const std::string& dotted,
   return s->from_string(cfg, value, origin);
 }
 
-caf::error validate(const node_config& cfg) {
-  auto fail = [](const std::string& key, const std::string& what) {
-    return make_error(errc::config_invalid, key + ": " + what);
-  };
-  if (cfg.node.role != "all" && cfg.node.role != "head" &&
-      cfg.node.role != "worker")
-    return fail("node.role",
-                "must be head, worker or all, got '" + cfg.node.role + "'");
-  if (cfg.node.role == "worker" && cfg.cluster.join.empty())
-    return fail("cluster.join", "a worker needs the head's endpoint "
-                                "(--join tcp://HEAD:5556)");
-  if (cfg.node.role != "worker" && !cfg.cluster.join.empty())
-    return fail("cluster.join", "only a worker joins a head (--role worker)");
-  if (cfg.cluster.heartbeat_ms == 0 ||
-      cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms)
-    return fail("cluster.timeout_ms",
-                "must be larger than cluster.heartbeat_ms (> 0)");
-  if (cfg.cluster.suspect_ms == 0 ||
-      cfg.cluster.suspect_ms > cfg.cluster.timeout_ms)
-    return fail("cluster.suspect_ms", "must be in 1..cluster.timeout_ms");
-  if (!cfg.node.labels.empty()) {
-    std::string_view rest{cfg.node.labels};
-    while (!rest.empty()) {
-      auto comma = rest.find(',');
-      auto item = rest.substr(0, comma);
-      auto eq = item.find('=');
-      if (eq == std::string_view::npos || eq == 0)
-        return fail("node.labels",
-                    "expected k=v,k=v, got '" + cfg.node.labels + "'");
-      rest = comma == std::string_view::npos ? std::string_view{}
-                                             : rest.substr(comma + 1);
-    }
+namespace {
+
+caf::error invalid(const std::string& key, const std::string& what) {
+  return make_error(errc::config_invalid, key + ": " + what);
+}
+
+// The node's role, its cluster settings and its labels.
+caf::error validate_cluster(const node_config& cfg) {
+  auto& role = cfg.node.role;
+  if (role != "all" && role != "head" && role != "worker") {
+    return invalid("node.role", "must be head, worker or all, got '" + role
+                                  + "'");
   }
-  if (cfg.gateway.endpoint.find("://") == std::string::npos)
-    return fail("gateway.endpoint",
-                "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, got '" +
-                    cfg.gateway.endpoint + "'");
-  if (cfg.gateway.max_frame_bytes < 64)
-    return fail("gateway.max_frame_bytes", "must be at least 64");
-  if (cfg.gateway.io_threads < 1)
-    return fail("gateway.io_threads", "must be at least 1");
-  if (cfg.http.threads < 1)
-    return fail("http.threads", "must be at least 1");
-  if (!cfg.http.listen.empty() &&
-      cfg.http.listen.rfind(':') == std::string::npos)
-    return fail("http.listen",
-                "expected HOST:PORT, got '" + cfg.http.listen + "'");
-  if (cfg.cache.window_fraction <= 0 || cfg.cache.window_fraction >= 1)
-    return fail("cache.window_fraction", "must be in (0, 1)");
-  if (cfg.router.queue_capacity == 0)
-    return fail("router.queue_capacity", "must be at least 1");
-  if (cfg.router.tick_ms == 0)
-    return fail("router.tick_ms", "must be at least 1");
-  if (cfg.supervisor.period_ms == 0)
-    return fail("supervisor.period_ms", "must be at least 1");
-  if (cfg.supervisor.backoff_max_ms < cfg.supervisor.backoff_initial_ms)
-    return fail("supervisor.backoff_max_ms",
-                "must not be below supervisor.backoff_initial_ms");
+  if (role == "worker" && cfg.cluster.join.empty()) {
+    return invalid("cluster.join", "a worker needs the head's endpoint "
+                                   "(--join tcp://HEAD:5556)");
+  }
+  if (role != "worker" && !cfg.cluster.join.empty()) {
+    return invalid("cluster.join",
+                   "only a worker joins a head (--role worker)");
+  }
+  if (cfg.cluster.heartbeat_ms == 0
+      || cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms) {
+    return invalid("cluster.timeout_ms",
+                   "must be larger than cluster.heartbeat_ms (> 0)");
+  }
+  if (cfg.cluster.suspect_ms == 0
+      || cfg.cluster.suspect_ms > cfg.cluster.timeout_ms) {
+    return invalid("cluster.suspect_ms", "must be in 1..cluster.timeout_ms");
+  }
+  std::string_view rest{cfg.node.labels};
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto item = rest.substr(0, comma);
+    auto eq = item.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      return invalid("node.labels",
+                     "expected k=v,k=v, got '" + cfg.node.labels + "'");
+    }
+    rest = comma == std::string_view::npos ? std::string_view{}
+                                           : rest.substr(comma + 1);
+  }
+  return {};
+}
+
+// The gateway, HTTP, cache, router, supervisor and log settings.
+caf::error validate_serving(const node_config& cfg) {
+  if (cfg.gateway.endpoint.find("://") == std::string::npos) {
+    return invalid("gateway.endpoint",
+                   "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, "
+                   "got '"
+                     + cfg.gateway.endpoint + "'");
+  }
+  if (cfg.gateway.max_frame_bytes < 64) {
+    return invalid("gateway.max_frame_bytes", "must be at least 64");
+  }
+  if (cfg.gateway.io_threads < 1) {
+    return invalid("gateway.io_threads", "must be at least 1");
+  }
+  if (cfg.http.threads < 1) {
+    return invalid("http.threads", "must be at least 1");
+  }
+  if (!cfg.http.listen.empty()
+      && cfg.http.listen.rfind(':') == std::string::npos) {
+    return invalid("http.listen",
+                   "expected HOST:PORT, got '" + cfg.http.listen + "'");
+  }
+  if (cfg.cache.window_fraction <= 0 || cfg.cache.window_fraction >= 1) {
+    return invalid("cache.window_fraction", "must be in (0, 1)");
+  }
+  if (cfg.router.queue_capacity == 0) {
+    return invalid("router.queue_capacity", "must be at least 1");
+  }
+  if (cfg.router.tick_ms == 0) {
+    return invalid("router.tick_ms", "must be at least 1");
+  }
+  if (cfg.supervisor.period_ms == 0) {
+    return invalid("supervisor.period_ms", "must be at least 1");
+  }
+  if (cfg.supervisor.backoff_max_ms < cfg.supervisor.backoff_initial_ms) {
+    return invalid("supervisor.backoff_max_ms",
+                   "must not be below supervisor.backoff_initial_ms");
+  }
   static const std::vector<std::string> levels{"trace", "debug", "info",
                                                "warn",  "error", "off"};
-  if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end())
-    return fail("log.level", "must be one of trace, debug, info, warn, "
-                             "error, off; got '" +
-                                 cfg.log.level + "'");
+  if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end()) {
+    return invalid("log.level", "must be one of trace, debug, info, warn, "
+                                "error, off; got '"
+                                  + cfg.log.level + "'");
+  }
+  return {};
+}
+
+// The model repository (a directory, file:// or http(s)://) and the store.
+caf::error validate_models(const node_config& cfg) {
   auto root = cfg.models.root;
   auto lower = root.substr(0, 8);
-  for (auto& ch : lower)
+  for (auto& ch : lower) {
     ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
   bool url = lower.rfind("http://", 0) == 0 || lower.rfind("https://", 0) == 0;
   if (lower.rfind("file://", 0) == 0) {
     root = root.substr(7);
   } else if (!url && root.find("://") != std::string::npos) {
-    return fail("models.root", "unsupported scheme in '" + root +
-                                   "' (a directory, file:// or http(s)://)");
+    return invalid("models.root",
+                   "unsupported scheme in '" + root
+                     + "' (a directory, file:// or http(s)://)");
   }
   std::error_code ec;
-  if (!url && !std::filesystem::is_directory(root, ec))
-    return fail("models.root", "'" + cfg.models.root + "' is not a directory");
-  if (cfg.models.cache_dir.empty())
-    return fail("models.cache_dir", "must not be empty");
-  if (cfg.models.parallel_ranges == 0 || cfg.models.parallel_ranges > 64)
-    return fail("models.parallel_ranges", "must be in 1..64");
-  if (cfg.models.fetch_timeout_ms < 100)
-    return fail("models.fetch_timeout_ms", "must be at least 100");
+  if (!url && !std::filesystem::is_directory(root, ec)) {
+    return invalid("models.root",
+                   "'" + cfg.models.root + "' is not a directory");
+  }
+  if (cfg.models.cache_dir.empty()) {
+    return invalid("models.cache_dir", "must not be empty");
+  }
+  if (cfg.models.parallel_ranges == 0 || cfg.models.parallel_ranges > 64) {
+    return invalid("models.parallel_ranges", "must be in 1..64");
+  }
+  if (cfg.models.fetch_timeout_ms < 100) {
+    return invalid("models.fetch_timeout_ms", "must be at least 100");
+  }
+  return {};
+}
+
+} // namespace
+
+caf::error validate(const node_config& cfg) {
+  for (auto* check : {&validate_cluster, &validate_serving, &validate_models}) {
+    if (auto err = check(cfg)) {
+      return err;
+    }
+  }
   return {};
 }
 
