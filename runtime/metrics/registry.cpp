@@ -284,77 +284,101 @@ std::string escape_label_value(std::string_view v) {
 
 // -- registry -----------------------------------------------------------------
 
+namespace {
+
+// Label names must be valid, not reserved, unique, and a histogram's must
+// leave `le` to its buckets.
+void check_labels(bool histogram, const std::string& name,
+                  const std::vector<std::string>& labels) {
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const auto& l = labels[i];
+    if (!is_label_name(l) || l.compare(0, 2, "__") == 0) {
+      throw std::invalid_argument("invalid label name \"" + l
+                                  + "\" for metric " + name);
+    }
+    if (histogram && l == "le") {
+      throw std::invalid_argument("histogram " + name
+                                  + " cannot have a label named le");
+    }
+    if (std::find(labels.begin(), labels.begin() + i, l)
+        != labels.begin() + i) {
+      throw std::invalid_argument("duplicate label name \"" + l
+                                  + "\" for metric " + name);
+    }
+  }
+}
+
+} // namespace
+
+// A histogram owns three sample names; another family must not reuse them
+// or the exposition would hold two families' samples under one name.
+void registry::check_clash(kind type, const std::string& name) const {
+  auto clash = [&](const std::string& other) {
+    throw std::invalid_argument("metric name " + name + " clashes with "
+                                + other);
+  };
+  for (auto suffix : histogram_suffixes) {
+    std::string_view sv{suffix};
+    if (name.size() > sv.size()
+        && name.compare(name.size() - sv.size(), sv.size(), sv) == 0) {
+      auto base = name.substr(0, name.size() - sv.size());
+      if (auto j = families_.find(base);
+          j != families_.end() && j->second.type == kind::histogram) {
+        clash("histogram " + base);
+      }
+    }
+    if (type == kind::histogram && families_.count(name + suffix) > 0) {
+      clash(name + suffix);
+    }
+  }
+}
+
 registry::entry& registry::add(kind type, std::string name,
                                std::vector<std::string> labels,
                                std::vector<double> bounds,
                                const std::string& help) {
-  if (!is_metric_name(name))
+  if (!is_metric_name(name)) {
     throw std::invalid_argument("invalid metric name: \"" + name + "\"");
-  for (size_t i = 0; i < labels.size(); ++i) {
-    const auto& l = labels[i];
-    if (!is_label_name(l) || l.compare(0, 2, "__") == 0)
-      throw std::invalid_argument("invalid label name \"" + l +
-                                  "\" for metric " + name);
-    if (type == kind::histogram && l == "le")
-      throw std::invalid_argument("histogram " + name +
-                                  " cannot have a label named le");
-    if (std::find(labels.begin(), labels.begin() + i, l) != labels.begin() + i)
-      throw std::invalid_argument("duplicate label name \"" + l +
-                                  "\" for metric " + name);
   }
+  check_labels(type == kind::histogram, name, labels);
   std::lock_guard<std::mutex> guard{mtx_};
   if (auto i = families_.find(name); i != families_.end()) {
     auto& e = i->second;
-    if (e.type != type || e.label_names != labels ||
-        (type == kind::histogram && e.bounds != bounds))
-      throw std::logic_error("metric " + name +
-                             " registered twice with different type, "
-                             "labels or buckets");
+    if (e.type != type || e.label_names != labels
+        || (type == kind::histogram && e.bounds != bounds)) {
+      throw std::logic_error("metric " + name
+                             + " registered twice with different type, "
+                               "labels or buckets");
+    }
     return e;
   }
-  // A histogram owns three sample names; another family must not reuse them
-  // or the exposition would hold two families' samples under one name.
-  auto clash = [&](const std::string& other) {
-    throw std::invalid_argument("metric name " + name + " clashes with " +
-                                other);
-  };
-  for (auto suffix : histogram_suffixes) {
-    std::string_view sv{suffix};
-    if (name.size() > sv.size() &&
-        name.compare(name.size() - sv.size(), sv.size(), sv) == 0) {
-      auto base = name.substr(0, name.size() - sv.size());
-      if (auto j = families_.find(base);
-          j != families_.end() && j->second.type == kind::histogram)
-        clash("histogram " + base);
-    }
-    if (type == kind::histogram && families_.count(name + suffix) > 0)
-      clash(name + suffix);
-  }
+  check_clash(type, name);
   entry e{type, labels, bounds, nullptr};
   auto make_family = [&](auto make) {
     using child_t = typename decltype(make())::element_type;
-    auto fam =
-        std::make_shared<family<child_t>>(name, help, labels, std::move(make));
+    auto fam = std::make_shared<family<child_t>>(name, help, labels,
+                                                 std::move(make));
     // An unlabelled metric exists from registration, so it shows up (as 0)
     // before the first update.
-    if (labels.empty())
+    if (labels.empty()) {
       fam->with({});
+    }
     e.fam = std::move(fam);
   };
   switch (type) {
-  case kind::counter:
-    make_family([] { return std::make_unique<counter>(); });
-    break;
-  case kind::gauge:
-    make_family([] { return std::make_unique<gauge>(); });
-    break;
-  case kind::histogram: {
-    // Bad bounds fail here, not at the first with().
-    histogram probe{bounds};
-    make_family(
+    case kind::counter:
+      make_family([] { return std::make_unique<counter>(); });
+      break;
+    case kind::gauge:
+      make_family([] { return std::make_unique<gauge>(); });
+      break;
+    case kind::histogram: {
+      // Bad bounds fail here, not at the first with().
+      histogram probe{bounds};
+      make_family(
         [b = std::move(bounds)] { return std::make_unique<histogram>(b); });
-    break;
-  }
+      break;
+    }
   }
   return families_.emplace(std::move(name), std::move(e)).first->second;
 }

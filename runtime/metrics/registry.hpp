@@ -106,6 +106,8 @@ private:
     std::shared_ptr<void> fam;  // family<counter|gauge|histogram>
   };
 
+  // Throws when `name` would share a sample name with a histogram's.
+  void check_clash(kind type, const std::string& name) const;
   entry& add(kind type, std::string name, std::vector<std::string> labels,
              std::vector<double> bounds, const std::string& help);
 
