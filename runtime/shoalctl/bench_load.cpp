@@ -419,6 +419,44 @@ std::vector<tensor> make_inputs(const std::vector<io_spec>& spec, uint64_t seed,
   return out;
 }
 
+namespace {
+
+// Shortest text that reads back to the same value in the tensor's type.
+template <class T>
+void append_real(std::string& out, T v, bool json) {
+  if (std::isnan(v)) {
+    out += json ? "null" : "nan";
+  } else if (std::isinf(v)) {
+    out += json ? "null" : (v < 0 ? "-inf" : "inf");
+  } else {
+    char buf[64];
+    auto res = std::to_chars(buf, buf + sizeof(buf), v);
+    out.append(buf, res.ptr);
+  }
+}
+
+// For people, the float's shortest form shows digits the 16-bit value does
+// not have: use the fewest that read back to the same 16 bits. JSON keeps
+// the exact value.
+void append_16bit(std::string& out, uint16_t bits, bool half, bool json) {
+  float v = half ? f16_to_f32(bits) : bf16_to_f32(bits);
+  if (json || !std::isfinite(v)) {
+    append_real(out, v, json);
+    return;
+  }
+  char buf[32];
+  for (int precision = 1; precision <= 9; ++precision) {
+    std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
+    float back = std::strtof(buf, nullptr);
+    if ((half ? f32_to_f16(back) : f32_to_bf16(back)) == bits) {
+      break;
+    }
+  }
+  out += buf;
+}
+
+} // namespace
+
 void append_value(std::string& out, const tensor& t, size_t i, bool json) {
   auto size = dtype_size(t.type);
   if (size == 0 || (i + 1) * size > t.data.size()) {
@@ -426,66 +464,36 @@ void append_value(std::string& out, const tensor& t, size_t i, bool json) {
     return;
   }
   const uint8_t* p = t.data.data() + i * size;
-  // Shortest text that reads back to the same value in the tensor's type.
-  auto real = [&](auto v) {
-    if (std::isnan(v)) {
-      out += json ? "null" : "nan";
-    } else if (std::isinf(v)) {
-      out += json ? "null" : (v < 0 ? "-inf" : "inf");
-    } else {
-      char buf[64];
-      auto res = std::to_chars(buf, buf + sizeof(buf), v);
-      out.append(buf, res.ptr);
-    }
-  };
   auto integer = [&](auto v) { out += std::to_string(v); };
   switch (t.type) {
-  case dtype::f32:
-    real(load_le<float>(p));
-    break;
-  case dtype::f64:
-    real(load_le<double>(p));
-    break;
-  case dtype::f16:
-  case dtype::bf16: {
-    // For people, the float's shortest form shows digits the 16-bit value
-    // does not have: use the fewest that read back to the same 16 bits.
-    // JSON keeps the exact value.
-    auto bits = load_le<uint16_t>(p);
-    bool half = t.type == dtype::f16;
-    float v = half ? f16_to_f32(bits) : bf16_to_f32(bits);
-    if (json || !std::isfinite(v)) {
-      real(v);
+    case dtype::f32:
+      append_real(out, load_le<float>(p), json);
       break;
-    }
-    char buf[32];
-    for (int precision = 1; precision <= 9; ++precision) {
-      std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
-      float back = std::strtof(buf, nullptr);
-      if ((half ? f32_to_f16(back) : f32_to_bf16(back)) == bits)
-        break;
-    }
-    out += buf;
-    break;
-  }
-  case dtype::i8:
-    integer(static_cast<int>(static_cast<int8_t>(*p)));
-    break;
-  case dtype::i16:
-    integer(load_le<int16_t>(p));
-    break;
-  case dtype::i32:
-    integer(load_le<int32_t>(p));
-    break;
-  case dtype::i64:
-    integer(load_le<int64_t>(p));
-    break;
-  case dtype::u8:
-    integer(static_cast<unsigned>(*p));
-    break;
-  case dtype::boolean:
-    out += *p ? "true" : "false";
-    break;
+    case dtype::f64:
+      append_real(out, load_le<double>(p), json);
+      break;
+    case dtype::f16:
+    case dtype::bf16:
+      append_16bit(out, load_le<uint16_t>(p), t.type == dtype::f16, json);
+      break;
+    case dtype::i8:
+      integer(static_cast<int>(static_cast<int8_t>(*p)));
+      break;
+    case dtype::i16:
+      integer(load_le<int16_t>(p));
+      break;
+    case dtype::i32:
+      integer(load_le<int32_t>(p));
+      break;
+    case dtype::i64:
+      integer(load_le<int64_t>(p));
+      break;
+    case dtype::u8:
+      integer(static_cast<unsigned>(*p));
+      break;
+    case dtype::boolean:
+      out += *p ? "true" : "false";
+      break;
   }
 }
 
