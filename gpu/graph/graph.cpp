@@ -144,7 +144,7 @@ caf::expected<layer_graph> resolve_graph(const model_spec& spec,
         c.dilation_w = l.dilation[1];
       }
       c.n = 1;
-      if (auto err = cpu::check(c))
+      if (auto err = check(c))
         return layer_error(spec, i, "", reason_of(err));
       if (auto err = fetch("weight", l.weight, t->shape, s.w))
         return err;
@@ -171,7 +171,7 @@ caf::expected<layer_graph> resolve_graph(const model_spec& spec,
         p.pad_h = l.padding[0];
         p.pad_w = l.padding[1];
       }
-      if (auto err = cpu::check(p))
+      if (auto err = check(p))
         return layer_error(spec, i, "", reason_of(err));
       dims = {p.c, p.out_h(), p.out_w()};
     } else if (l.op == "flatten") {

@@ -11,7 +11,7 @@
 
 #include <caf/expected.hpp>
 
-#include "gpu/cpu/cpu_layers.hpp"
+#include "gpu/graph/layer_shapes.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "gpu/model/safetensors.hpp"
 
@@ -25,8 +25,8 @@ struct graph_step {
   const tensor_view* b = nullptr;
   std::vector<uint64_t> in_dims; // per sample, no batch axis
   std::vector<uint64_t> out_dims;
-  cpu::conv2d_shape conv; // n = 1; set the batch per run
-  cpu::pool2d_shape pool; // n = 1
+  conv2d_shape conv; // n = 1; set the batch per run
+  pool2d_shape pool; // n = 1
   float eps = 1e-5f;
   std::string save;
   std::string from;
