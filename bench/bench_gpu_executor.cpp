@@ -47,6 +47,7 @@
 #include "bench/bench_json.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device/device.hpp"
+#include "gpu/graph/graph_options.hpp"
 #include "net/wire/error.hpp"
 #include "runtime/metrics/registry.hpp"
 #include "gpu/model/manifest.hpp"
@@ -245,7 +246,7 @@ model_spec gpu_spec(const fs::path& root, const std::string& name,
     fail(reason_of(spec.error()));
   spec->backend = o.device == "gpu" ? "cuda" : "cpu";
   spec->device = o.device;
-  spec->allow_tf32 = o.tf32;
+  edit_options<graph_options>(*spec, [&](auto& g) { g.allow_tf32 = o.tf32; });
   spec->max_batch = static_cast<uint32_t>(max_batch);
   // A full batch runs at once; the bench never sends a partial one.
   spec->max_delay = std::chrono::microseconds{0};

@@ -6,6 +6,32 @@
 
 namespace shoal {
 
+namespace {
+
+caf::expected<backend_ptr> load_cpu_graph(const model_spec& spec,
+                                          device_choice where,
+                                          const load_options& opts) {
+  if (where.on_gpu) {
+    return load_with_backend("cuda", spec, where, opts);
+  }
+  return cpu_backend::load(spec);
+}
+
+} // namespace
+
+backend_info cpu_backend_info() {
+  return {
+      .name = "cpu",
+      .sections = graph_sections(),
+      .resource_keys = graph_resource_keys(),
+      .devices = {device_kind::cpu, device_kind::gpu, device_kind::any},
+      .default_device = device_kind::cpu,
+      .parse = parse_graph_options,
+      .load = load_cpu_graph,
+      .may_block = {},
+  };
+}
+
 caf::expected<const float*> cpu_backend::weight(const tensor_view* t) {
   if (!t)
     return static_cast<const float*>(nullptr);
@@ -14,23 +40,28 @@ caf::expected<const float*> cpu_backend::weight(const tensor_view* t) {
     return reinterpret_cast<const float*>(t->data);
   auto converted = to_f32(*t);
   if (!converted)
-    return make_error(errc::unavailable, spec_.dir + "/" + spec_.weights_file +
-                                             ": " + t->name + ": " +
+    return make_error(errc::unavailable, weights_path_ + ": " + t->name + ": " +
                                              reason_of(converted.error()));
   owned_.push_back(std::make_unique<std::vector<float>>(std::move(*converted)));
   return owned_.back()->data();
 }
 
 caf::expected<backend_ptr> cpu_backend::load(const model_spec& spec) {
+  auto graph = options_of<graph_options>(spec);
+  if (!graph) {
+    return graph.error();
+  }
   std::unique_ptr<cpu_backend> be{new cpu_backend};
   be->spec_ = spec;
-  if (!spec.weights_file.empty()) {
-    auto f = safetensors_file::open(spec.dir + "/" + spec.weights_file);
-    if (!f)
+  be->weights_path_ = spec.dir + "/" + (*graph)->weights_file;
+  if (!(*graph)->weights_file.empty()) {
+    auto f = safetensors_file::open(be->weights_path_);
+    if (!f) {
       return make_error(errc::unavailable, reason_of(f.error()));
+    }
     be->file_ = std::move(*f);
   }
-  auto g = resolve_graph(spec, be->file_, "cpu");
+  auto g = resolve_graph(spec, **graph, be->file_, "cpu");
   if (!g)
     return g.error();
   for (auto& gs : g->steps) {

@@ -13,6 +13,7 @@
 #include "gpu/cpu/cpu_layers.hpp"
 #include "gpu/graph/graph.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "gpu/registry.hpp"
 
 namespace shoal {
 
@@ -48,6 +49,7 @@ private:
   caf::expected<const float*> weight(const tensor_view* t);
 
   model_spec spec_;
+  std::string weights_path_; // for errors about its tensors
   safetensors_file file_;
   std::vector<std::unique_ptr<std::vector<float>>> owned_;
   std::vector<step> steps_;
@@ -58,5 +60,9 @@ private:
   std::vector<float> a_, b_, workspace_;
   std::map<std::string, std::vector<float>> saved_;
 };
+
+// backend = "cpu": the layer graph ([weights], [[layers]]), on the CPU by
+// default; resources.device = "gpu" or "any" hands it to the cuda backend.
+backend_info cpu_backend_info();
 
 } // namespace shoal

@@ -116,13 +116,20 @@ caf::error cuda_backend::init(const model_spec& spec, int device) {
   device_ = device;
   dev_ = "gpu:" + std::to_string(device);
   SHOAL_CUDA_TRY(cudaSetDevice(device), dev_, "cudaSetDevice");
-  if (!spec.weights_file.empty()) {
-    auto f = safetensors_file::open(spec.dir + "/" + spec.weights_file);
-    if (!f)
+  auto graph = options_of<graph_options>(spec);
+  if (!graph) {
+    return graph.error();
+  }
+  weights_path_ = spec.dir + "/" + (*graph)->weights_file;
+  tf32_ = (*graph)->allow_tf32;
+  if (!(*graph)->weights_file.empty()) {
+    auto f = safetensors_file::open(weights_path_);
+    if (!f) {
       return make_error(errc::unavailable, reason_of(f.error()));
+    }
     file_ = std::move(*f);
   }
-  auto g = resolve_graph(spec, file_, "cuda");
+  auto g = resolve_graph(spec, **graph, file_, "cuda");
   if (!g)
     return g.error();
   graph_ = std::move(*g);
@@ -148,7 +155,7 @@ caf::error cuda_backend::init(const model_spec& spec, int device) {
     if (s.g.op == "conv2d") {
       // Algorithms for larger batches are picked on first use.
       auto algo_rows = std::min<size_t>(rows, max_precomputed_rows);
-      if (auto err = s.conv.init(dnn_, s.g.conv, spec.allow_tf32, algo_rows,
+      if (auto err = s.conv.init(dnn_, s.g.conv, tf32_, algo_rows,
                                  conv_workspace_limit, dev_))
         return err;
       conv_ws = std::max(conv_ws, s.conv.workspace_bytes());
@@ -204,9 +211,8 @@ caf::error cuda_backend::upload_weights() {
       } else {
         auto f = to_f32(*t);
         if (!f)
-          return make_error(errc::unavailable,
-                            spec_.dir + "/" + spec_.weights_file + ": " +
-                                t->name + ": " + reason_of(f.error()));
+          return make_error(errc::unavailable, weights_path_ + ": " + t->name +
+                                                   ": " + reason_of(f.error()));
         SHOAL_CUDA_TRY(cudaMemcpy(dst, f->data(), f->size() * sizeof(float),
                                   cudaMemcpyHostToDevice),
                        dev_, "cudaMemcpy of the weights");
@@ -336,8 +342,7 @@ caf::error cuda_backend::enqueue_layers(slot& sl, size_t rows) {
       float* y = target();
       const void* x = cur;
       auto x_type = CUDA_R_32F;
-      auto compute =
-          spec_.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+      auto compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
       if (s.w_type != CUDA_R_32F) {
         SHOAL_CUDA_TRY(to_half(cur, half_.get(), rows * in,
                                s.w_type == CUDA_R_16BF, compute_),

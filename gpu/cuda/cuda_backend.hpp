@@ -117,6 +117,8 @@ private:
   void release_events();
 
   model_spec spec_;
+  std::string weights_path_; // for errors about its tensors
+  bool tf32_ = false;        // resources.allow_tf32
   int device_ = 0;
   std::string dev_; // "gpu:0"
   safetensors_file file_;

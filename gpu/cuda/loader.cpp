@@ -1,6 +1,9 @@
-// gpu/device.hpp and gpu/gpu_backend.hpp on the node's side: finds and loads
-// the CUDA plugin (gpu/cuda_plugin.hpp) once, and answers "no GPU" with the
-// reason when there is none to load.
+// gpu/device/device.hpp and gpu/cuda/loader.hpp on the node's side: finds
+// and loads the CUDA plugin (gpu/cuda/plugin_api.hpp) once, and answers "no
+// GPU" with the reason when there is none to load. Registers the cuda
+// backend in every build.
+#include "gpu/cuda/loader.hpp"
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -11,7 +14,7 @@
 
 #include "gpu/cuda/plugin_api.hpp"
 #include "gpu/device/device.hpp"
-#include "gpu/cuda/loader.hpp"
+#include "gpu/graph/graph_options.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {
@@ -88,6 +91,16 @@ const plugin_state& plugin() {
   return st;
 }
 
+// device = "any" without a GPU with room runs the same graph on the CPU.
+caf::expected<backend_ptr> load_cuda_graph(const model_spec& spec,
+                                           device_choice where,
+                                           const load_options& opts) {
+  if (!where.on_gpu) {
+    return load_with_backend("cpu", spec, where, opts);
+  }
+  return load_gpu_backend(spec, where.gpu, opts);
+}
+
 } // namespace
 
 bool cuda_built() noexcept {
@@ -114,6 +127,19 @@ caf::expected<backend_ptr> load_gpu_backend(const model_spec& spec, int device,
   if (!p.api)
     return make_error(errc::unavailable, p.why);
   return p.api->load(spec, device, opts, device_ledger::instance());
+}
+
+backend_info cuda_backend_info() {
+  return {
+      .name = "cuda",
+      .sections = graph_sections(),
+      .resource_keys = graph_resource_keys(),
+      .devices = {device_kind::gpu, device_kind::any},
+      .default_device = device_kind::gpu,
+      .parse = parse_graph_options,
+      .load = load_cuda_graph,
+      .may_block = {},
+  };
 }
 
 } // namespace shoal

@@ -35,6 +35,7 @@ bool float_type(dtype t) {
 } // namespace
 
 caf::expected<layer_graph> resolve_graph(const model_spec& spec,
+                                         const graph_options& graph,
                                          const safetensors_file& file,
                                          const char* backend) {
   layer_graph g;
@@ -47,8 +48,8 @@ caf::expected<layer_graph> resolve_graph(const model_spec& spec,
     g.in_dims.push_back(static_cast<uint64_t>(in.shape[d]));
   auto dims = g.in_dims;
   g.widest = dims_product(dims);
-  for (size_t i = 0; i < spec.layers.size(); ++i) {
-    auto& l = spec.layers[i];
+  for (size_t i = 0; i < graph.layers.size(); ++i) {
+    auto& l = graph.layers[i];
     graph_step s;
     s.op = l.op;
     s.in_dims = dims;
@@ -65,7 +66,7 @@ caf::expected<layer_graph> resolve_graph(const model_spec& spec,
       if (!t)
         return layer_error(spec, i, field,
                            "tensor '" + name + "' is not in " +
-                               spec.weights_file);
+                               graph.weights_file);
       if (t->shape != shape)
         return layer_error(spec, i, field,
                            "tensor '" + name + "' has shape " +
@@ -90,7 +91,7 @@ caf::expected<layer_graph> resolve_graph(const model_spec& spec,
         return layer_error(spec, i, "weight",
                            t ? "tensor '" + l.weight + "' is not [out, in]"
                              : "tensor '" + l.weight + "' is not in " +
-                                   spec.weights_file);
+                                   graph.weights_file);
       auto out = t->shape[0];
       if (t->shape[1] != dims[0])
         return layer_error(spec, i, "weight",

@@ -15,6 +15,7 @@
 #include "gpu/backend.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/device/device_ledger.hpp"
+#include "gpu/graph/graph_options.hpp"
 #include "net/wire/error.hpp"
 #include "gpu/model/manifest.hpp"
 #include "runtime/model/repository.hpp"
@@ -112,7 +113,9 @@ TEST_F(device_test, backend_cuda_means_a_gpu_and_contradictions_are_refused) {
       << reason_of(bad.error());
   auto tf32 = parse("[resources]\nallow_tf32 = true");
   ASSERT_TRUE(tf32) << reason_of(tf32.error());
-  EXPECT_TRUE(tf32->allow_tf32);
+  auto graph = options_of<graph_options>(*tf32);
+  ASSERT_TRUE(graph) << reason_of(graph.error());
+  EXPECT_TRUE((*graph)->allow_tf32);
   auto typo = parse("[resources]\nallow_tf23 = true");
   ASSERT_FALSE(typo);
   EXPECT_NE(reason_of(typo.error()).find("allow_tf23"), std::string::npos);
