@@ -1,10 +1,9 @@
-// gpu/device/device.hpp and gpu/cuda/loader.hpp on the node's side: finds
-// and loads the CUDA plugin (gpu/cuda/plugin_api.hpp) once, and answers "no
-// GPU" with the reason when there is none to load. Registers the cuda
-// backend in every build.
+// gpu/device/device.hpp and gpu/cuda/loader.hpp on the node's side: asks the
+// driver whether there is a GPU and, only then, finds and loads the CUDA
+// plugin (gpu/cuda/plugin_api.hpp) once; answers "no GPU" with the reason
+// when there is none. Registers the cuda backend in every build.
 #include "gpu/cuda/loader.hpp"
 
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +11,9 @@
 #include <filesystem>
 #include <mutex>
 
+#include "gpu/cuda/driver_probe.hpp"
 #include "gpu/cuda/plugin_api.hpp"
+#include "gpu/cuda/shared_library.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/graph/graph_options.hpp"
 #include "net/wire/error.hpp"
@@ -47,43 +48,64 @@ std::vector<fs::path> plugin_candidates() {
 }
 #endif
 
-plugin_state open_plugin() {
+#ifdef SHOAL_CUDA_PLUGIN
+// The plugin at `path`, or why that file is not one.
+caf::expected<const cuda_plugin_api*> open_plugin_at(const fs::path& path) {
+  auto lib = shared_library::open(path.string());
+  if (!lib) {
+    return lib.error();
+  }
+  using entry_fn = const cuda_plugin_api* (*)();
+  auto entry = lib->function<entry_fn>("shoal_cuda_plugin");
+  const cuda_plugin_api* api = entry != nullptr ? entry() : nullptr;
+  if (api == nullptr || api->abi_version != cuda_plugin_abi) {
+    return make_error(errc::unavailable,
+                      path.string() +
+                          ": not a shoal CUDA plugin of this version");
+  }
+  // Never closed: backends and their vtables live in it.
+  lib->keep();
+  return api;
+}
+
+// The first candidate that is a plugin of this version.
+plugin_state find_plugin() {
   plugin_state st;
-#ifndef SHOAL_CUDA_PLUGIN
-  st.why = "this node was built without the cuda feature";
-#else
   std::string errors;
   std::vector<fs::path> tried;
   for (auto& candidate : plugin_candidates()) {
     std::error_code ec;
     auto path = fs::canonical(candidate, ec);
-    if (ec || std::find(tried.begin(), tried.end(), path) != tried.end())
+    if (ec || std::find(tried.begin(), tried.end(), path) != tried.end()) {
       continue;
+    }
     tried.push_back(path);
-    // RTLD_LOCAL: the plugin's copies of shoal code stay its own.
-    void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-      errors += std::string{errors.empty() ? "" : "; "} + ::dlerror();
-      continue;
+    auto api = open_plugin_at(path);
+    if (api) {
+      st.api = *api;
+      return st;
     }
-    using entry_fn = const cuda_plugin_api* (*)();
-    auto entry = reinterpret_cast<entry_fn>(::dlsym(h, "shoal_cuda_plugin"));
-    const cuda_plugin_api* api = entry ? entry() : nullptr;
-    if (!api || api->abi_version != cuda_plugin_abi) {
-      errors += std::string{errors.empty() ? "" : "; "} + path.string() +
-                ": not a shoal CUDA plugin of this version";
-      ::dlclose(h);
-      continue;
-    }
-    // Never closed: backends and their vtables live in it.
-    st.api = api;
-    return st;
+    errors += (errors.empty() ? "" : "; ") + reason_of(api.error());
   }
   st.why =
       "the CUDA plugin could not be loaded: " +
       (errors.empty() ? std::string{"libshoal_cuda.so not found"} : errors);
-#endif
   return st;
+}
+#endif
+
+// Asks the driver first: only a machine with a GPU loads the plugin (and
+// cuBLAS and cuDNN with it).
+plugin_state open_plugin() {
+#ifndef SHOAL_CUDA_PLUGIN
+  return {nullptr, "this node was built without the cuda feature"};
+#else
+  auto driver = probe_cuda_driver();
+  if (driver.devices == 0) {
+    return {nullptr, driver.why};
+  }
+  return find_plugin();
+#endif
 }
 
 const plugin_state& plugin() {

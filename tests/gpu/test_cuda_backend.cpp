@@ -22,14 +22,14 @@
 
 #include "gpu/backend.hpp"
 #include "gpu/cpu/cpu_backend.hpp"
+#include "gpu/cuda/loader.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/device/device_ledger.hpp"
 #include "gpu/graph/graph_options.hpp"
-#include "gpu/cuda/loader.hpp"
-#include "net/wire/error.hpp"
 #include "gpu/model/manifest.hpp"
-#include "runtime/model/repository.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/model/repository.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;
