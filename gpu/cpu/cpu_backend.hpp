@@ -48,6 +48,13 @@ private:
   // Weights as f32: a pointer into the mapping, or into owned storage.
   caf::expected<const float*> weight(const tensor_view* t);
 
+  // Runs one layer on `cur`, a batch of `rows`; returns where its output
+  // is: `cur` for a layer that works in place, else `next`.
+  float* run_step(const step& s, uint64_t rows, float* cur, float* next);
+
+  // Keeps the layer's output for a later `add`.
+  void save(const step& s, uint64_t rows, const float* cur);
+
   model_spec spec_;
   std::string weights_path_; // for errors about its tensors
   safetensors_file file_;

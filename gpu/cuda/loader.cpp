@@ -146,8 +146,9 @@ std::string gpu_absent_reason() {
 caf::expected<backend_ptr> load_gpu_backend(const model_spec& spec, int device,
                                             const load_options& opts) {
   auto& p = plugin();
-  if (!p.api)
+  if (!p.api) {
     return make_error(errc::unavailable, p.why);
+  }
   return p.api->load(spec, device, opts, device_ledger::instance());
 }
 

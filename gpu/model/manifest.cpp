@@ -344,30 +344,36 @@ caf::expected<uint64_t> validate_inputs(const model_spec& spec,
                                                   std::to_string(spec.version) +
                                                   ": " + what);
   };
-  if (inputs.size() != spec.inputs.size())
+  if (inputs.size() != spec.inputs.size()) {
     return fail("expects " + std::to_string(spec.inputs.size()) +
                 " input(s), got " + std::to_string(inputs.size()));
+  }
   std::optional<uint64_t> batch;
   for (auto& decl : spec.inputs) {
     auto it = std::find_if(inputs.begin(), inputs.end(), [&](const tensor& t) {
       return t.name == decl.name;
     });
-    if (it == inputs.end())
+    if (it == inputs.end()) {
       return fail("missing input '" + decl.name + "'");
-    if (it->type != decl.type)
+    }
+    if (it->type != decl.type) {
       return fail("input '" + decl.name + "' has dtype " +
                   std::string{to_string(it->type)} + ", expected " +
                   std::string{to_string(decl.type)});
-    if (it->shape.size() != decl.shape.size())
+    }
+    if (it->shape.size() != decl.shape.size()) {
       return fail("input '" + decl.name + "' has rank " +
                   std::to_string(it->shape.size()) + ", expected " +
                   std::to_string(decl.shape.size()));
+    }
     for (size_t d = 0; d < decl.shape.size(); ++d) {
       if (decl.shape[d] == -1) {
-        if (it->shape[d] == 0)
+        if (it->shape[d] == 0) {
           return fail("input '" + decl.name + "' has an empty batch");
-        if (batch && *batch != it->shape[d])
+        }
+        if (batch && *batch != it->shape[d]) {
           return fail("inputs disagree on the batch size");
+        }
         batch = it->shape[d];
       } else if (it->shape[d] != static_cast<uint64_t>(decl.shape[d])) {
         return fail("input '" + decl.name + "' dimension " + std::to_string(d) +
@@ -377,10 +383,11 @@ caf::expected<uint64_t> validate_inputs(const model_spec& spec,
     }
   }
   uint64_t rows = batch.value_or(1);
-  if (rows > spec.max_batch && spec.max_batch > 0 && batch)
+  if (rows > spec.max_batch && spec.max_batch > 0 && batch) {
     return fail("batch of " + std::to_string(rows) +
                 " rows exceeds the model's max_batch " +
                 std::to_string(spec.max_batch));
+  }
   return rows;
 }
 

@@ -29,23 +29,25 @@ void transform(const tensor& in, tensor& out, double scale, double offset) {
   out.data.resize(n * dtype_size(out.type));
   auto* s = in.data.data();
   auto* d = out.data.data();
-  if (in.type == dtype::f32 && out.type == dtype::f32)
+  if (in.type == dtype::f32 && out.type == dtype::f32) {
     affine<float, float>(s, d, n, scale, offset);
-  else if (in.type == dtype::f64 && out.type == dtype::f64)
+  } else if (in.type == dtype::f64 && out.type == dtype::f64) {
     affine<double, double>(s, d, n, scale, offset);
-  else if (in.type == dtype::f32 && out.type == dtype::f64)
+  } else if (in.type == dtype::f32 && out.type == dtype::f64) {
     affine<float, double>(s, d, n, scale, offset);
-  else if (in.type == dtype::i32 && out.type == dtype::i32)
+  } else if (in.type == dtype::i32 && out.type == dtype::i32) {
     affine<int32_t, int32_t>(s, d, n, scale, offset);
-  else if (in.type == dtype::i64 && out.type == dtype::i64)
+  } else if (in.type == dtype::i64 && out.type == dtype::i64) {
     affine<int64_t, int64_t>(s, d, n, scale, offset);
-  else
+  } else {
     std::memcpy(d, s, std::min(in.data.size(), out.data.size()));
+  }
 }
 
 void spin_or_sleep(std::chrono::microseconds d) {
-  if (d.count() <= 0)
+  if (d.count() <= 0) {
     return;
+  }
   // Sleep like a thread waiting on a device would; short costs spin for
   // accuracy.
   if (d < std::chrono::microseconds{200}) {
@@ -128,16 +130,18 @@ caf::error check_synthetic(const model_spec& spec) {
   for (size_t i = 0; i < spec.outputs.size(); ++i) {
     auto& out = spec.outputs[i];
     auto& in = spec.inputs[std::min(i, spec.inputs.size() - 1)];
-    if (out.shape != in.shape)
+    if (out.shape != in.shape) {
       return make_error(errc::unavailable,
                         spec.dir + "/model.toml: outputs[" + std::to_string(i) +
                             "].shape: a synthetic output has the shape of "
                             "input '" +
                             in.name + "'");
-    if (dtype_size(out.type) == 0)
+    }
+    if (dtype_size(out.type) == 0) {
       return make_error(errc::unavailable, spec.dir + "/model.toml: outputs[" +
                                                std::to_string(i) +
                                                "].dtype: unsupported");
+    }
   }
   return {};
 }
