@@ -51,6 +51,7 @@
 #include "bench/harness/run.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device/device.hpp"
+#include "gpu/graph/graph_options.hpp"
 #include "net/wire/error.hpp"
 #include "runtime/metrics/registry.hpp"
 #include "gpu/model/manifest.hpp"
@@ -214,7 +215,7 @@ model_spec gpu_spec(const fs::path& root, const std::string& name,
   }
   spec->backend = o.device == "gpu" ? "cuda" : "cpu";
   spec->device = o.device;
-  spec->allow_tf32 = o.tf32;
+  edit_options<graph_options>(*spec, [&](auto& g) { g.allow_tf32 = o.tf32; });
   spec->max_batch = static_cast<uint32_t>(max_batch);
   // A full batch runs at once; the bench never sends a partial one.
   spec->max_delay = std::chrono::microseconds{0};

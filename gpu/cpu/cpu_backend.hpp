@@ -13,6 +13,7 @@
 #include "gpu/cpu/cpu_layers.hpp"
 #include "gpu/graph/graph.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "gpu/registry.hpp"
 
 namespace shoal {
 
@@ -47,7 +48,15 @@ private:
   // Weights as f32: a pointer into the mapping, or into owned storage.
   caf::expected<const float*> weight(const tensor_view* t);
 
+  // Runs one layer on `cur`, a batch of `rows`; returns where its output
+  // is: `cur` for a layer that works in place, else `next`.
+  float* run_step(const step& s, uint64_t rows, float* cur, float* next);
+
+  // Keeps the layer's output for a later `add`.
+  void save(const step& s, uint64_t rows, const float* cur);
+
   model_spec spec_;
+  std::string weights_path_; // for errors about its tensors
   safetensors_file file_;
   std::vector<std::unique_ptr<std::vector<float>>> owned_;
   std::vector<step> steps_;
@@ -58,5 +67,9 @@ private:
   std::vector<float> a_, b_, workspace_;
   std::map<std::string, std::vector<float>> saved_;
 };
+
+// backend = "cpu": the layer graph ([weights], [[layers]]), on the CPU by
+// default; resources.device = "gpu" or "any" hands it to the cuda backend.
+backend_info cpu_backend_info();
 
 } // namespace shoal

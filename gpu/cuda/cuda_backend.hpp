@@ -109,14 +109,30 @@ private:
 
   ledger_token ledger_; // first: released last
   caf::error init(const model_spec& spec, int device);
+  // The steps of init: the weights file and the graph resolved against it;
+  // streams and library handles; each layer's descriptors and workspace.
+  caf::error open_graph(const model_spec& spec);
+  caf::error create_handles();
+  caf::error init_layers(size_t rows);
   caf::error upload_weights();
+  caf::error upload_tensor(const step& s, const tensor_view* t, void* dst);
   caf::error allocate(size_t rows); // activation and staging buffers
+  // Inputs in, layers, outputs out, on the three streams.
+  caf::error enqueue_batch(slot& s, size_t rows, size_t in_bytes,
+                           size_t out_bytes);
   caf::error enqueue_layers(slot& s, size_t rows);
+  // Queues one layer reading `cur`; a layer that writes a new buffer
+  // writes `fresh` and moves `cur` there.
+  caf::error enqueue_step(step& s, size_t rows, float*& cur, float* fresh);
+  caf::error enqueue_dense(const step& s, size_t rows, const float* x,
+                           float* y);
   // Waits for the oldest batch in flight and takes its outputs.
   std::vector<tensor> complete_oldest();
   void release_events();
 
   model_spec spec_;
+  std::string weights_path_; // for errors about its tensors
+  bool tf32_ = false;        // resources.allow_tf32
   int device_ = 0;
   std::string dev_; // "gpu:0"
   safetensors_file file_;

@@ -62,8 +62,8 @@ caf::error set_nchw(cudnnTensorDescriptor_t d, size_t n, size_t c, size_t h,
 
 // -- conv ---------------------------------------------------------------------
 
-caf::error conv_layer::init(cudnnHandle_t h, const cpu::conv2d_shape& s,
-                            bool tf32, size_t max_rows, size_t max_workspace,
+caf::error conv_layer::init(cudnnHandle_t h, const conv2d_shape& s, bool tf32,
+                            size_t max_rows, size_t max_workspace,
                             const std::string& dev) {
   s_ = s;
   tf32_ = tf32;
@@ -172,7 +172,7 @@ caf::error conv_layer::run(cudnnHandle_t h, const float* x, size_t rows,
 
 // -- pool ---------------------------------------------------------------------
 
-caf::error pool_layer::init(const cpu::pool2d_shape& s, bool max,
+caf::error pool_layer::init(const pool2d_shape& s, bool max,
                             const std::string& dev) {
   s_ = s;
   if (auto err = make(x_, dev))

@@ -11,7 +11,7 @@
 #include <caf/error.hpp>
 #include <cudnn.h>
 
-#include "gpu/cpu/cpu_layers.hpp"
+#include "gpu/graph/layer_shapes.hpp"
 
 namespace shoal::cuda {
 
@@ -43,7 +43,7 @@ class conv_layer {
 public:
   // Picks an algorithm for every batch size up to max_rows, within
   // max_workspace bytes; FMA kernels only unless TF32 is allowed.
-  caf::error init(cudnnHandle_t h, const cpu::conv2d_shape& s, bool tf32,
+  caf::error init(cudnnHandle_t h, const conv2d_shape& s, bool tf32,
                   size_t max_rows, size_t max_workspace,
                   const std::string& dev);
 
@@ -61,7 +61,7 @@ private:
                     const std::string& dev);
   caf::error set_rows(size_t rows, const std::string& dev);
 
-  cpu::conv2d_shape s_;
+  conv2d_shape s_;
   bool tf32_ = false;
   tensor_desc x_, y_, bias_;
   filter_desc w_;
@@ -79,12 +79,12 @@ private:
 // max_pool2d / avg_pool2d (count_include_pad), floor mode as torch.
 class pool_layer {
 public:
-  caf::error init(const cpu::pool2d_shape& s, bool max, const std::string& dev);
+  caf::error init(const pool2d_shape& s, bool max, const std::string& dev);
   caf::error run(cudnnHandle_t h, const float* x, size_t rows, float* y,
                  const std::string& dev);
 
 private:
-  cpu::pool2d_shape s_;
+  pool2d_shape s_;
   tensor_desc x_, y_;
   pool_desc pool_;
 };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "gpu/backend.hpp"
+#include "gpu/registry.hpp"
 
 namespace shoal {
 
@@ -12,5 +13,11 @@ namespace shoal {
 // field or CUDA call.
 caf::expected<backend_ptr> load_gpu_backend(const model_spec& spec, int device,
                                             const load_options& opts);
+
+// backend = "cuda": the layer graph of the cpu backend ([weights],
+// [[layers]], resources.allow_tf32), on a GPU by default. Registered in
+// every build, so that its models parse on CPU-only nodes and are refused
+// at load with the reason (or, with device = "any", run on the CPU).
+backend_info cuda_backend_info();
 
 } // namespace shoal

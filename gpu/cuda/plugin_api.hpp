@@ -1,5 +1,6 @@
 // The CUDA backend is a plugin (libshoal_cuda.so, built with the `cuda`
-// feature) that the node loads with dlopen when it first looks for GPUs.
+// feature) that the node loads with dlopen when the driver first reports a
+// GPU (gpu/cuda/driver_probe.hpp).
 // Two reasons: one shoald binary then runs on CPU-only machines that have
 // no CUDA libraries at all; and cuBLAS and cuDNN declare about 110 KiB of
 // thread-local storage, which, linked into the executable, every thread's

@@ -30,8 +30,9 @@ bool cuda_built() noexcept;
 // Empty without CUDA or without a usable device.
 std::vector<gpu_device_info> gpu_devices();
 
-// Why gpu_devices() is empty ("built without the cuda feature", "no CUDA
-// device: <driver error>"); empty when there are GPUs.
+// Why gpu_devices() is empty ("this node was built without the cuda
+// feature", "no NVIDIA device (/dev/nvidiactl absent)", "no usable CUDA
+// device (cuInit: ...)"); empty when there are GPUs.
 std::string gpu_absent_reason();
 
 } // namespace shoal

@@ -11,7 +11,8 @@
 
 #include <caf/expected.hpp>
 
-#include "gpu/cpu/cpu_layers.hpp"
+#include "gpu/graph/graph_options.hpp"
+#include "gpu/graph/layer_shapes.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "gpu/model/safetensors.hpp"
 
@@ -25,8 +26,8 @@ struct graph_step {
   const tensor_view* b = nullptr;
   std::vector<uint64_t> in_dims; // per sample, no batch axis
   std::vector<uint64_t> out_dims;
-  cpu::conv2d_shape conv; // n = 1; set the batch per run
-  cpu::pool2d_shape pool; // n = 1
+  conv2d_shape conv; // n = 1; set the batch per run
+  pool2d_shape pool; // n = 1
   float eps = 1e-5f;
   std::string save;
   std::string from;
@@ -48,10 +49,12 @@ uint64_t dims_product(const std::vector<uint64_t>& dims);
 // "[1, 28, 28]"
 std::string dims_string(const std::vector<uint64_t>& dims);
 
-// Resolves spec.layers against `file`. The graph takes one f32 input and
-// gives one f32 output, as declared. Errors are errc::unavailable naming
-// model.toml and layers[i].field; `backend` names the backend in them.
+// Resolves graph.layers against `file`, the graph's weights file. The graph
+// takes the spec's one f32 input and gives its one f32 output, as declared.
+// Errors are errc::unavailable naming model.toml and layers[i].field;
+// `backend` names the backend in them.
 caf::expected<layer_graph> resolve_graph(const model_spec& spec,
+                                         const graph_options& graph,
                                          const safetensors_file& file,
                                          const char* backend);
 

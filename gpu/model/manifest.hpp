@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -13,10 +14,18 @@
 
 namespace shoal {
 
-// Parses one manifest. Errors name the file and the key.
+// Parses one manifest: the keys every model has here, and the sections of
+// its backend by the backend's own parser (gpu/registry.hpp). Errors name
+// the file and the key.
 caf::expected<model_spec> parse_manifest(const std::string& path,
                                          const std::string& name,
                                          uint64_t version);
+
+// The top-level keys every manifest may have, whatever its backend, and
+// the keys of [resources] every backend shares. A backend's own sections
+// and resource keys come on top and must not collide with these.
+const std::vector<std::string_view>& manifest_common_keys();
+const std::vector<std::string_view>& manifest_common_resource_keys();
 
 // Checks a request's inputs against the spec: names, dtypes, ranks, fixed
 // dims, and one shared batch size. Returns the batch size.

@@ -8,32 +8,24 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include <caf/expected.hpp>
+
+#include "net/wire/error.hpp"
 #include "net/wire/message.hpp"
 
 namespace shoal {
 
-struct synthetic_params {
-  uint64_t cost_per_batch_us = 0; // simulated compute, per batch
-  uint64_t cost_per_item_us = 0;  // and per request in the batch
-  double scale = 2.0;             // outputs = scale * input + offset
-  double offset = 1.0;
-  uint64_t crash_after_batches = 0; // fault hook: 0 = never
-  uint64_t load_ms = 0;             // simulated model load time
+// A backend's own manifest settings, as its section parser read them
+// (gpu/registry.hpp): each backend derives its options from this, so that
+// a new backend adds a type of its own instead of fields to model_spec.
+struct backend_options {
+  virtual ~backend_options() = default;
 };
 
-// One layer of a sequential graph (docs/model_format.md).
-struct layer_spec {
-  std::string op;     // dense, relu, gelu, softmax, layernorm, conv2d,
-                      // max_pool2d, avg_pool2d, flatten, add
-  std::string weight; // tensor names in the weights file
-  std::string bias;
-  std::string save; // keep the output under this name
-  std::string from; // add: the saved operand
-  std::vector<uint64_t> kernel, stride, padding, dilation; // [h, w]
-  double eps = 1e-5;
-};
+using backend_options_ptr = std::shared_ptr<const backend_options>;
 
 struct model_spec {
   std::string name;
@@ -42,8 +34,8 @@ struct model_spec {
   // Remote repository only: URL of the version directory; files are
   // fetched from here into `dir` (<models.cache_dir>/<name>/<version>).
   std::string source;
-  // "synthetic", or "cpu" / "cuda": the same layer graph, preferring the
-  // CPU or a GPU (resources.device decides where it may run).
+  // The registered backend that runs it (gpu/registry.hpp): "synthetic",
+  // "cpu", "cuda", ...
   std::string backend;
   std::vector<io_spec> inputs;
   std::vector<io_spec> outputs;
@@ -54,20 +46,49 @@ struct model_spec {
   bool pinned = false;                    // never retired when idle
   std::optional<std::chrono::milliseconds> idle_ttl;
   std::optional<uint64_t> queue_capacity;
-  synthetic_params synthetic;
-  std::string weights_file; // relative to dir
   // File name -> sha256 (hex) of every file the model needs.
   std::vector<std::pair<std::string, std::string>> files;
   std::string device = "cpu"; // cpu, gpu or any
-  // cuda: f32 dense and conv layers may use TF32 tensor cores (10-bit
-  // mantissa products, about 1e-3 relative), as torch's allow_tf32.
-  bool allow_tf32 = false;
   uint64_t memory_bytes = 0;
   // Cluster placement: keep at least this many of the model's replicas on
   // workers labelled capacity=on-demand (spot nodes may vanish at once).
   uint64_t min_replicas_on_demand = 0;
-  std::vector<layer_spec> layers;
+  // What the backend's own sections said ([synthetic], [[layers]], ...);
+  // null for a spec built in code. Read with options_of<T>().
+  backend_options_ptr options;
 };
+
+// The spec's backend options as the backend's own type T. A spec built in
+// code without options gets T's defaults; options of another type
+// (another backend's) are an errc::unavailable error naming the file.
+template <class T>
+caf::expected<const T*> options_of(const model_spec& spec) {
+  static_assert(std::is_base_of_v<backend_options, T>);
+  if (!spec.options) {
+    static const T defaults{};
+    return &defaults;
+  }
+  if (auto* p = dynamic_cast<const T*>(spec.options.get())) {
+    return p;
+  }
+  return make_error(errc::unavailable,
+                    spec.dir + "/model.toml: backend '" + spec.backend +
+                        "' was given the options of another backend");
+}
+
+// Changes a spec's options of type T (a copy: options are shared between
+// copies of a spec), for programs that adjust a parsed manifest, such as
+// benchmarks and tests. Options of another type are replaced by T's
+// defaults before `edit` runs.
+template <class T, class Edit>
+void edit_options(model_spec& spec, Edit&& edit) {
+  static_assert(std::is_base_of_v<backend_options, T>);
+  auto* cur = dynamic_cast<const T*>(spec.options.get());
+  auto copy =
+      cur != nullptr ? std::make_shared<T>(*cur) : std::make_shared<T>();
+  edit(*copy);
+  spec.options = std::move(copy);
+}
 
 using model_spec_ptr = std::shared_ptr<const model_spec>;
 

@@ -45,32 +45,43 @@ std::string quote(std::string_view s) {
       out += buf;
     }
   }
-  if (s.size() > n)
+  if (s.size() > n) {
     out += "...";
+  }
   return out;
 }
 
 std::optional<dtype> from_safetensors_name(std::string_view s) noexcept {
-  if (s == "F32")
+  if (s == "F32") {
     return dtype::f32;
-  if (s == "F16")
+  }
+  if (s == "F16") {
     return dtype::f16;
-  if (s == "BF16")
+  }
+  if (s == "BF16") {
     return dtype::bf16;
-  if (s == "F64")
+  }
+  if (s == "F64") {
     return dtype::f64;
-  if (s == "I8")
+  }
+  if (s == "I8") {
     return dtype::i8;
-  if (s == "I16")
+  }
+  if (s == "I16") {
     return dtype::i16;
-  if (s == "I32")
+  }
+  if (s == "I32") {
     return dtype::i32;
-  if (s == "I64")
+  }
+  if (s == "I64") {
     return dtype::i64;
-  if (s == "U8")
+  }
+  if (s == "U8") {
     return dtype::u8;
-  if (s == "BOOL")
+  }
+  if (s == "BOOL") {
     return dtype::boolean;
+  }
   return std::nullopt;
 }
 
@@ -105,8 +116,9 @@ public:
   // in error().
   bool run(std::vector<entry>& entries,
            std::map<std::string, std::string>& metadata) {
-    if (in_.empty() || in_[0] != '{')
+    if (in_.empty() || in_[0] != '{') {
       return fail_ctx("header", "not a JSON object (does not start with '{')");
+    }
     ++pos_;
     bool seen_metadata = false;
     skip_ws();
@@ -116,41 +128,49 @@ public:
       for (;;) {
         skip_ws();
         std::string key;
-        if (!parse_string("header", &key))
+        if (!parse_string("header", &key)) {
           return false;
+        }
         skip_ws();
-        if (!expect(':', "header"))
+        if (!expect(':', "header")) {
           return false;
+        }
         skip_ws();
         if (key == "__metadata__") {
-          if (seen_metadata)
+          if (seen_metadata) {
             return fail_ctx("header", "duplicate key '__metadata__'");
+          }
           seen_metadata = true;
-          if (!parse_metadata(metadata))
+          if (!parse_metadata(metadata)) {
             return false;
+          }
         } else {
-          if (entries.size() >= limits_.max_tensors)
+          if (entries.size() >= limits_.max_tensors) {
             return fail_ctx("header", "more than " +
                                           std::to_string(limits_.max_tensors) +
                                           " tensors");
+          }
           entries.emplace_back();
           entries.back().name = std::move(key);
-          if (!parse_tensor(entries.back()))
+          if (!parse_tensor(entries.back())) {
             return false;
+          }
         }
         skip_ws();
         if (peek() == ',') {
           ++pos_;
           continue;
         }
-        if (!expect('}', "header"))
+        if (!expect('}', "header")) {
           return false;
+        }
         break;
       }
     }
     skip_ws();
-    if (pos_ != in_.size())
+    if (pos_ != in_.size()) {
       return fail_ctx("header", "trailing characters after the JSON object");
+    }
     return true;
   }
 
@@ -182,8 +202,9 @@ private:
   void skip_ws() noexcept {
     while (pos_ < in_.size()) {
       char c = in_[pos_];
-      if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+      if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
         return;
+      }
       ++pos_;
     }
   }
@@ -193,8 +214,9 @@ private:
       ++pos_;
       return true;
     }
-    if (peek() < 0)
+    if (peek() < 0) {
       return fail_ctx(ctx, std::string{"unexpected end, expected '"} + c + "'");
+    }
     return fail_ctx(ctx, std::string{"expected '"} + c + "'");
   }
 
@@ -217,20 +239,22 @@ private:
   }
 
   bool parse_hex4(uint32_t& out) {
-    if (in_.size() - pos_ < 4)
+    if (in_.size() - pos_ < 4) {
       return false;
+    }
     out = 0;
     for (int i = 0; i < 4; ++i) {
       char c = in_[pos_++];
       out <<= 4;
-      if (c >= '0' && c <= '9')
+      if (c >= '0' && c <= '9') {
         out |= static_cast<uint32_t>(c - '0');
-      else if (c >= 'a' && c <= 'f')
+      } else if (c >= 'a' && c <= 'f') {
         out |= static_cast<uint32_t>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F')
+      } else if (c >= 'A' && c <= 'F') {
         out |= static_cast<uint32_t>(c - 'A' + 10);
-      else
+      } else {
         return false;
+      }
     }
     return true;
   }
@@ -244,8 +268,9 @@ private:
     };
     unsigned b0 = at(0);
     auto cont = [](unsigned b) { return b >= 0x80 && b <= 0xBF; };
-    if (b0 >= 0xC2 && b0 <= 0xDF)
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
       return cont(at(1)) ? 2 : 0;
+    }
     if (b0 >= 0xE0 && b0 <= 0xEF) {
       unsigned lo = b0 == 0xE0 ? 0xA0 : 0x80;
       unsigned hi = b0 == 0xED ? 0x9F : 0xBF;
@@ -262,114 +287,148 @@ private:
   // Parses a string at pos_; decodes it into *out unless out is null (for
   // skipped values, which still must be valid JSON).
   bool parse_string(const std::string& ctx, std::string* out) {
-    if (peek() != '"')
+    if (peek() != '"') {
       return fail_ctx(ctx, peek() < 0 ? "unexpected end, expected a string"
                                       : "expected a string");
+    }
     ++pos_;
     for (;;) {
-      if (pos_ >= in_.size())
+      if (pos_ >= in_.size()) {
         return fail_ctx(ctx, "unterminated string");
+      }
       auto c = static_cast<unsigned char>(in_[pos_]);
       if (c == '"') {
         ++pos_;
         return true;
       }
-      if (c < 0x20)
+      if (c < 0x20) {
         return fail_ctx(ctx, "control character in string");
-      if (c == '\\') {
-        ++pos_;
-        if (pos_ >= in_.size())
-          return fail_ctx(ctx, "unterminated string");
-        char esc = in_[pos_++];
-        char plain = 0;
-        switch (esc) {
-        case '"':
-          plain = '"';
-          break;
-        case '\\':
-          plain = '\\';
-          break;
-        case '/':
-          plain = '/';
-          break;
-        case 'b':
-          plain = '\b';
-          break;
-        case 'f':
-          plain = '\f';
-          break;
-        case 'n':
-          plain = '\n';
-          break;
-        case 'r':
-          plain = '\r';
-          break;
-        case 't':
-          plain = '\t';
-          break;
-        case 'u': {
-          uint32_t cp = 0;
-          if (!parse_hex4(cp))
-            return fail_ctx(ctx, "bad \\u escape");
-          if (cp >= 0xDC00 && cp <= 0xDFFF)
-            return fail_ctx(ctx, "lone low surrogate in \\u escape");
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t lo = 0;
-            if (in_.substr(pos_, 2) != "\\u")
-              return fail_ctx(ctx, "lone high surrogate in \\u escape");
-            pos_ += 2;
-            if (!parse_hex4(lo) || lo < 0xDC00 || lo > 0xDFFF)
-              return fail_ctx(ctx, "bad surrogate pair in \\u escape");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          if (out)
-            append_utf8(*out, cp);
-          continue;
-        }
-        default:
-          return fail_ctx(ctx, "bad escape in string");
-        }
-        if (out)
-          *out += plain;
-        continue;
       }
-      if (c < 0x80) {
-        if (out)
-          *out += static_cast<char>(c);
-        ++pos_;
-        continue;
+      bool ok = c == '\\' ? parse_escape(ctx, out) : parse_char(ctx, c, out);
+      if (!ok) {
+        return false;
       }
-      size_t n = utf8_len();
-      if (n == 0)
-        return fail_ctx(ctx, "invalid UTF-8 in string");
-      if (out)
-        out->append(in_.data() + pos_, n);
-      pos_ += n;
     }
+  }
+
+  // One character of a string at pos_: an ASCII byte or a whole UTF-8
+  // sequence.
+  bool parse_char(const std::string& ctx, unsigned char c, std::string* out) {
+    if (c < 0x80) {
+      if (out) {
+        *out += static_cast<char>(c);
+      }
+      ++pos_;
+      return true;
+    }
+    size_t n = utf8_len();
+    if (n == 0) {
+      return fail_ctx(ctx, "invalid UTF-8 in string");
+    }
+    if (out) {
+      out->append(in_.data() + pos_, n);
+    }
+    pos_ += n;
+    return true;
+  }
+
+  // What a one-character escape stands for; 0 for one JSON does not have.
+  static char unescape(char esc) noexcept {
+    switch (esc) {
+    case '"':
+      return '"';
+    case '\\':
+      return '\\';
+    case '/':
+      return '/';
+    case 'b':
+      return '\b';
+    case 'f':
+      return '\f';
+    case 'n':
+      return '\n';
+    case 'r':
+      return '\r';
+    case 't':
+      return '\t';
+    default:
+      return 0;
+    }
+  }
+
+  // The escape whose backslash is at pos_.
+  bool parse_escape(const std::string& ctx, std::string* out) {
+    ++pos_;
+    if (pos_ >= in_.size()) {
+      return fail_ctx(ctx, "unterminated string");
+    }
+    char esc = in_[pos_++];
+    if (esc == 'u') {
+      return parse_unicode_escape(ctx, out);
+    }
+    char plain = unescape(esc);
+    if (plain == 0) {
+      return fail_ctx(ctx, "bad escape in string");
+    }
+    if (out) {
+      *out += plain;
+    }
+    return true;
+  }
+
+  // The XXXX of \uXXXX at pos_, and the second half of a surrogate pair.
+  bool parse_unicode_escape(const std::string& ctx, std::string* out) {
+    uint32_t cp = 0;
+    if (!parse_hex4(cp)) {
+      return fail_ctx(ctx, "bad \\u escape");
+    }
+    if (cp >= 0xDC00 && cp <= 0xDFFF) {
+      return fail_ctx(ctx, "lone low surrogate in \\u escape");
+    }
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+      uint32_t lo = 0;
+      if (in_.substr(pos_, 2) != "\\u") {
+        return fail_ctx(ctx, "lone high surrogate in \\u escape");
+      }
+      pos_ += 2;
+      if (!parse_hex4(lo) || lo < 0xDC00 || lo > 0xDFFF) {
+        return fail_ctx(ctx, "bad surrogate pair in \\u escape");
+      }
+      cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    if (out) {
+      append_utf8(*out, cp);
+    }
+    return true;
   }
 
   // A non-negative integer that fits in 64 bits; anything else JSON calls a
   // number (negative, fraction, exponent) is rejected with a reason.
   bool parse_uint(const std::string& ctx, uint64_t& out) {
     int c = peek();
-    if (c == '-')
+    if (c == '-') {
       return fail_ctx(ctx, "negative number, expected a non-negative integer");
-    if (c < '0' || c > '9')
+    }
+    if (c < '0' || c > '9') {
       return fail_ctx(ctx, c < 0 ? "unexpected end, expected an integer"
                                  : "expected a non-negative integer");
+    }
     if (c == '0' && pos_ + 1 < in_.size() && in_[pos_ + 1] >= '0' &&
-        in_[pos_ + 1] <= '9')
+        in_[pos_ + 1] <= '9') {
       return fail_ctx(ctx, "leading zero in integer");
+    }
     out = 0;
     while (pos_ < in_.size() && in_[pos_] >= '0' && in_[pos_] <= '9') {
       auto d = static_cast<uint64_t>(in_[pos_] - '0');
-      if (!checked_mul(out, 10, out) || __builtin_add_overflow(out, d, &out))
+      if (!checked_mul(out, 10, out) || __builtin_add_overflow(out, d, &out)) {
         return fail_ctx(ctx, "integer does not fit in 64 bits");
+      }
       ++pos_;
     }
     c = peek();
-    if (c == '.' || c == 'e' || c == 'E')
+    if (c == '.' || c == 'e' || c == 'E') {
       return fail_ctx(ctx, "not an integer (fraction or exponent)");
+    }
     return true;
   }
 
@@ -377,8 +436,9 @@ private:
   // per element, so a hostile array costs no more than max_len slots.
   bool parse_uint_array(const std::string& ctx, size_t max_len,
                         std::vector<uint64_t>& out) {
-    if (peek() != '[')
+    if (peek() != '[') {
       return fail_ctx(ctx, "expected an array");
+    }
     ++pos_;
     skip_ws();
     if (peek() == ']') {
@@ -387,12 +447,14 @@ private:
     }
     for (;;) {
       skip_ws();
-      if (out.size() >= max_len)
+      if (out.size() >= max_len) {
         return fail_ctx(ctx,
                         "more than " + std::to_string(max_len) + " elements");
+      }
       uint64_t v = 0;
-      if (!parse_uint(ctx + "[" + std::to_string(out.size()) + "]", v))
+      if (!parse_uint(ctx + "[" + std::to_string(out.size()) + "]", v)) {
         return false;
+      }
       out.push_back(v);
       skip_ws();
       if (peek() == ',') {
@@ -408,48 +470,68 @@ private:
   bool skip_value(const std::string& ctx, int depth) {
     int c = peek();
     if (c == '{' || c == '[') {
-      if (depth > max_json_depth)
-        return fail_ctx(ctx, "JSON nested deeper than " +
-                                 std::to_string(max_json_depth) + " levels");
-      char close = c == '{' ? '}' : ']';
-      ++pos_;
-      skip_ws();
-      if (peek() == static_cast<unsigned char>(close)) {
-        ++pos_;
-        return true;
-      }
-      for (;;) {
-        skip_ws();
-        if (close == '}') {
-          if (!parse_string(ctx, nullptr))
-            return false;
-          skip_ws();
-          if (!expect(':', ctx))
-            return false;
-          skip_ws();
-        }
-        if (!skip_value(ctx, depth + 1))
-          return false;
-        skip_ws();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        return expect(close, ctx);
-      }
+      return skip_container(ctx, depth, c == '{' ? '}' : ']');
     }
-    if (c == '"')
+    if (c == '"') {
       return parse_string(ctx, nullptr);
+    }
     for (std::string_view lit : {"true", "false", "null"}) {
       if (in_.substr(pos_, lit.size()) == lit) {
         pos_ += lit.size();
         return true;
       }
     }
-    // A number, by JSON's grammar.
-    size_t start = pos_;
-    if (peek() == '-')
+    return skip_number(ctx);
+  }
+
+  // An object or an array, opened at pos_ and ended by `close`.
+  bool skip_container(const std::string& ctx, int depth, char close) {
+    if (depth > max_json_depth) {
+      return fail_ctx(ctx, "JSON nested deeper than " +
+                               std::to_string(max_json_depth) + " levels");
+    }
+    ++pos_;
+    skip_ws();
+    if (peek() == static_cast<unsigned char>(close)) {
       ++pos_;
+      return true;
+    }
+    for (;;) {
+      skip_ws();
+      if (close == '}' && !skip_key(ctx)) {
+        return false;
+      }
+      if (!skip_value(ctx, depth + 1)) {
+        return false;
+      }
+      skip_ws();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      return expect(close, ctx);
+    }
+  }
+
+  // An object's key and its colon.
+  bool skip_key(const std::string& ctx) {
+    if (!parse_string(ctx, nullptr)) {
+      return false;
+    }
+    skip_ws();
+    if (!expect(':', ctx)) {
+      return false;
+    }
+    skip_ws();
+    return true;
+  }
+
+  // A number, by JSON's grammar.
+  bool skip_number(const std::string& ctx) {
+    size_t start = pos_;
+    if (peek() == '-') {
+      ++pos_;
+    }
     auto digits = [&] {
       size_t n = 0;
       while (pos_ < in_.size() && in_[pos_] >= '0' && in_[pos_] <= '9') {
@@ -460,23 +542,27 @@ private:
     };
     if (peek() == '0') {
       ++pos_;
-      if (peek() >= '0' && peek() <= '9')
+      if (peek() >= '0' && peek() <= '9') {
         return fail_ctx(ctx, "leading zero in number");
+      }
     } else if (digits() == 0) {
       pos_ = start;
       return fail_ctx(ctx, "expected a JSON value");
     }
     if (peek() == '.') {
       ++pos_;
-      if (digits() == 0)
+      if (digits() == 0) {
         return fail_ctx(ctx, "malformed number");
+      }
     }
     if (peek() == 'e' || peek() == 'E') {
       ++pos_;
-      if (peek() == '+' || peek() == '-')
+      if (peek() == '+' || peek() == '-') {
         ++pos_;
-      if (digits() == 0)
+      }
+      if (digits() == 0) {
         return fail_ctx(ctx, "malformed number");
+      }
     }
     return true;
   }
@@ -485,8 +571,9 @@ private:
 
   bool parse_metadata(std::map<std::string, std::string>& out) {
     const std::string ctx = "header: __metadata__";
-    if (peek() != '{')
+    if (peek() != '{') {
       return fail_ctx(ctx, "expected an object");
+    }
     ++pos_;
     skip_ws();
     if (peek() == '}') {
@@ -496,18 +583,22 @@ private:
     for (;;) {
       skip_ws();
       std::string key;
-      if (!parse_string(ctx, &key))
+      if (!parse_string(ctx, &key)) {
         return false;
+      }
       skip_ws();
-      if (!expect(':', ctx))
+      if (!expect(':', ctx)) {
         return false;
+      }
       skip_ws();
       std::string value;
       auto vctx = ctx + ": '" + quote(key) + "'";
-      if (!parse_string(vctx, &value))
+      if (!parse_string(vctx, &value)) {
         return false;
-      if (!out.emplace(std::move(key), std::move(value)).second)
+      }
+      if (!out.emplace(std::move(key), std::move(value)).second) {
         return fail_ctx(vctx, "duplicate key");
+      }
       skip_ws();
       if (peek() == ',') {
         ++pos_;
@@ -517,98 +608,132 @@ private:
     }
   }
 
-  bool parse_tensor(entry& e) {
-    if (peek() != '{')
-      return fail_ctx(tensor_ctx(e, ""), "expected an object");
-    ++pos_;
-    bool has_dtype = false;
-    bool has_shape = false;
-    bool has_offsets = false;
+  // The keys of one tensor entry seen so far.
+  struct tensor_keys {
+    bool dtype = false;
+    bool shape = false;
+    bool data_offsets = false;
     std::set<std::string> unknown;
     std::vector<uint64_t> offsets;
+  };
+
+  bool parse_tensor(entry& e) {
+    if (peek() != '{') {
+      return fail_ctx(tensor_ctx(e, ""), "expected an object");
+    }
+    ++pos_;
+    tensor_keys seen;
     skip_ws();
     if (peek() == '}') {
       ++pos_;
-    } else {
-      for (;;) {
-        skip_ws();
-        std::string key;
-        if (!parse_string(tensor_ctx(e, ""), &key))
-          return false;
-        skip_ws();
-        auto ctx = tensor_ctx(e, quote(key));
-        if (!expect(':', ctx))
-          return false;
-        skip_ws();
-        auto once = [&](bool& seen) {
-          if (seen)
-            return fail_ctx(ctx, "duplicate key");
-          seen = true;
-          return true;
-        };
-        if (key == "dtype") {
-          if (!once(has_dtype))
-            return false;
-          std::string name;
-          if (!parse_string(ctx, &name))
-            return false;
-          auto t = from_safetensors_name(name);
-          if (!t)
-            return fail_ctx(ctx, "unsupported dtype '" + quote(name) + "'");
-          e.type = *t;
-        } else if (key == "shape") {
-          if (!once(has_shape) ||
-              !parse_uint_array(ctx, limits_.max_rank, e.shape))
-            return false;
-        } else if (key == "data_offsets") {
-          if (!once(has_offsets) || !parse_uint_array(ctx, 2, offsets))
-            return false;
-        } else {
-          if (!unknown.insert(key).second)
-            return fail_ctx(ctx, "duplicate key");
-          if (!skip_value(ctx, 3))
-            return false;
-        }
-        skip_ws();
-        if (peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (!expect('}', tensor_ctx(e, "")))
-          return false;
-        break;
-      }
+    } else if (!parse_tensor_fields(e, seen)) {
+      return false;
     }
     // Semantic checks, while the position still points at this entry.
-    if (!has_dtype)
+    return check_tensor(e, seen);
+  }
+
+  bool parse_tensor_fields(entry& e, tensor_keys& seen) {
+    for (;;) {
+      skip_ws();
+      std::string key;
+      if (!parse_string(tensor_ctx(e, ""), &key)) {
+        return false;
+      }
+      skip_ws();
+      auto ctx = tensor_ctx(e, quote(key));
+      if (!expect(':', ctx)) {
+        return false;
+      }
+      skip_ws();
+      if (!parse_tensor_field(e, key, ctx, seen)) {
+        return false;
+      }
+      skip_ws();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      return expect('}', tensor_ctx(e, ""));
+    }
+  }
+
+  bool parse_tensor_field(entry& e, const std::string& key,
+                          const std::string& ctx, tensor_keys& seen) {
+    auto once = [&](bool& flag) {
+      if (flag) {
+        return fail_ctx(ctx, "duplicate key");
+      }
+      flag = true;
+      return true;
+    };
+    if (key == "dtype") {
+      std::string name;
+      if (!once(seen.dtype) || !parse_string(ctx, &name)) {
+        return false;
+      }
+      auto t = from_safetensors_name(name);
+      if (!t) {
+        return fail_ctx(ctx, "unsupported dtype '" + quote(name) + "'");
+      }
+      e.type = *t;
+      return true;
+    }
+    if (key == "shape") {
+      return once(seen.shape) &&
+             parse_uint_array(ctx, limits_.max_rank, e.shape);
+    }
+    if (key == "data_offsets") {
+      return once(seen.data_offsets) && parse_uint_array(ctx, 2, seen.offsets);
+    }
+    if (!seen.unknown.insert(key).second) {
+      return fail_ctx(ctx, "duplicate key");
+    }
+    return skip_value(ctx, 3);
+  }
+
+  // Every required key present, and offsets that hold the shape and dtype
+  // inside the data region.
+  bool check_tensor(entry& e, const tensor_keys& seen) {
+    if (!seen.dtype) {
       return fail_ctx(tensor_ctx(e, "dtype"), "missing");
-    if (!has_shape)
+    }
+    if (!seen.shape) {
       return fail_ctx(tensor_ctx(e, "shape"), "missing");
-    if (!has_offsets)
+    }
+    if (!seen.data_offsets) {
       return fail_ctx(tensor_ctx(e, "data_offsets"), "missing");
+    }
     auto octx = tensor_ctx(e, "data_offsets");
-    if (offsets.size() != 2)
+    if (seen.offsets.size() != 2) {
       return fail_ctx(octx, "expected [begin, end], got " +
-                                std::to_string(offsets.size()) + " elements");
-    e.begin = offsets[0];
-    e.end = offsets[1];
-    if (e.end < e.begin)
+                                std::to_string(seen.offsets.size()) +
+                                " elements");
+    }
+    e.begin = seen.offsets[0];
+    e.end = seen.offsets[1];
+    if (e.end < e.begin) {
       return fail_ctx(octx, "end " + std::to_string(e.end) + " < begin " +
                                 std::to_string(e.begin));
-    if (e.end > data_bytes_)
+    }
+    if (e.end > data_bytes_) {
       return fail_ctx(octx, "end " + std::to_string(e.end) +
                                 " lies beyond the data region of " +
                                 std::to_string(data_bytes_) + " bytes");
+    }
     uint64_t want = dtype_size(e.type);
-    for (auto dim : e.shape)
-      if (!checked_mul(want, dim, want))
+    for (auto dim : e.shape) {
+      if (!checked_mul(want, dim, want)) {
         return fail_ctx(tensor_ctx(e, "shape"),
                         "element count times dtype size overflows 64 bits");
-    if (want != e.end - e.begin)
+      }
+    }
+    if (want != e.end - e.begin) {
       return fail_ctx(
           octx, "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                     "] holds " + std::to_string(e.end - e.begin) +
                     " bytes, shape and dtype need " + std::to_string(want));
+    }
     return true;
   }
 
@@ -630,9 +755,135 @@ caf::error from_errno(const std::string& path, const char* call, int err) {
 
 uint64_t load_le64(const uint8_t* p) noexcept {
   uint64_t v = 0;
-  for (int i = 7; i >= 0; --i)
+  for (int i = 7; i >= 0; --i) {
     v = (v << 8) | p[i];
+  }
   return v;
+}
+
+struct mapping {
+  const uint8_t* base = nullptr;
+  uint64_t size = 0;
+};
+
+// Maps a regular file read-only. A file too short for the length prefix is
+// refused before it is mapped.
+caf::expected<mapping> map_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return from_errno(path, "open", errno);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return from_errno(path, "fstat", err);
+  }
+  // Devices and FIFOs have no meaningful size to validate against.
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return invalid(path, "header: not a regular file");
+  }
+  auto size = static_cast<uint64_t>(st.st_size);
+  if (size < 8) {
+    ::close(fd);
+    return invalid(path, "header: truncated: file has " + std::to_string(size) +
+                             " bytes, the length prefix alone needs 8");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int err = errno;
+  // The mapping keeps the file referenced; the descriptor is not needed.
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    return from_errno(path, "mmap", err);
+  }
+  return mapping{static_cast<const uint8_t*>(p), size};
+}
+
+// The header's length from the prefix, within the file and the limit.
+caf::expected<uint64_t> header_length(const std::string& path, const mapping& m,
+                                      const safetensors_limits& limits) {
+  uint64_t header_len = load_le64(m.base);
+  if (header_len > m.size - 8) {
+    return invalid(path, "header: truncated: length " +
+                             std::to_string(header_len) + " exceeds the " +
+                             std::to_string(m.size - 8) +
+                             " bytes after the length prefix");
+  }
+  if (header_len > limits.max_header_bytes) {
+    return invalid(path, "header: length " + std::to_string(header_len) +
+                             " exceeds the limit of " +
+                             std::to_string(limits.max_header_bytes) +
+                             " bytes");
+  }
+  return header_len;
+}
+
+// The weights are about to be read in full: map them all now, so that a
+// replica reported ready serves its first request without page faults (or
+// disk reads, when the file was not cached). MADV_POPULATE_READ needs Linux
+// 5.14; older kernels get readahead only.
+void prefault(const mapping& m) {
+  ::madvise(const_cast<uint8_t*>(m.base), m.size, MADV_WILLNEED);
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+  ::madvise(const_cast<uint8_t*>(m.base), m.size, MADV_POPULATE_READ);
+}
+
+// Indices of `entries` sorted by name; an error when two share one.
+caf::expected<std::vector<uint32_t>>
+name_order(const std::string& path, const std::vector<entry>& entries) {
+  std::vector<uint32_t> order(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    order[i] = static_cast<uint32_t>(i);
+  }
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return entries[a].name < entries[b].name;
+  });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (entries[order[i]].name == entries[order[i - 1]].name) {
+      return invalid(path, "header: duplicate tensor name '" +
+                               quote(entries[order[i]].name) + "'");
+    }
+  }
+  return order;
+}
+
+std::string range_of(const entry& x) {
+  return "[" + std::to_string(x.begin) + ", " + std::to_string(x.end) + "]";
+}
+
+// Hugging Face's rule: tensors, in offset order, tile the data region
+// exactly, with no gap and no overlap; anything else is a header that lies.
+caf::error check_tiling(const std::string& path,
+                        const std::vector<entry>& entries,
+                        uint64_t data_bytes) {
+  uint64_t covered = 0;
+  const entry* prev = nullptr;
+  for (const auto& e : entries) {
+    if (e.begin < covered) {
+      return invalid(path, "tensor '" + quote(e.name) + "': data_offsets: " +
+                               range_of(e) + " overlaps tensor '" +
+                               quote(prev->name) + "' " + range_of(*prev));
+    }
+    if (e.begin > covered) {
+      return invalid(path,
+                     "tensor '" + quote(e.name) + "': data_offsets: gap of " +
+                         std::to_string(e.begin - covered) +
+                         " bytes before begin " + std::to_string(e.begin) +
+                         " (data not covered by any tensor)");
+    }
+    covered = e.end;
+    prev = &e;
+  }
+  if (covered != data_bytes) {
+    return invalid(
+        path, "header: data region: " + std::to_string(data_bytes - covered) +
+                  " bytes after the last tensor are not covered "
+                  "by any tensor");
+  }
+  return {};
 }
 
 } // namespace
@@ -666,8 +917,9 @@ safetensors_file::~safetensors_file() {
 }
 
 void safetensors_file::release() noexcept {
-  if (base_ != nullptr)
+  if (base_ != nullptr) {
     ::munmap(const_cast<uint8_t*>(base_), size_);
+  }
   base_ = nullptr;
   size_ = 0;
   tensors_.clear();
@@ -679,8 +931,9 @@ safetensors_file::find(std::string_view name) const noexcept {
   auto it = std::lower_bound(
       by_name_.begin(), by_name_.end(), name,
       [this](uint32_t i, std::string_view n) { return tensors_[i].name < n; });
-  if (it == by_name_.end() || tensors_[*it].name != name)
+  if (it == by_name_.end() || tensors_[*it].name != name) {
     return nullptr;
+  }
   return &tensors_[*it];
 }
 
@@ -689,123 +942,45 @@ safetensors_file::open(const std::string& path,
                        const safetensors_limits& limits) {
   safetensors_file result;
   result.path_ = path;
-  {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      return from_errno(path, "open", errno);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return from_errno(path, "fstat", err);
-    }
-    // Devices and FIFOs have no meaningful size to validate against.
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return invalid(path, "header: not a regular file");
-    }
-    auto size = static_cast<uint64_t>(st.st_size);
-    if (size < 8) {
-      ::close(fd);
-      return invalid(path, "header: truncated: file has " +
-                               std::to_string(size) +
-                               " bytes, the length prefix alone needs 8");
-    }
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    // The mapping keeps the file referenced; the descriptor is not needed.
-    ::close(fd);
-    if (p == MAP_FAILED)
-      return from_errno(path, "mmap", err);
-    result.base_ = static_cast<const uint8_t*>(p);
-    result.size_ = size;
+  auto m = map_file(path);
+  if (!m) {
+    return m.error();
   }
-  const uint8_t* base = result.base_;
-  uint64_t size = result.size_;
-  uint64_t header_len = load_le64(base);
-  if (header_len > size - 8)
-    return invalid(path, "header: truncated: length " +
-                             std::to_string(header_len) + " exceeds the " +
-                             std::to_string(size - 8) +
-                             " bytes after the length prefix");
-  if (header_len > limits.max_header_bytes)
-    return invalid(path, "header: length " + std::to_string(header_len) +
-                             " exceeds the limit of " +
-                             std::to_string(limits.max_header_bytes) +
-                             " bytes");
-  uint64_t data_bytes = size - 8 - header_len;
-  const uint8_t* data = base + 8 + header_len;
-  // The weights are about to be read in full: map them all now, so that a
-  // replica reported ready serves its first request without page faults
-  // (or disk reads, when the file was not cached). MADV_POPULATE_READ
-  // needs Linux 5.14; older kernels get readahead only.
+  result.base_ = m->base;
+  result.size_ = m->size;
+  auto header_len = header_length(path, *m, limits);
+  if (!header_len) {
+    return header_len.error();
+  }
+  uint64_t data_bytes = m->size - 8 - *header_len;
+  const uint8_t* data = m->base + 8 + *header_len;
   if (data_bytes > 0) {
-    ::madvise(const_cast<uint8_t*>(base), size, MADV_WILLNEED);
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-    ::madvise(const_cast<uint8_t*>(base), size, MADV_POPULATE_READ);
+    prefault(*m);
   }
-
   std::vector<entry> entries;
   header_parser parser{
-      std::string_view{reinterpret_cast<const char*>(base + 8), header_len},
+      std::string_view{reinterpret_cast<const char*>(m->base + 8), *header_len},
       limits, data_bytes};
-  if (!parser.run(entries, result.metadata_))
+  if (!parser.run(entries, result.metadata_)) {
     return invalid(path, parser.error());
-
-  // Hugging Face's rule: tensors tile the data region exactly, in offset
-  // order, with no gap and no overlap; anything else is a header that lies.
+  }
   std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  result.by_name_.resize(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i)
-    result.by_name_[i] = static_cast<uint32_t>(i);
-  std::sort(result.by_name_.begin(), result.by_name_.end(),
-            [&](uint32_t a, uint32_t b) {
-              return entries[a].name < entries[b].name;
-            });
-  for (size_t i = 1; i < result.by_name_.size(); ++i)
-    if (entries[result.by_name_[i]].name ==
-        entries[result.by_name_[i - 1]].name)
-      return invalid(path, "header: duplicate tensor name '" +
-                               quote(entries[result.by_name_[i]].name) + "'");
-  uint64_t covered = 0;
-  const entry* prev = nullptr;
-  for (const auto& e : entries) {
-    auto range = [](const entry& x) {
-      std::string out{"["};
-      out += std::to_string(x.begin);
-      out += ", ";
-      out += std::to_string(x.end);
-      out += ']';
-      return out;
-    };
-    if (e.begin < covered)
-      return invalid(path, "tensor '" + quote(e.name) + "': data_offsets: " +
-                               range(e) + " overlaps tensor '" +
-                               quote(prev->name) + "' " + range(*prev));
-    if (e.begin > covered)
-      return invalid(path,
-                     "tensor '" + quote(e.name) + "': data_offsets: gap of " +
-                         std::to_string(e.begin - covered) +
-                         " bytes before begin " + std::to_string(e.begin) +
-                         " (data not covered by any tensor)");
-    covered = e.end;
-    prev = &e;
+  auto by_name = name_order(path, entries);
+  if (!by_name) {
+    return by_name.error();
   }
-  if (covered != data_bytes)
-    return invalid(
-        path, "header: data region: " + std::to_string(data_bytes - covered) +
-                  " bytes after the last tensor are not covered "
-                  "by any tensor");
-
+  result.by_name_ = std::move(*by_name);
+  if (auto err = check_tiling(path, entries, data_bytes)) {
+    return err;
+  }
   result.tensors_.reserve(entries.size());
-  for (auto& e : entries)
+  for (auto& e : entries) {
     result.tensors_.push_back(tensor_view{std::move(e.name), e.type,
                                           std::move(e.shape), data + e.begin,
                                           e.end - e.begin});
+  }
   return result;
 }
 
@@ -825,19 +1000,21 @@ caf::expected<std::vector<float>> to_f32(const tensor_view& t) {
                           " is not a float type");
   }
   size_t width = dtype_size(t.type);
-  if (t.bytes % width != 0 || (t.bytes > 0 && t.data == nullptr))
+  if (t.bytes % width != 0 || (t.bytes > 0 && t.data == nullptr)) {
     return make_error(errc::invalid_argument,
                       "tensor '" + quote(t.name) +
                           "': " + std::to_string(t.bytes) +
                           " bytes is not a whole number of elements");
+  }
   size_t n = t.bytes / width;
   std::vector<float> out(n);
   const uint8_t* p = t.data;
   // memcpy loads: the data has no alignment guarantee.
   switch (t.type) {
   case dtype::f32:
-    if (n > 0)
+    if (n > 0) {
       std::memcpy(out.data(), p, n * sizeof(float));
+    }
     break;
   case dtype::f16:
     for (size_t i = 0; i < n; ++i) {
@@ -918,8 +1095,9 @@ bool write_all(int fd, const uint8_t* p, size_t n) {
   while (n > 0) {
     ssize_t k = ::write(fd, p, n);
     if (k < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR) {
         continue;
+      }
       return false;
     }
     p += k;
@@ -928,97 +1106,143 @@ bool write_all(int fd, const uint8_t* p, size_t n) {
   return true;
 }
 
+using named_tensor = std::pair<std::string, tensor>;
+
+// The tensors in name order, each with the bytes its shape and dtype need,
+// no name twice and none reserved.
+caf::expected<std::vector<const named_tensor*>>
+writing_order(const std::string& path,
+              const std::vector<named_tensor>& tensors) {
+  std::vector<const named_tensor*> order;
+  order.reserve(tensors.size());
+  for (const auto& t : tensors) {
+    const auto& [name, x] = t;
+    if (name == "__metadata__") {
+      return invalid(path, "tensor '__metadata__': name is reserved");
+    }
+    auto count = x.element_count();
+    uint64_t want = 0;
+    if (!count || !checked_mul(*count, dtype_size(x.type), want)) {
+      return invalid(path, "tensor '" + quote(name) + "': shape: overflows");
+    }
+    if (want != x.data.size()) {
+      return invalid(path, "tensor '" + quote(name) +
+                               "': data: " + std::to_string(x.data.size()) +
+                               " bytes, shape and dtype need " +
+                               std::to_string(want));
+    }
+    order.push_back(&t);
+  }
+  std::sort(order.begin(), order.end(),
+            [](auto* a, auto* b) { return a->first < b->first; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (order[i]->first == order[i - 1]->first) {
+      return invalid(path,
+                     "tensor '" + quote(order[i]->first) + "': duplicate name");
+    }
+  }
+  return order;
+}
+
+void append_metadata(std::string& header,
+                     const std::map<std::string, std::string>& metadata) {
+  header += "\"__metadata__\":{";
+  bool first = true;
+  for (const auto& [k, v] : metadata) {
+    if (!first) {
+      header += ',';
+    }
+    first = false;
+    append_json_string(header, k);
+    header += ':';
+    append_json_string(header, v);
+  }
+  header += '}';
+}
+
+// `name:{"dtype":...,"shape":[...],"data_offsets":[offset, offset+bytes]}`
+void append_entry(std::string& header, const named_tensor& t,
+                  uint64_t& offset) {
+  const auto& [name, x] = t;
+  append_json_string(header, name);
+  header += ":{\"dtype\":\"";
+  header += safetensors_dtype_name(x.type);
+  header += "\",\"shape\":[";
+  for (size_t i = 0; i < x.shape.size(); ++i) {
+    if (i > 0) {
+      header += ',';
+    }
+    header += std::to_string(x.shape[i]);
+  }
+  header += "],\"data_offsets\":[";
+  header += std::to_string(offset);
+  header += ',';
+  offset += x.data.size();
+  header += std::to_string(offset);
+  header += "]}";
+}
+
+// The JSON header, padded with spaces to keep the data region 8-byte
+// aligned relative to the file start.
+std::string header_json(const std::vector<const named_tensor*>& order,
+                        const std::map<std::string, std::string>& metadata) {
+  std::string header = "{";
+  if (!metadata.empty()) {
+    append_metadata(header, metadata);
+  }
+  uint64_t offset = 0;
+  for (auto* t : order) {
+    if (header.size() > 1) {
+      header += ',';
+    }
+    append_entry(header, *t, offset);
+  }
+  header += '}';
+  while (header.size() % 8 != 0) {
+    header += ' ';
+  }
+  return header;
+}
+
+caf::error write_file(const std::string& path, const std::string& header,
+                      const std::vector<const named_tensor*>& order) {
+  uint8_t prefix[8];
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) {
+    prefix[i] = static_cast<uint8_t>(n >> (8 * i));
+  }
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return from_errno(path, "open", errno);
+  }
+  bool ok = write_all(fd, prefix, 8) &&
+            write_all(fd, reinterpret_cast<const uint8_t*>(header.data()),
+                      header.size());
+  for (auto* t : order) {
+    ok = ok && write_all(fd, t->second.data.data(), t->second.data.size());
+  }
+  int err = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    return from_errno(path, "write", err);
+  }
+  return caf::none;
+}
+
 } // namespace
 
 caf::error
 write_safetensors(const std::string& path,
                   const std::vector<std::pair<std::string, tensor>>& tensors,
                   const std::map<std::string, std::string>& metadata) {
-  std::vector<const std::pair<std::string, tensor>*> order;
-  order.reserve(tensors.size());
-  for (const auto& t : tensors) {
-    const auto& [name, x] = t;
-    if (name == "__metadata__")
-      return invalid(path, "tensor '__metadata__': name is reserved");
-    auto count = x.element_count();
-    uint64_t want = 0;
-    if (!count || !checked_mul(*count, dtype_size(x.type), want))
-      return invalid(path, "tensor '" + quote(name) + "': shape: overflows");
-    if (want != x.data.size())
-      return invalid(path, "tensor '" + quote(name) +
-                               "': data: " + std::to_string(x.data.size()) +
-                               " bytes, shape and dtype need " +
-                               std::to_string(want));
-    order.push_back(&t);
+  auto order = writing_order(path, tensors);
+  if (!order) {
+    return order.error();
   }
-  std::sort(order.begin(), order.end(),
-            [](auto* a, auto* b) { return a->first < b->first; });
-  for (size_t i = 1; i < order.size(); ++i)
-    if (order[i]->first == order[i - 1]->first)
-      return invalid(path,
-                     "tensor '" + quote(order[i]->first) + "': duplicate name");
-  std::string header = "{";
-  bool first = true;
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    for (const auto& [k, v] : metadata) {
-      if (!first)
-        header += ',';
-      first = false;
-      append_json_string(header, k);
-      header += ':';
-      append_json_string(header, v);
-    }
-    header += '}';
-    first = false;
-  }
-  uint64_t offset = 0;
-  for (auto* t : order) {
-    const auto& [name, x] = *t;
-    if (!first)
-      header += ',';
-    first = false;
-    append_json_string(header, name);
-    header += ":{\"dtype\":\"";
-    header += safetensors_dtype_name(x.type);
-    header += "\",\"shape\":[";
-    for (size_t i = 0; i < x.shape.size(); ++i) {
-      if (i > 0)
-        header += ',';
-      header += std::to_string(x.shape[i]);
-    }
-    header += "],\"data_offsets\":[";
-    header += std::to_string(offset);
-    header += ',';
-    offset += x.data.size();
-    header += std::to_string(offset);
-    header += "]}";
-  }
-  header += '}';
-  // Padding keeps the data region 8-byte aligned relative to the file start.
-  while (header.size() % 8 != 0)
-    header += ' ';
-  uint8_t prefix[8];
-  uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i)
-    prefix[i] = static_cast<uint8_t>(n >> (8 * i));
-
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return from_errno(path, "open", errno);
-  bool ok = write_all(fd, prefix, 8) &&
-            write_all(fd, reinterpret_cast<const uint8_t*>(header.data()),
-                      header.size());
-  for (auto* t : order)
-    ok = ok && write_all(fd, t->second.data.data(), t->second.data.size());
-  int err = errno;
-  if (::close(fd) != 0 && ok) {
-    ok = false;
-    err = errno;
-  }
-  if (!ok)
-    return from_errno(path, "write", err);
-  return caf::none;
+  return write_file(path, header_json(*order, metadata), *order);
 }
 
 } // namespace shoal

@@ -50,8 +50,9 @@ public:
   }
 
   ~fd_guard() {
-    if (fd_ >= 0)
+    if (fd_ >= 0) {
       ::close(fd_);
+    }
   }
 
   fd_guard(const fd_guard&) = delete;
@@ -86,8 +87,9 @@ bool write_all(int fd, const char* data, size_t size, uint64_t offset) {
   while (size > 0) {
     auto n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR) {
         continue;
+      }
       return false;
     }
     data += n;
@@ -99,8 +101,9 @@ bool write_all(int fd, const char* data, size_t size, uint64_t offset) {
 
 int64_t file_size(int fd) {
   struct stat st;
-  if (::fstat(fd, &st) != 0)
+  if (::fstat(fd, &st) != 0) {
     return -1;
+  }
   return st.st_size;
 }
 
@@ -108,16 +111,19 @@ int64_t file_size(int fd) {
 bool valid_name(const std::string& name) {
   if (name.empty() || name.front() == '/' ||
       name.find('\0') != std::string::npos ||
-      name.find('\\') != std::string::npos)
+      name.find('\\') != std::string::npos) {
     return false;
+  }
   size_t pos = 0;
   while (pos <= name.size()) {
     auto end = name.find('/', pos);
-    if (end == std::string::npos)
+    if (end == std::string::npos) {
       end = name.size();
+    }
     auto part = std::string_view{name}.substr(pos, end - pos);
-    if (part.empty() || part == "." || part == "..")
+    if (part.empty() || part == "." || part == "..") {
       return false;
+    }
     pos = end + 1;
   }
   return true;
@@ -130,18 +136,22 @@ bool valid_sha256(const std::string& hex) {
 }
 
 std::string lower(std::string str) {
-  for (auto& c : str)
+  for (auto& c : str) {
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
   return str;
 }
 
 bool starts_with_ci(std::string_view str, std::string_view prefix) {
-  if (str.size() < prefix.size())
+  if (str.size() < prefix.size()) {
     return false;
-  for (size_t i = 0; i < prefix.size(); ++i)
+  }
+  for (size_t i = 0; i < prefix.size(); ++i) {
     if (std::tolower(static_cast<unsigned char>(str[i])) !=
-        std::tolower(static_cast<unsigned char>(prefix[i])))
+        std::tolower(static_cast<unsigned char>(prefix[i]))) {
       return false;
+    }
+  }
   return true;
 }
 
@@ -176,8 +186,9 @@ public:
 
   void finish() {
     std::lock_guard guard{mtx_};
-    if (opts_.progress && reported_ != done_)
+    if (opts_.progress && reported_ != done_) {
       opts_.progress(name_, done_, total_ == 0 ? done_ : total_);
+    }
   }
 
   // Bytes received since the last call.
@@ -201,38 +212,45 @@ private:
 caf::error copy_local(const std::string& src, const std::string& part,
                       const std::string& name, progress_state& prog) {
   fd_guard in{::open(src.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (!in)
+  if (!in) {
     return make_error(errc::unavailable,
                       name + ": cannot open " + src + ": " + errno_text());
+  }
   auto size = file_size(in.get());
-  if (size < 0)
+  if (size < 0) {
     return make_error(errc::io_error,
                       name + ": stat " + src + ": " + errno_text());
-  if (static_cast<uint64_t>(size) > prog.max_bytes())
+  }
+  if (static_cast<uint64_t>(size) > prog.max_bytes()) {
     return make_error(errc::unavailable,
                       name + ": " + src + " is larger than the limit of " +
                           std::to_string(prog.max_bytes()) + " bytes");
+  }
   fd_guard out{
       ::open(part.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-  if (!out)
+  if (!out) {
     return make_error(errc::io_error,
                       name + ": cannot create " + part + ": " + errno_text());
+  }
   prog.reset(0, static_cast<uint64_t>(size));
   std::vector<char> buf(io_chunk);
   uint64_t offset = 0;
   for (;;) {
     auto n = ::read(in.get(), buf.data(), buf.size());
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR) {
         continue;
+      }
       return make_error(errc::unavailable,
                         name + ": read " + src + ": " + errno_text());
     }
-    if (n == 0)
+    if (n == 0) {
       break;
-    if (!write_all(out.get(), buf.data(), static_cast<size_t>(n), offset))
+    }
+    if (!write_all(out.get(), buf.data(), static_cast<size_t>(n), offset)) {
       return make_error(errc::io_error,
                         name + ": write " + part + ": " + errno_text());
+    }
     offset += static_cast<uint64_t>(n);
     prog.add(static_cast<uint64_t>(n));
   }
@@ -305,8 +323,9 @@ int on_xferinfo(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
 curl_ptr make_handle(const std::string& url, const fetch_options& opts,
                      char* errbuf, header_info* headers, abort_flag* abort) {
   curl_ptr h{curl_easy_init()};
-  if (!h)
+  if (!h) {
     return h;
+  }
   auto* p = h.get();
   auto secs = static_cast<long>(std::max<int64_t>(1, opts.timeout.count()));
   curl_easy_setopt(p, CURLOPT_URL, url.c_str());
@@ -334,8 +353,9 @@ std::string describe(CURL* h, CURLcode rc, const char* errbuf,
                      const std::string& url) {
   long status = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  if (rc == CURLE_HTTP_RETURNED_ERROR && status > 0)
+  if (rc == CURLE_HTTP_RETURNED_ERROR && status > 0) {
     return "GET " + url + ": HTTP " + std::to_string(status);
+  }
   std::string msg = "GET " + url + ": ";
   msg += errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
   return msg;
@@ -358,11 +378,13 @@ probe_result probe(const std::string& url, const fetch_options& opts) {
   header_info headers;
   auto h = make_handle(url, opts, errbuf, &headers, nullptr);
   probe_result res;
-  if (!h)
+  if (!h) {
     return res;
+  }
   curl_easy_setopt(h.get(), CURLOPT_NOBODY, 1L);
-  if (curl_easy_perform(h.get()) != CURLE_OK)
+  if (curl_easy_perform(h.get()) != CURLE_OK) {
     return res;
+  }
   curl_off_t len = -1;
   curl_easy_getinfo(h.get(), CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
   res.size = len;
@@ -388,65 +410,85 @@ struct transfer {
   caf::error err; // why the write callback stopped the transfer
 };
 
+// The first body bytes of a 206: the range we asked for, of a file within
+// the limit.
+bool accept_partial(transfer* t) {
+  if (t->headers->range_first != static_cast<int64_t>(t->offset)) {
+    t->err = make_error(errc::unavailable,
+                        *t->name + ": server answered a range request "
+                                   "with the wrong range");
+    return false;
+  }
+  if (t->headers->range_total > static_cast<int64_t>(t->prog->max_bytes())) {
+    t->err = make_error(errc::unavailable,
+                        *t->name + ": file is larger than the limit of " +
+                            std::to_string(t->prog->max_bytes()) + " bytes");
+    return false;
+  }
+  return true;
+}
+
+// The first body bytes of a 200: the whole file, within the limit; a
+// resume that gets it starts over.
+bool accept_whole(transfer* t, curl_off_t content_length) {
+  if (t->expect_206) {
+    t->no_ranges = true;
+    return false;
+  }
+  if (content_length > static_cast<curl_off_t>(t->prog->max_bytes())) {
+    t->err = make_error(errc::unavailable,
+                        *t->name + ": Content-Length " +
+                            std::to_string(content_length) +
+                            " is larger than the limit of " +
+                            std::to_string(t->prog->max_bytes()) + " bytes");
+    return false;
+  }
+  if (t->offset > 0) {
+    // The server does not do ranges: what we have is worthless.
+    spdlog::info("model store: {}: server ignored the resume request, "
+                 "restarting from byte 0",
+                 *t->name);
+    if (::ftruncate(t->fd, 0) != 0) {
+      t->err =
+          make_error(errc::io_error, *t->name + ": truncate: " + errno_text());
+      return false;
+    }
+    t->offset = 0;
+    t->restarted = true;
+    t->prog->reset(0, content_length > 0 ? static_cast<uint64_t>(content_length)
+                                         : 0);
+  }
+  return true;
+}
+
+// Whether the response, seen at its first body bytes, is one to write.
+bool accept_response(transfer* t) {
+  long status = 0;
+  curl_easy_getinfo(t->handle, CURLINFO_RESPONSE_CODE, &status);
+  curl_off_t content_length = -1;
+  curl_easy_getinfo(t->handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
+                    &content_length);
+  if (status == 206) {
+    return accept_partial(t);
+  }
+  if (status == 200) {
+    return accept_whole(t, content_length);
+  }
+  t->err =
+      make_error(errc::unavailable, *t->name + ": unexpected HTTP status " +
+                                        std::to_string(status));
+  return false;
+}
+
 size_t on_body(char* data, size_t size, size_t count, void* user) {
   auto* t = static_cast<transfer*>(user);
   auto len = size * count;
-  if (t->abort != nullptr && t->abort->value.load())
+  if (t->abort != nullptr && t->abort->value.load()) {
     return 0;
+  }
   if (!t->started) {
     t->started = true;
-    long status = 0;
-    curl_easy_getinfo(t->handle, CURLINFO_RESPONSE_CODE, &status);
-    curl_off_t content_length = -1;
-    curl_easy_getinfo(t->handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
-                      &content_length);
-    if (status == 206) {
-      if (t->headers->range_first != static_cast<int64_t>(t->offset)) {
-        t->err = make_error(errc::unavailable,
-                            *t->name + ": server answered a range request "
-                                       "with the wrong range");
-        return 0;
-      }
-      if (t->headers->range_total >
-          static_cast<int64_t>(t->prog->max_bytes())) {
-        t->err =
-            make_error(errc::unavailable,
-                       *t->name + ": file is larger than the limit of " +
-                           std::to_string(t->prog->max_bytes()) + " bytes");
-        return 0;
-      }
-    } else if (status == 200) {
-      if (t->expect_206) {
-        t->no_ranges = true;
-        return 0;
-      }
-      if (content_length > static_cast<curl_off_t>(t->prog->max_bytes())) {
-        t->err = make_error(
-            errc::unavailable,
-            *t->name + ": Content-Length " + std::to_string(content_length) +
-                " is larger than the limit of " +
-                std::to_string(t->prog->max_bytes()) + " bytes");
-        return 0;
-      }
-      if (t->offset > 0) {
-        // The server does not do ranges: what we have is worthless.
-        spdlog::info("model store: {}: server ignored the resume request, "
-                     "restarting from byte 0",
-                     *t->name);
-        if (::ftruncate(t->fd, 0) != 0) {
-          t->err = make_error(errc::io_error,
-                              *t->name + ": truncate: " + errno_text());
-          return 0;
-        }
-        t->offset = 0;
-        t->restarted = true;
-        t->prog->reset(
-            0, content_length > 0 ? static_cast<uint64_t>(content_length) : 0);
-      }
-    } else {
-      t->err =
-          make_error(errc::unavailable, *t->name + ": unexpected HTTP status " +
-                                            std::to_string(status));
+    if (!accept_response(t)) {
       return 0;
     }
   }
@@ -465,6 +507,138 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   return len;
 }
 
+// One range being downloaded by get_range, across its attempts.
+struct range_job {
+  const std::string& url;
+  const std::string& name;
+  int fd;
+  uint64_t end; // exclusive; 0: to the end of the file
+  bool ranged;  // one range of a parallel download
+  std::atomic<uint64_t>& pos;
+  const fetch_options& opts;
+  progress_state& prog;
+  abort_flag* abort;
+  bool* no_ranges;
+  int failures = 0;
+  bool retried_416 = false;
+};
+
+enum class attempt_result { done, again };
+
+// The Range header for bytes from `offset`: to `end` (exclusive), or to the
+// end of the file; none for the whole file.
+std::string range_header(uint64_t offset, uint64_t end) {
+  if (end != 0) {
+    return std::to_string(offset) + "-" + std::to_string(end - 1);
+  }
+  return offset > 0 ? std::to_string(offset) + "-" : std::string{};
+}
+
+// A GET that completed: the range is done, or the rest is asked for again.
+caf::expected<attempt_result> after_complete(range_job& job, bool started,
+                                             long status, uint64_t before) {
+  if (!started && status == 200 && before > 0 && !job.ranged) {
+    // An empty 200 to a resume: the file is empty now.
+    if (::ftruncate(job.fd, 0) != 0) {
+      return make_error(errc::io_error,
+                        job.name + ": truncate: " + errno_text());
+    }
+    job.pos = 0;
+  }
+  if (job.end == 0 || job.pos.load() >= job.end) {
+    return attempt_result::done;
+  }
+  // A short but "complete" response: ask again for the rest.
+  if (job.pos.load() == before && ++job.failures > job.opts.retries) {
+    return make_error(errc::unavailable,
+                      job.name + ": GET " + job.url + ": short response");
+  }
+  return attempt_result::again;
+}
+
+// A GET that failed: start over after a 416, retry a transient error with
+// backoff, give up on anything else.
+caf::expected<attempt_result> after_error(range_job& job, CURL* h, CURLcode rc,
+                                          long status, uint64_t before,
+                                          const char* errbuf) {
+  if (rc == CURLE_HTTP_RETURNED_ERROR && status == 416 && !job.ranged &&
+      !job.retried_416) {
+    // Our .part is at or past the end of the file: start over.
+    job.retried_416 = true;
+    if (::ftruncate(job.fd, 0) != 0) {
+      return make_error(errc::io_error,
+                        job.name + ": truncate: " + errno_text());
+    }
+    job.pos = 0;
+    job.prog.reset(0, 0);
+    return attempt_result::again;
+  }
+  auto what = describe(h, rc, errbuf, job.url);
+  if (!is_transient(rc, status)) {
+    return make_error(errc::unavailable, job.name + ": " + what);
+  }
+  if (job.pos.load() > before) {
+    job.failures = 0;
+  }
+  if (++job.failures > job.opts.retries) {
+    return make_error(errc::unavailable, job.name + ": " + what + " (after " +
+                                             std::to_string(job.opts.retries) +
+                                             " retries)");
+  }
+  spdlog::warn("model store: {}: {}; retrying from byte {}", job.name, what,
+               job.pos.load());
+  backoff(job.failures);
+  return attempt_result::again;
+}
+
+// One GET from job.pos.
+caf::expected<attempt_result> get_once(range_job& job) {
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  header_info headers;
+  auto h = make_handle(job.url, job.opts, errbuf, &headers, job.abort);
+  if (!h) {
+    return make_error(errc::internal, job.name + ": curl_easy_init failed");
+  }
+  transfer t;
+  t.handle = h.get();
+  t.fd = job.fd;
+  t.offset = job.pos.load();
+  t.end = job.end;
+  t.expect_206 = job.ranged;
+  t.headers = &headers;
+  t.abort = job.abort;
+  t.prog = &job.prog;
+  t.name = &job.name;
+  auto range = range_header(t.offset, job.end);
+  if (!range.empty()) {
+    curl_easy_setopt(h.get(), CURLOPT_RANGE, range.c_str());
+  }
+  curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &t);
+  auto before = t.offset;
+  auto rc = curl_easy_perform(h.get());
+  job.pos = t.offset;
+  if (t.err) {
+    return std::move(t.err);
+  }
+  if (t.no_ranges) {
+    if (job.no_ranges != nullptr) {
+      *job.no_ranges = true;
+    }
+    return make_error(errc::unavailable,
+                      job.name + ": server ignored a range request");
+  }
+  if (job.abort != nullptr && job.abort->value.load()) {
+    return make_error(errc::cancelled, job.name + ": aborted");
+  }
+  long status = 0;
+  curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
+  if (rc == CURLE_OK) {
+    return after_complete(job, t.started, status, before);
+  }
+  return after_error(job, h.get(), rc, status, before, errbuf);
+}
+
 // Downloads [first, end) (end == 0: to the end of the file) into fd,
 // resuming after connection errors. `pos` tracks how far we got, so the
 // caller knows which bytes are valid even on failure.
@@ -472,90 +646,60 @@ caf::error get_range(const std::string& url, const std::string& name, int fd,
                      uint64_t first, uint64_t end, bool ranged,
                      std::atomic<uint64_t>& pos, const fetch_options& opts,
                      progress_state& prog, abort_flag* abort, bool* no_ranges) {
-  int failures = 0;
-  bool retried_416 = false;
+  range_job job{url, name, fd, end, ranged, pos, opts, prog, abort, no_ranges};
   pos = first;
   for (;;) {
-    if (end != 0 && pos.load() >= end)
+    if (end != 0 && pos.load() >= end) {
       return {};
-    char errbuf[CURL_ERROR_SIZE] = {0};
-    header_info headers;
-    auto h = make_handle(url, opts, errbuf, &headers, abort);
-    if (!h)
-      return make_error(errc::internal, name + ": curl_easy_init failed");
-    transfer t;
-    t.handle = h.get();
-    t.fd = fd;
-    t.offset = pos.load();
-    t.end = end;
-    t.expect_206 = ranged;
-    t.headers = &headers;
-    t.abort = abort;
-    t.prog = &prog;
-    t.name = &name;
-    std::string range;
-    if (end != 0)
-      range = std::to_string(t.offset) + "-" + std::to_string(end - 1);
-    else if (t.offset > 0)
-      range = std::to_string(t.offset) + "-";
-    if (!range.empty())
-      curl_easy_setopt(h.get(), CURLOPT_RANGE, range.c_str());
-    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &t);
-    auto before = t.offset;
-    auto rc = curl_easy_perform(h.get());
-    pos = t.offset;
-    if (t.err)
-      return std::move(t.err);
-    if (t.no_ranges) {
-      if (no_ranges != nullptr)
-        *no_ranges = true;
-      return make_error(errc::unavailable,
-                        name + ": server ignored a range request");
     }
-    if (abort != nullptr && abort->value.load())
-      return make_error(errc::cancelled, name + ": aborted");
-    long status = 0;
-    curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
-    if (rc == CURLE_OK) {
-      if (!t.started && status == 200 && before > 0 && !ranged) {
-        // An empty 200 to a resume: the file is empty now.
-        if (::ftruncate(fd, 0) != 0)
-          return make_error(errc::io_error,
-                            name + ": truncate: " + errno_text());
-        pos = 0;
-      }
-      if (end == 0 || pos.load() >= end)
-        return {};
-      // A short but "complete" response: ask again for the rest.
-      if (pos.load() == before && ++failures > opts.retries)
-        return make_error(errc::unavailable,
-                          name + ": GET " + url + ": short response");
-      continue;
+    auto result = get_once(job);
+    if (!result) {
+      return std::move(result.error());
     }
-    if (rc == CURLE_HTTP_RETURNED_ERROR && status == 416 && !ranged &&
-        !retried_416) {
-      // Our .part is at or past the end of the file: start over.
-      retried_416 = true;
-      if (::ftruncate(fd, 0) != 0)
-        return make_error(errc::io_error, name + ": truncate: " + errno_text());
-      pos = 0;
-      prog.reset(0, 0);
-      continue;
+    if (*result == attempt_result::done) {
+      return {};
     }
-    auto what = describe(h.get(), rc, errbuf, url);
-    if (!is_transient(rc, status))
-      return make_error(errc::unavailable, name + ": " + what);
-    if (pos.load() > before)
-      failures = 0;
-    if (++failures > opts.retries)
-      return make_error(errc::unavailable, name + ": " + what + " (after " +
-                                               std::to_string(opts.retries) +
-                                               " retries)");
-    spdlog::warn("model store: {}: {}; retrying from byte {}", name, what,
-                 pos.load());
-    backoff(failures);
   }
+}
+
+// One thread's share of a parallel download.
+struct part_range {
+  uint64_t first = 0;
+  uint64_t end = 0;
+  std::atomic<uint64_t> pos{0};
+  caf::error err;
+  bool no_ranges = false;
+};
+
+// What the ranges ended with: the first real error (a cancelled range only
+// followed another's failure), and how far the file is valid from `have`
+// without a hole.
+caf::error range_outcome(std::vector<part_range>& ranges, uint64_t have,
+                         uint64_t& prefix, bool& no_ranges) {
+  caf::error first_err;
+  prefix = have;
+  bool contiguous = true;
+  for (auto& r : ranges) {
+    if (r.no_ranges) {
+      no_ranges = true;
+    }
+    if (r.err && !first_err &&
+        r.err.code() != static_cast<uint8_t>(errc::cancelled)) {
+      first_err = r.err;
+    }
+    if (contiguous) {
+      prefix = r.pos.load();
+      contiguous = r.pos.load() >= r.end;
+    }
+  }
+  if (!first_err) {
+    for (auto& r : ranges) {
+      if (r.err) {
+        return r.err;
+      }
+    }
+  }
+  return first_err;
 }
 
 // Splits [have, size) into ranges fetched by one thread each. On failure the
@@ -564,20 +708,14 @@ caf::error get_range(const std::string& url, const std::string& name, int fd,
 caf::error get_parallel(const std::string& url, const std::string& name, int fd,
                         uint64_t have, uint64_t size, const fetch_options& opts,
                         progress_state& prog, bool& no_ranges) {
-  if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     return make_error(errc::io_error, name + ": preallocate: " + errno_text());
+  }
   auto remaining = size - have;
   auto n = std::max<uint64_t>(
       1, std::min<uint64_t>(opts.parallel_ranges, remaining / (64 * 1024)));
   auto chunk = (remaining + n - 1) / n;
-  struct range {
-    uint64_t first;
-    uint64_t end;
-    std::atomic<uint64_t> pos{0};
-    caf::error err;
-    bool no_ranges = false;
-  };
-  std::vector<range> ranges(n);
+  std::vector<part_range> ranges(n);
   for (uint64_t i = 0; i < n; ++i) {
     ranges[i].first = have + i * chunk;
     ranges[i].end = std::min(size, have + (i + 1) * chunk);
@@ -586,77 +724,67 @@ caf::error get_parallel(const std::string& url, const std::string& name, int fd,
   abort_flag abort;
   std::vector<std::thread> workers;
   workers.reserve(n);
-  for (auto& r : ranges)
+  for (auto& r : ranges) {
     workers.emplace_back([&, rp = &r] {
       rp->err = get_range(url, name, fd, rp->first, rp->end, true, rp->pos,
                           opts, prog, &abort, &rp->no_ranges);
-      if (rp->err)
+      if (rp->err) {
         abort.value = true;
-    });
-  for (auto& w : workers)
-    w.join();
-  caf::error first_err;
-  uint64_t prefix = have;
-  bool contiguous = true;
-  for (auto& r : ranges) {
-    if (r.no_ranges)
-      no_ranges = true;
-    if (r.err && !first_err &&
-        r.err.code() != static_cast<uint8_t>(errc::cancelled))
-      first_err = r.err;
-    if (contiguous) {
-      prefix = r.pos.load();
-      contiguous = r.pos.load() >= r.end;
-    }
-  }
-  if (!first_err)
-    for (auto& r : ranges)
-      if (r.err) {
-        first_err = r.err;
-        break;
       }
-  if (first_err) {
-    if (::ftruncate(fd, static_cast<off_t>(prefix)) != 0)
-      spdlog::warn("model store: {}: truncate: {}", name, errno_text());
-    return first_err;
+    });
   }
-  return {};
+  for (auto& w : workers) {
+    w.join();
+  }
+  uint64_t prefix = have;
+  auto err = range_outcome(ranges, have, prefix, no_ranges);
+  if (err && ::ftruncate(fd, static_cast<off_t>(prefix)) != 0) {
+    spdlog::warn("model store: {}: truncate: {}", name, errno_text());
+  }
+  return err;
 }
 
 caf::error fetch_http(const std::string& url, const std::string& part,
                       const std::string& name, const fetch_options& opts,
                       progress_state& prog) {
   auto info = probe(url, opts);
-  if (info.size > static_cast<int64_t>(opts.max_file_bytes))
+  if (info.size > static_cast<int64_t>(opts.max_file_bytes)) {
     return make_error(errc::unavailable,
                       name + ": Content-Length " + std::to_string(info.size) +
                           " from " + url + " is larger than the limit of " +
                           std::to_string(opts.max_file_bytes) + " bytes");
+  }
   fd_guard fd{::open(part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
-  if (!fd)
+  if (!fd) {
     return make_error(errc::io_error,
                       name + ": cannot create " + part + ": " + errno_text());
+  }
   auto have = file_size(fd.get());
-  if (have < 0)
+  if (have < 0) {
     return make_error(errc::io_error, name + ": stat " + part);
+  }
   if (info.size >= 0 && have > info.size) {
-    if (::ftruncate(fd.get(), 0) != 0)
+    if (::ftruncate(fd.get(), 0) != 0) {
       return make_error(errc::io_error, name + ": truncate: " + errno_text());
+    }
     have = 0;
   }
   auto total = info.size >= 0 ? static_cast<uint64_t>(info.size) : 0;
   prog.reset(static_cast<uint64_t>(have), total);
-  if (info.size >= 0 && have == info.size)
+  if (info.size >= 0 && have == info.size) {
     return {}; // a complete .part from an earlier run: just verify it
-  if (have > 0)
+  }
+  if (have > 0) {
     spdlog::info("model store: {}: resuming at byte {}", name, have);
+  }
   if (info.size >= 0 && info.ranges && opts.parallel_ranges > 1 &&
       static_cast<uint64_t>(info.size) >= opts.range_threshold) {
     bool no_ranges = false;
     auto err = get_parallel(url, name, fd.get(), static_cast<uint64_t>(have),
                             total, opts, prog, no_ranges);
-    if (!err || !no_ranges)
+    if (!err || !no_ranges) {
       return err;
+    }
     spdlog::info("model store: {}: server ignores ranges, fetching whole",
                  name);
     have = file_size(fd.get());
@@ -671,8 +799,9 @@ caf::error fetch_http(const std::string& url, const std::string& part,
 
 caf::error sync_path(const std::string& path, int flags) {
   fd_guard fd{::open(path.c_str(), flags | O_CLOEXEC)};
-  if (!fd || ::fsync(fd.get()) != 0)
+  if (!fd || ::fsync(fd.get()) != 0) {
     return make_error(errc::io_error, "fsync " + path + ": " + errno_text());
+  }
   return {};
 }
 
@@ -688,18 +817,21 @@ caf::expected<source_location> parse_source(const std::string& source) {
     loc.http = true;
   } else if (starts_with_ci(source, "file://")) {
     base = source.substr(7);
-    if (base.empty() || base.front() != '/')
+    if (base.empty() || base.front() != '/') {
       return make_error(errc::invalid_argument,
                         "model source " + source +
                             ": a file:// URL needs an absolute path");
+    }
   } else if (source.find("://") != std::string::npos) {
     return make_error(errc::invalid_argument,
                       "model source " + source + ": unsupported scheme");
   }
-  if (base.empty())
+  if (base.empty()) {
     return make_error(errc::invalid_argument, "model source is empty");
-  while (base.size() > 1 && base.back() == '/')
+  }
+  while (base.size() > 1 && base.back() == '/') {
     base.pop_back();
+  }
   loc.base = std::move(base);
   return loc;
 }
@@ -709,8 +841,9 @@ std::string url_for(const source_location& loc, const std::string& name) {
   size_t pos = 0;
   while (pos <= name.size()) {
     auto end = name.find('/', pos);
-    if (end == std::string::npos)
+    if (end == std::string::npos) {
       end = name.size();
+    }
     auto part = name.substr(pos, end - pos);
     char* escaped =
         curl_easy_escape(nullptr, part.c_str(), static_cast<int>(part.size()));
@@ -722,43 +855,43 @@ std::string url_for(const source_location& loc, const std::string& name) {
   return url;
 }
 
-caf::error fetch_one(const source_location& loc, const store_file& file,
-                     const fs::path& dir, const fetch_options& opts,
-                     verified_record& rec, fetch_stats& stats) {
-  const auto& name = file.name;
-  auto expected_sha = lower(file.sha256);
-  auto dest = (dir / name).string();
-  auto part = dest + ".part";
+// A copy already at `dest` that matches its sha256 (by the verification
+// record, else by hashing it) is kept; one that does not is removed.
+bool reuse_cached(const std::string& name, const std::string& dest,
+                  const std::string& expected_sha, verified_record& rec,
+                  fetch_stats& stats) {
   std::error_code ec;
-  fs::create_directories(fs::path{dest}.parent_path(), ec);
-  if (ec)
-    return make_error(errc::io_error,
-                      name + ": cannot create directory " +
-                          fs::path{dest}.parent_path().string() + ": " +
-                          ec.message());
-  if (fs::exists(dest, ec)) {
-    if (rec.matches(dest, expected_sha)) {
-      spdlog::debug("model store: {}: verified copy unchanged, not fetched",
-                    name);
-      ++stats.files_reused;
-      return {};
-    }
-    auto sha = sha256_file(dest);
-    if (sha && *sha == expected_sha) {
-      spdlog::debug("model store: {}: cached copy matches, not fetched", name);
-      rec.add(dest, expected_sha);
-      ++stats.files_reused;
-      return {};
-    }
-    rec.erase(dest);
-    spdlog::info("model store: {}: cached copy does not match, fetching again",
-                 name);
-    fs::remove(dest, ec);
+  if (!fs::exists(dest, ec)) {
+    return false;
   }
-  auto src = loc.http ? url_for(loc, name) : loc.base + "/" + name;
-  spdlog::info("model store: fetching {} from {}", name, src);
-  progress_state prog{opts, name};
-  auto started = std::chrono::steady_clock::now();
+  if (rec.matches(dest, expected_sha)) {
+    spdlog::debug("model store: {}: verified copy unchanged, not fetched",
+                  name);
+    ++stats.files_reused;
+    return true;
+  }
+  auto sha = sha256_file(dest);
+  if (sha && *sha == expected_sha) {
+    spdlog::debug("model store: {}: cached copy matches, not fetched", name);
+    rec.add(dest, expected_sha);
+    ++stats.files_reused;
+    return true;
+  }
+  rec.erase(dest);
+  spdlog::info("model store: {}: cached copy does not match, fetching again",
+               name);
+  fs::remove(dest, ec);
+  return false;
+}
+
+// Fetches `src` into `part` until its sha256 matches: a leftover .part
+// that fails verification gets one clean download.
+caf::error download_verified(const source_location& loc, const std::string& src,
+                             const std::string& part, const std::string& name,
+                             const std::string& expected_sha,
+                             const fetch_options& opts, progress_state& prog,
+                             fetch_stats& stats) {
+  std::error_code ec;
   bool had_part = loc.http && fs::exists(part, ec);
   for (;;) {
     auto err = loc.http ? fetch_http(src, part, name, opts, prog)
@@ -768,8 +901,9 @@ caf::error fetch_one(const source_location& loc, const store_file& file,
     if (err) {
       // A non-empty .part stays for the next attempt to resume; an empty
       // one (a 404, a refused connection) would only be litter.
-      if (!loc.http || fs::file_size(part, ec) == 0)
+      if (!loc.http || fs::file_size(part, ec) == 0) {
         fs::remove(part, ec);
+      }
       return err;
     }
     auto sha = sha256_file(part);
@@ -777,32 +911,68 @@ caf::error fetch_one(const source_location& loc, const store_file& file,
       fs::remove(part, ec);
       return make_error(errc::io_error, name + ": " + reason_of(sha.error()));
     }
-    if (*sha != expected_sha) {
-      fs::remove(part, ec);
-      if (had_part) {
-        // The leftover .part may have been cut off mid-write by a crash;
-        // one clean download settles whether the source is at fault.
-        spdlog::warn("model store: {}: resumed download failed verification, "
-                     "fetching from scratch",
-                     name);
-        had_part = false;
-        continue;
-      }
+    if (*sha == expected_sha) {
+      return {};
+    }
+    fs::remove(part, ec);
+    if (!had_part) {
       return make_error(errc::unavailable, name +
                                                ": sha256 mismatch: expected " +
                                                expected_sha + ", got " + *sha);
     }
-    break;
+    // The leftover .part may have been cut off mid-write by a crash; one
+    // clean download settles whether the source is at fault.
+    spdlog::warn("model store: {}: resumed download failed verification, "
+                 "fetching from scratch",
+                 name);
+    had_part = false;
   }
-  prog.finish();
-  if (auto err = sync_path(part, O_RDONLY))
+}
+
+// Moves the verified .part into place, durably.
+caf::error install(const std::string& name, const std::string& part,
+                   const std::string& dest) {
+  if (auto err = sync_path(part, O_RDONLY)) {
     return err;
-  if (::rename(part.c_str(), dest.c_str()) != 0)
+  }
+  if (::rename(part.c_str(), dest.c_str()) != 0) {
     return make_error(errc::io_error,
                       name + ": rename to " + dest + ": " + errno_text());
-  if (auto err = sync_path(fs::path{dest}.parent_path().string(),
-                           O_RDONLY | O_DIRECTORY))
+  }
+  return sync_path(fs::path{dest}.parent_path().string(),
+                   O_RDONLY | O_DIRECTORY);
+}
+
+caf::error fetch_one(const source_location& loc, const store_file& file,
+                     const fs::path& dir, const fetch_options& opts,
+                     verified_record& rec, fetch_stats& stats) {
+  const auto& name = file.name;
+  auto expected_sha = lower(file.sha256);
+  auto dest = (dir / name).string();
+  auto part = dest + ".part";
+  std::error_code ec;
+  fs::create_directories(fs::path{dest}.parent_path(), ec);
+  if (ec) {
+    return make_error(errc::io_error,
+                      name + ": cannot create directory " +
+                          fs::path{dest}.parent_path().string() + ": " +
+                          ec.message());
+  }
+  if (reuse_cached(name, dest, expected_sha, rec, stats)) {
+    return {};
+  }
+  auto src = loc.http ? url_for(loc, name) : loc.base + "/" + name;
+  spdlog::info("model store: fetching {} from {}", name, src);
+  progress_state prog{opts, name};
+  auto started = std::chrono::steady_clock::now();
+  if (auto err = download_verified(loc, src, part, name, expected_sha, opts,
+                                   prog, stats)) {
     return err;
+  }
+  prog.finish();
+  if (auto err = install(name, part, dest)) {
+    return err;
+  }
   rec.add(dest, expected_sha);
   ++stats.files_fetched;
   auto secs =
@@ -819,19 +989,22 @@ caf::error fetch_one(const source_location& loc, const store_file& file,
 caf::error fetch_file(const std::string& source, const std::string& name,
                       const std::string& dest, const fetch_options& opts) {
   global_init();
-  if (!valid_name(name))
+  if (!valid_name(name)) {
     return make_error(errc::invalid_argument,
                       "model store: invalid file name '" + name + "'");
+  }
   auto loc = parse_source(source);
-  if (!loc)
+  if (!loc) {
     return loc.error();
+  }
   std::error_code ec;
   fs::create_directories(fs::path{dest}.parent_path(), ec);
-  if (ec)
+  if (ec) {
     return make_error(errc::io_error,
                       "cannot create directory " +
                           fs::path{dest}.parent_path().string() + ": " +
                           ec.message());
+  }
   auto part = dest + ".part";
   // No checksum to resume against: always a fresh copy.
   fs::remove(part, ec);
@@ -854,32 +1027,37 @@ caf::error fetch_file(const std::string& source, const std::string& name,
 
 caf::expected<std::string> sha256_file(const std::string& path) {
   fd_guard fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (!fd)
+  if (!fd) {
     return make_error(errc::io_error, path + ": " + errno_text());
+  }
   // OpenSSL's SHA-256 uses the CPU's SHA extensions: about 5x libsodium's
   // portable one on these machines, and hashing is most of a cold load's
   // verification.
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx{EVP_MD_CTX_new(),
                                                               EVP_MD_CTX_free};
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
     return make_error(errc::io_error, path + ": cannot initialise SHA-256");
+  }
   std::vector<unsigned char> buf(io_chunk);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   for (;;) {
     auto n = ::read(fd.get(), buf.data(), buf.size());
     if (n < 0) {
-      if (errno == EINTR)
+      if (errno == EINTR) {
         continue;
+      }
       return make_error(errc::io_error, path + ": read: " + errno_text());
     }
-    if (n == 0)
+    if (n == 0) {
       break;
+    }
     EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
   }
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1 || len != 32)
+  if (EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1 || len != 32) {
     return make_error(errc::io_error, path + ": SHA-256 failed");
+  }
   return to_hex(digest, len);
 }
 
@@ -889,26 +1067,31 @@ caf::expected<fetch_stats> fetch_model(const std::string& source,
                                        const std::vector<store_file>& files,
                                        const fetch_options& opts) {
   global_init();
-  if (opts.cache_dir.empty())
+  if (opts.cache_dir.empty()) {
     return make_error(errc::invalid_argument, "model store: no cache_dir");
-  if (!valid_name(model))
+  }
+  if (!valid_name(model)) {
     return make_error(errc::invalid_argument,
                       "model store: invalid model name '" + model + "'");
+  }
   // Check the whole manifest first: a bad entry fails before any download.
   for (const auto& f : files) {
-    if (!valid_name(f.name))
+    if (!valid_name(f.name)) {
       return make_error(errc::invalid_argument,
                         "model store: file name '" + f.name +
                             "' must be relative and stay inside the version "
                             "directory");
-    if (!valid_sha256(f.sha256))
+    }
+    if (!valid_sha256(f.sha256)) {
       return make_error(errc::invalid_argument, f.name + ": sha256 '" +
                                                     f.sha256 +
                                                     "' is not 64 hex digits");
+    }
   }
   auto loc = parse_source(source);
-  if (!loc)
+  if (!loc) {
     return loc.error();
+  }
   auto dir = fs::path{opts.cache_dir} / model / std::to_string(version);
   fetch_stats stats;
   auto rec = verified_record::load(dir.string());

@@ -22,13 +22,14 @@
 
 #include "gpu/backend.hpp"
 #include "gpu/cpu/cpu_backend.hpp"
+#include "gpu/cuda/loader.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/device/device_ledger.hpp"
-#include "gpu/cuda/loader.hpp"
-#include "net/wire/error.hpp"
+#include "gpu/graph/graph_options.hpp"
 #include "gpu/model/manifest.hpp"
-#include "runtime/model/repository.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/model/repository.hpp"
 
 using namespace shoal;
 namespace fs = std::filesystem;
@@ -124,7 +125,8 @@ model_spec with_half_weights(const model_spec& base, dtype type,
                              const fs::path& dir) {
   auto out_dir = dir / (base.name + "_" + std::string{to_string(type)}) / "1";
   fs::create_directories(out_dir);
-  auto f = safetensors_file::open(base.dir + "/" + base.weights_file);
+  auto weights_file = (*options_of<graph_options>(base))->weights_file;
+  auto f = safetensors_file::open(base.dir + "/" + weights_file);
   EXPECT_TRUE(f);
   std::vector<std::pair<std::string, tensor>> tensors;
   for (auto& v : f->tensors()) {
@@ -167,7 +169,7 @@ model_spec with_half_weights(const model_spec& base, dtype type,
     }
     tensors.emplace_back(v.name, std::move(t));
   }
-  auto err = write_safetensors((out_dir / base.weights_file).string(), tensors);
+  auto err = write_safetensors((out_dir / weights_file).string(), tensors);
   EXPECT_FALSE(err) << reason_of(err);
   auto spec = base;
   spec.dir = out_dir.string();
@@ -222,7 +224,7 @@ TEST_F(cuda_backend_test, half_precision_dense_layers_match_within_1e_2) {
 
 TEST_F(cuda_backend_test, tf32_stays_close_when_the_model_allows_it) {
   auto spec = load_spec("cnn");
-  spec.allow_tf32 = true;
+  edit_options<graph_options>(spec, [](auto& g) { g.allow_tf32 = true; });
   auto gpu = must_load_gpu(spec);
   auto cpu = must_load_cpu(spec);
   ASSERT_TRUE(gpu && cpu);

@@ -13,10 +13,12 @@
 #include <gtest/gtest.h>
 
 #include "gpu/backend.hpp"
+#include "gpu/cuda/driver_probe.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/device/device_ledger.hpp"
-#include "net/wire/error.hpp"
+#include "gpu/graph/graph_options.hpp"
 #include "gpu/model/manifest.hpp"
+#include "net/wire/error.hpp"
 #include "runtime/model/repository.hpp"
 
 using namespace shoal;
@@ -112,7 +114,9 @@ TEST_F(device_test, backend_cuda_means_a_gpu_and_contradictions_are_refused) {
       << reason_of(bad.error());
   auto tf32 = parse("[resources]\nallow_tf32 = true");
   ASSERT_TRUE(tf32) << reason_of(tf32.error());
-  EXPECT_TRUE(tf32->allow_tf32);
+  auto graph = options_of<graph_options>(*tf32);
+  ASSERT_TRUE(graph) << reason_of(graph.error());
+  EXPECT_TRUE((*graph)->allow_tf32);
   auto typo = parse("[resources]\nallow_tf23 = true");
   ASSERT_FALSE(typo);
   EXPECT_NE(reason_of(typo.error()).find("allow_tf23"), std::string::npos);
@@ -134,6 +138,38 @@ TEST_F(device_test, the_pipelined_interface_works_on_synchronous_backends) {
   auto out = (*be)->finish();
   ASSERT_TRUE(out) << reason_of(out.error());
   EXPECT_EQ(out->front().shape, (std::vector<uint64_t>{1, 4}));
+}
+
+bool nvidia_device_files() {
+  return ::access("/dev/nvidiactl", F_OK) == 0 ||
+         ::access("/dev/dxg", F_OK) == 0;
+}
+
+TEST(driver_probe_test, without_device_files_there_is_no_gpu_and_the_why) {
+  if (nvidia_device_files()) {
+    GTEST_SKIP() << "this machine has NVIDIA device files";
+  }
+  auto answer = probe_cuda_driver();
+  EXPECT_EQ(answer.devices, 0);
+  EXPECT_EQ(answer.why, "no NVIDIA device (/dev/nvidiactl absent)");
+  if (cuda_built()) {
+    EXPECT_EQ(gpu_absent_reason(), answer.why);
+  }
+}
+
+TEST(driver_probe_test, a_node_without_a_gpu_never_maps_cuda_libraries) {
+  if (nvidia_device_files()) {
+    GTEST_SKIP() << "this machine has NVIDIA device files";
+  }
+  EXPECT_TRUE(gpu_devices().empty());
+  EXPECT_FALSE(gpu_absent_reason().empty());
+  std::ifstream maps{"/proc/self/maps"};
+  std::string line;
+  while (std::getline(maps, line)) {
+    for (auto lib : {"libshoal_cuda", "libcublas", "libcudnn", "libcudart"}) {
+      EXPECT_EQ(line.find(lib), std::string::npos) << line;
+    }
+  }
 }
 
 // Bytes the ledger lists on `device`.

@@ -18,9 +18,11 @@ model_spec spec_with(uint64_t crash_after = 0) {
   s.inputs = {{"x", dtype::f32, {-1, 3}}};
   s.outputs = {{"y", dtype::f32, {-1, 3}}};
   s.max_batch = 8;
-  s.synthetic.scale = 2;
-  s.synthetic.offset = 1;
-  s.synthetic.crash_after_batches = crash_after;
+  auto p = std::make_shared<synthetic_options>();
+  p->scale = 2;
+  p->offset = 1;
+  p->crash_after_batches = crash_after;
+  s.options = p;
   return s;
 }
 
