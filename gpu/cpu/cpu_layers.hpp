@@ -1,4 +1,4 @@
-// CPU layer kernels for the CPU backend (issue 3, item 4).
+// CPU layer kernels for the CPU backend.
 //
 // Every kernel computes in f32 on row-major, batch-first memory given as raw
 // pointers plus sizes, so that the backend can run a whole graph out of

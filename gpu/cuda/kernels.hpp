@@ -1,4 +1,4 @@
-// The few kernels no library call fits (issue 5): bias add, GELU, residual
+// The few kernels no library call fits: bias add, GELU, residual
 // add, layernorm and the f32 -> f16/bf16 cast in front of a half-precision
 // dense layer. Each launcher queues its kernel on `stream` and returns the
 // launch's status; all compute in f32, matching gpu/cpu_layers.hpp.

@@ -1,6 +1,6 @@
 // Which replicas hold memory on which GPU, so that status, /readyz and
 // metrics can show it, and so that a load that runs out of device memory can
-// retire an idle replica to make room before it gives up (issue 5).
+// retire an idle replica to make room before it gives up.
 //
 // One process-wide instance; every member is thread-safe (executors load
 // and run on their own threads).

@@ -33,7 +33,7 @@ size_t dtype_size(dtype t) noexcept;
 std::string_view to_string(dtype t) noexcept;
 std::optional<dtype> parse_dtype(std::string_view s) noexcept;
 
-// Wire status codes (DESIGN.md, "Reply").
+// Wire status codes (docs/protocol.md, "Status codes").
 enum class status : uint8_t {
   ok,
   invalid_argument,

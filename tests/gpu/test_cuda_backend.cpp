@@ -1,4 +1,4 @@
-// The CUDA backend against the CPU backend (issue 5): both example models,
+// The CUDA backend against the CPU backend: both example models,
 // batch sizes 1, 7 and 32, within 1e-4 relative in f32 and 1e-2 where a
 // layer computes in f16; plus pipelining, growth past max_batch, device
 // memory accounting and running out of device memory.

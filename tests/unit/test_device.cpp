@@ -1,4 +1,4 @@
-// Device selection and the device ledger (issue 5), on any machine: which
+// Device selection and the device ledger, on any machine: which
 // backend a model's resources.device gets, the reasons when it cannot run,
 // and how the ledger picks an idle replica to retire for room.
 #include <unistd.h>
