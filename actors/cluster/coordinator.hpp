@@ -58,9 +58,9 @@
 #include "actors/cluster/cluster_view.hpp"
 #include "actors/cluster/link_box.hpp"
 #include "actors/messages.hpp"
-#include "net/gateway/reply_sink.hpp"
-#include "gpu/model/model_spec.hpp"
 #include "actors/serving/serving_metrics.hpp"
+#include "gpu/model/model_spec.hpp"
+#include "net/gateway/reply_sink.hpp"
 
 namespace shoal {
 
@@ -114,6 +114,7 @@ struct coordinator_state {
   // Spawns with no worker to take them yet, with their reason.
   std::map<model_key, std::string> waiting;
   bool draining = false;
+  std::set<std::string> unknown_ops; // logged once each
   static inline const char* name = "coordinator";
 };
 

@@ -1,17 +1,24 @@
 // The node link as the cluster actors hold it. The actors must exist before
 // the link starts (its callbacks send to them), so they get this box first
 // and the node fills it right after the link started; a call in between
-// waits for that moment (bounded) instead of finding no link.
+// waits for that moment (bounded) instead of finding no link. The actors
+// send only cluster messages, through the typed overloads of
+// net/link/cluster_codec.hpp: a body always travels under its own op.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <string_view>
 
-#include "net/wire/error.hpp"
+#include <spdlog/spdlog.h>
+
+#include "net/link/cluster_codec.hpp"
 #include "net/link/node_link.hpp"
+#include "net/wire/error.hpp"
 
 namespace shoal {
 
@@ -32,26 +39,43 @@ public:
     return link_;
   }
 
-  caf::error send(const std::string& peer, std::string_view type,
-                  std::string body) const {
+  // One of the cluster bodies (spawn_msg, done_msg, ...) to `peer`.
+  template <class Body>
+  caf::error send(const std::string& peer, const Body& body) const {
     auto l = get();
-    if (!l)
+    if (!l) {
       return make_error(errc::unavailable, "node link not started");
-    return l->send(peer, type, std::move(body));
+    }
+    return shoal::send(*l, peer, body);
   }
 
-  caf::error set_hello(std::string body) const {
+  caf::error set_hello(const worker_hello& hello) const {
     auto l = get();
-    if (!l)
+    if (!l) {
       return make_error(errc::unavailable, "node link not started");
-    return l->set_hello(std::move(body));
+    }
+    return shoal::set_hello(*l, hello);
   }
 
 private:
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::shared_ptr<node_link> link_;
-  bool closed_ = false;
 };
+
+// A message whose op this node does not know: a newer peer's, which an
+// older node ignores during a rolling upgrade. Logged once per op name (a
+// newer worker may send it every second), then only at debug level.
+inline void log_unknown_op(std::set<std::string>& seen, std::string_view who,
+                           const std::string& peer, std::string_view op) {
+  constexpr size_t max_remembered = 64;
+  if (seen.count(std::string{op}) > 0 || seen.size() >= max_remembered) {
+    spdlog::debug("{}: {}: unknown op '{}' ignored", who, peer, op);
+    return;
+  }
+  seen.emplace(op);
+  spdlog::info("{}: {}: unknown op '{}' ignored (a newer node's?)", who, peer,
+               op);
+}
 
 } // namespace shoal

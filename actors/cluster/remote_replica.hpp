@@ -31,7 +31,6 @@ struct remote_replica_state {
   std::string worker;
   uint64_t replica = 0;
   caf::actor router;
-  std::string buf;
   static inline const char* name = "remote_replica";
 };
 

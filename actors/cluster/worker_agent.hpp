@@ -32,6 +32,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -57,6 +58,7 @@ struct worker_agent_state {
   bool draining = false;
   bool head_up = false;
   uint64_t inflight = 0; // items handed to executors, not yet answered
+  std::set<std::string> unknown_ops; // logged once each
   // hello.devices is also what the head was last told about our GPUs.
   // Tells the node to drain (the head asked for it): it then runs the same
   // shutdown as on SIGTERM.

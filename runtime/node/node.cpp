@@ -419,7 +419,7 @@ int node::run() {
   }
   if (d.agent && d.link) {
     // Saying goodbye spares the head a heartbeat timeout.
-    d.link->send("", "leave", std::string{});
+    send(*d.link, "", leave_msg{});
   }
   // Let the gateway (and the link) send the last messages before stopping.
   std::this_thread::sleep_for(std::chrono::milliseconds{50});
