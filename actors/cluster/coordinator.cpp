@@ -14,7 +14,7 @@ namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<coordinator_state>*;
+using self_ptr = coordinator_handle::stateful_pointer<coordinator_state>;
 using worker = coordinator_state::worker;
 
 std::string label_of(const worker& w, const std::string& key) {
@@ -228,12 +228,12 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   if (on_gpu(d.device)) {
     w.gpu_unreported.emplace_back(d.device, bytes);
   }
-  self->send(st.router, ready_atom::value, d.model, d.version, proxy, d.device,
-             name);
+  self->send(st.router, ready_atom::value, d.model, d.version,
+             replica_handle{proxy}, d.device, name);
   spdlog::info("coordinator: replica {} of {} v{} ready on {} ({})", d.id,
                d.model, d.version, name, d.device);
   if (w.state == "draining") {
-    self->send(st.router, retire_atom::value, proxy);
+    self->send(st.router, retire_atom::value, replica_handle{proxy});
   }
 }
 
@@ -253,56 +253,59 @@ void start_drain(self_ptr self, const std::string& name, worker& w) {
     // The replacement starts first; the router keeps using this replica
     // until another one of the model is ready, then retires it.
     place(self, r.model, r.version, "drain");
-    self->send(st.router, retire_atom::value, r.proxy);
+    self->send(st.router, retire_atom::value, replica_handle{r.proxy});
   }
   publish(self);
+}
+
+// A worker's session is up (a join, a re-join, or back from suspect): its
+// hello says what it offers and runs, and its replicas are adopted.
+void on_worker_up(self_ptr self, const std::string& name, worker& w,
+                  uint64_t inc, const std::string& hello_body) {
+  worker_hello h;
+  if (auto err = decode(hello_body, h)) {
+    spdlog::warn("coordinator: {}: bad hello dropped: {}", name,
+                 reason_of(err));
+    return;
+  }
+  if (w.incarnation != inc && !w.replicas.empty()) {
+    lose_replicas(self, w, name, "restarted");
+  }
+  bool was_up = w.state == "up" || w.state == "suspect";
+  bool fresh = w.incarnation != inc || w.state == "down";
+  w.incarnation = inc;
+  w.labels = h.labels;
+  w.memory_budget = h.memory_bytes;
+  w.metrics_target = h.metrics_target;
+  w.cached.clear();
+  w.cached.insert(h.cached.begin(), h.cached.end());
+  w.state = h.draining ? "draining" : "up";
+  w.down_since_ns = 0;
+  for (auto& d : h.replicas) {
+    adopt(self, name, w, d);
+  }
+  // A new session's hello is a fresh report that already counts the
+  // replicas it lists. A live session's `up` (back from suspect) comes
+  // with the hello of its join, older than its `devices` reports.
+  if (fresh) {
+    w.devices = std::move(h.devices);
+    w.gpu_unreported.clear();
+  }
+  if (!was_up) {
+    spdlog::info("coordinator: worker {} up ({} replica(s))", name,
+                 h.replicas.size());
+  }
+  publish(self);
+  retry_waiting(self);
 }
 
 void on_peer(self_ptr self, const std::string& name, uint64_t inc,
              uint8_t state, const std::string& reason,
              const std::string& hello_body) {
-  auto& st = self->state;
   auto ps = static_cast<peer_state>(state);
-  auto& w = st.workers[name];
+  auto& w = self->state.workers[name];
   if (ps == peer_state::up) {
-    worker_hello h;
-    if (auto err = decode(hello_body, h)) {
-      spdlog::warn("coordinator: {}: bad hello dropped: {}", name,
-                   reason_of(err));
-      return;
-    }
-    if (w.incarnation != inc && !w.replicas.empty()) {
-      lose_replicas(self, w, name, "restarted");
-    }
-    bool was_up = w.state == "up" || w.state == "suspect";
-    bool fresh = w.incarnation != inc || w.state == "down";
-    w.incarnation = inc;
-    w.labels = h.labels;
-    w.memory_budget = h.memory_bytes;
-    w.metrics_target = h.metrics_target;
-    w.cached.clear();
-    for (auto& c : h.cached) {
-      w.cached.insert(c);
-    }
-    w.state = h.draining ? "draining" : "up";
-    w.down_since_ns = 0;
-    for (auto& d : h.replicas) {
-      adopt(self, name, w, d);
-    }
-    // A new session's hello is a fresh report that already counts the
-    // replicas it lists. A live session's `up` (back from suspect) comes
-    // with the hello of its join, older than its `devices` reports.
-    if (fresh) {
-      w.devices = std::move(h.devices);
-      w.gpu_unreported.clear();
-    }
-    if (!was_up) {
-      spdlog::info("coordinator: worker {} up ({} replica(s))", name,
-                   h.replicas.size());
-    }
-    publish(self);
-    retry_waiting(self);
-    return;
+    return on_worker_up(self, name, w, inc, hello_body);
   }
   if (w.incarnation != inc && w.incarnation != 0) {
     return; // about an incarnation already replaced
@@ -479,14 +482,89 @@ void status_reply(self_ptr self, const admin_job& job) {
   st.metrics->op_reply(op_kind::status, status::ok);
 }
 
+// Retires every replica of a model version (the router's idle check).
+void on_idle(self_ptr self, const std::string& model, uint64_t version) {
+  auto& st = self->state;
+  st.waiting.erase({model, version});
+  for (auto& [name, w] : st.workers) {
+    bool any = false;
+    for (auto it = w.replicas.begin(); it != w.replicas.end();) {
+      if (it->second.model == model && it->second.version == version) {
+        self->send_exit(it->second.proxy, caf::exit_reason::normal);
+        it = w.replicas.erase(it);
+        any = true;
+      } else {
+        ++it;
+      }
+    }
+    if (any) {
+      st.link->send(name, retire_msg{0, model, version});
+    }
+  }
+}
+
+// A drained replica the router handed back: its worker stops it.
+void on_retire(self_ptr self, const replica_handle& proxy) {
+  auto& st = self->state;
+  for (auto& [name, w] : st.workers) {
+    for (auto it = w.replicas.begin(); it != w.replicas.end(); ++it) {
+      if (it->second.proxy != proxy) {
+        continue;
+      }
+      st.link->send(
+          name, retire_msg{it->first, it->second.model, it->second.version});
+      self->send_exit(it->second.proxy, caf::exit_reason::normal);
+      w.replicas.erase(it);
+      return;
+    }
+  }
+}
+
+void on_drain_request(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto i = st.workers.find(node);
+  if (i == st.workers.end()) {
+    return;
+  }
+  // The worker drains itself (finishes, then exits); it announces it with
+  // a `drain` of its own, which starts the replacements.
+  st.link->send(node, drain_msg{});
+  start_drain(self, node, i->second);
+}
+
+// Forgets workers down for long, retries the spawns that wait for one.
+void on_tick(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ns();
+  auto forget_ns = std::chrono::nanoseconds{st.cfg.forget_after}.count();
+  bool changed = false;
+  for (auto it = st.workers.begin(); it != st.workers.end();) {
+    if (it->second.state == "down" &&
+        now - it->second.down_since_ns > forget_ns) {
+      st.view->erase(it->first);
+      it = st.workers.erase(it);
+      changed = true;
+    } else {
+      ++it;
+    }
+  }
+  if (changed) {
+    publish(self);
+  }
+  if (!st.waiting.empty()) {
+    retry_waiting(self);
+  }
+  self->delayed_send(self, std::chrono::milliseconds{500}, tick_atom::value);
+}
+
 } // namespace
 
-caf::behavior coordinator_actor(self_ptr self, coordinator_config cfg,
-                                std::shared_ptr<link_box> link,
-                                model_catalog_ptr catalog,
-                                std::shared_ptr<reply_sink> sink,
-                                std::shared_ptr<serving_metrics> metrics,
-                                std::shared_ptr<cluster_view> view) {
+coordinator_handle::behavior_type
+coordinator_actor(self_ptr self, coordinator_config cfg,
+                  std::shared_ptr<link_box> link, model_catalog_ptr catalog,
+                  std::shared_ptr<reply_sink> sink,
+                  std::shared_ptr<serving_metrics> metrics,
+                  std::shared_ptr<cluster_view> view) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.link = std::move(link);
@@ -497,57 +575,16 @@ caf::behavior coordinator_actor(self_ptr self, coordinator_config cfg,
   publish(self);
   self->send(self, tick_atom::value);
   return {
-      [=](set_router_atom, caf::actor router) {
-        self->state.router = std::move(router);
-      },
       [=](spawn_atom, const std::string& model, uint64_t version,
           const std::string& reason) { place(self, model, version, reason); },
       [=](idle_atom, const std::string& model, uint64_t version) {
-        auto& st = self->state;
-        st.waiting.erase({model, version});
-        for (auto& [name, w] : st.workers) {
-          bool any = false;
-          for (auto it = w.replicas.begin(); it != w.replicas.end();) {
-            if (it->second.model == model && it->second.version == version) {
-              self->send_exit(it->second.proxy, caf::exit_reason::normal);
-              it = w.replicas.erase(it);
-              any = true;
-            } else {
-              ++it;
-            }
-          }
-          if (any) {
-            st.link->send(name, retire_msg{0, model, version});
-          }
-        }
+        on_idle(self, model, version);
       },
-      [=](retire_atom, caf::actor proxy) {
-        auto& st = self->state;
-        for (auto& [name, w] : st.workers) {
-          for (auto it = w.replicas.begin(); it != w.replicas.end(); ++it) {
-            if (it->second.proxy != proxy) {
-              continue;
-            }
-            st.link->send(name, retire_msg{it->first, it->second.model,
-                                           it->second.version});
-            self->send_exit(proxy, caf::exit_reason::normal);
-            w.replicas.erase(it);
-            return;
-          }
-        }
-      },
-      [=](drain_atom, const std::string& node) {
-        auto& st = self->state;
-        auto i = st.workers.find(node);
-        if (i == st.workers.end()) {
-          return;
-        }
-        // The worker drains itself (finishes, then exits); it announces
-        // it with a `drain` of its own, which starts the replacements.
-        st.link->send(node, drain_msg{});
-        start_drain(self, node, i->second);
-      },
+      [=](retire_atom, const replica_handle& proxy) { on_retire(self, proxy); },
       [=](admin_job& job) { status_reply(self, job); },
+      [=](drain_atom, const std::string& node) {
+        on_drain_request(self, node);
+      },
       [=](peer_atom, const std::string& name, uint64_t inc, uint8_t state,
           const std::string& reason, const std::string& hello) {
         on_peer(self, name, inc, state, reason, hello);
@@ -556,31 +593,10 @@ caf::behavior coordinator_actor(self_ptr self, coordinator_config cfg,
           const std::string& type, const std::string& body) {
         on_link_msg(self, name, inc, type, body);
       },
-      [=](tick_atom) {
-        auto& st = self->state;
-        auto now = now_ns();
-        bool changed = false;
-        for (auto it = st.workers.begin(); it != st.workers.end();) {
-          auto& w = it->second;
-          if (w.state == "down" &&
-              now - w.down_since_ns >
-                  std::chrono::nanoseconds{st.cfg.forget_after}.count()) {
-            st.view->erase(it->first);
-            it = st.workers.erase(it);
-            changed = true;
-          } else {
-            ++it;
-          }
-        }
-        if (changed) {
-          publish(self);
-        }
-        if (!st.waiting.empty()) {
-          retry_waiting(self);
-        }
-        self->delayed_send(self, std::chrono::milliseconds{500},
-                           tick_atom::value);
+      [=](set_router_atom, router_handle& router) {
+        self->state.router = std::move(router);
       },
+      [=](tick_atom) { on_tick(self); },
   };
 }
 

@@ -14,13 +14,28 @@
 #include <string>
 #include <string_view>
 
+#include <caf/typed_actor.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/messages.hpp"
 #include "net/link/cluster_codec.hpp"
 #include "net/link/node_link.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {
+
+// What the link thread posts to the node's cluster role: the coordinator
+// on a head, the worker agent on a worker. Both implement it.
+using link_events_handle = caf::typed_actor<
+    // A session changed state: (peer, incarnation, peer_state as uint8_t,
+    // reason, and on a head the worker's hello body when it comes up).
+    // Nothing comes back.
+    caf::reacts_to<peer_atom, std::string, uint64_t, uint8_t, std::string,
+                   std::string>,
+    // A cluster message of a live session: (peer, incarnation, op name as
+    // on the wire, body). Nothing comes back.
+    caf::reacts_to<link_msg_atom, std::string, uint64_t, std::string,
+                   std::string>>;
 
 class link_box {
 public:

@@ -7,10 +7,10 @@
 
 namespace shoal {
 
-caf::behavior
-remote_replica_actor(caf::stateful_actor<remote_replica_state>* self,
-                     std::shared_ptr<link_box> link, std::string worker,
-                     uint64_t replica, caf::actor router) {
+remote_replica_handle::behavior_type remote_replica_actor(
+    remote_replica_handle::stateful_pointer<remote_replica_state> self,
+    std::shared_ptr<link_box> link, std::string worker, uint64_t replica,
+    router_handle router) {
   auto& st = self->state;
   st.link = std::move(link);
   st.worker = std::move(worker);

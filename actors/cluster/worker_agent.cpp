@@ -10,7 +10,7 @@ namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<worker_agent_state>*;
+using self_ptr = worker_agent_handle::stateful_pointer<worker_agent_state>;
 
 // Sends one cluster message to the head. A refused send needs no handling:
 // the head's failure detector and our hello recover whatever was lost.
@@ -78,7 +78,7 @@ void retire(self_ptr self, const retire_msg& m) {
     }
     spdlog::info("worker: retiring replica {} of {} v{}", it->first, d.model,
                  d.version);
-    self->demonitor(it->second.executor);
+    self->demonitor(it->second.executor.address());
     // The supervisor stops it without a restart (the same path as an idle
     // retirement on a standalone node).
     self->send(st.supervisor, idle_atom::value, d.model, d.version);
@@ -178,28 +178,74 @@ void on_link_msg(self_ptr self, const std::string& type,
   }
 }
 
+// A local executor died: the head's proxy of it must quit, so that its
+// router re-dispatches.
+void on_executor_down(self_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
+  for (auto it = st.replicas.begin(); it != st.replicas.end(); ++it) {
+    if (it->second.executor.address() != dm.source) {
+      continue;
+    }
+    send_head(self, replica_down_msg{it->first, reason_of(dm.reason)});
+    st.replicas.erase(it);
+    refresh_hello(self);
+    return;
+  }
+}
+
+void on_head_state(self_ptr self, const std::string& name, uint8_t state,
+                   const std::string& reason) {
+  auto ps = static_cast<peer_state>(state);
+  self->state.head_up = ps != peer_state::down;
+  if (ps == peer_state::down) {
+    spdlog::warn("worker: head {} down: {}", name, reason);
+  } else if (ps == peer_state::up) {
+    spdlog::info("worker: joined head {}", name);
+  }
+}
+
+// A local executor finished loading: numbered and announced to the head.
+void on_ready(self_ptr self, const std::string& model, uint64_t version,
+              replica_handle handle, const std::string& device) {
+  auto& st = self->state;
+  auto id = st.next_id++;
+  self->monitor(handle);
+  replica_desc d{id, model, version, device, 0};
+  st.replicas[id] = {std::move(handle), d};
+  spdlog::info("worker: replica {} of {} v{} ready on {}", id, model, version,
+               device);
+  send_head(self, d);
+  refresh_hello(self);
+  // Right behind `ready`, so the head's estimate of the new replica is
+  // replaced by what it really holds.
+  if (!st.hello.devices.empty()) {
+    report_devices(self);
+  }
+}
+
+void on_done(self_ptr self, std::vector<exec_result>& results) {
+  auto& st = self->state;
+  st.inflight -= std::min<uint64_t>(st.inflight, results.size());
+  auto* r = by_executor(
+      self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
+  if (r) {
+    send_head(self, done_msg{r->desc.id, std::move(results)});
+  }
+}
+
 } // namespace
 
-caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
-                                 caf::actor supervisor, worker_hello hello,
-                                 std::function<void()> on_drain) {
+worker_agent_handle::behavior_type
+worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
+                   replica_source_handle supervisor, worker_hello hello,
+                   std::function<void()> on_drain) {
   auto& st = self->state;
   st.on_drain = std::move(on_drain);
   st.link = std::move(link);
   st.supervisor = std::move(supervisor);
   st.hello = std::move(hello);
-  self->set_down_handler([=](caf::down_msg& dm) {
-    auto& st = self->state;
-    for (auto it = st.replicas.begin(); it != st.replicas.end(); ++it) {
-      if (it->second.executor.address() != dm.source) {
-        continue;
-      }
-      send_head(self, replica_down_msg{it->first, reason_of(dm.reason)});
-      st.replicas.erase(it);
-      refresh_hello(self);
-      return;
-    }
-  });
+  self->set_down_handler(
+      [=](caf::down_msg& dm) { on_executor_down(self, dm); });
   refresh_hello(self);
   // The node's GPUs are in the hello from the start and never appear
   // later: without one there is nothing to watch.
@@ -210,45 +256,18 @@ caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
       [=](link_msg_atom, const std::string&, uint64_t, const std::string& type,
           const std::string& body) { on_link_msg(self, type, body); },
       [=](peer_atom, const std::string& name, uint64_t, uint8_t state,
-          const std::string& reason, const std::string&) {
-        auto ps = static_cast<peer_state>(state);
-        self->state.head_up = ps != peer_state::down;
-        if (ps == peer_state::down) {
-          spdlog::warn("worker: head {} down: {}", name, reason);
-        } else if (ps == peer_state::up) {
-          spdlog::info("worker: joined head {}", name);
-        }
-      },
+          const std::string& reason,
+          const std::string&) { on_head_state(self, name, state, reason); },
       [=](ready_atom, const std::string& model, uint64_t version,
-          caf::actor handle, const std::string& device) {
-        auto& st = self->state;
-        auto id = st.next_id++;
-        self->monitor(handle);
-        replica_desc d{id, model, version, device, 0};
-        st.replicas[id] = {handle, d};
-        spdlog::info("worker: replica {} of {} v{} ready on {}", id, model,
-                     version, device);
-        send_head(self, d);
-        refresh_hello(self);
-        // Right behind `ready`, so the head's estimate of the new replica
-        // is replaced by what it really holds.
-        if (!self->state.hello.devices.empty()) {
-          report_devices(self);
-        }
+          replica_handle& handle, const std::string& device) {
+        on_ready(self, model, version, std::move(handle), device);
       },
       [=](spawn_fail_atom, const std::string& model, uint64_t version,
           const std::string& reason) {
         send_head(self, spawn_fail_msg{model, version, reason});
       },
       [=](done_atom, std::vector<exec_result>& results) {
-        auto& st = self->state;
-        st.inflight -= std::min<uint64_t>(st.inflight, results.size());
-        auto* r = by_executor(
-            self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (!r) {
-          return;
-        }
-        send_head(self, done_msg{r->desc.id, std::move(results)});
+        on_done(self, results);
       },
       [=](drain_atom) {
         auto& st = self->state;
