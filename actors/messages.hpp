@@ -1,18 +1,16 @@
-// Atoms and message types shared by the node's actors. Each actor's own
-// header lists which of these it handles, who sends them and what comes
-// back.
+// The atoms of the actors' messages, shared by their typed interfaces. Each
+// actor's own header holds its message types and its typed interface (a
+// caf::typed_actor handle type), with who sends each message and what
+// comes back:
+//   executor (replica_handle, replica_listener_handle, executor_handle),
+//   supervisor (replica_source_handle, supervisor_handle), router
+//   (router_handle), cache (cache_handle) in actors/serving/; coordinator
+//   (coordinator_handle), worker_agent (worker_agent_handle),
+//   remote_replica (remote_replica_handle) and link_box
+//   (link_events_handle) in actors/cluster/.
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <vector>
-
 #include <caf/atom.hpp>
-
-#include "actors/serving/result_cache.hpp"
-#include "net/gateway/reply_sink.hpp"
-#include "net/wire/exec.hpp"
-#include "net/wire/message.hpp"
 
 namespace shoal {
 
@@ -34,48 +32,5 @@ using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using link_msg_atom = caf::atom_constant<caf::atom("linkmsg")>;
 using peer_atom = caf::atom_constant<caf::atom("peer")>;
 using set_router_atom = caf::atom_constant<caf::atom("setrouter")>;
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, cache_key& x) {
-  return f(x.bytes, x.hash_lo, x.hash_hi);
-}
-
-// An inference request the gateway could not answer from cache; sent to
-// the router.
-struct infer_job {
-  request_id id;
-  std::string model;
-  uint64_t version = 0;
-  std::vector<tensor> inputs; // in the model's declared input order
-  uint64_t rows = 1;          // batch rows of this request
-  uint8_t priority = 5;
-  int64_t recv_ns = 0;
-  int64_t deadline_ns = 0;
-  uint8_t cache = 0;      // cache_mode
-  bool cacheable = false; // the model caches and the node has a budget
-  cache_key key;          // set when cacheable
-  reply_route route;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, infer_job& x) {
-  return f(x.id, x.model, x.version, x.inputs, x.rows, x.priority, x.recv_ns,
-           x.deadline_ns, x.cache, x.cacheable, x.key, x.route);
-}
-
-// A non-infer op the router answers (models, status, load, unload).
-struct admin_job {
-  request_id id;
-  uint8_t op = 0; // op_kind
-  std::string model;
-  uint64_t version = 0; // 0: not given
-  std::string node;
-  reply_route route;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, admin_job& x) {
-  return f(x.id, x.op, x.model, x.version, x.node, x.route);
-}
 
 } // namespace shoal

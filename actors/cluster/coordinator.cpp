@@ -5,22 +5,24 @@
 
 #include "actors/cluster/placement.hpp"
 #include "actors/cluster/remote_replica.hpp"
+#include "gpu/device/node_devices.hpp"
 #include "net/link/cluster_codec.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/error.hpp"
-#include "gpu/device/node_devices.hpp"
 
 namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<coordinator_state>*;
+using self_ptr = coordinator_handle::stateful_pointer<coordinator_state>;
 using worker = coordinator_state::worker;
 
 std::string label_of(const worker& w, const std::string& key) {
-  for (auto& [k, v] : w.labels)
-    if (k == key)
+  for (auto& [k, v] : w.labels) {
+    if (k == key) {
       return v;
+    }
+  }
   return {};
 }
 
@@ -34,16 +36,20 @@ void publish(self_ptr self) {
     ++counts[w.state];
     st.view->set(name, {w.state, w.metrics_target, w.labels});
   }
-  for (auto& [state, n] : counts)
+  for (auto& [state, n] : counts) {
     st.metrics->cluster_nodes(state, n);
+  }
 }
 
 bool hosts(const worker& w, const coordinator_state::model_key& key) {
-  if (w.spawning.count(key))
+  if (w.spawning.count(key)) {
     return true;
-  for (auto& [id, r] : w.replicas)
-    if (r.model == key.first && r.version == key.second && !r.retiring)
+  }
+  for (auto& [id, r] : w.replicas) {
+    if (r.model == key.first && r.version == key.second && !r.retiring) {
       return true;
+    }
+  }
   return false;
 }
 
@@ -55,9 +61,11 @@ bool on_gpu(const std::string& device) {
 // replica's estimate is device memory and counts against its GPU instead.
 uint64_t memory_used(const worker& w) {
   uint64_t used = 0;
-  for (auto& [id, r] : w.replicas)
-    if (!on_gpu(r.device))
+  for (auto& [id, r] : w.replicas) {
+    if (!on_gpu(r.device)) {
       used += r.memory_bytes;
+    }
+  }
   return used;
 }
 
@@ -68,9 +76,11 @@ std::vector<uint64_t> gpu_free(const worker& w) {
   for (auto& d : w.devices) {
     uint64_t free =
         d.total_bytes > d.used_bytes ? d.total_bytes - d.used_bytes : 0;
-    for (auto& [dev, bytes] : w.gpu_unreported)
-      if (dev == d.name)
+    for (auto& [dev, bytes] : w.gpu_unreported) {
+      if (dev == d.name) {
         free -= std::min(free, bytes);
+      }
+    }
     out.push_back(free);
   }
   return out;
@@ -102,18 +112,21 @@ choice choose(self_ptr self, const model_spec& spec) {
     c.has_files = w.cached.count(key) > 0;
     c.replicas = w.replicas.size() + w.spawning.size();
     c.gpu_free = gpu_free(w);
-    for (auto& [k, bytes] : w.gpu_spawning)
+    for (auto& [k, bytes] : w.gpu_spawning) {
       c.gpu_claims.push_back(bytes);
-    if (w.state != "down" && c.on_demand && c.hosts_model)
+    }
+    if (w.state != "down" && c.on_demand && c.hosts_model) {
       ++req.on_demand_replicas;
+    }
     cands.push_back(std::move(c));
   }
   auto p = choose_placement(cands, req);
   choice out;
   out.on_gpu = p.on_gpu;
   out.no_gpu_room = p.no_gpu_room;
-  if (p.worker)
+  if (p.worker) {
     out.worker = cands[*p.worker].name;
+  }
   return out;
 }
 
@@ -150,58 +163,60 @@ void place(self_ptr self, const std::string& model, uint64_t version,
     st.waiting[{model, version}] = reason;
     return;
   }
-  std::string body;
-  encode(spawn_msg{model, version, reason}, body);
-  if (auto err = st.link->send(target, "spawn", std::move(body))) {
+  if (auto err = st.link->send(target, spawn_msg{model, version, reason})) {
     st.waiting[{model, version}] = reason;
     return;
   }
   st.waiting.erase({model, version});
   auto& w = st.workers[target];
   w.spawning.insert({model, version});
-  if (for_gpu)
+  if (for_gpu) {
     w.gpu_spawning[{model, version}] = spec->memory_bytes;
+  }
   spdlog::info("coordinator: placing {} v{} on {}{} ({})", model, version,
                target, for_gpu ? " for a GPU" : "", reason);
 }
 
 void retry_waiting(self_ptr self) {
   auto waiting = self->state.waiting;
-  for (auto& [key, reason] : waiting)
+  for (auto& [key, reason] : waiting) {
     place(self, key.first, key.second, reason);
+  }
 }
 
 // Quits every proxy of a worker (the router re-dispatches their work) and
 // re-places the spawns it had not answered.
 void lose_replicas(self_ptr self, worker& w, const std::string& name,
                    const std::string& why) {
-  for (auto& [id, r] : w.replicas)
-    if (r.proxy)
+  for (auto& [id, r] : w.replicas) {
+    if (r.proxy) {
       self->send_exit(
           r.proxy, make_error(errc::unavailable, "node " + name + " " + why));
+    }
+  }
   w.replicas.clear();
   w.gpu_spawning.clear();
   w.gpu_unreported.clear();
   auto spawning = std::move(w.spawning);
   w.spawning.clear();
-  for (auto& key : spawning)
+  for (auto& key : spawning) {
     place(self, key.first, key.second, "respawn");
+  }
 }
 
 void adopt(self_ptr self, const std::string& name, worker& w,
            const replica_desc& d) {
   auto& st = self->state;
-  if (w.replicas.count(d.id))
+  if (w.replicas.count(d.id)) {
     return;
+  }
   w.spawning.erase({d.model, d.version});
   w.gpu_spawning.erase({d.model, d.version});
   // A spawn that waited for a worker is satisfied by an adopted replica too.
   st.waiting.erase({d.model, d.version});
   auto spec = st.catalog->resolve(d.model, d.version);
   if (!spec) {
-    std::string body;
-    encode(retire_msg{d.id, d.model, d.version}, body);
-    st.link->send(name, "retire", std::move(body));
+    st.link->send(name, retire_msg{d.id, d.model, d.version});
     return;
   }
   auto proxy =
@@ -210,82 +225,95 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   // what the budgets are kept in.
   auto bytes = d.memory_bytes > 0 ? d.memory_bytes : spec->memory_bytes;
   w.replicas[d.id] = {d.model, d.version, proxy, bytes, false, d.device};
-  if (on_gpu(d.device))
+  if (on_gpu(d.device)) {
     w.gpu_unreported.emplace_back(d.device, bytes);
-  self->send(st.router, ready_atom::value, d.model, d.version, proxy, d.device,
-             name);
+  }
+  self->send(st.router, ready_atom::value, d.model, d.version,
+             replica_handle{proxy}, d.device, name);
   spdlog::info("coordinator: replica {} of {} v{} ready on {} ({})", d.id,
                d.model, d.version, name, d.device);
-  if (w.state == "draining")
-    self->send(st.router, retire_atom::value, proxy);
+  if (w.state == "draining") {
+    self->send(st.router, retire_atom::value, replica_handle{proxy});
+  }
 }
 
 void start_drain(self_ptr self, const std::string& name, worker& w) {
   auto& st = self->state;
-  if (w.state == "down" || w.state == "draining")
+  if (w.state == "down" || w.state == "draining") {
     return;
+  }
   spdlog::info("coordinator: draining {}: replacing its replicas elsewhere",
                name);
   w.state = "draining";
   for (auto& [id, r] : w.replicas) {
-    if (r.retiring)
+    if (r.retiring) {
       continue;
+    }
     r.retiring = true;
     // The replacement starts first; the router keeps using this replica
     // until another one of the model is ready, then retires it.
     place(self, r.model, r.version, "drain");
-    self->send(st.router, retire_atom::value, r.proxy);
+    self->send(st.router, retire_atom::value, replica_handle{r.proxy});
   }
   publish(self);
+}
+
+// A worker's session is up (a join, a re-join, or back from suspect): its
+// hello says what it offers and runs, and its replicas are adopted.
+void on_worker_up(self_ptr self, const std::string& name, worker& w,
+                  uint64_t inc, const std::string& hello_body) {
+  worker_hello h;
+  if (auto err = decode(hello_body, h)) {
+    spdlog::warn("coordinator: {}: bad hello dropped: {}", name,
+                 reason_of(err));
+    return;
+  }
+  if (w.incarnation != inc && !w.replicas.empty()) {
+    lose_replicas(self, w, name, "restarted");
+  }
+  bool was_up = w.state == "up" || w.state == "suspect";
+  bool fresh = w.incarnation != inc || w.state == "down";
+  w.incarnation = inc;
+  w.labels = h.labels;
+  w.memory_budget = h.memory_bytes;
+  w.metrics_target = h.metrics_target;
+  w.cached.clear();
+  w.cached.insert(h.cached.begin(), h.cached.end());
+  w.state = h.draining ? "draining" : "up";
+  w.down_since_ns = 0;
+  for (auto& d : h.replicas) {
+    adopt(self, name, w, d);
+  }
+  // A new session's hello is a fresh report that already counts the
+  // replicas it lists. A live session's `up` (back from suspect) comes
+  // with the hello of its join, older than its `devices` reports.
+  if (fresh) {
+    w.devices = std::move(h.devices);
+    w.gpu_unreported.clear();
+  }
+  if (!was_up) {
+    spdlog::info("coordinator: worker {} up ({} replica(s))", name,
+                 h.replicas.size());
+  }
+  publish(self);
+  retry_waiting(self);
 }
 
 void on_peer(self_ptr self, const std::string& name, uint64_t inc,
              uint8_t state, const std::string& reason,
              const std::string& hello_body) {
-  auto& st = self->state;
   auto ps = static_cast<peer_state>(state);
-  auto& w = st.workers[name];
+  auto& w = self->state.workers[name];
   if (ps == peer_state::up) {
-    worker_hello h;
-    if (auto err = decode(hello_body, h)) {
-      spdlog::warn("coordinator: {}: bad hello dropped: {}", name,
-                   reason_of(err));
-      return;
-    }
-    if (w.incarnation != inc && !w.replicas.empty())
-      lose_replicas(self, w, name, "restarted");
-    bool was_up = w.state == "up" || w.state == "suspect";
-    bool fresh = w.incarnation != inc || w.state == "down";
-    w.incarnation = inc;
-    w.labels = h.labels;
-    w.memory_budget = h.memory_bytes;
-    w.metrics_target = h.metrics_target;
-    w.cached.clear();
-    for (auto& c : h.cached)
-      w.cached.insert(c);
-    w.state = h.draining ? "draining" : "up";
-    w.down_since_ns = 0;
-    for (auto& d : h.replicas)
-      adopt(self, name, w, d);
-    // A new session's hello is a fresh report that already counts the
-    // replicas it lists. A live session's `up` (back from suspect) comes
-    // with the hello of its join, older than its `devices` reports.
-    if (fresh) {
-      w.devices = std::move(h.devices);
-      w.gpu_unreported.clear();
-    }
-    if (!was_up)
-      spdlog::info("coordinator: worker {} up ({} replica(s))", name,
-                   h.replicas.size());
-    publish(self);
-    retry_waiting(self);
-    return;
+    return on_worker_up(self, name, w, inc, hello_body);
   }
-  if (w.incarnation != inc && w.incarnation != 0)
+  if (w.incarnation != inc && w.incarnation != 0) {
     return; // about an incarnation already replaced
+  }
   if (ps == peer_state::suspect) {
-    if (w.state == "up")
+    if (w.state == "up") {
       w.state = "suspect";
+    }
     publish(self);
     return;
   }
@@ -293,6 +321,92 @@ void on_peer(self_ptr self, const std::string& name, uint64_t inc,
   w.state = "down";
   w.down_since_ns = now_ns();
   lose_replicas(self, w, name, "down: " + reason);
+  publish(self);
+}
+
+// Decodes a worker's message body; a bad one is logged and dropped.
+template <class Body>
+bool decode_from(const std::string& name, const std::string& body, Body& out) {
+  if (auto err = decode(body, out)) {
+    spdlog::warn("coordinator: {}: {} dropped: {}", name, to_string(op_of(out)),
+                 reason_of(err));
+    return false;
+  }
+  return true;
+}
+
+// A batch's results: to the proxy of the replica that ran them, which hands
+// them to the router as itself.
+void on_done(self_ptr self, worker& w, const std::string& name,
+             const std::string& body) {
+  done_msg m;
+  if (!decode_from(name, body, m)) {
+    return;
+  }
+  auto r = w.replicas.find(m.replica);
+  if (r != w.replicas.end() && r->second.proxy) {
+    self->send(r->second.proxy, done_atom::value, std::move(m.results));
+  }
+}
+
+void on_ready(self_ptr self, worker& w, const std::string& name,
+              const std::string& body) {
+  replica_desc d;
+  if (!decode_from(name, body, d)) {
+    return;
+  }
+  adopt(self, name, w, d);
+  publish(self);
+}
+
+void on_spawn_fail(self_ptr self, worker& w, const std::string& name,
+                   const std::string& body) {
+  spawn_fail_msg m;
+  if (!decode_from(name, body, m)) {
+    return;
+  }
+  w.spawning.erase({m.model, m.version});
+  w.gpu_spawning.erase({m.model, m.version});
+  self->send(self->state.router, spawn_fail_atom::value, m.model, m.version,
+             name + ": " + m.reason);
+}
+
+// A replica died on its worker: its proxy quits, so that the router
+// re-dispatches what it was running.
+void on_replica_down(self_ptr self, worker& w, const std::string& name,
+                     const std::string& body) {
+  replica_down_msg m;
+  if (!decode_from(name, body, m)) {
+    return;
+  }
+  auto r = w.replicas.find(m.replica);
+  if (r == w.replicas.end()) {
+    return;
+  }
+  if (r->second.proxy) {
+    self->send_exit(r->second.proxy,
+                    make_error(errc::internal,
+                               "replica on " + name + " died: " + m.reason));
+  }
+  w.replicas.erase(r);
+}
+
+void on_devices(worker& w, const std::string& name, const std::string& body) {
+  devices_msg m;
+  if (!decode_from(name, body, m)) {
+    return;
+  }
+  // It counts every replica that was ready when it was sent, and the link
+  // delivers in order: what became ready before it is in it.
+  w.devices = std::move(m.devices);
+  w.gpu_unreported.clear();
+}
+
+void on_leave(self_ptr self, worker& w, const std::string& name) {
+  spdlog::info("coordinator: worker {} left", name);
+  w.state = "down";
+  w.down_since_ns = now_ns();
+  lose_replicas(self, w, name, "left");
   publish(self);
 }
 
@@ -305,59 +419,34 @@ void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
     // Raced with a down or a restart: the link refuses the rest anyway.
     return;
   }
+  auto op = parse_cluster_op(type);
+  if (!op) {
+    log_unknown_op(st.unknown_ops, "coordinator", name, type);
+    return;
+  }
   auto& w = wi->second;
-  auto bad = [&](const caf::error& err) {
-    spdlog::warn("coordinator: {}: {} dropped: {}", name, type, reason_of(err));
-  };
-  if (type == "done") {
-    done_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    auto r = w.replicas.find(m.replica);
-    if (r != w.replicas.end() && r->second.proxy)
-      self->send(r->second.proxy, done_atom::value, std::move(m.results));
-  } else if (type == "ready") {
-    replica_desc d;
-    if (auto err = decode(body, d))
-      return bad(err);
-    adopt(self, name, w, d);
-    publish(self);
-  } else if (type == "spawn_fail") {
-    spawn_fail_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    w.spawning.erase({m.model, m.version});
-    w.gpu_spawning.erase({m.model, m.version});
-    self->send(st.router, spawn_fail_atom::value, m.model, m.version,
-               name + ": " + m.reason);
-  } else if (type == "replica_down") {
-    replica_down_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    auto r = w.replicas.find(m.replica);
-    if (r == w.replicas.end())
-      return;
-    if (r->second.proxy)
-      self->send_exit(r->second.proxy,
-                      make_error(errc::internal,
-                                 "replica on " + name + " died: " + m.reason));
-    w.replicas.erase(r);
-  } else if (type == "drain") {
-    start_drain(self, name, w);
-  } else if (type == "devices") {
-    devices_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    // It counts every replica that was ready when it was sent, and the
-    // link delivers in order: what became ready before it is in it.
-    w.devices = std::move(m.devices);
-    w.gpu_unreported.clear();
-  } else if (type == "leave") {
-    spdlog::info("coordinator: worker {} left", name);
-    w.state = "down";
-    w.down_since_ns = now_ns();
-    lose_replicas(self, w, name, "left");
-    publish(self);
+  switch (*op) {
+  case cluster_op::done:
+    return on_done(self, w, name, body);
+  case cluster_op::ready:
+    return on_ready(self, w, name, body);
+  case cluster_op::spawn_fail:
+    return on_spawn_fail(self, w, name, body);
+  case cluster_op::replica_down:
+    return on_replica_down(self, w, name, body);
+  case cluster_op::drain:
+    return start_drain(self, name, w);
+  case cluster_op::devices:
+    return on_devices(w, name, body);
+  case cluster_op::leave:
+    return on_leave(self, w, name);
+  case cluster_op::spawn:
+  case cluster_op::retire:
+  case cluster_op::exec:
+    // The head's own ops: a worker that sends one is confused.
+    spdlog::warn("coordinator: {}: {} is a head-to-worker op; dropped", name,
+                 to_string(*op));
+    return;
   }
 }
 
@@ -380,8 +469,9 @@ void status_reply(self_ptr self, const admin_job& job) {
     n.state = w.state;
     n.labels = w.labels;
     std::map<std::string, uint64_t> per_model;
-    for (auto& [id, rep] : w.replicas)
+    for (auto& [id, rep] : w.replicas) {
       ++per_model[rep.model];
+    }
     n.replicas.assign(per_model.begin(), per_model.end());
     n.devices = w.devices;
     r.nodes.push_back(std::move(n));
@@ -392,14 +482,89 @@ void status_reply(self_ptr self, const admin_job& job) {
   st.metrics->op_reply(op_kind::status, status::ok);
 }
 
+// Retires every replica of a model version (the router's idle check).
+void on_idle(self_ptr self, const std::string& model, uint64_t version) {
+  auto& st = self->state;
+  st.waiting.erase({model, version});
+  for (auto& [name, w] : st.workers) {
+    bool any = false;
+    for (auto it = w.replicas.begin(); it != w.replicas.end();) {
+      if (it->second.model == model && it->second.version == version) {
+        self->send_exit(it->second.proxy, caf::exit_reason::normal);
+        it = w.replicas.erase(it);
+        any = true;
+      } else {
+        ++it;
+      }
+    }
+    if (any) {
+      st.link->send(name, retire_msg{0, model, version});
+    }
+  }
+}
+
+// A drained replica the router handed back: its worker stops it.
+void on_retire(self_ptr self, const replica_handle& proxy) {
+  auto& st = self->state;
+  for (auto& [name, w] : st.workers) {
+    for (auto it = w.replicas.begin(); it != w.replicas.end(); ++it) {
+      if (it->second.proxy != proxy) {
+        continue;
+      }
+      st.link->send(
+          name, retire_msg{it->first, it->second.model, it->second.version});
+      self->send_exit(it->second.proxy, caf::exit_reason::normal);
+      w.replicas.erase(it);
+      return;
+    }
+  }
+}
+
+void on_drain_request(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto i = st.workers.find(node);
+  if (i == st.workers.end()) {
+    return;
+  }
+  // The worker drains itself (finishes, then exits); it announces it with
+  // a `drain` of its own, which starts the replacements.
+  st.link->send(node, drain_msg{});
+  start_drain(self, node, i->second);
+}
+
+// Forgets workers down for long, retries the spawns that wait for one.
+void on_tick(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ns();
+  auto forget_ns = std::chrono::nanoseconds{st.cfg.forget_after}.count();
+  bool changed = false;
+  for (auto it = st.workers.begin(); it != st.workers.end();) {
+    if (it->second.state == "down" &&
+        now - it->second.down_since_ns > forget_ns) {
+      st.view->erase(it->first);
+      it = st.workers.erase(it);
+      changed = true;
+    } else {
+      ++it;
+    }
+  }
+  if (changed) {
+    publish(self);
+  }
+  if (!st.waiting.empty()) {
+    retry_waiting(self);
+  }
+  self->delayed_send(self, std::chrono::milliseconds{500}, tick_atom::value);
+}
+
 } // namespace
 
-caf::behavior coordinator_actor(self_ptr self, coordinator_config cfg,
-                                std::shared_ptr<link_box> link,
-                                model_catalog_ptr catalog,
-                                std::shared_ptr<reply_sink> sink,
-                                std::shared_ptr<serving_metrics> metrics,
-                                std::shared_ptr<cluster_view> view) {
+coordinator_handle::behavior_type
+coordinator_actor(self_ptr self, coordinator_config cfg,
+                  std::shared_ptr<link_box> link, model_catalog_ptr catalog,
+                  std::shared_ptr<reply_sink> sink,
+                  std::shared_ptr<serving_metrics> metrics,
+                  std::shared_ptr<cluster_view> view) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.link = std::move(link);
@@ -410,59 +575,16 @@ caf::behavior coordinator_actor(self_ptr self, coordinator_config cfg,
   publish(self);
   self->send(self, tick_atom::value);
   return {
-      [=](set_router_atom, caf::actor router) {
-        self->state.router = std::move(router);
-      },
       [=](spawn_atom, const std::string& model, uint64_t version,
           const std::string& reason) { place(self, model, version, reason); },
       [=](idle_atom, const std::string& model, uint64_t version) {
-        auto& st = self->state;
-        st.waiting.erase({model, version});
-        for (auto& [name, w] : st.workers) {
-          bool any = false;
-          for (auto it = w.replicas.begin(); it != w.replicas.end();) {
-            if (it->second.model == model && it->second.version == version) {
-              self->send_exit(it->second.proxy, caf::exit_reason::normal);
-              it = w.replicas.erase(it);
-              any = true;
-            } else {
-              ++it;
-            }
-          }
-          if (any) {
-            std::string body;
-            encode(retire_msg{0, model, version}, body);
-            st.link->send(name, "retire", std::move(body));
-          }
-        }
+        on_idle(self, model, version);
       },
-      [=](retire_atom, caf::actor proxy) {
-        auto& st = self->state;
-        for (auto& [name, w] : st.workers) {
-          for (auto it = w.replicas.begin(); it != w.replicas.end(); ++it) {
-            if (it->second.proxy != proxy)
-              continue;
-            std::string body;
-            encode(retire_msg{it->first, it->second.model, it->second.version},
-                   body);
-            st.link->send(name, "retire", std::move(body));
-            self->send_exit(proxy, caf::exit_reason::normal);
-            w.replicas.erase(it);
-            return;
-          }
-        }
-      },
-      [=](drain_atom, const std::string& node) {
-        auto& st = self->state;
-        auto i = st.workers.find(node);
-        if (i == st.workers.end())
-          return;
-        // The worker drains itself (finishes, then exits); it announces
-        // it with a `drain` of its own, which starts the replacements.
-        st.link->send(node, "drain", std::string{});
-        start_drain(self, node, i->second);
-      },
+      [=](retire_atom, const replica_handle& proxy) { on_retire(self, proxy); },
       [=](admin_job& job) { status_reply(self, job); },
+      [=](drain_atom, const std::string& node) {
+        on_drain_request(self, node);
+      },
       [=](peer_atom, const std::string& name, uint64_t inc, uint8_t state,
           const std::string& reason, const std::string& hello) {
         on_peer(self, name, inc, state, reason, hello);
@@ -471,29 +593,10 @@ caf::behavior coordinator_actor(self_ptr self, coordinator_config cfg,
           const std::string& type, const std::string& body) {
         on_link_msg(self, name, inc, type, body);
       },
-      [=](tick_atom) {
-        auto& st = self->state;
-        auto now = now_ns();
-        bool changed = false;
-        for (auto it = st.workers.begin(); it != st.workers.end();) {
-          auto& w = it->second;
-          if (w.state == "down" &&
-              now - w.down_since_ns >
-                  std::chrono::nanoseconds{st.cfg.forget_after}.count()) {
-            st.view->erase(it->first);
-            it = st.workers.erase(it);
-            changed = true;
-          } else {
-            ++it;
-          }
-        }
-        if (changed)
-          publish(self);
-        if (!st.waiting.empty())
-          retry_waiting(self);
-        self->delayed_send(self, std::chrono::milliseconds{500},
-                           tick_atom::value);
+      [=](set_router_atom, router_handle& router) {
+        self->state.router = std::move(router);
       },
+      [=](tick_atom) { on_tick(self); },
   };
 }
 

@@ -4,7 +4,7 @@
 // soft: after a head restart, every worker's hello lists the replicas it
 // still runs, and they are adopted as they are.
 //
-// Placement of a model version's replica (actors/placement.hpp): among
+// Placement of a model version's replica (actors/cluster/placement.hpp): among
 // workers that are up and not draining, that run no replica of it yet and
 // have room for its resources.memory_bytes within their node.memory_bytes
 // budget, prefer an on-demand worker while the model has fewer than
@@ -19,30 +19,9 @@
 // fails at once (a drain's replacement waits instead). "any" prefers such
 // a worker, else follows the CPU rules.
 //
-// Handlers:
-//   (spawn_atom, model, version, reason)  from the router: place a replica;
-//                                   the router later gets ready_atom (from
-//                                   this actor, naming the proxy) or
-//                                   spawn_fail_atom.
-//   (idle_atom, model, version)     from the router: retire that version's
-//                                   replicas on every worker.
-//   (retire_atom, actor)            from the router: a draining replica has
-//                                   finished its work; retire it.
-//   (drain_atom, node)              from the gateway (`drain NODE`): drain
-//                                   that worker; nothing comes back.
-//   admin_job                       from the router: the `status` op; the
-//                                   reply goes to the reply sink.
-//   (peer_atom, name, inc, state, reason, hello)
-//                                   from the link thread: a worker's
-//                                   session changed state.
-//   (link_msg_atom, name, inc, type, body)
-//                                   from the link thread: ready,
-//                                   spawn_fail, done, replica_down, drain,
-//                                   leave, devices.
-//   (set_router_atom, actor)        from the node at start: the router
-//                                   (spawned after this actor).
-//   (tick_atom)                     from itself: retries waiting spawns,
-//                                   forgets long-dead workers.
+// To the router it is the replica source (replica_source_handle, as the
+// node supervisor is on a standalone node) and the cluster's status
+// (cluster_status_handle); to the link thread it is a link_events_handle.
 #pragma once
 
 #include <cstdint>
@@ -52,17 +31,51 @@
 #include <string>
 #include <vector>
 
-#include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/cluster/cluster_view.hpp"
 #include "actors/cluster/link_box.hpp"
+#include "actors/cluster/remote_replica.hpp"
 #include "actors/messages.hpp"
-#include "net/gateway/reply_sink.hpp"
-#include "gpu/model/model_spec.hpp"
+#include "actors/serving/router.hpp"
 #include "actors/serving/serving_metrics.hpp"
+#include "actors/serving/supervisor.hpp"
+#include "gpu/model/model_spec.hpp"
+#include "net/gateway/reply_sink.hpp"
 
 namespace shoal {
+
+using coordinator_handle = caf::typed_actor<
+    // From the router: place a replica of (model, version). Later the
+    // router gets ready_atom from this actor (naming the proxy), or
+    // spawn_fail_atom.
+    caf::reacts_to<spawn_atom, std::string, uint64_t, std::string>,
+    // From the router: retire that version's replicas on every worker
+    // (`retire` to each). Nothing comes back.
+    caf::reacts_to<idle_atom, std::string, uint64_t>,
+    // From the router: a draining replica (proxy) finished its work;
+    // `retire` to its worker. Nothing comes back.
+    caf::reacts_to<retire_atom, replica_handle>,
+    // From the router: the `status` op; the reply goes to the reply sink.
+    caf::reacts_to<admin_job>,
+    // From the gateway (`drain NODE`, through the node): drain that worker;
+    // nothing comes back.
+    caf::reacts_to<drain_atom, std::string>,
+    // From the link thread: a worker's session changed state (name, inc,
+    // peer_state, reason, hello body). Nothing comes back.
+    caf::reacts_to<peer_atom, std::string, uint64_t, uint8_t, std::string,
+                   std::string>,
+    // From the link thread: a worker's message (name, inc, op, body); the
+    // ops it handles are ready, spawn_fail, done, replica_down, drain,
+    // leave, devices. Nothing comes back.
+    caf::reacts_to<link_msg_atom, std::string, uint64_t, std::string,
+                   std::string>,
+    // From the node at start: the router (spawned after this actor).
+    caf::reacts_to<set_router_atom, router_handle>,
+    // From itself, every 500 ms: retries waiting spawns, forgets long-dead
+    // workers. Nothing comes back.
+    caf::reacts_to<tick_atom>>;
 
 struct coordinator_config {
   std::string node_name = "head";
@@ -75,7 +88,7 @@ struct coordinator_state {
   struct replica {
     std::string model;
     uint64_t version = 0;
-    caf::actor proxy;
+    remote_replica_handle proxy;
     uint64_t memory_bytes = 0;
     bool retiring = false;
     std::string device; // "cpu", "gpu:0", ...
@@ -105,7 +118,7 @@ struct coordinator_state {
 
   coordinator_config cfg;
   std::shared_ptr<link_box> link;
-  caf::actor router;
+  router_handle router;
   model_catalog_ptr catalog;
   std::shared_ptr<reply_sink> sink;
   std::shared_ptr<serving_metrics> metrics;
@@ -114,15 +127,15 @@ struct coordinator_state {
   // Spawns with no worker to take them yet, with their reason.
   std::map<model_key, std::string> waiting;
   bool draining = false;
+  std::set<std::string> unknown_ops; // logged once each
   static inline const char* name = "coordinator";
 };
 
-caf::behavior coordinator_actor(caf::stateful_actor<coordinator_state>* self,
-                                coordinator_config cfg,
-                                std::shared_ptr<link_box> link,
-                                model_catalog_ptr catalog,
-                                std::shared_ptr<reply_sink> sink,
-                                std::shared_ptr<serving_metrics> metrics,
-                                std::shared_ptr<cluster_view> view);
+coordinator_handle::behavior_type
+coordinator_actor(coordinator_handle::stateful_pointer<coordinator_state> self,
+                  coordinator_config cfg, std::shared_ptr<link_box> link,
+                  model_catalog_ptr catalog, std::shared_ptr<reply_sink> sink,
+                  std::shared_ptr<serving_metrics> metrics,
+                  std::shared_ptr<cluster_view> view);
 
 } // namespace shoal

@@ -7,10 +7,10 @@
 
 namespace shoal {
 
-caf::behavior
-remote_replica_actor(caf::stateful_actor<remote_replica_state>* self,
-                     std::shared_ptr<link_box> link, std::string worker,
-                     uint64_t replica, caf::actor router) {
+remote_replica_handle::behavior_type remote_replica_actor(
+    remote_replica_handle::stateful_pointer<remote_replica_state> self,
+    std::shared_ptr<link_box> link, std::string worker, uint64_t replica,
+    router_handle router) {
   auto& st = self->state;
   st.link = std::move(link);
   st.worker = std::move(worker);
@@ -22,12 +22,11 @@ remote_replica_actor(caf::stateful_actor<remote_replica_state>* self,
         exec_msg msg;
         msg.replica = st.replica;
         msg.items.push_back(std::move(item));
-        std::string body;
-        encode(msg, body);
-        if (auto err = st.link->send(st.worker, "exec", std::move(body)))
+        if (auto err = st.link->send(st.worker, msg)) {
           self->quit(make_error(errc::unavailable,
                                 "worker " + st.worker +
                                     " unreachable: " + reason_of(err)));
+        }
       },
       [=](done_atom, std::vector<exec_result>& results) {
         self->send(self->state.router, done_atom::value, std::move(results));

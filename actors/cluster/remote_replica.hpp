@@ -4,13 +4,6 @@
 // coordinator gives when the replica or its whole node is lost, so the
 // router's DOWN handling re-dispatches what it was running.
 //
-// Handlers:
-//   (exec_atom, exec_item)          from the router: sent to the worker as
-//                                   an `exec` message; results come back
-//                                   as done_atom from the coordinator.
-//   (done_atom, vector<exec_result>) from the coordinator (decoded `done`
-//                                   from the worker): forwarded to the
-//                                   router, with this proxy as the sender.
 // If the link refuses a send (the worker is down), the proxy quits with
 // errc::unavailable at once rather than waiting for the failure detector.
 #pragma once
@@ -18,26 +11,37 @@
 #include <memory>
 #include <string>
 
-#include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/cluster/link_box.hpp"
 #include "actors/messages.hpp"
+#include "actors/serving/router.hpp"
 
 namespace shoal {
+
+// A replica_handle (actors/serving/executor.hpp) with one more input, the
+// results the coordinator decodes for it.
+using remote_replica_handle = caf::typed_actor<
+    // From the router: one request, sent to the worker in an `exec`
+    // message. Its result comes back later as done_atom from the
+    // coordinator, and goes on to the router as this proxy's.
+    caf::reacts_to<exec_atom, exec_item>,
+    // From the coordinator (a decoded `done` from the worker): forwarded
+    // to the router, with this proxy as the sender. Nothing comes back.
+    caf::reacts_to<done_atom, std::vector<exec_result>>>;
 
 struct remote_replica_state {
   std::shared_ptr<link_box> link;
   std::string worker;
   uint64_t replica = 0;
-  caf::actor router;
-  std::string buf;
+  router_handle router;
   static inline const char* name = "remote_replica";
 };
 
-caf::behavior
-remote_replica_actor(caf::stateful_actor<remote_replica_state>* self,
-                     std::shared_ptr<link_box> link, std::string worker,
-                     uint64_t replica, caf::actor router);
+remote_replica_handle::behavior_type remote_replica_actor(
+    remote_replica_handle::stateful_pointer<remote_replica_state> self,
+    std::shared_ptr<link_box> link, std::string worker, uint64_t replica,
+    router_handle router);
 
 } // namespace shoal

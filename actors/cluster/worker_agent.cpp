@@ -3,18 +3,23 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
-#include "net/wire/error.hpp"
 #include "gpu/device/node_devices.hpp"
+#include "net/wire/error.hpp"
 
 namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<worker_agent_state>*;
+using self_ptr = worker_agent_handle::stateful_pointer<worker_agent_state>;
 
-void send_head(self_ptr self, std::string_view type, std::string body) {
-  if (auto err = self->state.link->send("", type, std::move(body)))
-    spdlog::debug("worker: {} not sent: {}", type, reason_of(err));
+// Sends one cluster message to the head. A refused send needs no handling:
+// the head's failure detector and our hello recover whatever was lost.
+template <class Body>
+void send_head(self_ptr self, const Body& body) {
+  if (auto err = self->state.link->send("", body)) {
+    spdlog::debug("worker: {} not sent: {}", to_string(op_of(body)),
+                  reason_of(err));
+  }
 }
 
 // The hello a (re)started head will see: what runs here now.
@@ -22,11 +27,10 @@ void refresh_hello(self_ptr self) {
   auto& st = self->state;
   st.hello.draining = st.draining;
   st.hello.replicas.clear();
-  for (auto& [id, r] : st.replicas)
+  for (auto& [id, r] : st.replicas) {
     st.hello.replicas.push_back(r.desc);
-  std::string body;
-  encode(st.hello, body);
-  st.link->set_hello(std::move(body));
+  }
+  st.link->set_hello(st.hello);
 }
 
 // How often the GPUs are looked at, and how far a device's used memory may
@@ -41,22 +45,24 @@ constexpr uint64_t devices_slack = uint64_t{32} << 20;
 void report_devices(self_ptr self) {
   auto& st = self->state;
   auto now = local_devices();
-  if (!devices_changed(st.hello.devices, now, devices_slack))
+  if (!devices_changed(st.hello.devices, now, devices_slack)) {
     return;
+  }
   st.hello.devices = std::move(now);
   refresh_hello(self);
-  if (!st.head_up)
+  if (!st.head_up) {
     return; // the next hello carries them
-  std::string body;
-  encode(devices_msg{st.hello.devices}, body);
-  send_head(self, "devices", std::move(body));
+  }
+  send_head(self, devices_msg{st.hello.devices});
 }
 
 worker_agent_state::local_replica* by_executor(self_ptr self,
                                                const caf::actor_addr& a) {
-  for (auto& [id, r] : self->state.replicas)
-    if (r.executor.address() == a)
+  for (auto& [id, r] : self->state.replicas) {
+    if (r.executor.address() == a) {
       return &r;
+    }
+  }
   return nullptr;
 }
 
@@ -72,7 +78,7 @@ void retire(self_ptr self, const retire_msg& m) {
     }
     spdlog::info("worker: retiring replica {} of {} v{}", it->first, d.model,
                  d.version);
-    self->demonitor(it->second.executor);
+    self->demonitor(it->second.executor.address());
     // The supervisor stops it without a restart (the same path as an idle
     // retirement on a standalone node).
     self->send(st.supervisor, idle_atom::value, d.model, d.version);
@@ -81,136 +87,193 @@ void retire(self_ptr self, const retire_msg& m) {
   refresh_hello(self);
 }
 
+// Decodes a message body from the head; a bad one is logged and dropped.
+template <class Body>
+bool decode_from_head(const std::string& body, Body& out) {
+  if (auto err = decode(body, out)) {
+    spdlog::warn("worker: {} from the head dropped: {}", to_string(op_of(out)),
+                 reason_of(err));
+    return false;
+  }
+  return true;
+}
+
+void on_exec(self_ptr self, const std::string& body) {
+  auto& st = self->state;
+  exec_msg m;
+  if (!decode_from_head(body, m)) {
+    return;
+  }
+  auto r = st.replicas.find(m.replica);
+  if (r == st.replicas.end()) {
+    // The head thinks it is alive; its proxy must quit so that the router
+    // re-dispatches.
+    return send_head(
+        self, replica_down_msg{m.replica, "no such replica on this worker"});
+  }
+  st.inflight += m.items.size();
+  for (auto& item : m.items) {
+    self->send(r->second.executor, exec_atom::value, std::move(item));
+  }
+}
+
+void on_spawn(self_ptr self, const std::string& body) {
+  auto& st = self->state;
+  spawn_msg m;
+  if (!decode_from_head(body, m)) {
+    return;
+  }
+  // Already running (the head lost track of it): announced again.
+  for (auto& [id, r] : st.replicas) {
+    if (r.desc.model == m.model && r.desc.version == m.version) {
+      return send_head(self, r.desc);
+    }
+  }
+  self->send(st.supervisor, spawn_atom::value, m.model, m.version, m.reason);
+}
+
+void on_drain_request(self_ptr self) {
+  auto& st = self->state;
+  if (st.draining) {
+    return;
+  }
+  spdlog::info("worker: drain requested by the head");
+  st.draining = true;
+  refresh_hello(self);
+  if (st.on_drain) {
+    st.on_drain();
+  }
+}
+
 void on_link_msg(self_ptr self, const std::string& type,
                  const std::string& body) {
-  auto& st = self->state;
-  auto bad = [&](const caf::error& err) {
-    spdlog::warn("worker: {} from the head dropped: {}", type, reason_of(err));
-  };
-  if (type == "exec") {
-    exec_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    auto r = st.replicas.find(m.replica);
-    if (r == st.replicas.end()) {
-      // The head thinks it is alive; its proxy must quit so that the
-      // router re-dispatches.
-      std::string out;
-      encode(replica_down_msg{m.replica, "no such replica on this worker"},
-             out);
-      return send_head(self, "replica_down", std::move(out));
-    }
-    st.inflight += m.items.size();
-    for (auto& item : m.items)
-      self->send(r->second.executor, exec_atom::value, std::move(item));
-  } else if (type == "spawn") {
-    spawn_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    for (auto& [id, r] : st.replicas) {
-      if (r.desc.model == m.model && r.desc.version == m.version) {
-        std::string out;
-        encode(r.desc, out);
-        return send_head(self, "ready", std::move(out));
-      }
-    }
-    self->send(st.supervisor, spawn_atom::value, m.model, m.version, m.reason);
-  } else if (type == "retire") {
+  auto op = parse_cluster_op(type);
+  if (!op) {
+    log_unknown_op(self->state.unknown_ops, "worker", "head", type);
+    return;
+  }
+  switch (*op) {
+  case cluster_op::exec:
+    return on_exec(self, body);
+  case cluster_op::spawn:
+    return on_spawn(self, body);
+  case cluster_op::retire: {
     retire_msg m;
-    if (auto err = decode(body, m))
-      return bad(err);
-    retire(self, m);
-  } else if (type == "drain") {
-    if (!st.draining) {
-      spdlog::info("worker: drain requested by the head");
-      st.draining = true;
-      refresh_hello(self);
-      if (st.on_drain)
-        st.on_drain();
+    if (decode_from_head(body, m)) {
+      retire(self, m);
     }
+    return;
+  }
+  case cluster_op::drain:
+    return on_drain_request(self);
+  case cluster_op::ready:
+  case cluster_op::spawn_fail:
+  case cluster_op::replica_down:
+  case cluster_op::done:
+  case cluster_op::leave:
+  case cluster_op::devices:
+    // A worker's own ops: a head that sends one is confused.
+    spdlog::warn("worker: {} is a worker-to-head op; dropped", to_string(*op));
+    return;
+  }
+}
+
+// A local executor died: the head's proxy of it must quit, so that its
+// router re-dispatches.
+void on_executor_down(self_ptr self, caf::down_msg& dm) {
+  auto& st = self->state;
+  for (auto it = st.replicas.begin(); it != st.replicas.end(); ++it) {
+    if (it->second.executor.address() != dm.source) {
+      continue;
+    }
+    send_head(self, replica_down_msg{it->first, reason_of(dm.reason)});
+    st.replicas.erase(it);
+    refresh_hello(self);
+    return;
+  }
+}
+
+void on_head_state(self_ptr self, const std::string& name, uint8_t state,
+                   const std::string& reason) {
+  auto ps = static_cast<peer_state>(state);
+  self->state.head_up = ps != peer_state::down;
+  if (ps == peer_state::down) {
+    spdlog::warn("worker: head {} down: {}", name, reason);
+  } else if (ps == peer_state::up) {
+    spdlog::info("worker: joined head {}", name);
+  }
+}
+
+// A local executor finished loading: numbered and announced to the head.
+void on_ready(self_ptr self, const std::string& model, uint64_t version,
+              replica_handle handle, const std::string& device) {
+  auto& st = self->state;
+  auto id = st.next_id++;
+  self->monitor(handle);
+  replica_desc d{id, model, version, device, 0};
+  st.replicas[id] = {std::move(handle), d};
+  spdlog::info("worker: replica {} of {} v{} ready on {}", id, model, version,
+               device);
+  send_head(self, d);
+  refresh_hello(self);
+  // Right behind `ready`, so the head's estimate of the new replica is
+  // replaced by what it really holds.
+  if (!st.hello.devices.empty()) {
+    report_devices(self);
+  }
+}
+
+void on_done(self_ptr self, std::vector<exec_result>& results) {
+  auto& st = self->state;
+  st.inflight -= std::min<uint64_t>(st.inflight, results.size());
+  auto* r = by_executor(
+      self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
+  if (r) {
+    send_head(self, done_msg{r->desc.id, std::move(results)});
   }
 }
 
 } // namespace
 
-caf::behavior worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
-                                 caf::actor supervisor, worker_hello hello,
-                                 std::function<void()> on_drain) {
+worker_agent_handle::behavior_type
+worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
+                   replica_source_handle supervisor, worker_hello hello,
+                   std::function<void()> on_drain) {
   auto& st = self->state;
   st.on_drain = std::move(on_drain);
   st.link = std::move(link);
   st.supervisor = std::move(supervisor);
   st.hello = std::move(hello);
-  self->set_down_handler([=](caf::down_msg& dm) {
-    auto& st = self->state;
-    for (auto it = st.replicas.begin(); it != st.replicas.end(); ++it) {
-      if (it->second.executor.address() != dm.source)
-        continue;
-      std::string out;
-      encode(replica_down_msg{it->first, reason_of(dm.reason)}, out);
-      send_head(self, "replica_down", std::move(out));
-      st.replicas.erase(it);
-      refresh_hello(self);
-      return;
-    }
-  });
+  self->set_down_handler(
+      [=](caf::down_msg& dm) { on_executor_down(self, dm); });
   refresh_hello(self);
   // The node's GPUs are in the hello from the start and never appear
   // later: without one there is nothing to watch.
-  if (!st.hello.devices.empty())
+  if (!st.hello.devices.empty()) {
     self->delayed_send(self, devices_period, tick_atom::value);
+  }
   return {
       [=](link_msg_atom, const std::string&, uint64_t, const std::string& type,
           const std::string& body) { on_link_msg(self, type, body); },
       [=](peer_atom, const std::string& name, uint64_t, uint8_t state,
-          const std::string& reason, const std::string&) {
-        auto ps = static_cast<peer_state>(state);
-        self->state.head_up = ps != peer_state::down;
-        if (ps == peer_state::down)
-          spdlog::warn("worker: head {} down: {}", name, reason);
-        else if (ps == peer_state::up)
-          spdlog::info("worker: joined head {}", name);
-      },
+          const std::string& reason,
+          const std::string&) { on_head_state(self, name, state, reason); },
       [=](ready_atom, const std::string& model, uint64_t version,
-          caf::actor handle, const std::string& device) {
-        auto& st = self->state;
-        auto id = st.next_id++;
-        self->monitor(handle);
-        replica_desc d{id, model, version, device, 0};
-        st.replicas[id] = {handle, d};
-        spdlog::info("worker: replica {} of {} v{} ready on {}", id, model,
-                     version, device);
-        std::string out;
-        encode(d, out);
-        send_head(self, "ready", std::move(out));
-        refresh_hello(self);
-        // Right behind `ready`, so the head's estimate of the new replica
-        // is replaced by what it really holds.
-        if (!self->state.hello.devices.empty())
-          report_devices(self);
+          replica_handle& handle, const std::string& device) {
+        on_ready(self, model, version, std::move(handle), device);
       },
       [=](spawn_fail_atom, const std::string& model, uint64_t version,
           const std::string& reason) {
-        std::string out;
-        encode(spawn_fail_msg{model, version, reason}, out);
-        send_head(self, "spawn_fail", std::move(out));
+        send_head(self, spawn_fail_msg{model, version, reason});
       },
       [=](done_atom, std::vector<exec_result>& results) {
-        auto& st = self->state;
-        st.inflight -= std::min<uint64_t>(st.inflight, results.size());
-        auto* r = by_executor(
-            self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
-        if (!r)
-          return;
-        std::string out;
-        encode(done_msg{r->desc.id, std::move(results)}, out);
-        send_head(self, "done", std::move(out));
+        on_done(self, results);
       },
       [=](drain_atom) {
         auto& st = self->state;
         st.draining = true;
         refresh_hello(self);
-        send_head(self, "drain", std::string{});
+        send_head(self, drain_msg{});
       },
       [=](count_atom) {
         auto& st = self->state;

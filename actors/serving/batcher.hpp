@@ -8,8 +8,8 @@
 #include <deque>
 #include <vector>
 
-#include "actors/messages.hpp"
 #include "gpu/model/model_spec.hpp"
+#include "net/wire/exec.hpp"
 
 namespace shoal {
 

@@ -4,9 +4,10 @@
 
 namespace shoal {
 
-caf::behavior cache_actor(caf::stateful_actor<cache_state>* self,
-                          std::shared_ptr<result_cache> cache,
-                          std::chrono::milliseconds period) {
+cache_handle::behavior_type
+cache_actor(cache_handle::stateful_pointer<cache_state> self,
+            std::shared_ptr<result_cache> cache,
+            std::chrono::milliseconds period) {
   self->state.cache = std::move(cache);
   self->state.period = period;
   self->delayed_send(self, period, sweep_atom::value);
@@ -16,7 +17,7 @@ caf::behavior cache_actor(caf::stateful_actor<cache_state>* self,
         self->delayed_send(self, self->state.period, sweep_atom::value);
       },
       [=](clear_atom) {
-        auto n = self->state.cache->stats().entries;
+        uint64_t n = self->state.cache->stats().entries;
         self->state.cache->clear();
         return n;
       },

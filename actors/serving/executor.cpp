@@ -12,7 +12,7 @@ namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<executor_state>*;
+using self_ptr = executor_handle::stateful_pointer<executor_state>;
 
 uint64_t us_between(time_point a, time_point b) {
   return b <= a
@@ -33,10 +33,12 @@ caf::error prepare_files(const model_spec& spec, const load_env& env,
   // Log each file at every tenth of its size, not at every callback.
   std::map<std::string, uint64_t> logged;
   auto progress = [&](const std::string& file, uint64_t done, uint64_t total) {
-    if (env.progress)
+    if (env.progress) {
       env.progress->update(spec.name, spec.version, file, done, total);
-    if (total == 0)
+    }
+    if (total == 0) {
       return;
+    }
     auto tenth = done * 10 / total;
     auto& last = logged[file];
     if (tenth > last) {
@@ -48,18 +50,19 @@ caf::error prepare_files(const model_spec& spec, const load_env& env,
   };
   prepare_stats stats;
   auto err = env.prepare(spec, progress, stats);
-  if (env.progress)
+  if (env.progress) {
     env.progress->finish(spec.name, spec.version);
-  if (!err)
+  }
+  if (!err) {
     metrics.model_files(stats.bytes_downloaded, stats.files_fetched,
                         stats.files_reused);
+  }
   return err;
 }
 
 // Sends a batch's results to the router.
 void send_results(self_ptr self, std::vector<exec_result>&& results) {
-  if (!results.empty())
-    self->send(self->state.listener, done_atom::value, std::move(results));
+  self->state.listener.done(self, std::move(results));
 }
 
 // A backend fault kills this replica; the router re-dispatches its
@@ -120,25 +123,18 @@ void collect_one(self_ptr self) {
   send_results(self, std::move(results));
 }
 
-// Starts the next batch on the backend. A synchronous backend (at most one
-// batch in flight) is collected at once; a pipelined one (cuda) is
-// collected through the mailbox, so that requests arriving meanwhile form
-// the next batch, which starts, and copies its inputs, before this one is
-// waited for.
-void run_batch(self_ptr self) {
+// Takes the next batch from the batcher. Requests whose deadline passed
+// while queued are answered, not run.
+executor_state::started take_batch(self_ptr self) {
   auto& st = self->state;
-  if (st.in_flight.size() >= st.impl->max_in_flight())
-    return; // collect_atom starts it once a slot is free
-  auto now = clock_type::now();
   auto items = st.queue->take();
   const auto& arrivals = st.queue->taken_arrivals();
   executor_state::started p;
   p.results.reserve(items.size());
-  // Requests whose deadline passed while queued are answered, not run.
-  auto now_i = to_ns(now);
   p.live.reserve(items.size());
+  auto now = now_ns();
   for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].deadline_ns > 0 && items[i].deadline_ns <= now_i) {
+    if (items[i].deadline_ns > 0 && items[i].deadline_ns <= now) {
       exec_result r;
       r.ticket = items[i].ticket;
       r.code = static_cast<uint8_t>(status::deadline_exceeded);
@@ -149,34 +145,58 @@ void run_batch(self_ptr self) {
       p.arrivals.push_back(arrivals[i]);
     }
   }
+  return p;
+}
+
+// Hands a batch's live requests to the backend, then collects it at once
+// (synchronous backend) or through the mailbox (pipelined). False when the
+// backend threw and the replica is quitting.
+bool start_batch(self_ptr self, executor_state::started&& p) {
+  auto& st = self->state;
+  uint64_t rows = 0;
+  auto inputs = concat_inputs(p.live, rows);
+  p.start = clock_type::now();
+  caf::error err;
+  try {
+    err = st.impl->start(inputs, rows);
+  } catch (const std::exception& e) {
+    backend_fault(self, e);
+    return false;
+  }
+  if (err) {
+    fail_batch(p, err);
+    send_results(self, std::move(p.results));
+    return true;
+  }
+  st.in_flight.push_back(std::move(p));
+  if (st.impl->max_in_flight() <= 1) {
+    collect_one(self);
+  } else if (!st.collect_scheduled) {
+    st.collect_scheduled = true;
+    self->send(self, collect_atom::value);
+  }
+  return true;
+}
+
+// Starts the next batch on the backend. A synchronous backend (at most one
+// batch in flight) is collected at once; a pipelined one (cuda) is
+// collected through the mailbox, so that requests arriving meanwhile form
+// the next batch, which starts, and copies its inputs, before this one is
+// waited for.
+void run_batch(self_ptr self) {
+  auto& st = self->state;
+  if (st.in_flight.size() >= st.impl->max_in_flight()) {
+    return; // collect_atom starts it once a slot is free
+  }
+  auto p = take_batch(self);
   if (p.live.empty()) {
     send_results(self, std::move(p.results));
-  } else {
-    uint64_t rows = 0;
-    auto inputs = concat_inputs(p.live, rows);
-    p.start = clock_type::now();
-    caf::error err;
-    try {
-      err = st.impl->start(inputs, rows);
-    } catch (const std::exception& e) {
-      backend_fault(self, e);
-      return;
-    }
-    if (err) {
-      fail_batch(p, err);
-      send_results(self, std::move(p.results));
-    } else {
-      st.in_flight.push_back(std::move(p));
-      if (st.impl->max_in_flight() <= 1) {
-        collect_one(self);
-      } else if (!st.collect_scheduled) {
-        st.collect_scheduled = true;
-        self->send(self, collect_atom::value);
-      }
-    }
+  } else if (!start_batch(self, std::move(p))) {
+    return;
   }
-  if (!st.queue->empty())
+  if (!st.queue->empty()) {
     schedule_flush(self);
+  }
 }
 
 // Arranges for the next batch: at once when full, after the rest of the
@@ -184,36 +204,35 @@ void run_batch(self_ptr self) {
 // requests that arrived together are batched together.
 void schedule_flush(self_ptr self) {
   auto& st = self->state;
-  if (st.flush_scheduled)
+  if (st.flush_scheduled) {
     return;
+  }
   st.flush_scheduled = true;
   ++st.flush_gen;
   auto wait = st.queue->time_to_ready(clock_type::now());
-  if (wait.count() <= 0)
+  if (wait.count() <= 0) {
     self->send(self, flush_atom::value, st.flush_gen);
-  else
+  } else {
     self->delayed_send(self, wait, flush_atom::value, st.flush_gen);
+  }
 }
 
-} // namespace
-
-caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
-                             caf::actor listener,
-                             std::shared_ptr<serving_metrics> metrics,
-                             std::shared_ptr<const load_env> env) {
+// Makes the model's files ready and loads its backend. False when the
+// load failed and the replica is quitting with errc::unavailable.
+bool load(self_ptr self, const load_env* env) {
   auto& st = self->state;
-  st.spec = spec;
-  st.listener = listener;
-  st.metrics = metrics;
-  st.queue = std::make_unique<batcher>(spec->max_batch, spec->max_delay);
+  auto& spec = *st.spec;
   auto t0 = clock_type::now();
+  auto fail = [&](const std::string& why) {
+    spdlog::error("executor {} v{}: load failed: {}", spec.name, spec.version,
+                  why);
+    self->quit(make_error(errc::unavailable, why));
+    return false;
+  };
   // A null env (benchmarks) loads the files as they are.
   if (env) {
-    if (auto err = prepare_files(*spec, *env, *metrics)) {
-      spdlog::error("executor {} v{}: load failed: {}", spec->name,
-                    spec->version, reason_of(err));
-      self->quit(make_error(errc::unavailable, reason_of(err)));
-      return {};
+    if (auto err = prepare_files(spec, *env, *st.metrics)) {
+      return fail(reason_of(err));
     }
   }
   // Another replica's load may need this one's device memory while it is
@@ -222,59 +241,110 @@ caf::behavior executor_actor(self_ptr self, model_spec_ptr spec,
   opts.retire = [addr = self->address()] {
     caf::anon_send_exit(addr, caf::exit_reason::user_shutdown);
   };
-  auto loaded = load_backend(*spec, opts);
+  auto loaded = load_backend(spec, opts);
   if (!loaded) {
-    spdlog::error("executor {} v{}: load failed: {}", spec->name, spec->version,
-                  reason_of(loaded.error()));
-    self->quit(make_error(errc::unavailable, reason_of(loaded.error())));
-    return {};
+    return fail(reason_of(loaded.error()));
   }
   st.impl = std::move(*loaded);
   auto load_s = std::chrono::duration<double>(clock_type::now() - t0).count();
-  metrics->model_load(spec->name, load_s);
-  spdlog::info("executor {} v{} ready on {} (load {:.1f} ms)", spec->name,
-               spec->version, st.impl->device(), load_s * 1e3);
-  self->send(listener, ready_atom::value, spec->name, spec->version,
-             caf::actor_cast<caf::actor>(self), st.impl->device());
+  st.metrics->model_load(spec.name, load_s);
+  spdlog::info("executor {} v{} ready on {} (load {:.1f} ms)", spec.name,
+               spec.version, st.impl->device(), load_s * 1e3);
+  return true;
+}
+
+void on_exec(self_ptr self, exec_item& item) {
+  auto& st = self->state;
+  st.queue->push(std::move(item), clock_type::now());
+  if (st.queue->full()) {
+    st.flush_scheduled = false;
+    run_batch(self);
+  } else {
+    schedule_flush(self);
+  }
+}
+
+void on_collect(self_ptr self) {
+  auto& st = self->state;
+  st.collect_scheduled = false;
+  if (st.in_flight.empty()) {
+    return;
+  }
+  collect_one(self);
+  if (st.faulted) {
+    return;
+  }
+  // Start the next batch before waiting on the one still in flight.
+  if (!st.queue->empty() && st.queue->ready(clock_type::now())) {
+    run_batch(self);
+  }
+  if (!st.in_flight.empty() && !st.collect_scheduled) {
+    st.collect_scheduled = true;
+    self->send(self, collect_atom::value);
+  }
+}
+
+void on_flush(self_ptr self, uint64_t gen) {
+  auto& st = self->state;
+  if (gen != st.flush_gen || !st.flush_scheduled) {
+    return;
+  }
+  st.flush_scheduled = false;
+  if (st.queue->empty()) {
+    return;
+  }
+  if (st.queue->ready(clock_type::now())) {
+    run_batch(self);
+  } else {
+    schedule_flush(self);
+  }
+}
+
+} // namespace
+
+void executor_listener::ready(executor_handle::pointer self,
+                              const model_spec& spec,
+                              const std::string& device) const {
+  if (typed_) {
+    self->send(typed_, ready_atom::value, spec.name, spec.version,
+               caf::actor_cast<replica_handle>(self), device);
+  } else if (dynamic_) {
+    // A dynamic listener has no interface to check the message against.
+    caf::unsafe_send_as(self, dynamic_, ready_atom::value, spec.name,
+                        spec.version, caf::actor_cast<caf::actor>(self),
+                        device);
+  }
+}
+
+void executor_listener::done(executor_handle::pointer self,
+                             std::vector<exec_result>&& results) const {
+  if (results.empty()) {
+    return;
+  }
+  if (typed_) {
+    self->send(typed_, done_atom::value, std::move(results));
+  } else if (dynamic_) {
+    caf::unsafe_send_as(self, dynamic_, done_atom::value, std::move(results));
+  }
+}
+
+executor_handle::behavior_type
+executor_actor(self_ptr self, model_spec_ptr spec, executor_listener listener,
+               std::shared_ptr<serving_metrics> metrics,
+               std::shared_ptr<const load_env> env) {
+  auto& st = self->state;
+  st.spec = spec;
+  st.listener = std::move(listener);
+  st.metrics = std::move(metrics);
+  st.queue = std::make_unique<batcher>(spec->max_batch, spec->max_delay);
+  if (!load(self, env.get())) {
+    return executor_handle::behavior_type::make_empty_behavior();
+  }
+  st.listener.ready(self, *spec, st.impl->device());
   return {
-      [=](exec_atom, exec_item& item) {
-        auto& st = self->state;
-        st.queue->push(std::move(item), clock_type::now());
-        if (st.queue->full()) {
-          st.flush_scheduled = false;
-          run_batch(self);
-        } else {
-          schedule_flush(self);
-        }
-      },
-      [=](collect_atom) {
-        auto& st = self->state;
-        st.collect_scheduled = false;
-        if (st.in_flight.empty())
-          return;
-        collect_one(self);
-        if (st.faulted)
-          return;
-        // Start the next batch before waiting on the one still in flight.
-        if (!st.queue->empty() && st.queue->ready(clock_type::now()))
-          run_batch(self);
-        if (!st.in_flight.empty() && !st.collect_scheduled) {
-          st.collect_scheduled = true;
-          self->send(self, collect_atom::value);
-        }
-      },
-      [=](flush_atom, uint64_t gen) {
-        auto& st = self->state;
-        if (gen != st.flush_gen || !st.flush_scheduled)
-          return;
-        st.flush_scheduled = false;
-        if (st.queue->empty())
-          return;
-        if (st.queue->ready(clock_type::now()))
-          run_batch(self);
-        else
-          schedule_flush(self);
-      },
+      [=](exec_atom, exec_item& item) { on_exec(self, item); },
+      [=](collect_atom) { on_collect(self); },
+      [=](flush_atom, uint64_t gen) { on_flush(self, gen); },
   };
 }
 

@@ -2,21 +2,18 @@
 // it starts, batches the requests the router hands it (dynamic batching:
 // max_batch rows, max_delay), runs the backend, and reports results.
 //
-// Handlers:
-//   (exec_atom, exec_item)     from the router: one request to run; answered
-//                              later by (done_atom, vector<exec_result>) to
-//                              the router, one message per batch.
-//   (flush_atom, uint64_t gen) from itself: the batch delay of generation
-//                              `gen` ran out; nothing comes back.
-//   (collect_atom)             from itself, with a pipelined backend: wait
-//                              for the oldest started batch and send its
-//                              results; nothing comes back.
 // On start it makes the model's files ready through the model store
 // (fetched or verified against their sha256; see prepare_model), then loads
-// the backend. It then sends (ready_atom, model, version, self, device) to the
-// listener, or quits with errc::unavailable when the load fails. A backend
-// that throws kills the replica (exit reason errc::internal): its requests
-// are re-dispatched by the router and the supervisor restarts it.
+// the backend. It then tells its listener (ready_atom, below), or quits
+// with errc::unavailable when the load fails. A backend that throws kills
+// the replica (exit reason errc::internal): its requests are re-dispatched
+// by the router and the supervisor restarts it.
+//
+// This header holds the interfaces every replica is seen through:
+// replica_handle (what the router sends to a replica, local or remote:
+// remote_replica implements it too), replica_listener_handle (what a
+// replica and the supervisor report to: the router, or a worker's agent)
+// and executor_handle (an executor's own interface).
 #pragma once
 
 #include <deque>
@@ -26,6 +23,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/messages.hpp"
 #include "actors/serving/batcher.hpp"
@@ -44,21 +42,89 @@ struct prepare_stats {
 };
 
 // Bytes of `file` made ready so far, of `total` (0 while unknown).
-using file_progress_fn = std::function<void(const std::string& file,
-                                            uint64_t done, uint64_t total)>;
+using file_progress_fn =
+    std::function<void(const std::string& file, uint64_t done, uint64_t total)>;
 
 // Makes a model version's files ready under spec.dir, fetched or verified
 // against their sha256, before its backend loads. The node passes the model
 // store's (runtime/model/model_store.hpp): executors do not know where
 // files come from.
-using prepare_fn = std::function<caf::error(
-    const model_spec& spec, const file_progress_fn& progress,
-    prepare_stats& stats)>;
+using prepare_fn = std::function<caf::error(const model_spec& spec,
+                                            const file_progress_fn& progress,
+                                            prepare_stats& stats)>;
 
 // What executors need to bring a model's files in before loading it.
 struct load_env {
   prepare_fn prepare;                      // empty: files are used as they are
   std::shared_ptr<load_progress> progress; // may be null
+};
+
+// A replica as the router (or a worker's agent) holds it: an executor, or a
+// remote_replica proxy for an executor on a worker node.
+using replica_handle = caf::typed_actor<
+    // From the router (or a worker's agent, relaying its head's `exec`):
+    // one request to run. Nothing comes back directly: its result comes
+    // later in its batch's (done_atom, results) to the replica's listener.
+    caf::reacts_to<exec_atom, exec_item>>;
+
+// Whoever a replica reports to: the router on a node that serves, the
+// worker agent on a worker (which relays to its head). The supervisor
+// reports failed spawns to it too.
+using replica_listener_handle = caf::typed_actor<
+    // From an executor that finished loading (model, version, the replica,
+    // its device); nothing comes back.
+    caf::reacts_to<ready_atom, std::string, uint64_t, replica_handle,
+                   std::string>,
+    // From a replica: the results of one batch; nothing comes back.
+    caf::reacts_to<done_atom, std::vector<exec_result>>,
+    // From the supervisor: no replica of (model, version) will come, and
+    // why; nothing comes back.
+    caf::reacts_to<spawn_fail_atom, std::string, uint64_t, std::string>>;
+
+// An executor: the replica interface and its own timers.
+using executor_handle = caf::typed_actor<
+    // From the router or a worker's agent: one request to run, batched;
+    // its result comes later in (done_atom, results) to the listener, one
+    // message per batch.
+    caf::reacts_to<exec_atom, exec_item>,
+    // From itself: the batch delay of generation `gen` ran out; nothing
+    // comes back.
+    caf::reacts_to<flush_atom, uint64_t>,
+    // From itself, with a pipelined backend: wait for the oldest started
+    // batch and send its results; nothing comes back.
+    caf::reacts_to<collect_atom>>;
+
+// Where an executor reports. In a node it is a replica_listener_handle
+// (the router, or a worker's agent, whichever asked the supervisor for the
+// replica), and what the executor sends it is checked against that
+// interface. A program that drives an executor by hand from a blocking
+// scoped actor (the benchmarks) has no typed handle to give: it gets the
+// same messages, unchecked, with the executor in ready_atom as a
+// caf::actor.
+class executor_listener {
+public:
+  executor_listener() = default;
+
+  executor_listener(replica_listener_handle listener)
+      : typed_(std::move(listener)) {
+    // nop
+  }
+
+  executor_listener(caf::actor listener) : dynamic_(std::move(listener)) {
+    // nop
+  }
+
+  // (ready_atom, model, version, self, device).
+  void ready(executor_handle::pointer self, const model_spec& spec,
+             const std::string& device) const;
+
+  // (done_atom, results); nothing when there are none.
+  void done(executor_handle::pointer self,
+            std::vector<exec_result>&& results) const;
+
+private:
+  replica_listener_handle typed_;
+  caf::actor dynamic_;
 };
 
 struct executor_state {
@@ -72,7 +138,7 @@ struct executor_state {
   model_spec_ptr spec;
   backend_ptr impl;
   std::unique_ptr<batcher> queue;
-  caf::actor listener;
+  executor_listener listener;
   std::shared_ptr<serving_metrics> metrics;
   uint64_t flush_gen = 0;
   bool flush_scheduled = false;
@@ -82,9 +148,10 @@ struct executor_state {
   static inline const char* name = "executor";
 };
 
-caf::behavior executor_actor(caf::stateful_actor<executor_state>* self,
-                             model_spec_ptr spec, caf::actor listener,
-                             std::shared_ptr<serving_metrics> metrics,
-                             std::shared_ptr<const load_env> env);
+executor_handle::behavior_type
+executor_actor(executor_handle::stateful_pointer<executor_state> self,
+               model_spec_ptr spec, executor_listener listener,
+               std::shared_ptr<serving_metrics> metrics,
+               std::shared_ptr<const load_env> env);
 
 } // namespace shoal

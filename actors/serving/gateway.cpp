@@ -4,7 +4,6 @@
 
 #include <caf/all.hpp>
 
-#include "actors/messages.hpp"
 #include "gpu/model/manifest.hpp"
 #include "net/wire/error.hpp"
 

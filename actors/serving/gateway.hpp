@@ -14,6 +14,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/serving/result_cache.hpp"
+#include "actors/serving/router.hpp"
 #include "actors/serving/serving_metrics.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/client_socket.hpp"
@@ -31,7 +32,7 @@ struct gateway_config {
 
 // What the gateway needs from the node around it.
 struct gateway_env {
-  caf::actor router;
+  router_handle router; // takes infer_job and admin_job
   model_catalog_ptr catalog;
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;

@@ -10,7 +10,7 @@ namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<router_state>*;
+using self_ptr = router_handle::stateful_pointer<router_state>;
 using waiter = router_state::waiter;
 using pending = router_state::pending;
 using model_entry = router_state::model_entry;
@@ -22,12 +22,18 @@ uint64_t us_since(int64_t from_ns, int64_t to_ns) {
 // The retry key of a request: the client's identity and its id. Nil ids
 // can not be retried and are never deduplicated.
 std::string retry_key(const reply_route& route, const request_id& id) {
-  if (id.k == request_id::kind::nil)
+  if (id.k == request_id::kind::nil) {
     return {};
+  }
   std::string key = route.identity;
   key += '\0';
-  key += id.k == request_id::kind::num ? "n" + std::to_string(id.num)
-                                       : "s" + id.str;
+  if (id.k == request_id::kind::num) {
+    key += 'n';
+    key += std::to_string(id.num);
+  } else {
+    key += 's';
+    key += id.str;
+  }
   return key;
 }
 
@@ -35,8 +41,9 @@ std::string retry_key(const reply_route& route, const request_id& id) {
 // passes here, so this is also where its retry key is released.
 void send_reply(self_ptr self, const waiter& w, reply& r) {
   auto& st = self->state;
-  if (auto key = retry_key(w.route, w.id); !key.empty())
+  if (auto key = retry_key(w.route, w.id); !key.empty()) {
     st.open_requests.erase(key);
+  }
   r.id = w.id;
   st.encode_buf.clear();
   encode_reply(r, st.encode_buf);
@@ -68,10 +75,12 @@ void update_waiting(self_ptr self, const model_entry& m) {
 void erase_ticket(self_ptr self, uint64_t ticket) {
   auto& st = self->state;
   auto i = st.tickets.find(ticket);
-  if (i == st.tickets.end())
+  if (i == st.tickets.end()) {
     return;
-  if (i->second.indexed)
+  }
+  if (i->second.indexed) {
     st.coalesce.erase({i->second.job.key.hash_lo, i->second.job.key.hash_hi});
+  }
   st.tickets.erase(i);
 }
 
@@ -79,17 +88,20 @@ void fail_ticket(self_ptr self, uint64_t ticket, status code,
                  const std::string& reason) {
   auto& st = self->state;
   auto i = st.tickets.find(ticket);
-  if (i == st.tickets.end())
+  if (i == st.tickets.end()) {
     return;
-  for (auto& w : i->second.waiters)
+  }
+  for (auto& w : i->second.waiters) {
     fail_waiter(self, w, i->second.job.model, code, reason);
+  }
   erase_ticket(self, ticket);
 }
 
 void schedule_tick(self_ptr self) {
   auto& st = self->state;
-  if (st.tick_scheduled || st.tickets.empty())
+  if (st.tick_scheduled || st.tickets.empty()) {
     return;
+  }
   st.tick_scheduled = true;
   self->delayed_send(self, st.cfg.tick, tick_atom::value);
 }
@@ -105,16 +117,18 @@ model_entry& entry_for(self_ptr self, const model_spec_ptr& spec) {
 
 void request_replica(self_ptr self, model_entry& m,
                      const char* reason = "lazy") {
-  if (m.spawn_requested || !m.replicas.empty())
+  if (m.spawn_requested || !m.replicas.empty()) {
     return;
+  }
   m.spawn_requested = true;
-  self->send(self->state.supervisor, spawn_atom::value, m.spec->name,
+  self->send(self->state.replicas, spawn_atom::value, m.spec->name,
              m.spec->version, std::string{reason});
 }
 
 uint64_t capacity(const router_state& st, const model_entry& m) {
-  if (st.cfg.inflight_per_replica > 0)
+  if (st.cfg.inflight_per_replica > 0) {
     return st.cfg.inflight_per_replica;
+  }
   return 2 * std::max<uint64_t>(1, m.spec->max_batch);
 }
 
@@ -128,12 +142,15 @@ void dispatch(self_ptr self, model_entry& m) {
                               [](auto& r) { return !r.retiring; });
   while (!m.queue.empty()) {
     router_state::replica* best = nullptr;
-    for (auto& r : m.replicas)
+    for (auto& r : m.replicas) {
       if ((!r.retiring || !any_live) && r.outstanding < cap &&
-          (!best || r.outstanding < best->outstanding))
+          (!best || r.outstanding < best->outstanding)) {
         best = &r;
-    if (!best)
+      }
+    }
+    if (!best) {
       break;
+    }
     auto ticket = m.queue.begin()->second;
     m.queue.erase(m.queue.begin());
     auto& p = st.tickets.at(ticket);
@@ -149,8 +166,9 @@ void dispatch(self_ptr self, model_entry& m) {
       unbounded = unbounded || w.deadline_ns == 0;
       item.deadline_ns = std::max(item.deadline_ns, w.deadline_ns);
     }
-    if (unbounded)
+    if (unbounded) {
       item.deadline_ns = 0;
+    }
     item.sent_ns = now;
     p.running = true;
     p.replica = best->handle.address();
@@ -159,8 +177,9 @@ void dispatch(self_ptr self, model_entry& m) {
     best->last_used_ns = now;
     self->send(best->handle, exec_atom::value, std::move(item));
   }
-  if (!m.queue.empty() && m.replicas.empty())
+  if (!m.queue.empty() && m.replicas.empty()) {
     request_replica(self, m);
+  }
   update_waiting(self, m);
 }
 
@@ -171,13 +190,14 @@ void retire_drained(self_ptr self, const router_state::model_key& key,
   auto& st = self->state;
   bool any_live = std::any_of(m.replicas.begin(), m.replicas.end(),
                               [](auto& r) { return !r.retiring; });
-  if (!any_live)
+  if (!any_live) {
     return;
+  }
   for (auto r = m.replicas.begin(); r != m.replicas.end();) {
     if (r->retiring && r->outstanding == 0) {
-      self->demonitor(r->handle);
+      self->demonitor(r->handle.address());
       st.metrics->executors(key.first, -1);
-      self->send(st.supervisor, retire_atom::value, r->handle);
+      self->send(st.replicas, retire_atom::value, r->handle);
       r = m.replicas.erase(r);
     } else {
       ++r;
@@ -190,91 +210,94 @@ void enqueue(self_ptr self, model_entry& m, uint64_t ticket) {
   m.queue.emplace(std::make_pair(p.priority, p.seq), ticket);
 }
 
-void on_infer(self_ptr self, infer_job& job) {
+// A client's retry of a request that is still open joins nothing and gets
+// no second reply: the first attempt's reply answers it. True when `job`
+// was such a retry, or reused an open id with other inputs (then refused).
+bool absorb_retry(self_ptr self, const infer_job& job, const waiter& w,
+                  const std::string& rkey) {
   auto& st = self->state;
-  auto now = now_ns();
-  waiter w{job.id, job.route, job.recv_ns, job.deadline_ns,
-           reply_source::executor};
-  if (st.draining) {
-    fail_waiter(self, w, job.model, status::unavailable,
-                "node " + st.cfg.node_name + " is draining");
-    return;
+  auto i = rkey.empty() ? st.open_requests.end() : st.open_requests.find(rkey);
+  if (i == st.open_requests.end()) {
+    return false;
   }
-  // A client's retry of a request that is still open joins nothing and
-  // gets no second reply: the first attempt's reply answers it.
-  auto rkey = retry_key(job.route, job.id);
+  auto t = st.tickets.find(i->second);
+  if (t != st.tickets.end() && t->second.job.model == job.model &&
+      t->second.job.version == job.version &&
+      t->second.job.inputs == job.inputs) {
+    return true;
+  }
+  // Not a retry but a different request under an id that is still open:
+  // absorbing it would leave its sender waiting forever.
+  auto open_ticket = i->second;
+  fail_waiter(self, w, job.model, status::invalid_argument,
+              "request id " + job.id.to_string() +
+                  " is already in flight with other inputs; ids must be "
+                  "unique among a client's open requests");
+  // That reply shares the open request's retry key; keep the key.
+  st.open_requests[rkey] = open_ticket;
+  return true;
+}
+
+// Joins `job` to an open identical execution (same cache key) as another
+// waiter, if there is one.
+bool join_identical(self_ptr self, model_entry& m, const infer_job& job,
+                    waiter& w, const std::string& rkey) {
+  auto& st = self->state;
+  auto c = st.coalesce.find({job.key.hash_lo, job.key.hash_hi});
+  if (c == st.coalesce.end()) {
+    return false;
+  }
+  auto& p = st.tickets.at(c->second);
+  if (p.job.key.bytes != job.key.bytes) {
+    return false;
+  }
+  w.source = reply_source::coalesced;
   if (!rkey.empty()) {
-    if (auto i = st.open_requests.find(rkey); i != st.open_requests.end()) {
-      auto t = st.tickets.find(i->second);
-      if (t != st.tickets.end() && t->second.job.model == job.model &&
-          t->second.job.version == job.version &&
-          t->second.job.inputs == job.inputs)
-        return;
-      // Not a retry but a different request under an id that is still open:
-      // absorbing it would leave its sender waiting forever.
-      auto open_ticket = i->second;
-      fail_waiter(self, w, job.model, status::invalid_argument,
-                  "request id " + job.id.to_string() +
-                      " is already in flight with other inputs; ids must be "
-                      "unique among a client's open requests");
-      // That reply shares the open request's retry key; keep the key.
-      st.open_requests[rkey] = open_ticket;
-      return;
-    }
+    st.open_requests.emplace(rkey, c->second);
   }
-  auto spec = st.catalog->resolve(job.model, job.version);
-  if (!spec) {
-    fail_waiter(self, w, job.model, status::not_found,
-                "model " + job.model + " v" + std::to_string(job.version) +
-                    " not found");
-    return;
+  p.waiters.push_back(std::move(w));
+  // A more urgent joiner lifts a queued execution's priority.
+  if (!p.running && job.priority < p.priority) {
+    m.queue.erase({p.priority, p.seq});
+    p.priority = job.priority;
+    m.queue.emplace(std::make_pair(p.priority, p.seq), c->second);
   }
-  auto& m = entry_for(self, spec);
-  if (m.replicas.empty() && !m.spawn_requested && m.failed_until_ns > now) {
-    fail_waiter(self, w, job.model, status::unavailable, m.last_failure);
-    return;
-  }
-  auto mode = static_cast<cache_mode>(job.cache);
-  bool coalescible = job.cacheable && mode == cache_mode::use;
-  if (coalescible) {
-    auto c = st.coalesce.find({job.key.hash_lo, job.key.hash_hi});
-    if (c != st.coalesce.end()) {
-      auto& p = st.tickets.at(c->second);
-      if (p.job.key.bytes == job.key.bytes) {
-        w.source = reply_source::coalesced;
-        if (!rkey.empty())
-          st.open_requests.emplace(rkey, c->second);
-        p.waiters.push_back(std::move(w));
-        // A more urgent joiner lifts a queued execution's priority.
-        if (!p.running && job.priority < p.priority) {
-          m.queue.erase({p.priority, p.seq});
-          p.priority = job.priority;
-          m.queue.emplace(std::make_pair(p.priority, p.seq), c->second);
-        }
-        return;
-      }
-    }
-  }
+  return true;
+}
+
+// Whether a new execution may open: the node's and the model's bounds.
+// False when refused (and answered).
+bool admit(self_ptr self, const model_entry& m, const infer_job& job,
+           const waiter& w) {
+  auto& st = self->state;
   if (st.tickets.size() >= st.cfg.max_open) {
     fail_waiter(self, w, job.model, status::resource_exhausted,
                 "node has " + std::to_string(st.tickets.size()) +
                     " requests open (gateway.max_inflight)");
-    return;
+    return false;
   }
-  auto cap = spec->queue_capacity.value_or(st.cfg.queue_capacity);
+  auto cap = m.spec->queue_capacity.value_or(st.cfg.queue_capacity);
   if (m.queue.size() >= cap) {
     fail_waiter(self, w, job.model, status::resource_exhausted,
                 "queue of model " + job.model + " is full (" +
                     std::to_string(cap) + " requests waiting)");
-    return;
+    return false;
   }
+  return true;
+}
+
+// Opens a ticket for `job`, queues it and dispatches.
+void open_ticket(self_ptr self, model_entry& m, infer_job& job, waiter& w,
+                 std::string rkey, bool coalescible) {
+  auto& st = self->state;
   auto ticket = st.next_ticket++;
   auto& p = st.tickets[ticket];
   p.priority = job.priority;
   p.seq = st.next_seq++;
   p.job = std::move(job);
-  if (!rkey.empty())
+  if (!rkey.empty()) {
     st.open_requests.emplace(std::move(rkey), ticket);
+  }
   p.waiters.push_back(std::move(w));
   if (coalescible) {
     p.indexed =
@@ -288,70 +311,135 @@ void on_infer(self_ptr self, infer_job& job) {
   schedule_tick(self);
 }
 
-void on_results(self_ptr self, std::vector<exec_result>& results) {
+void on_infer(self_ptr self, infer_job& job) {
   auto& st = self->state;
+  waiter w{job.id, job.route, job.recv_ns, job.deadline_ns,
+           reply_source::executor};
+  if (st.draining) {
+    fail_waiter(self, w, job.model, status::unavailable,
+                "node " + st.cfg.node_name + " is draining");
+    return;
+  }
+  auto rkey = retry_key(job.route, job.id);
+  if (absorb_retry(self, job, w, rkey)) {
+    return;
+  }
+  auto spec = st.catalog->resolve(job.model, job.version);
+  if (!spec) {
+    fail_waiter(self, w, job.model, status::not_found,
+                "model " + job.model + " v" + std::to_string(job.version) +
+                    " not found");
+    return;
+  }
+  auto& m = entry_for(self, spec);
+  if (m.replicas.empty() && !m.spawn_requested &&
+      m.failed_until_ns > now_ns()) {
+    fail_waiter(self, w, job.model, status::unavailable, m.last_failure);
+    return;
+  }
+  auto mode = static_cast<cache_mode>(job.cache);
+  bool coalescible = job.cacheable && mode == cache_mode::use;
+  if (coalescible && join_identical(self, m, job, w, rkey)) {
+    return;
+  }
+  if (admit(self, m, job, w)) {
+    open_ticket(self, m, job, w, std::move(rkey), coalescible);
+  }
+}
+
+// Puts a successful result into the cache (unless the request bypasses
+// it), under the model's TTL.
+void cache_result(self_ptr self, pending& p, const exec_result& res,
+                  const std::string& node, const model_entry* m) {
+  auto& st = self->state;
+  if (static_cast<status>(res.code) != status::ok || !p.job.cacheable ||
+      static_cast<cache_mode>(p.job.cache) == cache_mode::bypass) {
+    return;
+  }
+  auto value = std::make_shared<cached_result>();
+  value->outputs_encoded = res.outputs_encoded;
+  value->model = p.job.model;
+  value->version = p.job.version;
+  value->node = node;
+  value->compute_us = res.compute_us;
+  auto ttl = m && m->spec->cache_ttl.count() > 0 ? m->spec->cache_ttl
+                                                 : st.cfg.default_cache_ttl;
+  st.cache->put(std::move(p.job.key), std::move(value), ttl);
+}
+
+// Answers every waiter of a ticket with its result.
+void answer_waiters(self_ptr self, pending& p, exec_result& res,
+                    const std::string& node, uint64_t router_queue_us,
+                    int64_t now) {
+  auto code = static_cast<status>(res.code);
+  for (size_t k = 0; k < p.waiters.size(); ++k) {
+    auto& w = p.waiters[k];
+    reply r;
+    r.code = code;
+    r.error = res.error;
+    r.model = p.job.model;
+    r.version = p.job.version;
+    r.node = node;
+    if (code == status::ok) {
+      r.source = w.source;
+      if (k + 1 == p.waiters.size()) {
+        r.outputs_encoded = std::move(res.outputs_encoded);
+      } else {
+        r.outputs_encoded = res.outputs_encoded;
+      }
+    }
+    auto total = us_since(w.recv_ns, now);
+    r.timing_us = timing{std::min(total, router_queue_us + res.queue_us),
+                         res.compute_us, total};
+    send_reply(self, w, r);
+  }
+}
+
+// One result of a batch from `sender`. Returns the model entry it belongs
+// to, or null when it was dropped: its ticket was re-dispatched elsewhere
+// (its replica was presumed dead) or already answered.
+model_entry* on_result(self_ptr self, exec_result& res,
+                       const caf::strong_actor_ptr& sender, int64_t now) {
+  auto& st = self->state;
+  auto i = st.tickets.find(res.ticket);
+  if (i == st.tickets.end() || !i->second.running ||
+      i->second.replica != sender) {
+    return nullptr;
+  }
+  auto& p = i->second;
+  model_entry* m = nullptr;
+  std::string node = st.cfg.node_name;
+  if (auto mi = st.models.find({p.job.model, p.job.version});
+      mi != st.models.end()) {
+    m = &mi->second;
+    for (auto& r : m->replicas) {
+      if (r.handle.address() == sender) {
+        node = r.node;
+        if (r.outstanding > 0) {
+          --r.outstanding;
+        }
+        r.last_used_ns = now;
+      }
+    }
+  }
+  auto router_queue_us = us_since(p.job.recv_ns, p.sent_ns);
+  st.metrics->queue_time(p.job.model, (router_queue_us + res.queue_us) / 1e6);
+  cache_result(self, p, res, node, m);
+  answer_waiters(self, p, res, node, router_queue_us, now);
+  p.waiters.clear();
+  p.running = false;
+  erase_ticket(self, res.ticket);
+  return m;
+}
+
+void on_results(self_ptr self, std::vector<exec_result>& results) {
   auto sender = self->current_sender();
   auto now = now_ns();
   model_entry* touched = nullptr;
-  std::string node = st.cfg.node_name;
   for (auto& res : results) {
-    auto i = st.tickets.find(res.ticket);
-    // A result for a ticket re-dispatched elsewhere (its replica was
-    // presumed dead) or already answered: dropped.
-    if (i == st.tickets.end() || !i->second.running ||
-        i->second.replica != sender)
-      continue;
-    auto& p = i->second;
-    auto mi = st.models.find({p.job.model, p.job.version});
-    if (mi != st.models.end()) {
-      touched = &mi->second;
-      for (auto& r : mi->second.replicas)
-        if (r.handle.address() == sender) {
-          node = r.node;
-          if (r.outstanding > 0)
-            --r.outstanding;
-          r.last_used_ns = now;
-        }
+    if (auto* m = on_result(self, res, sender, now)) {
+      touched = m;
     }
-    auto code = static_cast<status>(res.code);
-    auto router_queue_us = us_since(p.job.recv_ns, p.sent_ns);
-    st.metrics->queue_time(p.job.model, (router_queue_us + res.queue_us) / 1e6);
-    if (code == status::ok && p.job.cacheable &&
-        static_cast<cache_mode>(p.job.cache) != cache_mode::bypass) {
-      auto value = std::make_shared<cached_result>();
-      value->outputs_encoded = res.outputs_encoded;
-      value->model = p.job.model;
-      value->version = p.job.version;
-      value->node = node;
-      value->compute_us = res.compute_us;
-      auto ttl = mi != st.models.end() && mi->second.spec->cache_ttl.count() > 0
-                     ? mi->second.spec->cache_ttl
-                     : st.cfg.default_cache_ttl;
-      st.cache->put(std::move(p.job.key), std::move(value), ttl);
-    }
-    for (size_t k = 0; k < p.waiters.size(); ++k) {
-      auto& w = p.waiters[k];
-      reply r;
-      r.code = code;
-      r.error = res.error;
-      r.model = p.job.model;
-      r.version = p.job.version;
-      r.node = node;
-      if (code == status::ok) {
-        r.source = w.source;
-        if (k + 1 == p.waiters.size())
-          r.outputs_encoded = std::move(res.outputs_encoded);
-        else
-          r.outputs_encoded = res.outputs_encoded;
-      }
-      auto total = us_since(w.recv_ns, now);
-      r.timing_us = timing{std::min(total, router_queue_us + res.queue_us),
-                           res.compute_us, total};
-      send_reply(self, w, r);
-    }
-    p.waiters.clear();
-    p.running = false;
-    erase_ticket(self, res.ticket);
   }
   if (touched) {
     dispatch(self, *touched);
@@ -361,11 +449,11 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
 }
 
 void on_ready(self_ptr self, const std::string& model, uint64_t version,
-              caf::actor handle, std::string device, std::string node) {
+              replica_handle handle, std::string device, std::string node) {
   auto& st = self->state;
   auto spec = st.catalog->resolve(model, version);
   if (!spec) {
-    self->send(st.supervisor, idle_atom::value, model, version);
+    self->send(st.replicas, idle_atom::value, model, version);
     return;
   }
   auto& m = entry_for(self, spec);
@@ -392,26 +480,31 @@ void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
                    const std::string& reason) {
   auto& st = self->state;
   auto mi = st.models.find({model, version});
-  if (mi == st.models.end())
+  if (mi == st.models.end()) {
     return;
+  }
   auto& m = mi->second;
   m.spawn_requested = false;
   m.scale_requested_ns = 0;
-  if (!m.replicas.empty())
+  if (!m.replicas.empty()) {
     return;
+  }
   auto why = "model " + model + " v" + std::to_string(version) +
              " could not be loaded: " + reason;
   // Fail fast for a moment instead of retrying a broken load per request.
   m.failed_until_ns = now_ns() + 1'000'000'000;
   m.last_failure = why;
   std::vector<uint64_t> queued;
-  for (auto& [k, t] : m.queue)
+  for (auto& [k, t] : m.queue) {
     queued.push_back(t);
+  }
   m.queue.clear();
-  for (auto t : queued)
+  for (auto t : queued) {
     fail_ticket(self, t, status::unavailable, why);
-  for (auto& w : m.load_waiters)
+  }
+  for (auto& w : m.load_waiters) {
     fail_waiter(self, w, model, status::unavailable, why);
+  }
   m.load_waiters.clear();
   update_waiting(self, m);
 }
@@ -424,17 +517,21 @@ void on_down(self_ptr self, caf::down_msg& dm) {
     auto r = std::find_if(m.replicas.begin(), m.replicas.end(), [&](auto& x) {
       return x.handle.address() == dm.source;
     });
-    if (r == m.replicas.end())
+    if (r == m.replicas.end()) {
       continue;
+    }
     m.replicas.erase(r);
     st.metrics->executors(key.first, -1);
-    if (dm.reason && dm.reason != caf::exit_reason::user_shutdown)
+    if (dm.reason && dm.reason != caf::exit_reason::user_shutdown) {
       spdlog::warn("router: replica of {} v{} died: {}", key.first, key.second,
                    reason_of(dm.reason));
+    }
     std::vector<uint64_t> lost;
-    for (auto& [t, p] : st.tickets)
-      if (p.running && p.replica == dm.source)
+    for (auto& [t, p] : st.tickets) {
+      if (p.running && p.replica == dm.source) {
         lost.push_back(t);
+      }
+    }
     uint64_t redispatched = 0;
     for (auto t : lost) {
       auto& p = st.tickets.at(t);
@@ -454,12 +551,14 @@ void on_down(self_ptr self, caf::down_msg& dm) {
       enqueue(self, m, t);
       ++redispatched;
     }
-    if (redispatched > 0)
+    if (redispatched > 0) {
       st.metrics->redispatched(redispatched);
-    if (redispatched > 0)
+    }
+    if (redispatched > 0) {
       spdlog::info("router: {} v{}: {} request(s) of the lost replica "
                    "re-dispatched, {} replica(s) left",
                    key.first, key.second, redispatched, m.replicas.size());
+    }
     dispatch(self, m);
     return;
   }
@@ -469,30 +568,35 @@ void on_down(self_ptr self, caf::down_msg& dm) {
 // coordinator places it on a worker that runs none yet.
 void check_scale_out(self_ptr self, model_entry& m, int64_t now) {
   auto& st = self->state;
-  if (!st.cfg.cluster || st.cfg.scale_out_queue == 0 || m.replicas.empty())
+  if (!st.cfg.cluster || st.cfg.scale_out_queue == 0 || m.replicas.empty()) {
     return;
+  }
   auto live =
       static_cast<uint64_t>(std::count_if(m.replicas.begin(), m.replicas.end(),
                                           [](auto& r) { return !r.retiring; }));
   // A request that found no worker is given up after a while, so that a
   // worker joining later can still be asked.
-  if (m.scale_requested_ns != 0 && now - m.scale_requested_ns > 30'000'000'000)
+  if (m.scale_requested_ns != 0 &&
+      now - m.scale_requested_ns > 30'000'000'000) {
     m.scale_requested_ns = 0;
+  }
   if (m.queue.size() <= st.cfg.scale_out_queue * std::max<uint64_t>(live, 1)) {
     m.queue_high_since_ns = 0;
     return;
   }
-  if (m.queue_high_since_ns == 0)
+  if (m.queue_high_since_ns == 0) {
     m.queue_high_since_ns = now;
+  }
   if (m.scale_requested_ns != 0 || live >= st.cfg.max_replicas ||
       now - m.queue_high_since_ns <
-          std::chrono::nanoseconds{st.cfg.scale_out_after}.count())
+          std::chrono::nanoseconds{st.cfg.scale_out_after}.count()) {
     return;
+  }
   m.scale_requested_ns = now;
   spdlog::info("router: {} v{} has {} queued for {} replica(s): asking for "
                "another",
                m.spec->name, m.spec->version, m.queue.size(), live);
-  self->send(st.supervisor, spawn_atom::value, m.spec->name, m.spec->version,
+  self->send(st.replicas, spawn_atom::value, m.spec->name, m.spec->version,
              std::string{"scale"});
 }
 
@@ -500,8 +604,9 @@ void on_tick(self_ptr self) {
   auto& st = self->state;
   st.tick_scheduled = false;
   auto now = now_ns();
-  for (auto& [key, m] : st.models)
+  for (auto& [key, m] : st.models) {
     check_scale_out(self, m, now);
+  }
   std::vector<uint64_t> dead;
   for (auto& [t, p] : st.tickets) {
     auto& ws = p.waiters;
@@ -515,8 +620,9 @@ void on_tick(self_ptr self) {
         ++w;
       }
     }
-    if (ws.empty() && !p.running)
+    if (ws.empty() && !p.running) {
       dead.push_back(t);
+    }
   }
   for (auto t : dead) {
     auto& p = st.tickets.at(t);
@@ -535,22 +641,25 @@ void on_idle_check(self_ptr self) {
   auto now = now_ns();
   for (auto& [key, m] : st.models) {
     auto ttl = m.spec->idle_ttl.value_or(st.cfg.idle_ttl);
-    if (m.pinned || !m.queue.empty() || m.replicas.empty())
+    if (m.pinned || !m.queue.empty() || m.replicas.empty()) {
       continue;
+    }
     bool idle = true;
-    for (auto& r : m.replicas)
+    for (auto& r : m.replicas) {
       idle = idle && r.outstanding == 0 &&
              now - r.last_used_ns >= std::chrono::nanoseconds{ttl}.count();
-    if (!idle)
+    }
+    if (!idle) {
       continue;
+    }
     spdlog::info("router: retiring idle replicas of {} v{}", key.first,
                  key.second);
     for (auto& r : m.replicas) {
-      self->demonitor(r.handle);
+      self->demonitor(r.handle.address());
       st.metrics->executors(key.first, -1);
     }
     m.replicas.clear();
-    self->send(st.supervisor, idle_atom::value, key.first, key.second);
+    self->send(st.replicas, idle_atom::value, key.first, key.second);
   }
   auto period = std::min<std::chrono::milliseconds>(
       std::chrono::milliseconds{1000},
@@ -558,56 +667,60 @@ void on_idle_check(self_ptr self) {
   self->delayed_send(self, period, idle_atom::value);
 }
 
+// A replica the coordinator is draining: it gets no new work once another
+// replica of its model can take it, and is handed back when idle.
+void on_retire(self_ptr self, const replica_handle& handle) {
+  for (auto& [key, m] : self->state.models) {
+    for (auto& r : m.replicas) {
+      if (r.handle != handle) {
+        continue;
+      }
+      r.retiring = true;
+      retire_drained(self, key, m);
+      return;
+    }
+  }
+}
+
 } // namespace
 
 void router_admin(self_ptr self, admin_job& job);
 
-caf::behavior router_actor(self_ptr self, router_config cfg,
-                           model_catalog_ptr catalog,
-                           std::shared_ptr<result_cache> cache,
-                           std::shared_ptr<reply_sink> sink,
-                           std::shared_ptr<serving_metrics> metrics,
-                           caf::actor supervisor) {
+router_handle::behavior_type router_actor(
+    self_ptr self, router_config cfg, model_catalog_ptr catalog,
+    std::shared_ptr<result_cache> cache, std::shared_ptr<reply_sink> sink,
+    std::shared_ptr<serving_metrics> metrics, replica_source_handle replicas,
+    cluster_status_handle cluster_status) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
   st.catalog = std::move(catalog);
   st.cache = std::move(cache);
   st.sink = std::move(sink);
   st.metrics = std::move(metrics);
-  st.supervisor = std::move(supervisor);
+  st.replicas = std::move(replicas);
+  st.cluster_status = std::move(cluster_status);
   self->set_down_handler([=](caf::down_msg& dm) { on_down(self, dm); });
   self->send(self, idle_atom::value);
   // Pinned models are loaded at start, so their first request is warm.
-  for (auto& [name, versions] : st.catalog->models)
-    for (auto& [v, spec] : versions)
-      if (spec->pinned)
+  for (auto& [name, versions] : st.catalog->models) {
+    for (auto& [v, spec] : versions) {
+      if (spec->pinned) {
         request_replica(self, entry_for(self, spec), "load");
+      }
+    }
+  }
   return {
       [=](infer_job& job) { on_infer(self, job); },
       [=](admin_job& job) { router_admin(self, job); },
       [=](ready_atom, const std::string& model, uint64_t version,
-          caf::actor handle, std::string& device) {
+          replica_handle& handle, std::string& device) {
         on_ready(self, model, version, std::move(handle), std::move(device),
                  self->state.cfg.node_name);
       },
       [=](ready_atom, const std::string& model, uint64_t version,
-          caf::actor handle, std::string& device, std::string& node) {
+          replica_handle& handle, std::string& device, std::string& node) {
         on_ready(self, model, version, std::move(handle), std::move(device),
                  std::move(node));
-      },
-      [=](retire_atom, const caf::actor& handle) {
-        auto& st = self->state;
-        for (auto& [key, m] : st.models) {
-          for (auto& r : m.replicas) {
-            if (r.handle != handle)
-              continue;
-            r.retiring = true;
-            // A replacement is coming; make sure one is asked for even if
-            // the coordinator's own request raced with an idle retirement.
-            retire_drained(self, key, m);
-            return;
-          }
-        }
       },
       [=](done_atom, std::vector<exec_result>& results) {
         on_results(self, results);
@@ -615,6 +728,9 @@ caf::behavior router_actor(self_ptr self, router_config cfg,
       [=](spawn_fail_atom, const std::string& model, uint64_t version,
           const std::string& reason) {
         on_spawn_fail(self, model, version, reason);
+      },
+      [=](retire_atom, const replica_handle& handle) {
+        on_retire(self, handle);
       },
       [=](tick_atom) { on_tick(self); },
       [=](idle_atom) { on_idle_check(self); },

@@ -2,36 +2,15 @@
 // identical in-flight misses, keeps a bounded priority queue per model
 // version (priority 0..9, then arrival; deadlines enforced while queued and
 // running), dispatches to the replica with the least outstanding work, asks
-// the supervisor for a replica when a model has none (lazy spawn), retires
-// idle replicas, re-dispatches the requests of a replica that died, and
-// replies to every request exactly once.
+// its replica source for a replica when a model has none (lazy spawn),
+// retires idle replicas, re-dispatches the requests of a replica that died,
+// and replies to every request exactly once.
 //
-// Handlers:
-//   infer_job                      from the gateway: a cache miss; the reply
-//                                  goes to the reply sink, not back. A retry
-//                                  (same client, same id) of an open request
-//                                  is absorbed: one reply per request id.
-//   admin_job                      from the gateway: models, status, load,
-//                                  unload; the reply goes to the sink.
-//   (ready_atom, model, version, actor, device)
-//                                  from an executor that finished loading.
-//   (ready_atom, model, version, actor, device, node)
-//                                  from the coordinator: a remote replica
-//                                  (its proxy) on worker `node`.
-//   (retire_atom, actor)           from the coordinator: drain that replica;
-//                                  once idle and replaceable it is handed
-//                                  back with (retire_atom, actor).
-//   (done_atom, vector<exec_result>)
-//                                  from an executor: one batch's results.
-//   (spawn_fail_atom, model, version, reason)
-//                                  from the supervisor: no replica will come;
-//                                  queued requests fail with UNAVAILABLE.
-//   (tick_atom)                    from itself: deadline checks.
-//   (idle_atom)                    from itself: idle replica retirement.
-//   (drain_atom)                   from the node on SIGTERM or `drain`: new
-//                                  requests get UNAVAILABLE; returns the
-//                                  number of requests still open.
-//   (count_atom)                   from the node: returns requests open.
+// Its replica source is the node supervisor, or on a head the coordinator
+// (replica_source_handle, actors/serving/supervisor.hpp); the replicas are
+// executors or remote_replica proxies (replica_handle,
+// actors/serving/executor.hpp). It monitors every replica: a DOWN
+// re-dispatches what that replica was running.
 #pragma once
 
 #include <chrono>
@@ -46,15 +25,103 @@
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/typed_actor.hpp>
 
 #include "actors/messages.hpp"
-#include "actors/serving/result_cache.hpp"
-#include "net/gateway/reply_sink.hpp"
+#include "actors/serving/executor.hpp"
 #include "actors/serving/load_progress.hpp"
-#include "gpu/model/model_spec.hpp"
+#include "actors/serving/result_cache.hpp"
 #include "actors/serving/serving_metrics.hpp"
+#include "actors/serving/supervisor.hpp"
+#include "gpu/model/model_spec.hpp"
+#include "net/gateway/reply_sink.hpp"
+#include "net/wire/exec.hpp"
+#include "net/wire/message.hpp"
 
 namespace shoal {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_key& x) {
+  return f(x.bytes, x.hash_lo, x.hash_hi);
+}
+
+// An inference request the gateway could not answer from cache.
+struct infer_job {
+  request_id id;
+  std::string model;
+  uint64_t version = 0;
+  std::vector<tensor> inputs; // in the model's declared input order
+  uint64_t rows = 1;          // batch rows of this request
+  uint8_t priority = 5;
+  int64_t recv_ns = 0;
+  int64_t deadline_ns = 0;
+  uint8_t cache = 0;      // cache_mode
+  bool cacheable = false; // the model caches and the node has a budget
+  cache_key key;          // set when cacheable
+  reply_route route;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, infer_job& x) {
+  return f(x.id, x.model, x.version, x.inputs, x.rows, x.priority, x.recv_ns,
+           x.deadline_ns, x.cache, x.cacheable, x.key, x.route);
+}
+
+// A non-infer op the router answers (models, status, load, unload).
+struct admin_job {
+  request_id id;
+  uint8_t op = 0; // op_kind
+  std::string model;
+  uint64_t version = 0; // 0: not given
+  std::string node;
+  reply_route route;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, admin_job& x) {
+  return f(x.id, x.op, x.model, x.version, x.node, x.route);
+}
+
+// Who answers the `status` op for a whole cluster: the coordinator, on a
+// head. Its reply goes to the reply sink.
+using cluster_status_handle = caf::typed_actor<caf::reacts_to<admin_job>>;
+
+// The router. It is a replica_listener_handle (ready_atom, done_atom,
+// spawn_fail_atom) for the replicas it asks for, and more:
+using router_handle = caf::typed_actor<
+    // From the gateway: a cache miss. The reply goes to the reply sink, not
+    // back. A retry (same client, same id) of an open request is absorbed:
+    // one reply per request id.
+    caf::reacts_to<infer_job>,
+    // From the gateway: models, status, load, unload. The reply goes to the
+    // reply sink (status on a head: from the coordinator).
+    caf::reacts_to<admin_job>,
+    // From an executor that finished loading (model, version, replica,
+    // device): monitored, then dispatched to. Nothing comes back.
+    caf::reacts_to<ready_atom, std::string, uint64_t, replica_handle,
+                   std::string>,
+    // From the coordinator: a remote replica (its proxy) on worker `node`
+    // (model, version, proxy, device, node). Nothing comes back.
+    caf::reacts_to<ready_atom, std::string, uint64_t, replica_handle,
+                   std::string, std::string>,
+    // From a replica (executor or proxy): one batch's results, accepted
+    // only from the replica each ticket runs on. Nothing comes back.
+    caf::reacts_to<done_atom, std::vector<exec_result>>,
+    // From the replica source: no replica of (model, version) will come,
+    // and why; queued requests fail with UNAVAILABLE. Nothing comes back.
+    caf::reacts_to<spawn_fail_atom, std::string, uint64_t, std::string>,
+    // From the coordinator: drain that replica. Once idle and replaceable
+    // it is handed back with (retire_atom, replica) to the replica source.
+    caf::reacts_to<retire_atom, replica_handle>,
+    // From itself: deadline checks (and scale-out); nothing comes back.
+    caf::reacts_to<tick_atom>,
+    // From itself: idle replica retirement; nothing comes back.
+    caf::reacts_to<idle_atom>,
+    // From the node on SIGTERM or `drain`: new requests get UNAVAILABLE;
+    // returns the number of requests still open.
+    caf::replies_to<drain_atom>::with<uint64_t>,
+    // From the node while draining: returns the number of requests open.
+    caf::replies_to<count_atom>::with<uint64_t>>;
 
 struct router_config {
   uint64_t queue_capacity = 1024;
@@ -66,7 +133,7 @@ struct router_config {
   std::chrono::milliseconds default_cache_ttl{0};
   std::string node_name = "node";
   std::string node_role = "all";
-  // Head of a cluster: `supervisor` is the coordinator, which also
+  // Head of a cluster: the replica source is the coordinator, which also
   // answers the `status` op and takes retired replicas back.
   bool cluster = false;
   // Cluster scale-out: another replica is asked for when a model's queue
@@ -105,7 +172,7 @@ struct router_state {
   };
 
   struct replica {
-    caf::actor handle;
+    replica_handle handle;
     uint64_t outstanding = 0;
     int64_t last_used_ns = 0;
     std::string device;
@@ -136,7 +203,8 @@ struct router_state {
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
   std::shared_ptr<serving_metrics> metrics;
-  caf::actor supervisor;
+  replica_source_handle replicas;
+  cluster_status_handle cluster_status; // a head's coordinator, else null
 
   std::map<model_key, model_entry> models;
   std::unordered_map<uint64_t, pending> tickets;
@@ -153,11 +221,11 @@ struct router_state {
   static inline const char* name = "router";
 };
 
-caf::behavior router_actor(caf::stateful_actor<router_state>* self,
-                           router_config cfg, model_catalog_ptr catalog,
-                           std::shared_ptr<result_cache> cache,
-                           std::shared_ptr<reply_sink> sink,
-                           std::shared_ptr<serving_metrics> metrics,
-                           caf::actor supervisor);
+// `cluster_status` answers the status op when cfg.cluster (null otherwise).
+router_handle::behavior_type router_actor(
+    router_handle::stateful_pointer<router_state> self, router_config cfg,
+    model_catalog_ptr catalog, std::shared_ptr<result_cache> cache,
+    std::shared_ptr<reply_sink> sink, std::shared_ptr<serving_metrics> metrics,
+    replica_source_handle replicas, cluster_status_handle cluster_status);
 
 } // namespace shoal

@@ -3,14 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/serving/router.hpp"
-#include "net/wire/codec.hpp"
 #include "gpu/device/node_devices.hpp"
+#include "net/wire/codec.hpp"
 
 namespace shoal {
 
 namespace {
 
-using self_ptr = caf::stateful_actor<router_state>*;
+using self_ptr = router_handle::stateful_pointer<router_state>;
 
 void send_admin_reply(self_ptr self, const admin_job& job, reply& r) {
   auto& st = self->state;
@@ -41,11 +41,12 @@ void models_reply(self_ptr self, const admin_job& job) {
     for (auto& [v, spec] : versions) {
       info.versions.push_back(v);
       auto mi = st.models.find({name, v});
-      if (mi == st.models.end())
+      if (mi == st.models.end()) {
         continue;
-      if (!mi->second.replicas.empty())
+      }
+      if (!mi->second.replicas.empty()) {
         info.state = "loaded";
-      else if (mi->second.spawn_requested && info.state != "loaded") {
+      } else if (mi->second.spawn_requested && info.state != "loaded") {
         info.state = "loading";
         if (st.cfg.progress) {
           if (auto p = st.cfg.progress->get(name, v)) {
@@ -73,12 +74,69 @@ void status_reply(self_ptr self, const admin_job& job) {
   n.role = st.cfg.node_role;
   n.state = st.draining ? "draining" : "up";
   std::map<std::string, uint64_t> per_model;
-  for (auto& [key, m] : st.models)
-    if (!m.replicas.empty())
+  for (auto& [key, m] : st.models) {
+    if (!m.replicas.empty()) {
       per_model[key.first] += m.replicas.size();
+    }
+  }
   n.replicas.assign(per_model.begin(), per_model.end());
   n.devices = local_devices();
   r.nodes.push_back(std::move(n));
+  send_admin_reply(self, job, r);
+}
+
+// An explicitly loaded model stays until unloaded, as in Triton's explicit
+// model control. The reply waits for the replica when none runs yet.
+void load_model(self_ptr self, const admin_job& job,
+                router_state::model_entry& m) {
+  auto& st = self->state;
+  auto& spec = *m.spec;
+  m.pinned = true;
+  if (!m.replicas.empty()) {
+    reply r;
+    r.model = spec.name;
+    r.version = spec.version;
+    r.node = st.cfg.node_name;
+    return send_admin_reply(self, job, r);
+  }
+  m.load_waiters.push_back(
+      {job.id, job.route, now_ns(), 0, reply_source::none, op_kind::load});
+  if (!m.spawn_requested) {
+    m.spawn_requested = true;
+    self->send(st.replicas, spawn_atom::value, spec.name, spec.version,
+               std::string{"load"});
+  }
+}
+
+// Unpins a model and retires its replicas, unless it has work queued or
+// running (then the client retries).
+void unload_model(self_ptr self, const admin_job& job,
+                  router_state::model_entry& m) {
+  auto& st = self->state;
+  auto& spec = *m.spec;
+  m.pinned = spec.pinned;
+  if (!m.queue.empty()) {
+    return fail(self, job, status::unavailable,
+                "model " + spec.name + " has " +
+                    std::to_string(m.queue.size()) +
+                    " requests queued; retry when they are served");
+  }
+  bool busy = std::any_of(m.replicas.begin(), m.replicas.end(),
+                          [](auto& r) { return r.outstanding > 0; });
+  if (busy) {
+    return fail(self, job, status::unavailable,
+                "model " + spec.name +
+                    " is running requests; retry when they are served");
+  }
+  for (auto& r : m.replicas) {
+    self->demonitor(r.handle.address());
+    st.metrics->executors(spec.name, -1);
+  }
+  m.replicas.clear();
+  self->send(st.replicas, idle_atom::value, spec.name, spec.version);
+  reply r;
+  r.model = spec.name;
+  r.version = spec.version;
   send_admin_reply(self, job, r);
 }
 
@@ -87,69 +145,35 @@ void status_reply(self_ptr self, const admin_job& job) {
 void router_admin(self_ptr self, admin_job& job) {
   auto& st = self->state;
   auto op = static_cast<op_kind>(job.op);
-  if (op == op_kind::models)
+  if (op == op_kind::models) {
     return models_reply(self, job);
+  }
   if (op == op_kind::status) {
-    if (st.cfg.cluster)
-      return self->send(st.supervisor, std::move(job));
+    if (st.cfg.cluster) {
+      return self->send(st.cluster_status, std::move(job));
+    }
     return status_reply(self, job);
   }
   std::optional<uint64_t> version;
-  if (job.version > 0)
+  if (job.version > 0) {
     version = job.version;
+  }
   auto spec = st.catalog->resolve(job.model, version);
-  if (!spec)
+  if (!spec) {
     return fail(self, job, status::not_found,
                 "model " + job.model +
                     (version ? " v" + std::to_string(*version) : "") +
                     " not found");
+  }
   auto& m = st.models[{spec->name, spec->version}];
-  if (!m.spec)
+  if (!m.spec) {
     m.spec = spec;
+  }
   if (op == op_kind::load) {
-    // An explicitly loaded model stays until unloaded, as in Triton's
-    // explicit model control.
-    m.pinned = true;
-    if (!m.replicas.empty()) {
-      reply r;
-      r.model = spec->name;
-      r.version = spec->version;
-      r.node = st.cfg.node_name;
-      return send_admin_reply(self, job, r);
-    }
-    m.load_waiters.push_back(
-        {job.id, job.route, now_ns(), 0, reply_source::none, op_kind::load});
-    if (!m.spawn_requested) {
-      m.spawn_requested = true;
-      self->send(st.supervisor, spawn_atom::value, spec->name, spec->version,
-                 std::string{"load"});
-    }
-    return;
+    return load_model(self, job, m);
   }
   if (op == op_kind::unload) {
-    m.pinned = spec->pinned;
-    if (!m.queue.empty())
-      return fail(self, job, status::unavailable,
-                  "model " + spec->name + " has " +
-                      std::to_string(m.queue.size()) +
-                      " requests queued; retry when they are served");
-    bool busy = false;
-    for (auto& r : m.replicas)
-      busy = busy || r.outstanding > 0;
-    if (busy)
-      return fail(self, job, status::unavailable,
-                  "model " + spec->name +
-                      " is running requests; retry when they are served");
-    for (auto& r : m.replicas) {
-      self->demonitor(r.handle);
-      st.metrics->executors(spec->name, -1);
-    }
-    m.replicas.clear();
-    self->send(st.supervisor, idle_atom::value, spec->name, spec->version);
-    reply r;
-    r.model = spec->name;
-    r.version = spec->version;
-    return send_admin_reply(self, job, r);
+    return unload_model(self, job, m);
   }
   fail(self, job, status::invalid_argument,
        "op " + std::string{to_string(op)} + " is not handled by the router");

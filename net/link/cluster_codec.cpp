@@ -46,41 +46,47 @@ public:
   // later version may append fields).
   caf::error array(const object& o, size_t n, const char* field,
                    const object*& out) const {
-    if (o.type != mt::ARRAY || o.via.array.size < n)
+    if (o.type != mt::ARRAY || o.via.array.size < n) {
       return fail(std::string{field} + ": expected an array of at least " +
                   std::to_string(n) + " items");
+    }
     out = o.via.array.ptr;
     return {};
   }
 
   caf::error str(const object& o, const char* field, std::string& out) const {
-    if (o.type != mt::STR)
+    if (o.type != mt::STR) {
       return fail(std::string{field} + ": expected a string");
+    }
     out.assign(o.via.str.ptr, o.via.str.size);
     return {};
   }
 
   caf::error bin(const object& o, const char* field, std::string& out) const {
-    if (o.type != mt::BIN && o.type != mt::STR)
+    if (o.type != mt::BIN && o.type != mt::STR) {
       return fail(std::string{field} + ": expected bin");
-    if (o.type == mt::BIN)
+    }
+    if (o.type == mt::BIN) {
       out.assign(o.via.bin.ptr, o.via.bin.size);
-    else
+    } else {
       out.assign(o.via.str.ptr, o.via.str.size);
+    }
     return {};
   }
 
   caf::error u64(const object& o, const char* field, uint64_t& out) const {
-    if (o.type != mt::POSITIVE_INTEGER)
+    if (o.type != mt::POSITIVE_INTEGER) {
       return fail(std::string{field} + ": expected an unsigned integer");
+    }
     out = o.via.u64;
     return {};
   }
 
   caf::error i64(const object& o, const char* field, int64_t& out) const {
     if (o.type == mt::POSITIVE_INTEGER) {
-      if (o.via.u64 > static_cast<uint64_t>(INT64_MAX))
+      if (o.via.u64 > static_cast<uint64_t>(INT64_MAX)) {
         return fail(std::string{field} + ": out of range");
+      }
       out = static_cast<int64_t>(o.via.u64);
       return {};
     }
@@ -92,8 +98,9 @@ public:
   }
 
   caf::error boolean(const object& o, const char* field, bool& out) const {
-    if (o.type != mt::BOOLEAN)
+    if (o.type != mt::BOOLEAN) {
       return fail(std::string{field} + ": expected a boolean");
+    }
     out = o.via.boolean;
     return {};
   }
@@ -169,11 +176,13 @@ void put_devices(packer& pk, const std::vector<node_device>& devices) {
 
 caf::error get_devices(const reader& rd, const object& o,
                        std::vector<node_device>& out) {
-  if (o.type != mt::ARRAY)
+  if (o.type != mt::ARRAY) {
     return rd.fail("devices: expected an array");
-  if (o.via.array.size > max_node_devices)
+  }
+  if (o.via.array.size > max_node_devices) {
     return rd.fail("devices: " + std::to_string(o.via.array.size) +
                    " devices, at most " + std::to_string(max_node_devices));
+  }
   out.resize(o.via.array.size);
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     auto& d = out[i];
@@ -183,11 +192,13 @@ caf::error get_devices(const reader& rd, const object& o,
     SHOAL_TRY(rd.str(a[1], "device.product", d.product));
     SHOAL_TRY(rd.u64(a[2], "device.total_bytes", d.total_bytes));
     SHOAL_TRY(rd.u64(a[3], "device.used_bytes", d.used_bytes));
-    if (a[4].type != mt::ARRAY)
+    if (a[4].type != mt::ARRAY) {
       return rd.fail("device.replicas: expected an array");
-    if (a[4].via.array.size > max_device_replicas)
+    }
+    if (a[4].via.array.size > max_device_replicas) {
       return rd.fail("device.replicas: at most " +
                      std::to_string(max_device_replicas) + " models");
+    }
     d.replicas.resize(a[4].via.array.size);
     for (uint32_t j = 0; j < a[4].via.array.size; ++j) {
       const object* r = nullptr;
@@ -204,8 +215,9 @@ void put_tensor(packer& pk, const tensor& t) {
   put(pk, t.name);
   pk.pack_uint8(static_cast<uint8_t>(t.type));
   pk.pack_array(static_cast<uint32_t>(t.shape.size()));
-  for (auto d : t.shape)
+  for (auto d : t.shape) {
     pk.pack_uint64(d);
+  }
   put_bin(pk, t.data.data(), t.data.size());
 }
 
@@ -216,18 +228,23 @@ caf::error get_tensor(const reader& rd, const object& o, tensor& t) {
   uint64_t type = 0;
   SHOAL_TRY(rd.u64(a[1], "tensor.dtype", type));
   t.type = static_cast<dtype>(type);
-  if (type > 255 || dtype_size(t.type) == 0)
+  if (type > 255 || dtype_size(t.type) == 0) {
     return rd.fail("tensor.dtype: unknown dtype " + std::to_string(type));
-  if (a[2].type != mt::ARRAY || a[2].via.array.size > 8)
+  }
+  if (a[2].type != mt::ARRAY || a[2].via.array.size > 8) {
     return rd.fail("tensor.shape: expected at most 8 dimensions");
+  }
   t.shape.resize(a[2].via.array.size);
-  for (uint32_t i = 0; i < a[2].via.array.size; ++i)
+  for (uint32_t i = 0; i < a[2].via.array.size; ++i) {
     SHOAL_TRY(rd.u64(a[2].via.array.ptr[i], "tensor.shape", t.shape[i]));
-  if (a[3].type != mt::BIN)
+  }
+  if (a[3].type != mt::BIN) {
     return rd.fail("tensor.data: expected bin");
+  }
   auto n = t.element_count();
-  if (!n || *n > max_bin || *n * dtype_size(t.type) != a[3].via.bin.size)
+  if (!n || *n > max_bin || *n * dtype_size(t.type) != a[3].via.bin.size) {
     return rd.fail("tensor.data: size does not match shape and dtype");
+  }
   t.data.assign(a[3].via.bin.ptr, a[3].via.bin.ptr + a[3].via.bin.size);
   return {};
 }
@@ -254,7 +271,52 @@ caf::error get_model_reason(const std::string& body, const char* msg, T& x) {
   });
 }
 
+template <class Body>
+caf::error send_body(node_link& link, const std::string& peer, const Body& x) {
+  std::string body;
+  encode(x, body);
+  return link.send(peer, to_string(op_of(x)), std::move(body));
+}
+
 } // namespace
+
+std::string_view to_string(cluster_op op) noexcept {
+  switch (op) {
+  case cluster_op::spawn:
+    return "spawn";
+  case cluster_op::ready:
+    return "ready";
+  case cluster_op::spawn_fail:
+    return "spawn_fail";
+  case cluster_op::retire:
+    return "retire";
+  case cluster_op::replica_down:
+    return "replica_down";
+  case cluster_op::exec:
+    return "exec";
+  case cluster_op::done:
+    return "done";
+  case cluster_op::drain:
+    return "drain";
+  case cluster_op::leave:
+    return "leave";
+  case cluster_op::devices:
+    return "devices";
+  }
+  return "?";
+}
+
+std::optional<cluster_op> parse_cluster_op(std::string_view name) noexcept {
+  // Every op, in declaration order; to_string's switch keeps the names.
+  for (auto i = static_cast<uint8_t>(cluster_op::spawn);
+       i <= static_cast<uint8_t>(cluster_op::devices); ++i) {
+    auto op = static_cast<cluster_op>(i);
+    if (to_string(op) == name) {
+      return op;
+    }
+  }
+  return std::nullopt;
+}
 
 void encode(const worker_hello& x, std::string& out) {
   string_writer w{out};
@@ -267,14 +329,16 @@ void encode(const worker_hello& x, std::string& out) {
     put(pk, v);
   }
   pk.pack_uint64(x.memory_bytes);
-  if (x.draining)
+  if (x.draining) {
     pk.pack_true();
-  else
+  } else {
     pk.pack_false();
+  }
   put(pk, x.metrics_target);
   pk.pack_array(static_cast<uint32_t>(x.replicas.size()));
-  for (auto& r : x.replicas)
+  for (auto& r : x.replicas) {
     put_desc(pk, r);
+  }
   pk.pack_array(static_cast<uint32_t>(x.cached.size()));
   for (auto& [m, v] : x.cached) {
     pk.pack_array(2);
@@ -289,8 +353,9 @@ caf::error decode(const std::string& body, worker_hello& x) {
     const object* a = nullptr;
     SHOAL_TRY(rd.array(rd.root(), 7, "hello", a));
     SHOAL_TRY(rd.str(a[0], "role", x.role));
-    if (a[1].type != mt::MAP)
+    if (a[1].type != mt::MAP) {
       return rd.fail("labels: expected a map");
+    }
     x.labels.clear();
     for (uint32_t i = 0; i < a[1].via.map.size; ++i) {
       std::string k, v;
@@ -301,13 +366,16 @@ caf::error decode(const std::string& body, worker_hello& x) {
     SHOAL_TRY(rd.u64(a[2], "memory_bytes", x.memory_bytes));
     SHOAL_TRY(rd.boolean(a[3], "draining", x.draining));
     SHOAL_TRY(rd.str(a[4], "metrics_target", x.metrics_target));
-    if (a[5].type != mt::ARRAY)
+    if (a[5].type != mt::ARRAY) {
       return rd.fail("replicas: expected an array");
+    }
     x.replicas.resize(a[5].via.array.size);
-    for (uint32_t i = 0; i < a[5].via.array.size; ++i)
+    for (uint32_t i = 0; i < a[5].via.array.size; ++i) {
       SHOAL_TRY(get_desc(rd, a[5].via.array.ptr[i], x.replicas[i]));
-    if (a[6].type != mt::ARRAY)
+    }
+    if (a[6].type != mt::ARRAY) {
       return rd.fail("cached: expected an array");
+    }
     x.cached.resize(a[6].via.array.size);
     for (uint32_t i = 0; i < a[6].via.array.size; ++i) {
       const object* c = nullptr;
@@ -317,8 +385,9 @@ caf::error decode(const std::string& body, worker_hello& x) {
     }
     // Workers older than the devices field send 7 items.
     x.devices.clear();
-    if (rd.root().via.array.size > 7)
+    if (rd.root().via.array.size > 7) {
       SHOAL_TRY(get_devices(rd, a[7], x.devices));
+    }
     return {};
   });
 }
@@ -403,8 +472,9 @@ void encode(const exec_msg& x, std::string& out) {
         it.deadline_ns == 0 ? 0 : std::max<int64_t>(1, it.deadline_ns - now));
     pk.pack_int64(it.sent_ns == 0 ? 0 : now - it.sent_ns);
     pk.pack_array(static_cast<uint32_t>(it.inputs.size()));
-    for (auto& t : it.inputs)
+    for (auto& t : it.inputs) {
       put_tensor(pk, t);
+    }
   }
 }
 
@@ -414,8 +484,9 @@ caf::error decode(const std::string& body, exec_msg& x) {
     const object* a = nullptr;
     SHOAL_TRY(rd.array(rd.root(), 2, "exec", a));
     SHOAL_TRY(rd.u64(a[0], "replica", x.replica));
-    if (a[1].type != mt::ARRAY)
+    if (a[1].type != mt::ARRAY) {
       return rd.fail("items: expected an array");
+    }
     x.items.resize(a[1].via.array.size);
     for (uint32_t i = 0; i < a[1].via.array.size; ++i) {
       auto& it = x.items[i];
@@ -428,11 +499,13 @@ caf::error decode(const std::string& body, exec_msg& x) {
       SHOAL_TRY(rd.i64(e[3], "item.age", age));
       it.deadline_ns = left <= 0 ? 0 : now + left;
       it.sent_ns = now - std::max<int64_t>(0, age);
-      if (e[4].type != mt::ARRAY || e[4].via.array.size > 64)
+      if (e[4].type != mt::ARRAY || e[4].via.array.size > 64) {
         return rd.fail("item.inputs: expected at most 64 tensors");
+      }
       it.inputs.resize(e[4].via.array.size);
-      for (uint32_t j = 0; j < e[4].via.array.size; ++j)
+      for (uint32_t j = 0; j < e[4].via.array.size; ++j) {
         SHOAL_TRY(get_tensor(rd, e[4].via.array.ptr[j], it.inputs[j]));
+      }
     }
     return {};
   });
@@ -461,8 +534,9 @@ caf::error decode(const std::string& body, done_msg& x) {
     const object* a = nullptr;
     SHOAL_TRY(rd.array(rd.root(), 2, "done", a));
     SHOAL_TRY(rd.u64(a[0], "replica", x.replica));
-    if (a[1].type != mt::ARRAY)
+    if (a[1].type != mt::ARRAY) {
       return rd.fail("results: expected an array");
+    }
     x.results.resize(a[1].via.array.size);
     for (uint32_t i = 0; i < a[1].via.array.size; ++i) {
       auto& r = x.results[i];
@@ -471,8 +545,9 @@ caf::error decode(const std::string& body, done_msg& x) {
       SHOAL_TRY(rd.u64(e[0], "result.ticket", r.ticket));
       uint64_t code = 0;
       SHOAL_TRY(rd.u64(e[1], "result.code", code));
-      if (code > 255)
+      if (code > 255) {
         return rd.fail("result.code: out of range");
+      }
       r.code = static_cast<uint8_t>(code);
       SHOAL_TRY(rd.str(e[2], "result.error", r.error));
       SHOAL_TRY(rd.bin(e[3], "result.outputs", r.outputs_encoded));
@@ -499,6 +574,72 @@ caf::error decode(const std::string& body, devices_msg& x) {
     SHOAL_TRY(rd.array(rd.root(), 1, "devices", a));
     return get_devices(rd, a[0], x.devices);
   });
+}
+
+void encode(const drain_msg&, std::string&) {
+  // nop: the op is the message
+}
+
+caf::error decode(const std::string&, drain_msg&) {
+  return {};
+}
+
+void encode(const leave_msg&, std::string&) {
+  // nop: the op is the message
+}
+
+caf::error decode(const std::string&, leave_msg&) {
+  return {};
+}
+
+caf::error send(node_link& link, const std::string& peer, const spawn_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer,
+                const replica_desc& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer,
+                const spawn_fail_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer, const retire_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer,
+                const replica_down_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer, const exec_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer, const done_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer, const drain_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer, const leave_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer,
+                const devices_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error set_hello(node_link& link, const worker_hello& x) {
+  std::string body;
+  encode(x, body);
+  return link.set_hello(std::move(body));
 }
 
 } // namespace shoal

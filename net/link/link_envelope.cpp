@@ -39,7 +39,7 @@ bool reference_all(mt::object_type, size_t, void*) {
 }
 
 struct failure {
-  link_fault fault;
+  link_fault fault = link_fault::malformed;
   std::string reason;
 };
 
@@ -147,6 +147,126 @@ caf::expected<link_envelope> fail(link_fault f, std::string reason,
                     "link envelope: " + std::move(reason));
 }
 
+using key_values = std::array<const object*, key_names.size()>;
+
+// Finds the known keys of the envelope map; false (with `f`) when it is not
+// a map of str keys or a known key is given twice.
+bool index_keys(const object& map, key_values& vals, failure& f) {
+  f.fault = link_fault::malformed;
+  if (map.type != mt::MAP) {
+    f.reason = "expected a map, got " + std::string{msgpack_kind_name(map)};
+    return false;
+  }
+  for (uint32_t i = 0; i < map.via.map.size; ++i) {
+    const auto& kv = map.via.map.ptr[i];
+    if (kv.key.type != mt::STR) {
+      f.reason = "map key " + std::to_string(i) + " is a " +
+                 std::string{msgpack_kind_name(kv.key)} + ", not a str";
+      return false;
+    }
+    std::string_view name{kv.key.via.str.ptr, kv.key.via.str.size};
+    for (size_t k = 0; k < key_names.size(); ++k) {
+      if (key_names[k] != name) {
+        continue;
+      }
+      if (vals[k] != nullptr) {
+        f.reason = "duplicate key " + std::string{name};
+        return false;
+      }
+      vals[k] = &kv.val;
+    }
+  }
+  return true;
+}
+
+bool check_version(const key_values& vals, failure& f) {
+  uint64_t v = 0;
+  if (auto why = get_uint(vals[k_v], k_v, true, v); !why.empty()) {
+    f = {link_fault::malformed, std::move(why)};
+    return false;
+  }
+  if (v != link_protocol_version) {
+    f = {link_fault::unsupported_version,
+         "version " + std::to_string(v) + ", expected " +
+             std::to_string(link_protocol_version)};
+    return false;
+  }
+  return true;
+}
+
+// A present `mac` must be a 32-byte bin; with a secret it must be there
+// and match the frame.
+bool check_mac(const key_values& vals, std::string_view secret,
+               const uint8_t* data, size_t size, failure& f) {
+  const object* mac = vals[k_mac];
+  if (mac != nullptr &&
+      (mac->type != mt::BIN || mac->via.bin.size != link_mac_bytes)) {
+    f = {link_fault::malformed, "mac: expected a bin of 32 bytes"};
+    return false;
+  }
+  if (secret.empty()) {
+    return true;
+  }
+  if (mac == nullptr) {
+    f = {link_fault::unauthenticated, "missing mac"};
+    return false;
+  }
+  auto* at = reinterpret_cast<const uint8_t*>(mac->via.bin.ptr);
+  // Parsed by reference, so the payload lies inside the frame.
+  if (at < data || at + link_mac_bytes > data + size) {
+    f = {link_fault::malformed, "mac outside the frame"};
+    return false;
+  }
+  uint8_t want[link_mac_bytes];
+  mac_of(secret, data, size, static_cast<size_t>(at - data), want);
+  if (sodium_memcmp(want, at, link_mac_bytes) != 0) {
+    f = {link_fault::unauthenticated, "wrong mac"};
+    return false;
+  }
+  return true;
+}
+
+// The envelope's fields besides version and mac.
+bool read_fields(const key_values& vals, const envelope_limits& limits,
+                 link_envelope& env, failure& f) {
+  std::string why = get_str(vals[k_t], k_t, link_max_type_bytes, env.type);
+  if (why.empty()) {
+    why = get_str(vals[k_from], k_from, link_max_name_bytes, env.from);
+  }
+  if (why.empty()) {
+    why = get_uint(vals[k_inc], k_inc, true, env.inc);
+  }
+  if (why.empty() && env.inc == 0) {
+    why = "inc must not be 0";
+  }
+  if (why.empty()) {
+    why = get_uint(vals[k_to_inc], k_to_inc, false, env.to_inc);
+  }
+  if (why.empty()) {
+    why = get_uint(vals[k_seq], k_seq, true, env.seq);
+  }
+  if (!why.empty()) {
+    f = {link_fault::malformed, std::move(why)};
+    return false;
+  }
+  const object* b = vals[k_body];
+  if (b == nullptr) {
+    return true;
+  }
+  if (b->type != mt::BIN) {
+    f = {link_fault::malformed, mismatch(k_body, "bin", *b)};
+    return false;
+  }
+  if (b->via.bin.size > limits.max_body_bytes()) {
+    f = {link_fault::oversized, "body of " + std::to_string(b->via.bin.size) +
+                                    " bytes exceeds limit " +
+                                    std::to_string(limits.max_body_bytes())};
+    return false;
+  }
+  env.body = {b->via.bin.ptr, b->via.bin.size};
+  return true;
+}
+
 } // namespace
 
 std::string_view to_string(link_fault f) noexcept {
@@ -228,92 +348,36 @@ caf::expected<link_envelope> decode_envelope(const uint8_t* data, size_t size,
                                              const envelope_limits& limits,
                                              link_fault* fault) {
   using lf = link_fault;
-  if (fault != nullptr)
+  if (fault != nullptr) {
     *fault = lf::none;
-  if (size > limits.max_frame_bytes)
+  }
+  if (size > limits.max_frame_bytes) {
     return fail(lf::oversized,
                 "frame of " + std::to_string(size) + " bytes exceeds limit " +
                     std::to_string(limits.max_frame_bytes),
                 fault);
-  if (size == 0)
+  }
+  if (size == 0) {
     return fail(lf::malformed, "empty frame", fault);
+  }
   parsed p;
   link_fault parse_fault;
-  if (auto why = p.run(data, size, limits, parse_fault); !why.empty())
+  if (auto why = p.run(data, size, limits, parse_fault); !why.empty()) {
     return fail(parse_fault, why, fault);
-  if (p.obj.type != mt::MAP)
-    return fail(lf::malformed,
-                "expected a map, got " + std::string{msgpack_kind_name(p.obj)},
-                fault);
-  std::array<const object*, key_names.size()> vals{};
-  for (uint32_t i = 0; i < p.obj.via.map.size; ++i) {
-    const auto& kv = p.obj.via.map.ptr[i];
-    if (kv.key.type != mt::STR)
-      return fail(lf::malformed,
-                  "map key " + std::to_string(i) + " is a " +
-                      std::string{msgpack_kind_name(kv.key)} + ", not a str",
-                  fault);
-    std::string_view name{kv.key.via.str.ptr, kv.key.via.str.size};
-    for (size_t k = 0; k < key_names.size(); ++k) {
-      if (key_names[k] != name)
-        continue;
-      if (vals[k] != nullptr)
-        return fail(lf::malformed, "duplicate key " + std::string{name}, fault);
-      vals[k] = &kv.val;
-    }
   }
+  key_values vals{};
+  failure f;
   // Version first: a peer of another version may differ in everything
-  // else, and "unsupported version" is the reason an operator needs.
-  uint64_t v = 0;
-  if (auto why = get_uint(vals[k_v], k_v, true, v); !why.empty())
-    return fail(lf::malformed, why, fault);
-  if (v != link_protocol_version)
-    return fail(lf::unsupported_version,
-                "version " + std::to_string(v) + ", expected " +
-                    std::to_string(link_protocol_version),
-                fault);
-  // The MAC before the other fields, so that a sender without the key
-  // learns nothing from our checks beyond "unauthenticated".
-  const object* mac = vals[k_mac];
-  if (mac != nullptr &&
-      (mac->type != mt::BIN || mac->via.bin.size != link_mac_bytes))
-    return fail(lf::malformed, "mac: expected a bin of 32 bytes", fault);
-  if (!secret.empty()) {
-    if (mac == nullptr)
-      return fail(lf::unauthenticated, "missing mac", fault);
-    auto* at = reinterpret_cast<const uint8_t*>(mac->via.bin.ptr);
-    // Parsed by reference, so the payload lies inside the frame.
-    if (at < data || at + link_mac_bytes > data + size)
-      return fail(lf::malformed, "mac outside the frame", fault);
-    uint8_t want[link_mac_bytes];
-    mac_of(secret, data, size, static_cast<size_t>(at - data), want);
-    if (sodium_memcmp(want, at, link_mac_bytes) != 0)
-      return fail(lf::unauthenticated, "wrong mac", fault);
+  // else, and "unsupported version" is the reason an operator needs. The
+  // MAC before the other fields, so that a sender without the key learns
+  // nothing from our checks beyond "unauthenticated".
+  if (!index_keys(p.obj, vals, f) || !check_version(vals, f) ||
+      !check_mac(vals, secret, data, size, f)) {
+    return fail(f.fault, std::move(f.reason), fault);
   }
   link_envelope env;
-  std::string why = get_str(vals[k_t], k_t, link_max_type_bytes, env.type);
-  if (why.empty())
-    why = get_str(vals[k_from], k_from, link_max_name_bytes, env.from);
-  if (why.empty())
-    why = get_uint(vals[k_inc], k_inc, true, env.inc);
-  if (why.empty() && env.inc == 0)
-    why = "inc must not be 0";
-  if (why.empty())
-    why = get_uint(vals[k_to_inc], k_to_inc, false, env.to_inc);
-  if (why.empty())
-    why = get_uint(vals[k_seq], k_seq, true, env.seq);
-  if (!why.empty())
-    return fail(lf::malformed, why, fault);
-  if (const object* b = vals[k_body]; b != nullptr) {
-    if (b->type != mt::BIN)
-      return fail(lf::malformed, mismatch(k_body, "bin", *b), fault);
-    if (b->via.bin.size > limits.max_body_bytes())
-      return fail(lf::oversized,
-                  "body of " + std::to_string(b->via.bin.size) +
-                      " bytes exceeds limit " +
-                      std::to_string(limits.max_body_bytes()),
-                  fault);
-    env.body = {b->via.bin.ptr, b->via.bin.size};
+  if (!read_fields(vals, limits, env, f)) {
+    return fail(f.fault, std::move(f.reason), fault);
   }
   return env;
 }

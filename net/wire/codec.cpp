@@ -952,148 +952,165 @@ constexpr std::array<std::string_view, rp_count> reply_keys{
     "v",     "id",      "status",    "error", "outputs", "source",
     "model", "version", "timing_us", "node",  "models",  "nodes"};
 
-} // namespace
-
-// -- public API --------------------------------------------------------------
-
-caf::error decode_request(const uint8_t* data, size_t size,
-                          const codec_limits& limits, request& out) {
-  out = request{};
-  unpacked u;
-  if (auto r = u.run(data, size, limits, "request", &out.id); !r.empty())
+// Parses a request or reply frame into its top-level map, and reads first
+// what every later failure is answered with: the id and the protocol
+// version. `what` names the message in errors.
+template <size_t N>
+caf::error open_map(unpacked& u, const uint8_t* data, size_t size,
+                    const codec_limits& limits, const char* what,
+                    const std::array<std::string_view, N>& keys, size_t v_key,
+                    size_t id_key, std::array<const object*, N>& v,
+                    request_id& id, uint32_t& version) {
+  if (auto r = u.run(data, size, limits, what, &id); !r.empty()) {
     return invalid(std::move(r));
+  }
   const auto& root = u.obj;
-  if (root.type != mt::MAP)
-    return invalid("request: not a msgpack map (got " +
+  if (root.type != mt::MAP) {
+    return invalid(std::string{what} + ": not a msgpack map (got " +
                    std::string{msgpack_kind_name(root)} + ")");
-  std::array<const object*, rq_count> v;
-  auto dup = collect(root, request_keys, v, "");
-  // The id and version come first so that every later failure can still be
-  // answered with them.
-  if (auto err = decode_id(v[rq_id], limits, out.id))
+  }
+  auto dup = collect(root, keys, v, "");
+  if (auto err = decode_id(v[id_key], limits, id)) {
     return err;
-  if (auto err = decode_version(v[rq_v], out.v))
+  }
+  if (auto err = decode_version(v[v_key], version)) {
     return err;
-  if (dup)
+  }
+  if (dup) {
     return dup;
-  if (u.off != size)
-    return invalid("trailing bytes after request (" +
+  }
+  if (u.off != size) {
+    return invalid("trailing bytes after " + std::string{what} + " (" +
                    std::to_string(size - u.off) + " bytes)");
-  if (!absent(v[rq_op])) {
-    const auto& o = *v[rq_op];
-    if (o.type != mt::STR)
-      return type_mismatch("op", "str", o);
-    auto op = parse_op(str_of(o));
-    if (!op)
-      return invalid("op: unknown op " + quoted(str_of(o)) +
-                     " (infer, ping, models, status, load, unload, drain)");
-    out.op = *op;
-  }
-  if (!absent(v[rq_model]))
-    if (auto err = get_str(*v[rq_model], "model", out.model))
-      return err;
-  if (!absent(v[rq_version])) {
-    uint64_t x = 0;
-    if (auto err = get_uint(*v[rq_version], "version", x))
-      return err;
-    out.version = x;
-  }
-  if (!absent(v[rq_inputs]))
-    if (auto err = decode_tensors(*v[rq_inputs], "inputs", limits, out.inputs))
-      return err;
-  if (!absent(v[rq_priority])) {
-    uint64_t x = 0;
-    if (auto err = get_uint(*v[rq_priority], "priority", x))
-      return err;
-    if (x > 9)
-      return invalid("priority: " + std::to_string(x) + " out of range 0..9");
-    out.priority = static_cast<uint8_t>(x);
-  }
-  if (!absent(v[rq_timeout_ms])) {
-    uint64_t x = 0;
-    if (auto err = get_uint(*v[rq_timeout_ms], "timeout_ms", x))
-      return err;
-    out.timeout_ms = x;
-  }
-  if (!absent(v[rq_cache])) {
-    const auto& o = *v[rq_cache];
-    if (o.type != mt::STR)
-      return type_mismatch("cache", "str", o);
-    auto m = parse_cache_mode(str_of(o));
-    if (!m)
-      return invalid("cache: unknown mode " + quoted(str_of(o)) +
-                     " (use, bypass or refresh)");
-    out.cache = *m;
-  }
-  if (!absent(v[rq_tenant]))
-    if (auto err = get_str(*v[rq_tenant], "tenant", out.tenant))
-      return err;
-  if (!absent(v[rq_node]))
-    if (auto err = get_str(*v[rq_node], "node", out.node))
-      return err;
-  switch (out.op) {
-  case op_kind::infer:
-  case op_kind::load:
-  case op_kind::unload:
-    if (out.model.empty())
-      return invalid("model: required for op " +
-                     std::string{to_string(out.op)});
-    break;
-  default:
-    break;
   }
   return {};
 }
 
-void encode_tensors(const std::vector<tensor>& ts, std::string& out) {
-  out.reserve(out.size() + tensors_size_hint(ts));
-  string_writer w{out};
-  packer pk{w};
-  put_tensors(pk, ts);
+// A str naming one of an enum's values; `kind` and `choices` (may be
+// empty) word the error for an unknown one.
+template <class E, class Parse>
+caf::error get_enum(const object& o, const char* field, Parse parse,
+                    const char* kind, std::string_view choices, E& out) {
+  if (o.type != mt::STR) {
+    return type_mismatch(field, "str", o);
+  }
+  auto x = parse(str_of(o));
+  if (!x) {
+    auto why =
+        std::string{field} + ": unknown " + kind + " " + quoted(str_of(o));
+    if (!choices.empty()) {
+      why += " (" + std::string{choices} + ")";
+    }
+    return invalid(std::move(why));
+  }
+  out = *x;
+  return {};
 }
 
-void encode_reply(const reply& r, std::string& out) {
+template <class E, class Parse>
+caf::error get_opt_enum(const object* o, const char* field, Parse parse,
+                        const char* kind, std::string_view choices, E& out) {
+  return absent(o) ? caf::error{}
+                   : get_enum(*o, field, parse, kind, choices, out);
+}
+
+caf::error get_opt_str(const object* o, const char* field, std::string& out) {
+  return absent(o) ? caf::error{} : get_str(*o, field, out);
+}
+
+caf::error get_opt_uint(const object* o, const char* field,
+                        std::optional<uint64_t>& out) {
+  if (absent(o)) {
+    return {};
+  }
+  uint64_t x = 0;
+  if (auto err = get_uint(*o, field, x)) {
+    return err;
+  }
+  out = x;
+  return {};
+}
+
+caf::error get_priority(const object* o, uint8_t& out) {
+  std::optional<uint64_t> x;
+  if (auto err = get_opt_uint(o, "priority", x)) {
+    return err;
+  }
+  if (x && *x > 9) {
+    return invalid("priority: " + std::to_string(*x) + " out of range 0..9");
+  }
+  if (x) {
+    out = static_cast<uint8_t>(*x);
+  }
+  return {};
+}
+
+// The fields of a request after its id and version, in the order their
+// errors are reported.
+caf::error decode_request_fields(const std::array<const object*, rq_count>& v,
+                                 const codec_limits& limits, request& out) {
+  if (auto err = get_opt_enum(
+          v[rq_op], "op", parse_op, "op",
+          "infer, ping, models, status, load, unload, drain", out.op)) {
+    return err;
+  }
+  if (auto err = get_opt_str(v[rq_model], "model", out.model)) {
+    return err;
+  }
+  if (auto err = get_opt_uint(v[rq_version], "version", out.version)) {
+    return err;
+  }
+  if (!absent(v[rq_inputs])) {
+    if (auto err =
+            decode_tensors(*v[rq_inputs], "inputs", limits, out.inputs)) {
+      return err;
+    }
+  }
+  if (auto err = get_priority(v[rq_priority], out.priority)) {
+    return err;
+  }
+  if (auto err = get_opt_uint(v[rq_timeout_ms], "timeout_ms", out.timeout_ms)) {
+    return err;
+  }
+  if (auto err = get_opt_enum(v[rq_cache], "cache", parse_cache_mode, "mode",
+                              "use, bypass or refresh", out.cache)) {
+    return err;
+  }
+  if (auto err = get_opt_str(v[rq_tenant], "tenant", out.tenant)) {
+    return err;
+  }
+  return get_opt_str(v[rq_node], "node", out.node);
+}
+
+// The ops that name a model.
+caf::error check_model_given(const request& r) {
+  switch (r.op) {
+  case op_kind::infer:
+  case op_kind::load:
+  case op_kind::unload:
+    if (r.model.empty()) {
+      return invalid("model: required for op " + std::string{to_string(r.op)});
+    }
+    return {};
+  case op_kind::ping:
+  case op_kind::models:
+  case op_kind::status:
+  case op_kind::drain:
+    return {};
+  }
+  return {};
+}
+
+// How many keys encode_reply writes.
+uint32_t reply_map_size(const reply& r) {
   bool has_outputs = !r.outputs_encoded.empty() || !r.outputs.empty();
-  uint32_t n = 3 + !r.error.empty() + has_outputs +
-               (r.source != reply_source::none) + !r.model.empty() +
-               r.version.has_value() + r.timing_us.has_value() +
-               !r.node.empty() + r.has_models + r.has_nodes;
-  size_t hint = 128 + r.error.size() + r.outputs_encoded.size();
-  if (r.outputs_encoded.empty())
-    hint += tensors_size_hint(r.outputs);
-  out.reserve(out.size() + hint);
-  string_writer w{out};
-  packer pk{w};
-  pk.pack_map(n);
-  pk.key("v");
-  pk.pack_uint64(r.v);
-  pk.key("id");
-  put_id(pk, r.id);
-  pk.key("status");
-  put_str(pk, to_string(r.code));
-  if (!r.error.empty()) {
-    pk.key("error");
-    put_str(pk, r.error);
-  }
-  if (has_outputs) {
-    pk.key("outputs");
-    if (!r.outputs_encoded.empty())
-      out.append(r.outputs_encoded);
-    else
-      put_tensors(pk, r.outputs);
-  }
-  if (r.source != reply_source::none) {
-    pk.key("source");
-    put_str(pk, to_string(r.source));
-  }
-  if (!r.model.empty()) {
-    pk.key("model");
-    put_str(pk, r.model);
-  }
-  if (r.version) {
-    pk.key("version");
-    pk.pack_uint64(*r.version);
-  }
+  return 3 + !r.error.empty() + has_outputs + (r.source != reply_source::none) +
+         !r.model.empty() + r.version.has_value() + r.timing_us.has_value() +
+         !r.node.empty() + r.has_models + r.has_nodes;
+}
+
+// A reply's timing, node, models and nodes, after its other keys.
+void put_reply_tail(packer& pk, const reply& r) {
   if (r.timing_us) {
     pk.key("timing_us");
     pk.pack_map(3);
@@ -1111,15 +1128,147 @@ void encode_reply(const reply& r, std::string& out) {
   if (r.has_models) {
     pk.key("models");
     pk.pack_array(static_cast<uint32_t>(r.models.size()));
-    for (const auto& m : r.models)
+    for (const auto& m : r.models) {
       put_model(pk, m);
+    }
   }
   if (r.has_nodes) {
     pk.key("nodes");
     pk.pack_array(static_cast<uint32_t>(r.nodes.size()));
-    for (const auto& x : r.nodes)
+    for (const auto& x : r.nodes) {
       put_node(pk, x);
+    }
   }
+}
+
+// A reply's timing, node, models and nodes.
+caf::error decode_reply_lists(const std::array<const object*, rp_count>& v,
+                              const codec_limits& limits, reply& out) {
+  if (!absent(v[rp_timing])) {
+    timing t;
+    if (auto err = decode_timing(*v[rp_timing], t)) {
+      return err;
+    }
+    out.timing_us = t;
+  }
+  if (auto err = get_opt_str(v[rp_node], "node", out.node)) {
+    return err;
+  }
+  if (!absent(v[rp_models])) {
+    if (auto err = decode_models(*v[rp_models], limits, out.models)) {
+      return err;
+    }
+    out.has_models = true;
+  }
+  if (!absent(v[rp_nodes])) {
+    if (auto err = decode_nodes(*v[rp_nodes], out.nodes)) {
+      return err;
+    }
+    out.has_nodes = true;
+  }
+  return {};
+}
+
+// The fields of a reply after its id and version, in the order their
+// errors are reported.
+caf::error decode_reply_fields(const std::array<const object*, rp_count>& v,
+                               const codec_limits& limits, reply& out) {
+  if (v[rp_status] == nullptr) {
+    return invalid("status: required");
+  }
+  if (auto err = get_enum(*v[rp_status], "status", parse_status, "status", "",
+                          out.code)) {
+    return err;
+  }
+  if (auto err = get_opt_str(v[rp_error], "error", out.error)) {
+    return err;
+  }
+  if (!absent(v[rp_outputs])) {
+    if (auto err =
+            decode_tensors(*v[rp_outputs], "outputs", limits, out.outputs)) {
+      return err;
+    }
+  }
+  if (auto err = get_opt_enum(v[rp_source], "source", parse_source, "source",
+                              "cache, executor or coalesced", out.source)) {
+    return err;
+  }
+  if (auto err = get_opt_str(v[rp_model], "model", out.model)) {
+    return err;
+  }
+  if (auto err = get_opt_uint(v[rp_version], "version", out.version)) {
+    return err;
+  }
+  return decode_reply_lists(v, limits, out);
+}
+
+} // namespace
+
+// -- public API --------------------------------------------------------------
+
+caf::error decode_request(const uint8_t* data, size_t size,
+                          const codec_limits& limits, request& out) {
+  out = request{};
+  unpacked u;
+  std::array<const object*, rq_count> v;
+  if (auto err = open_map(u, data, size, limits, "request", request_keys, rq_v,
+                          rq_id, v, out.id, out.v)) {
+    return err;
+  }
+  if (auto err = decode_request_fields(v, limits, out)) {
+    return err;
+  }
+  return check_model_given(out);
+}
+
+void encode_tensors(const std::vector<tensor>& ts, std::string& out) {
+  out.reserve(out.size() + tensors_size_hint(ts));
+  string_writer w{out};
+  packer pk{w};
+  put_tensors(pk, ts);
+}
+
+void encode_reply(const reply& r, std::string& out) {
+  bool has_outputs = !r.outputs_encoded.empty() || !r.outputs.empty();
+  size_t hint = 128 + r.error.size() + r.outputs_encoded.size();
+  if (r.outputs_encoded.empty()) {
+    hint += tensors_size_hint(r.outputs);
+  }
+  out.reserve(out.size() + hint);
+  string_writer w{out};
+  packer pk{w};
+  pk.pack_map(reply_map_size(r));
+  pk.key("v");
+  pk.pack_uint64(r.v);
+  pk.key("id");
+  put_id(pk, r.id);
+  pk.key("status");
+  put_str(pk, to_string(r.code));
+  if (!r.error.empty()) {
+    pk.key("error");
+    put_str(pk, r.error);
+  }
+  if (has_outputs) {
+    pk.key("outputs");
+    if (!r.outputs_encoded.empty()) {
+      out.append(r.outputs_encoded);
+    } else {
+      put_tensors(pk, r.outputs);
+    }
+  }
+  if (r.source != reply_source::none) {
+    pk.key("source");
+    put_str(pk, to_string(r.source));
+  }
+  if (!r.model.empty()) {
+    pk.key("model");
+    put_str(pk, r.model);
+  }
+  if (r.version) {
+    pk.key("version");
+    pk.pack_uint64(*r.version);
+  }
+  put_reply_tail(pk, r);
 }
 
 void encode_request(const request& r, std::string& out) {
@@ -1176,80 +1325,12 @@ caf::error decode_reply(const uint8_t* data, size_t size,
                         const codec_limits& limits, reply& out) {
   out = reply{};
   unpacked u;
-  if (auto r = u.run(data, size, limits, "reply", &out.id); !r.empty())
-    return invalid(std::move(r));
-  const auto& root = u.obj;
-  if (root.type != mt::MAP)
-    return invalid("reply: not a msgpack map (got " +
-                   std::string{msgpack_kind_name(root)} + ")");
   std::array<const object*, rp_count> v;
-  auto dup = collect(root, reply_keys, v, "");
-  if (auto err = decode_id(v[rp_id], limits, out.id))
+  if (auto err = open_map(u, data, size, limits, "reply", reply_keys, rp_v,
+                          rp_id, v, out.id, out.v)) {
     return err;
-  if (auto err = decode_version(v[rp_v], out.v))
-    return err;
-  if (dup)
-    return dup;
-  if (u.off != size)
-    return invalid("trailing bytes after reply (" +
-                   std::to_string(size - u.off) + " bytes)");
-  if (v[rp_status] == nullptr)
-    return invalid("status: required");
-  {
-    const auto& o = *v[rp_status];
-    if (o.type != mt::STR)
-      return type_mismatch("status", "str", o);
-    auto s = parse_status(str_of(o));
-    if (!s)
-      return invalid("status: unknown status " + quoted(str_of(o)));
-    out.code = *s;
   }
-  if (!absent(v[rp_error]))
-    if (auto err = get_str(*v[rp_error], "error", out.error))
-      return err;
-  if (!absent(v[rp_outputs]))
-    if (auto err =
-            decode_tensors(*v[rp_outputs], "outputs", limits, out.outputs))
-      return err;
-  if (!absent(v[rp_source])) {
-    const auto& o = *v[rp_source];
-    if (o.type != mt::STR)
-      return type_mismatch("source", "str", o);
-    auto s = parse_source(str_of(o));
-    if (!s)
-      return invalid("source: unknown source " + quoted(str_of(o)) +
-                     " (cache, executor or coalesced)");
-    out.source = *s;
-  }
-  if (!absent(v[rp_model]))
-    if (auto err = get_str(*v[rp_model], "model", out.model))
-      return err;
-  if (!absent(v[rp_version])) {
-    uint64_t x = 0;
-    if (auto err = get_uint(*v[rp_version], "version", x))
-      return err;
-    out.version = x;
-  }
-  if (!absent(v[rp_timing])) {
-    timing t;
-    if (auto err = decode_timing(*v[rp_timing], t))
-      return err;
-    out.timing_us = t;
-  }
-  if (!absent(v[rp_node]))
-    if (auto err = get_str(*v[rp_node], "node", out.node))
-      return err;
-  if (!absent(v[rp_models])) {
-    if (auto err = decode_models(*v[rp_models], limits, out.models))
-      return err;
-    out.has_models = true;
-  }
-  if (!absent(v[rp_nodes])) {
-    if (auto err = decode_nodes(*v[rp_nodes], out.nodes))
-      return err;
-    out.has_nodes = true;
-  }
-  return {};
+  return decode_reply_fields(v, limits, out);
 }
 
 } // namespace shoal

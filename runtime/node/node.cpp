@@ -43,14 +43,17 @@ store_config store_config_of(const node_config& c) {
 
 uint64_t node::impl::open_requests(caf::scoped_actor& self) {
   uint64_t n = 0;
+  auto count = [&](const auto& target) {
+    self->request(target, std::chrono::seconds{5}, count_atom::value)
+      .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
+  };
   // A worker's open work is its replicas: the head retires each one once
   // it is idle and replaced.
-  auto& target = router ? router : agent;
-  if (!target) {
-    return 0;
+  if (router) {
+    count(router);
+  } else if (agent) {
+    count(agent);
   }
-  self->request(target, std::chrono::seconds{5}, count_atom::value)
-    .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
   return n;
 }
 
@@ -160,16 +163,17 @@ void start_supervisor(impl& d) {
     [catalog = d.catalog, metrics = d.metrics, detached = d.cfg.executor.detached,
      env = std::shared_ptr<const load_env>{d.env}](
       caf::local_actor* self, const std::string& model, uint64_t version,
-      caf::actor listener) -> caf::actor {
+      replica_listener_handle listener) -> caf::actor {
     auto spec = catalog->resolve(model, version);
     if (!spec) {
       return {};
     }
     if (detached && backend_may_block(*spec)) {
-      return self->spawn<caf::detached>(executor_actor, spec, listener,
-                                        metrics, env);
+      return caf::actor_cast<caf::actor>(self->spawn<caf::detached>(
+        executor_actor, spec, listener, metrics, env));
     }
-    return self->spawn(executor_actor, spec, listener, metrics, env);
+    return caf::actor_cast<caf::actor>(
+      self->spawn(executor_actor, spec, listener, metrics, env));
   };
   auto escalate = [](const std::string& why) {
     spdlog::critical("node exits: {}", why);
@@ -205,9 +209,13 @@ router_config router_config_of(const impl& d) {
 // supervisor otherwise), the cache's maintenance and the gateway.
 caf::error start_serving(impl& d) {
   auto& c = d.cfg;
+  auto replicas = d.head() ? replica_source_handle{d.coordinator}
+                           : replica_source_handle{d.supervisor};
+  auto cluster_status =
+    d.head() ? cluster_status_handle{d.coordinator} : cluster_status_handle{};
   d.router = d.system->spawn(router_actor, router_config_of(d), d.catalog,
-                             d.cache, d.sink, d.metrics,
-                             d.head() ? d.coordinator : d.supervisor);
+                             d.cache, d.sink, d.metrics, replicas,
+                             cluster_status);
   if (d.head()) {
     caf::anon_send(d.coordinator, set_router_atom::value, d.router);
   }
@@ -318,13 +326,17 @@ node::~node() {
   }
   d.link.reset();
   if (d.system) {
-    for (auto* a :
-         {&d.router, &d.supervisor, &d.cache_maint, &d.coordinator, &d.agent}) {
-      if (*a) {
-        caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
+    auto stop = [](auto& a) {
+      if (a) {
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
       }
-      *a = nullptr;
-    }
+      a = nullptr;
+    };
+    stop(d.router);
+    stop(d.supervisor);
+    stop(d.cache_maint);
+    stop(d.coordinator);
+    stop(d.agent);
     d.system.reset();
   }
 }
@@ -419,7 +431,7 @@ int node::run() {
   }
   if (d.agent && d.link) {
     // Saying goodbye spares the head a heartbeat timeout.
-    d.link->send("", "leave", std::string{});
+    send(*d.link, "", leave_msg{});
   }
   // Let the gateway (and the link) send the last messages before stopping.
   std::this_thread::sleep_for(std::chrono::milliseconds{50});

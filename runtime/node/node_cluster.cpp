@@ -80,7 +80,7 @@ worker_hello make_hello(const node_config& c, const model_catalog& catalog) {
 
 // The link thread's events, posted to the role's actor. A head also hands
 // the coordinator the worker's hello when its session comes up.
-link_handlers make_link_handlers(node::impl& d, caf::actor target) {
+link_handlers make_link_handlers(node::impl& d, link_events_handle target) {
   link_handlers lh;
   lh.on_message = [target](const std::string& peer, uint64_t inc,
                            std::string_view type, std::string_view body) {
@@ -125,7 +125,7 @@ caf::error node::impl::start_cluster() {
   }
   box = std::make_shared<link_box>();
   auto lc = link_config(cfg, std::move(*secret));
-  caf::actor target;
+  link_events_handle target;
   if (worker()) {
     auto hello = make_hello(cfg, *catalog);
     std::string body;

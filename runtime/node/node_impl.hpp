@@ -14,11 +14,16 @@
 #include <caf/scoped_actor.hpp>
 
 #include "actors/cluster/cluster_view.hpp"
+#include "actors/cluster/coordinator.hpp"
 #include "actors/cluster/link_box.hpp"
+#include "actors/cluster/worker_agent.hpp"
+#include "actors/serving/cache.hpp"
 #include "actors/serving/executor.hpp"
 #include "actors/serving/gateway.hpp"
 #include "actors/serving/load_progress.hpp"
 #include "actors/serving/result_cache.hpp"
+#include "actors/serving/router.hpp"
+#include "actors/serving/supervisor.hpp"
 #include "config/config.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/reply_sink.hpp"
@@ -40,15 +45,15 @@ struct node::impl {
   std::shared_ptr<reply_sink> sink;
   std::unique_ptr<caf::actor_system_config> sys_cfg;
   std::unique_ptr<caf::actor_system> system;
-  caf::actor supervisor;
-  caf::actor router;
-  caf::actor cache_maint;
+  supervisor_handle supervisor;
+  router_handle router;
+  cache_handle cache_maint;
   // Cluster roles (head: coordinator; worker: agent), over one node link.
   std::shared_ptr<link_box> box;
   std::shared_ptr<node_link> link;
   std::shared_ptr<cluster_view> view;
-  caf::actor coordinator;
-  caf::actor agent;
+  coordinator_handle coordinator;
+  worker_agent_handle agent;
   std::unique_ptr<gateway> gw;
   std::unique_ptr<http_server> http;
   std::atomic<bool> drain_requested{false};

@@ -1439,8 +1439,9 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
   link_handlers lh;
   lh.on_message = [&](const std::string&, uint64_t, std::string_view type,
                       std::string_view body) {
-    if (type != "spawn")
+    if (parse_cluster_op(type) != cluster_op::spawn) {
       return;
+    }
     spawn_msg m;
     if (decode(std::string{body}, m))
       return;
@@ -1449,11 +1450,9 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
       spawns.push_back(m.model);
     }
     // Refused, so that the test needs no executor behind this worker.
-    std::string out;
-    encode(spawn_fail_msg{m.model, m.version, "fake worker"}, out);
     std::lock_guard guard{mtx};
     if (link)
-      link->send("", "spawn_fail", std::move(out));
+      send(*link, "", spawn_fail_msg{m.model, m.version, "fake worker"});
   };
   lh.on_peer_state = [](const std::string&, uint64_t, peer_state,
                         const std::string&) {};
@@ -1522,9 +1521,7 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
 
   // The GPU fills up (another process): the update reaches status...
   gpu.used_bytes = 15 * gib + gib / 2;
-  std::string body;
-  encode(devices_msg{{gpu}}, body);
-  ASSERT_FALSE(link->send("", "devices", std::move(body)));
+  ASSERT_FALSE(send(*link, "", devices_msg{{gpu}}));
   auto deadline = steady::now() + 5s;
   for (;;) {
     g1 = devices_of_g1();
@@ -1548,7 +1545,7 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
     std::lock_guard guard{mtx};
     EXPECT_EQ(spawns.size(), 1u) << "placed on a full GPU";
   }
-  link->send("", "leave", std::string{});
+  send(*link, "", leave_msg{});
   std::this_thread::sleep_for(20ms);
   std::shared_ptr<node_link> gone;
   {

@@ -346,6 +346,54 @@ TEST(cluster_codec, small_messages_round_trip) {
   EXPECT_EQ(f.reason, "sha256 mismatch");
 }
 
+// The names are the wire format: nodes of other versions must keep reading
+// them, so they may never change.
+TEST(cluster_codec, ops_keep_their_wire_names) {
+  const std::vector<std::pair<cluster_op, std::string>> names{
+      {cluster_op::spawn, "spawn"},
+      {cluster_op::ready, "ready"},
+      {cluster_op::spawn_fail, "spawn_fail"},
+      {cluster_op::retire, "retire"},
+      {cluster_op::replica_down, "replica_down"},
+      {cluster_op::exec, "exec"},
+      {cluster_op::done, "done"},
+      {cluster_op::drain, "drain"},
+      {cluster_op::leave, "leave"},
+      {cluster_op::devices, "devices"},
+  };
+  for (auto& [op, name] : names) {
+    EXPECT_EQ(to_string(op), name);
+    EXPECT_EQ(parse_cluster_op(name), op) << name;
+  }
+  // A newer node's op is unknown here, not an error.
+  EXPECT_FALSE(parse_cluster_op("rebalance"));
+  EXPECT_FALSE(parse_cluster_op(""));
+  EXPECT_FALSE(parse_cluster_op("link.hello"));
+}
+
+TEST(cluster_codec, each_body_knows_its_op) {
+  EXPECT_EQ(op_of(spawn_msg{}), cluster_op::spawn);
+  EXPECT_EQ(op_of(replica_desc{}), cluster_op::ready);
+  EXPECT_EQ(op_of(spawn_fail_msg{}), cluster_op::spawn_fail);
+  EXPECT_EQ(op_of(retire_msg{}), cluster_op::retire);
+  EXPECT_EQ(op_of(replica_down_msg{}), cluster_op::replica_down);
+  EXPECT_EQ(op_of(exec_msg{}), cluster_op::exec);
+  EXPECT_EQ(op_of(done_msg{}), cluster_op::done);
+  EXPECT_EQ(op_of(drain_msg{}), cluster_op::drain);
+  EXPECT_EQ(op_of(leave_msg{}), cluster_op::leave);
+  EXPECT_EQ(op_of(devices_msg{}), cluster_op::devices);
+  // The empty bodies encode to nothing and accept whatever a later version
+  // adds.
+  std::string body;
+  encode(drain_msg{}, body);
+  encode(leave_msg{}, body);
+  EXPECT_TRUE(body.empty());
+  drain_msg d;
+  EXPECT_FALSE(decode(std::string{"\x91\x01"}, d));
+  leave_msg l;
+  EXPECT_FALSE(decode(std::string{}, l));
+}
+
 TEST(cluster_codec, wrong_types_and_lying_sizes_are_refused) {
   // spawn with a version that is a string.
   std::string body = "\x93\xa3mlp\xa1x\xa4lazy";

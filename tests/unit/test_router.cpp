@@ -26,15 +26,16 @@ using born_atom = caf::atom_constant<caf::atom("born")>;
 // Holds every item until released, then answers each with its inputs.
 struct fake_exec_state {
   std::vector<exec_item> held;
-  caf::actor listener;
+  replica_listener_handle listener;
 };
 
 caf::behavior fake_executor(caf::stateful_actor<fake_exec_state>* self,
                             std::string model, uint64_t version,
-                            caf::actor listener, caf::actor observer) {
+                            replica_listener_handle listener,
+                            caf::actor observer) {
   self->state.listener = listener;
   self->send(listener, ready_atom::value, model, version,
-             caf::actor_cast<caf::actor>(self), std::string{"cpu"});
+             caf::actor_cast<replica_handle>(self), std::string{"cpu"});
   return {
       [=](exec_atom, exec_item& item) {
         self->send(observer, seen_atom::value, item.ticket,
@@ -57,17 +58,20 @@ caf::behavior fake_executor(caf::stateful_actor<fake_exec_state>* self,
   };
 }
 
-// Spawns a fake executor per spawn request and tells the observer.
-caf::behavior fake_supervisor(caf::event_based_actor* self,
-                              caf::actor observer) {
+// The router's replica source: a fake executor per spawn request, and the
+// observer hears of it.
+replica_source_handle::behavior_type
+fake_supervisor(replica_source_handle::pointer self, caf::actor observer) {
   return {
       [=](spawn_atom, const std::string& model, uint64_t version,
           const std::string&) {
-        auto listener = caf::actor_cast<caf::actor>(self->current_sender());
+        auto listener =
+            caf::actor_cast<replica_listener_handle>(self->current_sender());
         auto e = self->spawn(fake_executor, model, version, listener, observer);
-        self->send(observer, born_atom::value, e);
+        caf::anon_send(observer, born_atom::value, e);
       },
       [=](idle_atom, const std::string&, uint64_t) {},
+      [=](retire_atom, const replica_handle&) {},
   };
 }
 
@@ -79,7 +83,7 @@ struct router_test : ::testing::Test {
   std::shared_ptr<node_metrics> metrics;
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
-  caf::actor router;
+  router_handle router;
   model_spec_ptr spec;
   std::vector<reply> replies;
 
@@ -106,7 +110,7 @@ struct router_test : ::testing::Test {
     cat->models["m"][1] = spec;
     auto sup = sys->spawn(fake_supervisor, caf::actor{*obs});
     router = sys->spawn(router_actor, rc, model_catalog_ptr{cat}, cache, sink,
-                        metrics, sup);
+                        metrics, sup, cluster_status_handle{});
   }
 
   void TearDown() override {

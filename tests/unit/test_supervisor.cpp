@@ -19,9 +19,9 @@ using fail_atom = caf::atom_constant<caf::atom("fail")>;
 
 // A child that announces itself to the listener and dies on request.
 caf::behavior dummy_child(caf::event_based_actor* self, std::string model,
-                          uint64_t version, caf::actor listener) {
+                          uint64_t version, replica_listener_handle listener) {
   self->send(listener, ready_atom::value, model, version,
-             caf::actor_cast<caf::actor>(self), std::string{"cpu"});
+             caf::actor_cast<replica_handle>(self), std::string{"cpu"});
   return {
       [=](crash_atom) { self->quit(make_error(errc::internal, "boom")); },
       [=](fail_atom) {
@@ -43,9 +43,10 @@ struct fixture : ::testing::Test {
     sys = std::make_unique<caf::actor_system>(cfg);
   }
 
-  caf::actor supervisor(restart_policy p) {
+  supervisor_handle supervisor(restart_policy p) {
     child_factory f = [this](caf::local_actor* self, const std::string& m,
-                             uint64_t v, caf::actor listener) -> caf::actor {
+                             uint64_t v,
+                             replica_listener_handle listener) -> caf::actor {
       if (m == "unknown")
         return {};
       ++spawned;
@@ -64,9 +65,10 @@ struct fixture : ::testing::Test {
   caf::actor next_ready(caf::scoped_actor& self,
                         std::chrono::milliseconds limit = 2s) {
     caf::actor child;
-    self->receive([&](ready_atom, const std::string&, uint64_t, caf::actor a,
-                      const std::string&) { child = a; },
-                  caf::after(limit) >> [] {});
+    self->receive(
+        [&](ready_atom, const std::string&, uint64_t, replica_handle a,
+            const std::string&) { child = caf::actor_cast<caf::actor>(a); },
+        caf::after(limit) >> [] {});
     return child;
   }
 };
@@ -197,6 +199,33 @@ TEST_F(fixture, retired_child_is_not_restarted_and_can_come_back) {
              std::string{"lazy"});
   EXPECT_TRUE(next_ready(self));
   EXPECT_EQ(spawned, 2);
+  self->send_exit(sup, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(fixture, a_replica_handed_back_is_stopped_not_restarted) {
+  auto sup = supervisor({5, 10s, 10ms, 50ms});
+  caf::scoped_actor self{*sys};
+  self->send(sup, spawn_atom::value, std::string{"m"}, uint64_t{1},
+             std::string{"lazy"});
+  auto child = next_ready(self);
+  ASSERT_TRUE(child);
+  self->monitor(child);
+  self->send(sup, retire_atom::value, caf::actor_cast<replica_handle>(child));
+  bool down = false;
+  self->receive([&](caf::down_msg& dm) { down = dm.source == child; },
+                caf::after(2s) >> [] {});
+  EXPECT_TRUE(down) << "retire must stop the child";
+  EXPECT_FALSE(next_ready(self, 200ms)) << "a retired child came back";
+  uint64_t live = 99, restarts = 99;
+  self->request(sup, 2s, count_atom::value)
+      .receive(
+          [&](uint64_t l, uint64_t r) {
+            live = l;
+            restarts = r;
+          },
+          [](caf::error&) {});
+  EXPECT_EQ(live, 0u);
+  EXPECT_EQ(restarts, 0u);
   self->send_exit(sup, caf::exit_reason::user_shutdown);
 }
 
