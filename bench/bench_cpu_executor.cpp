@@ -108,7 +108,7 @@ double backend_rate(backend& be, const tensor& x, double seconds) {
   });
 }
 
-caf::actor spawn_executor(caf::scoped_actor& self, model_spec_ptr spec,
+executor_handle spawn_executor(caf::scoped_actor& self, model_spec_ptr spec,
                           std::shared_ptr<node_metrics> m) {
   // No load env: the weights are loaded as they are, unverified.
   std::shared_ptr<const load_env> env;

@@ -466,7 +466,7 @@ private:
 
   caf::scoped_actor self_;
   model_spec_ptr spec_;
-  caf::actor exec_;
+  executor_handle exec_;
   bool gone_ = false;
   std::string broke_;
   uint64_t sent_ = 0;
