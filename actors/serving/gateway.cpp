@@ -156,7 +156,7 @@ struct gateway::impl : client_socket::handler {
     caf::anon_send(env.router, std::move(job));
   }
 
-  void on_frame(client_socket& sock, reply_route& route,
+  void on_frame(client_socket& sock, reply_route& route, const client_peer&,
                 std::string_view frame) override {
     auto recv_ns = now_ns();
     req = request{};

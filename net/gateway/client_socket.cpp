@@ -54,6 +54,19 @@ void reply_sink::drain(std::vector<outgoing>& out) {
 
 // -- client_socket ------------------------------------------------------------
 
+bool is_loopback_address(std::string_view address) noexcept {
+  if (address.empty()) {
+    return true;
+  }
+  // IPv4-mapped IPv6 addresses carry the IPv4 one after the prefix.
+  constexpr std::string_view mapped = "::ffff:";
+  if (address.substr(0, mapped.size()) == mapped) {
+    address.remove_prefix(mapped.size());
+  }
+  return address.substr(0, 4) == "127." || address == "::1";
+}
+
+
 struct client_socket::impl {
   client_socket_config cfg;
   std::shared_ptr<reply_sink> sink;
@@ -80,8 +93,17 @@ struct client_socket::impl {
     sock.send(zmq::buffer(body.data(), body.size()), zmq::send_flags::none);
   }
 
-  void frame(reply_route& route, const zmq::message_t& body) {
-    h->on_frame(*owner, route,
+  // Who sent `body`: ZeroMQ attaches the connection's properties to each
+  // message it delivers.
+  client_peer peer_of(zmq::message_t& body) const {
+    client_peer p;
+    const char* address = body.gets("Peer-Address");
+    p.local = address == nullptr || is_loopback_address(address);
+    return p;
+  }
+
+  void frame(reply_route& route, zmq::message_t& body) {
+    h->on_frame(*owner, route, peer_of(body),
                 {static_cast<const char*>(body.data()), body.size()});
   }
 

@@ -24,16 +24,35 @@ struct client_socket_config {
   uint64_t max_frame_bytes = 64u << 20;
 };
 
+// Who sent a frame, as ZeroMQ knows it: the connection's peer address and,
+// with CURVE, the client key the handshake accepted and what the clients
+// file says about it.
+struct client_peer {
+  // The client's name in the clients file; empty without CURVE.
+  std::string key_name;
+  // That key's tenant; empty without CURVE (the request names its own).
+  std::string tenant;
+  // The key's role is "admin".
+  bool admin = false;
+  // The peer's address is a loopback one (127.0.0.0/8, ::1) or the
+  // transport has no address (ipc, inproc): the same machine.
+  bool local = false;
+};
+
+// Whether a ZeroMQ Peer-Address value is on this machine's loopback.
+bool is_loopback_address(std::string_view address) noexcept;
+
 class client_socket {
 public:
   class handler {
   public:
     virtual ~handler() = default;
-    // One request frame from `route`, on the socket thread. The handler
-    // answers through `sock.send` now or through the reply sink later.
+    // One request frame from `route`, sent by `peer`, on the socket
+    // thread. The handler answers through `sock.send` now or through the
+    // reply sink later.
     virtual void on_frame(client_socket& sock, reply_route& route,
-                          std::string_view frame)
-        = 0;
+                          const client_peer& peer, std::string_view frame)
+      = 0;
     // A message that was not [identity][""]?[frame]; it has been answered
     // INVALID_ARGUMENT already.
     virtual void on_malformed() = 0;
