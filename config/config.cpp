@@ -96,14 +96,18 @@ setting declare(std::string key, std::string doc, Section node_config::*sec,
   s.doc = std::move(doc);
   s.from_toml = [=](node_config& cfg, const toml::node& n,
                     const std::string& origin) -> caf::error {
-    if (auto what = read_toml_value(n, cfg.*sec.*field))
+    if (auto what = read_toml_value(n, cfg.*sec.*field)) {
       return bad(origin, key, what);
+    }
+    cfg.sources[key] = origin;
     return {};
   };
   s.from_string = [=](node_config& cfg, const std::string& str,
                       const std::string& origin) -> caf::error {
-    if (auto err = parse_string(str, cfg.*sec.*field))
+    if (auto err = parse_string(str, cfg.*sec.*field)) {
       return bad(origin, key, reason_of(err) + ", got '" + str + "'");
+    }
+    cfg.sources[key] = origin;
     return {};
   };
   s.render = [=](const node_config& cfg) {
@@ -418,13 +422,20 @@ std::string default_model_cache_dir() {
 }
 
 caf::expected<node_config> load_config(const std::string& file) {
+  return load_config(file.empty() ? std::vector<std::string>{}
+                                  : std::vector<std::string>{file});
+}
+
+caf::expected<node_config> load_config(const std::vector<std::string>& files) {
   node_config cfg;
-  if (!file.empty()) {
+  for (auto& file : files) {
     auto tbl = parse_toml_file(file);
-    if (!tbl)
+    if (!tbl) {
       return tbl.error();
-    if (auto err = apply_toml(cfg, *tbl, file))
+    }
+    if (auto err = apply_toml(cfg, *tbl, file)) {
       return err;
+    }
   }
   if (auto err = apply_env(cfg))
     return err;
@@ -586,7 +597,7 @@ caf::error validate(const node_config& cfg) {
   return {};
 }
 
-std::string render_config(const node_config& cfg) {
+std::string render_config(const node_config& cfg, bool with_sources) {
   std::string out = "# shoald effective configuration\n";
   std::string current;
   for (auto& s : settings()) {
@@ -597,7 +608,12 @@ std::string render_config(const node_config& cfg) {
       current = sec;
     }
     out += "# " + s.doc + "\n";
-    out += s.key.substr(dot + 1) + " = " + s.render(cfg) + "\n";
+    out += s.key.substr(dot + 1) + " = " + s.render(cfg);
+    if (with_sources) {
+      auto i = cfg.sources.find(s.key);
+      out += i == cfg.sources.end() ? "  # default" : "  # from " + i->second;
+    }
+    out += "\n";
   }
   return out;
 }

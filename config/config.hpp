@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -79,10 +80,17 @@ struct node_config {
   struct log_section {
     std::string level = "info";
   } log;
+  // Where each value that is not a default came from, by "section.key": a
+  // file, "environment SHOAL_...", or "--set". --print-config shows it.
+  std::map<std::string, std::string> sources;
 };
 
-// Applies `file` (when not empty), then the environment. Fails with
+// Applies `files` in order, each overriding the ones before (a base, then
+// an environment's), then the environment. Fails with
 // errc::config_invalid naming the file (or variable) and the key.
+caf::expected<node_config> load_config(const std::vector<std::string>& files);
+
+// The same with one file (none when empty).
 caf::expected<node_config> load_config(const std::string& file);
 
 // Sets one key ("section.key") from a string, as the environment and
@@ -94,8 +102,9 @@ caf::error set_config_value(node_config& cfg, const std::string& dotted,
 // Cross-field checks (role, endpoint shapes, fractions, model root).
 caf::error validate(const node_config& cfg);
 
-// The effective configuration as TOML, one documented line per setting.
-std::string render_config(const node_config& cfg);
+// The effective configuration as TOML, one documented line per setting;
+// `with_sources` adds after each value where it came from.
+std::string render_config(const node_config& cfg, bool with_sources = false);
 
 // Default model root: $SHOAL_MODEL_ROOT, else the shipped examples.
 std::string default_model_root();

@@ -17,7 +17,7 @@ namespace shoal {
 namespace {
 
 struct command_line {
-  std::string config_file;
+  std::vector<std::string> config_files;
   std::string role;
   std::string join;
   std::vector<std::string> sets;
@@ -26,7 +26,10 @@ struct command_line {
 };
 
 void declare_options(CLI::App& app, command_line& cl) {
-  app.add_option("--config", cl.config_file, "TOML config file")
+  app
+    .add_option("--config", cl.config_files,
+                "TOML config file; repeat to layer them, later files "
+                "overriding earlier ones (a base, then an environment's)")
     ->envname("SHOAL_CONFIG");
   app.add_option("--role", cl.role, "head, worker or all (default: all)");
   app.add_option("--join", cl.join, "head endpoint to join (cluster mode)");
@@ -42,17 +45,25 @@ void declare_options(CLI::App& app, command_line& cl) {
 // The configuration from the file, the environment, --role, --join and
 // every --set, in that order, validated.
 caf::expected<node_config> configuration(const command_line& cl) {
-  auto cfg = load_config(cl.config_file);
+  auto cfg = load_config(cl.config_files);
   if (!cfg) {
     return cfg.error();
   }
+  // --role and --join are --set with names of their own.
+  std::vector<std::pair<std::string, std::string>> flags;
   if (!cl.role.empty()) {
-    cfg->node.role = cl.role;
+    flags.emplace_back("node.role", cl.role);
   }
   if (!cl.join.empty()) {
-    cfg->cluster.join = cl.join;
+    flags.emplace_back("cluster.join", cl.join);
     if (cl.role.empty()) {
-      cfg->node.role = "worker";
+      flags.emplace_back("node.role", "worker");
+    }
+  }
+  for (auto& [key, value] : flags) {
+    auto origin = key == "cluster.join" || cl.role.empty() ? "--join" : "--role";
+    if (auto err = set_config_value(*cfg, key, value, origin)) {
+      return err;
     }
   }
   for (auto& kv : cl.sets) {
@@ -98,7 +109,7 @@ int shoald_main(int argc, char** argv) {
     return 2;
   }
   if (cl.print_config) {
-    std::cout << render_config(*cfg);
+    std::cout << render_config(*cfg, true);
     return 0;
   }
   if (auto err = init_logging(cfg->log.level, cfg->node.name)) {

@@ -82,6 +82,37 @@ TEST(config, file_environment_and_set_override_in_order) {
   EXPECT_EQ(cfg->cache.max_bytes, 3000u);
 }
 
+TEST(config, later_files_override_earlier_ones_and_sources_are_kept) {
+  temp_dir d;
+  auto base = d.write("base.toml", "[cache]\nmax_bytes = 1000\n"
+                                   "[http]\nthreads = 3\n");
+  auto env = d.write("env.toml", "[cache]\nmax_bytes = 2000\n");
+  auto cfg = load_config(std::vector<std::string>{base, env});
+  ASSERT_TRUE(cfg) << reason_of(cfg.error());
+  EXPECT_EQ(cfg->cache.max_bytes, 2000u) << "the environment's file wins";
+  EXPECT_EQ(cfg->http.threads, 3) << "the base still sets what it alone sets";
+  ASSERT_FALSE(set_config_value(*cfg, "router.tick_ms", "7", "--set"));
+  auto text = render_config(*cfg, true);
+  EXPECT_NE(text.find("max_bytes = 2000  # from " + env), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("threads = 3  # from " + base), std::string::npos);
+  EXPECT_NE(text.find("tick_ms = 7  # from --set"), std::string::npos);
+  EXPECT_NE(text.find("io_threads = 1  # default"), std::string::npos);
+  EXPECT_EQ(render_config(*cfg).find("# from"), std::string::npos)
+      << "without sources the text stays a plain config file";
+}
+
+TEST(config, a_bad_later_file_names_itself) {
+  temp_dir d;
+  auto base = d.write("base.toml", "[cache]\nmax_bytes = 1000\n");
+  auto env = d.write("env.toml", "[cache]\nmax_bites = 2000\n");
+  auto cfg = load_config(std::vector<std::string>{base, env});
+  ASSERT_FALSE(cfg);
+  EXPECT_NE(reason_of(cfg.error()).find(env + ": cache.max_bites: unknown key"),
+            std::string::npos)
+      << reason_of(cfg.error());
+}
+
 TEST(config, unknown_key_names_file_and_key) {
   temp_dir d;
   auto file = d.write("n.toml", "[gateway]\nendpont = \"x\"\n");
