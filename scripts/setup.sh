@@ -22,7 +22,8 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-zmq python3-msgpack python3-numpy
-  prometheus # for promtool, which checks the /metrics exposition
+  python3-yaml # the deploy tests read rendered Kubernetes manifests
+  prometheus # promtool, and the server the deploy tests alert with
   curl clang-format
 )
 

@@ -2,7 +2,8 @@
 # Runs shoal's tests: installs what is missing (scripts/setup.sh, a fast
 # no-op when everything is there), configures build/ when it is not yet,
 # builds everything, and runs every suite except the benchmarks:
-# unit, integration, chaos, fuzz and gpu (gpu tests skip without a GPU).
+# unit, integration, chaos, fuzz, gpu (skipped without a GPU) and deploy
+# (Kubernetes overlays and a real Prometheus).
 #
 #   scripts/test.sh                      everything but benchmarks
 #   scripts/test.sh --suite unit         only the named suite(s)
@@ -16,7 +17,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUILD_DIR=${BUILD_DIR:-build}
-SUITES=(unit integration chaos fuzz gpu)
+SUITES=(unit integration chaos fuzz gpu deploy)
 start=$SECONDS
 
 scripts/setup.sh
