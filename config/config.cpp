@@ -132,6 +132,18 @@ std::vector<setting> node_settings() {
               "Worker: memory its replicas may use, by their manifests' "
               "resources.memory_bytes (0: no limit).",
               &c::node, &c::node_section::memory_bytes),
+      declare("node.preemption_notice_url",
+              "Spot notice: a URL (e.g. the cloud's instance-action metadata) "
+              "polled every preemption_poll_ms; a 200 whose body is not "
+              "'false' starts a drain at once (empty: off).",
+              &c::node, &c::node_section::preemption_notice_url),
+      declare("node.preemption_poll_ms",
+              "How often the notice URL and file are looked at.", &c::node,
+              &c::node_section::preemption_poll_ms),
+      declare("node.preemption_notice_file",
+              "Spot notice: a file whose appearance starts a drain (what node "
+              "termination handlers write; empty: off).",
+              &c::node, &c::node_section::preemption_notice_file),
   };
 }
 
@@ -481,6 +493,16 @@ caf::error validate_cluster(const node_config& cfg) {
   if (role != "worker" && !cfg.cluster.join.empty()) {
     return invalid("cluster.join",
                    "only a worker joins a head (--role worker)");
+  }
+  if (cfg.node.preemption_poll_ms < 100) {
+    return invalid("node.preemption_poll_ms", "must be at least 100");
+  }
+  if (!cfg.node.preemption_notice_url.empty()
+      && cfg.node.preemption_notice_url.rfind("http://", 0) != 0
+      && cfg.node.preemption_notice_url.rfind("https://", 0) != 0) {
+    return invalid("node.preemption_notice_url",
+                   "expected an http:// or https:// URL, got '"
+                     + cfg.node.preemption_notice_url + "'");
   }
   if (cfg.cluster.heartbeat_ms == 0
       || cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms) {

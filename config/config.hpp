@@ -19,6 +19,9 @@ struct node_config {
     std::string role = "all";
     std::string labels;        // k=v,k=v
     uint64_t memory_bytes = 0; // placement budget; 0: unlimited
+    std::string preemption_notice_url;
+    uint64_t preemption_poll_ms = 2000;
+    std::string preemption_notice_file;
   } node;
   struct cluster_section {
     std::string listen = "tcp://127.0.0.1:5556";

@@ -101,6 +101,11 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
       cluster_nodes_(reg.gauges("shoal_cluster_nodes",
                                 "Nodes known to this node, by state.",
                                 {"state"})),
+      preemption_notices_(
+        reg.counters("shoal_preemption_notices_total",
+                     "Spot preemption notices seen (node.preemption_notice_url "
+                     "or node.preemption_notice_file); each starts a drain.")
+          .with({})),
       // Registered on every node, GPU or not, so that dashboards and
       // alerts find the families (with no samples where there is no GPU).
       gpu_used_(reg.gauges("shoal_gpu_memory_used_bytes",
@@ -210,6 +215,10 @@ void node_metrics::model_files(uint64_t bytes, uint64_t fetched,
 
 void node_metrics::cluster_nodes(std::string_view state, uint64_t n) {
   cluster_nodes_.with({std::string{state}}).set(static_cast<double>(n));
+}
+
+void node_metrics::preemption_notice() {
+  preemption_notices_.inc();
 }
 
 void node_metrics::invalid_frame() {

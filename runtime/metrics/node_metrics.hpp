@@ -40,6 +40,8 @@ public:
   void model_load(std::string_view model, double seconds) override;
   void model_files(uint64_t bytes, uint64_t fetched, uint64_t reused) override;
   void cluster_nodes(std::string_view state, uint64_t n) override;
+  // A spot preemption notice was seen (the node drains).
+  void preemption_notice();
 
   // Exports the cache's statistics at every scrape.
   void watch_cache(std::shared_ptr<result_cache> cache);
@@ -77,6 +79,7 @@ private:
   metrics::gauge& cache_bytes_;
   metrics::gauge& cache_entries_;
   metrics::family<metrics::gauge>& cluster_nodes_;
+  metrics::counter& preemption_notices_;
   metrics::family<metrics::gauge>& gpu_used_;
   metrics::family<metrics::gauge>& gpu_total_;
   metrics::family<metrics::gauge>& gpu_held_;

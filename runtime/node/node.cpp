@@ -289,6 +289,19 @@ caf::error start_http(impl& d) {
   return {};
 }
 
+// Spot notices start the same drain as SIGTERM, only earlier.
+void watch_preemption(impl& d) {
+  auto& n = d.cfg.node;
+  preemption_config pc{n.preemption_notice_url, n.preemption_notice_file,
+                       std::chrono::milliseconds{n.preemption_poll_ms}};
+  d.preemption = preemption_watcher::start(pc, [&d](const std::string& from) {
+    spdlog::warn("node {}: preemption notice ({}): draining now",
+                 d.cfg.node.name, from);
+    d.metrics->preemption_notice();
+    d.drain_requested = true;
+  });
+}
+
 void log_started(const impl& d) {
   auto& c = d.cfg;
   std::string metrics;
@@ -311,6 +324,7 @@ node::node() : impl_(std::make_unique<impl>()) {
 
 node::~node() {
   auto& d = *impl_;
+  d.preemption.reset();
   if (d.gw) {
     d.gw->stop();
   }
@@ -369,6 +383,7 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
       return err;
     }
   }
+  watch_preemption(d);
   log_started(d);
   return n;
 }

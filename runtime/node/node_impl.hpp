@@ -32,6 +32,7 @@
 #include "runtime/metrics/node_metrics.hpp"
 #include "runtime/metrics/registry.hpp"
 #include "runtime/node/node.hpp"
+#include "runtime/node/preemption.hpp"
 
 namespace shoal {
 
@@ -56,6 +57,7 @@ struct node::impl {
   worker_agent_handle agent;
   std::unique_ptr<gateway> gw;
   std::unique_ptr<http_server> http;
+  std::unique_ptr<preemption_watcher> preemption;
   std::atomic<bool> drain_requested{false};
   std::atomic<bool> draining{false};
   std::atomic<bool> joined{false}; // worker: its head is up

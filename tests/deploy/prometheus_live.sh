@@ -25,7 +25,7 @@ stop_all() {
   [[ -n $PROM_PID ]] && kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
   "$SRC/scripts/cluster.sh" down >/dev/null 2>&1 || true
 }
-trap 'rc=$?; stop_all; cleanup; exit $rc' EXIT
+trap 'rc=$?; stop_all; (exit $rc); cleanup' EXIT
 
 "$SRC/scripts/cluster.sh" up 2 >/dev/null
 
