@@ -28,12 +28,12 @@
 #include "bench/harness/run.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/cpu/cpu_layers.hpp"
-#include "net/wire/error.hpp"
-#include "runtime/metrics/registry.hpp"
 #include "gpu/model/manifest.hpp"
-#include "runtime/model/repository.hpp"
-#include "runtime/metrics/node_metrics.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/metrics/node_metrics.hpp"
+#include "runtime/metrics/registry.hpp"
+#include "runtime/model/repository.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/tensors.hpp"
 
@@ -109,7 +109,7 @@ double backend_rate(backend& be, const tensor& x, double seconds) {
 }
 
 executor_handle spawn_executor(caf::scoped_actor& self, model_spec_ptr spec,
-                          std::shared_ptr<node_metrics> m) {
+                               std::shared_ptr<node_metrics> m) {
   // No load env: the weights are loaded as they are, unverified.
   std::shared_ptr<const load_env> env;
   auto exec = backend_may_block(*spec)

@@ -52,12 +52,12 @@
 #include "gpu/backend.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/graph/graph_options.hpp"
-#include "net/wire/error.hpp"
-#include "runtime/metrics/registry.hpp"
 #include "gpu/model/manifest.hpp"
-#include "runtime/model/repository.hpp"
-#include "runtime/metrics/node_metrics.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/metrics/node_metrics.hpp"
+#include "runtime/metrics/registry.hpp"
+#include "runtime/model/repository.hpp"
 #include "tests/support/process.hpp"
 
 #ifndef SHOAL_SOURCE_ROOT

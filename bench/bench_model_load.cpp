@@ -50,10 +50,10 @@
 #include "bench/harness/run.hpp"
 #include "bench/harness/stats.hpp"
 #include "gpu/backend.hpp"
-#include "net/wire/error.hpp"
 #include "gpu/model/manifest.hpp"
-#include "runtime/model/repository.hpp"
+#include "net/wire/error.hpp"
 #include "runtime/model/model_store.hpp"
+#include "runtime/model/repository.hpp"
 #include "tests/support/process.hpp"
 
 extern char** environ;
@@ -117,10 +117,9 @@ struct options {
   bool skip_download = false;
   // meson passes the source tree; __FILE__ would be relative to the build
   // directory, which is not where a benchmark runs.
-  std::string server_script =
-      (fs::path{SHOAL_SOURCE_ROOT} / "tests" / "integration" /
-       "range_server.py")
-          .string();
+  std::string server_script = (fs::path{SHOAL_SOURCE_ROOT} / "tests" /
+                               "integration" / "range_server.py")
+                                  .string();
   std::string python = "/usr/bin/python3";
   std::string curl = "/usr/bin/curl";
 };

@@ -74,15 +74,17 @@ caf::error parse_string(const std::string& s, T& out) {
   } else if constexpr (std::is_floating_point_v<T>) {
     char* end = nullptr;
     auto v = std::strtod(s.c_str(), &end);
-    if (s.empty() || *end != '\0')
+    if (s.empty() || *end != '\0') {
       return make_error(errc::config_invalid, "expected a number");
+    }
     out = static_cast<T>(v);
     return {};
   } else {
     T v{};
     auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc{} || p != s.data() + s.size())
+    if (ec != std::errc{} || p != s.data() + s.size()) {
       return make_error(errc::config_invalid, "expected an integer");
+    }
     out = v;
     return {};
   }
@@ -356,9 +358,11 @@ const std::vector<setting>& settings() {
 }
 
 const setting* find_setting(std::string_view key) {
-  for (auto& s : settings())
-    if (s.key == key)
+  for (auto& s : settings()) {
+    if (s.key == key) {
       return &s;
+    }
+  }
   return nullptr;
 }
 
@@ -367,15 +371,18 @@ caf::error apply_toml(node_config& cfg, const toml::table& root,
   for (auto& [section, node] : root) {
     auto sec = std::string{section.str()};
     auto* tbl = node.as_table();
-    if (!tbl)
+    if (!tbl) {
       return bad(file, sec, "expected a table [" + sec + "]");
+    }
     for (auto& [key, value] : *tbl) {
       auto dotted = sec + "." + std::string{key.str()};
       auto* s = find_setting(dotted);
-      if (!s)
+      if (!s) {
         return bad(file, dotted, "unknown key");
-      if (auto err = s->from_toml(cfg, value, file))
+      }
+      if (auto err = s->from_toml(cfg, value, file)) {
         return err;
+      }
     }
   }
   return {};
@@ -388,31 +395,37 @@ caf::error apply_env(node_config& cfg) {
       "SHOAL_MODEL_ROOT", "SHOAL_ENDPOINT", "SHOAL_CONFIG"};
   for (char** e = environ; e && *e; ++e) {
     std::string_view kv{*e};
-    if (kv.substr(0, 6) != "SHOAL_")
+    if (kv.substr(0, 6) != "SHOAL_") {
       continue;
+    }
     auto eq = kv.find('=');
-    if (eq == std::string_view::npos)
+    if (eq == std::string_view::npos) {
       continue;
+    }
     std::string name{kv.substr(0, eq)};
     std::string value{kv.substr(eq + 1)};
     if (std::find(not_settings.begin(), not_settings.end(), name) !=
-        not_settings.end())
+        not_settings.end()) {
       continue;
+    }
     const setting* match = nullptr;
     for (auto& s : settings()) {
       std::string env = "SHOAL_";
-      for (char ch : s.key)
+      for (char ch : s.key) {
         env += ch == '.' ? '_' : static_cast<char>(std::toupper(ch));
+      }
       if (env == name) {
         match = &s;
         break;
       }
     }
-    if (!match)
+    if (!match) {
       return make_error(errc::config_invalid,
                         "environment: " + name + ": unknown setting");
-    if (auto err = match->from_string(cfg, value, "environment " + name))
+    }
+    if (auto err = match->from_string(cfg, value, "environment " + name)) {
       return err;
+    }
   }
   return {};
 }
@@ -420,16 +433,19 @@ caf::error apply_env(node_config& cfg) {
 } // namespace
 
 std::string default_model_root() {
-  if (auto* env = std::getenv("SHOAL_MODEL_ROOT"); env && *env)
+  if (auto* env = std::getenv("SHOAL_MODEL_ROOT"); env && *env) {
     return env;
+  }
   return SHOAL_DEFAULT_MODEL_ROOT;
 }
 
 std::string default_model_cache_dir() {
-  if (auto* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg == '/')
+  if (auto* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg == '/') {
     return std::string{xdg} + "/shoal/models";
-  if (auto* home = std::getenv("HOME"); home && *home == '/')
+  }
+  if (auto* home = std::getenv("HOME"); home && *home == '/') {
     return std::string{home} + "/.cache/shoal/models";
+  }
   return "/tmp/shoal-models-" + std::to_string(::getuid());
 }
 
@@ -449,16 +465,20 @@ caf::expected<node_config> load_config(const std::vector<std::string>& files) {
       return err;
     }
   }
-  if (auto err = apply_env(cfg))
+  if (auto err = apply_env(cfg)) {
     return err;
-  if (cfg.models.root.empty())
+  }
+  if (cfg.models.root.empty()) {
     cfg.models.root = default_model_root();
-  if (cfg.models.cache_dir.empty())
+  }
+  if (cfg.models.cache_dir.empty()) {
     cfg.models.cache_dir = default_model_cache_dir();
+  }
   if (cfg.node.name.empty()) {
     char host[256] = {};
-    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
       std::snprintf(host, sizeof(host), "node");
+    }
     cfg.node.name = host;
   }
   return cfg;
@@ -468,8 +488,9 @@ caf::error set_config_value(node_config& cfg, const std::string& dotted,
                             const std::string& value,
                             const std::string& origin) {
   auto* s = find_setting(dotted);
-  if (!s)
+  if (!s) {
     return bad(origin, dotted, "unknown key");
+  }
   return s->from_string(cfg, value, origin);
 }
 
@@ -483,8 +504,8 @@ caf::error invalid(const std::string& key, const std::string& what) {
 caf::error validate_cluster(const node_config& cfg) {
   auto& role = cfg.node.role;
   if (role != "all" && role != "head" && role != "worker") {
-    return invalid("node.role", "must be head, worker or all, got '" + role
-                                  + "'");
+    return invalid("node.role",
+                   "must be head, worker or all, got '" + role + "'");
   }
   if (role == "worker" && cfg.cluster.join.empty()) {
     return invalid("cluster.join", "a worker needs the head's endpoint "
@@ -497,20 +518,20 @@ caf::error validate_cluster(const node_config& cfg) {
   if (cfg.node.preemption_poll_ms < 100) {
     return invalid("node.preemption_poll_ms", "must be at least 100");
   }
-  if (!cfg.node.preemption_notice_url.empty()
-      && cfg.node.preemption_notice_url.rfind("http://", 0) != 0
-      && cfg.node.preemption_notice_url.rfind("https://", 0) != 0) {
+  if (!cfg.node.preemption_notice_url.empty() &&
+      cfg.node.preemption_notice_url.rfind("http://", 0) != 0 &&
+      cfg.node.preemption_notice_url.rfind("https://", 0) != 0) {
     return invalid("node.preemption_notice_url",
-                   "expected an http:// or https:// URL, got '"
-                     + cfg.node.preemption_notice_url + "'");
+                   "expected an http:// or https:// URL, got '" +
+                       cfg.node.preemption_notice_url + "'");
   }
-  if (cfg.cluster.heartbeat_ms == 0
-      || cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms) {
+  if (cfg.cluster.heartbeat_ms == 0 ||
+      cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms) {
     return invalid("cluster.timeout_ms",
                    "must be larger than cluster.heartbeat_ms (> 0)");
   }
-  if (cfg.cluster.suspect_ms == 0
-      || cfg.cluster.suspect_ms > cfg.cluster.timeout_ms) {
+  if (cfg.cluster.suspect_ms == 0 ||
+      cfg.cluster.suspect_ms > cfg.cluster.timeout_ms) {
     return invalid("cluster.suspect_ms", "must be in 1..cluster.timeout_ms");
   }
   std::string_view rest{cfg.node.labels};
@@ -533,8 +554,8 @@ caf::error validate_serving(const node_config& cfg) {
   if (cfg.gateway.endpoint.find("://") == std::string::npos) {
     return invalid("gateway.endpoint",
                    "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, "
-                   "got '"
-                     + cfg.gateway.endpoint + "'");
+                   "got '" +
+                       cfg.gateway.endpoint + "'");
   }
   if (cfg.gateway.max_frame_bytes < 64) {
     return invalid("gateway.max_frame_bytes", "must be at least 64");
@@ -545,8 +566,8 @@ caf::error validate_serving(const node_config& cfg) {
   if (cfg.http.threads < 1) {
     return invalid("http.threads", "must be at least 1");
   }
-  if (!cfg.http.listen.empty()
-      && cfg.http.listen.rfind(':') == std::string::npos) {
+  if (!cfg.http.listen.empty() &&
+      cfg.http.listen.rfind(':') == std::string::npos) {
     return invalid("http.listen",
                    "expected HOST:PORT, got '" + cfg.http.listen + "'");
   }
@@ -570,8 +591,8 @@ caf::error validate_serving(const node_config& cfg) {
                                                "warn",  "error", "off"};
   if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end()) {
     return invalid("log.level", "must be one of trace, debug, info, warn, "
-                                "error, off; got '"
-                                  + cfg.log.level + "'");
+                                "error, off; got '" +
+                                    cfg.log.level + "'");
   }
   return {};
 }
@@ -587,9 +608,8 @@ caf::error validate_models(const node_config& cfg) {
   if (lower.rfind("file://", 0) == 0) {
     root = root.substr(7);
   } else if (!url && root.find("://") != std::string::npos) {
-    return invalid("models.root",
-                   "unsupported scheme in '" + root
-                     + "' (a directory, file:// or http(s)://)");
+    return invalid("models.root", "unsupported scheme in '" + root +
+                                      "' (a directory, file:// or http(s)://)");
   }
   std::error_code ec;
   if (!url && !std::filesystem::is_directory(root, ec)) {

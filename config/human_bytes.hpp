@@ -11,8 +11,9 @@ namespace shoal {
 
 inline std::string human_bytes(uint64_t bytes) {
   static constexpr const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-  if (bytes < 1024)
+  if (bytes < 1024) {
     return std::to_string(bytes) + " B";
+  }
   double v = static_cast<double>(bytes) / 1024;
   size_t u = 0;
   while (v >= 1024 && u + 1 < std::size(units)) {

@@ -32,25 +32,30 @@ template <class T>
 const char* read_toml_value(const toml::node& n, T& out) {
   if constexpr (std::is_same_v<T, std::string>) {
     auto v = n.value_exact<std::string>();
-    if (!v)
+    if (!v) {
       return "expected a string";
+    }
     out = *v;
   } else if constexpr (std::is_same_v<T, bool>) {
     auto v = n.value_exact<bool>();
-    if (!v)
+    if (!v) {
       return "expected true or false";
+    }
     out = *v;
   } else if constexpr (std::is_floating_point_v<T>) {
     auto v = n.value<double>();
-    if (!v)
+    if (!v) {
       return "expected a number";
+    }
     out = static_cast<T>(*v);
   } else {
     auto v = n.value_exact<int64_t>();
-    if (!v)
+    if (!v) {
       return "expected an integer";
-    if (*v < 0 && std::is_unsigned_v<T>)
+    }
+    if (*v < 0 && std::is_unsigned_v<T>) {
       return "must not be negative";
+    }
     out = static_cast<T>(*v);
   }
   return nullptr;

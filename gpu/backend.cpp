@@ -12,8 +12,9 @@ caf::error backend::start(const std::vector<tensor>& inputs, uint64_t rows) {
 }
 
 caf::expected<std::vector<tensor>> backend::finish() {
-  if (done_.empty())
+  if (done_.empty()) {
     return make_error(errc::internal, "finish() without start()");
+  }
   auto out = std::move(done_.front());
   done_.pop_front();
   return out;

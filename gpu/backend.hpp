@@ -12,8 +12,8 @@
 
 #include <caf/expected.hpp>
 
-#include "net/wire/message.hpp"
 #include "gpu/model/model_spec.hpp"
+#include "net/wire/message.hpp"
 
 namespace shoal {
 

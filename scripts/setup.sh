@@ -24,7 +24,7 @@ PACKAGES=(
   python3-zmq python3-msgpack python3-numpy
   python3-yaml # the deploy tests read rendered Kubernetes manifests
   prometheus # promtool, and the server the deploy tests alert with
-  curl clang-format
+  curl clang-format-16 # the format check (InsertBraces needs 15+)
 )
 
 check_only=false

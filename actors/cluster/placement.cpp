@@ -14,12 +14,14 @@ choose_worker(const std::vector<placement_candidate>& workers,
   std::tuple<int, int, size_t, std::string> best_key;
   for (size_t i = 0; i < workers.size(); ++i) {
     auto& w = workers[i];
-    if (w.state != "up" || w.hosts_model)
+    if (w.state != "up" || w.hosts_model) {
       continue;
+    }
     if (w.memory_budget > 0 &&
         (w.memory_used > w.memory_budget ||
-         req.memory_bytes > w.memory_budget - w.memory_used))
+         req.memory_bytes > w.memory_budget - w.memory_used)) {
       continue;
+    }
     std::tuple<int, int, size_t, std::string> key{
         want_on_demand && !w.on_demand ? 1 : 0, w.has_files ? 0 : 1, w.replicas,
         w.name};
@@ -32,8 +34,9 @@ choose_worker(const std::vector<placement_candidate>& workers,
 }
 
 uint64_t gpu_room(const placement_candidate& w) {
-  if (w.gpu_free.empty())
+  if (w.gpu_free.empty()) {
     return 0;
+  }
   auto room = w.gpu_free;
   auto claims = w.gpu_claims;
   std::sort(claims.begin(), claims.end(), std::greater<>{});
@@ -57,11 +60,13 @@ choose_gpu_worker(const std::vector<placement_candidate>& workers,
   std::tuple<int, int, size_t, int64_t, std::string> best_key;
   for (size_t i = 0; i < workers.size(); ++i) {
     auto& w = workers[i];
-    if (w.state != "up" || w.hosts_model || w.gpu_free.empty())
+    if (w.state != "up" || w.hosts_model || w.gpu_free.empty()) {
       continue;
+    }
     auto room = gpu_room(w);
-    if (room < req.memory_bytes)
+    if (room < req.memory_bytes) {
       continue;
+    }
     std::tuple<int, int, size_t, int64_t, std::string> key{
         want_on_demand && !w.on_demand ? 1 : 0, w.has_files ? 0 : 1, w.replicas,
         -static_cast<int64_t>(std::min<uint64_t>(room, INT64_MAX)), w.name};

@@ -15,17 +15,20 @@ void batcher::push(exec_item item, time_point now) {
 }
 
 bool batcher::ready(time_point now) const noexcept {
-  if (queue_.empty())
+  if (queue_.empty()) {
     return false;
-  if (queued_rows_ >= max_batch_)
+  }
+  if (queued_rows_ >= max_batch_) {
     return true;
+  }
   return now - queue_.front().second >= max_delay_;
 }
 
 std::chrono::microseconds
 batcher::time_to_ready(time_point now) const noexcept {
-  if (queue_.empty() || ready(now))
+  if (queue_.empty() || ready(now)) {
     return std::chrono::microseconds{0};
+  }
   return std::chrono::duration_cast<std::chrono::microseconds>(
       queue_.front().second + max_delay_ - now);
 }
@@ -36,8 +39,9 @@ std::vector<exec_item> batcher::take() {
   uint64_t rows = 0;
   while (!queue_.empty()) {
     auto& front = queue_.front();
-    if (!out.empty() && rows + front.first.rows > max_batch_)
+    if (!out.empty() && rows + front.first.rows > max_batch_) {
       break;
+    }
     rows += front.first.rows;
     queued_rows_ -= front.first.rows;
     taken_arrivals_.push_back(front.second);
@@ -50,10 +54,12 @@ std::vector<exec_item> batcher::take() {
 std::vector<tensor> concat_inputs(std::vector<exec_item>& items,
                                   uint64_t& rows) {
   rows = 0;
-  for (auto& item : items)
+  for (auto& item : items) {
     rows += item.rows;
-  if (items.size() == 1)
+  }
+  if (items.size() == 1) {
     return std::move(items.front().inputs);
+  }
   std::vector<tensor> out;
   auto& first = items.front().inputs;
   out.reserve(first.size());
@@ -62,17 +68,20 @@ std::vector<tensor> concat_inputs(std::vector<exec_item>& items,
     t.name = first[i].name;
     t.type = first[i].type;
     t.shape = first[i].shape;
-    if (!t.shape.empty())
+    if (!t.shape.empty()) {
       t.shape[0] = rows;
+    }
     size_t total = 0;
-    for (auto& item : items)
+    for (auto& item : items) {
       total += item.inputs[i].data.size();
+    }
     t.data.resize(total);
     size_t pos = 0;
     for (auto& item : items) {
       auto& src = item.inputs[i].data;
-      if (!src.empty())
+      if (!src.empty()) {
         std::memcpy(t.data.data() + pos, src.data(), src.size());
+      }
       pos += src.size();
     }
     out.push_back(std::move(t));
@@ -89,8 +98,9 @@ split_outputs(std::vector<tensor>& outputs,
     return out;
   }
   uint64_t total_rows = 0;
-  for (auto& item : items)
+  for (auto& item : items) {
     total_rows += item.rows;
+  }
   for (auto& t : outputs) {
     auto row_bytes = total_rows ? t.data.size() / total_rows : 0;
     size_t pos = 0;
@@ -99,8 +109,9 @@ split_outputs(std::vector<tensor>& outputs,
       part.name = t.name;
       part.type = t.type;
       part.shape = t.shape;
-      if (!part.shape.empty())
+      if (!part.shape.empty()) {
         part.shape[0] = items[k].rows;
+      }
       auto n = row_bytes * items[k].rows;
       part.data.assign(t.data.begin() + pos, t.data.begin() + pos + n);
       pos += n;

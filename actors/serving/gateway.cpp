@@ -70,8 +70,7 @@ struct gateway::impl : client_socket::handler {
     auto total = static_cast<uint64_t>((now_ns() - recv_ns) / 1000);
     r.timing_us = timing{0, 0, total};
     send_reply(sock, route, r);
-    env.metrics->reply(spec.name, status::ok, reply_source::cache,
-                       total / 1e6);
+    env.metrics->reply(spec.name, status::ok, reply_source::cache, total / 1e6);
     return true;
   }
 
@@ -81,35 +80,35 @@ struct gateway::impl : client_socket::handler {
     if (timeout == 0) {
       return 0;
     }
-    return recv_ns
-           + static_cast<int64_t>(std::min<uint64_t>(timeout, 1ull << 40))
-               * 1'000'000;
+    return recv_ns +
+           static_cast<int64_t>(std::min<uint64_t>(timeout, 1ull << 40)) *
+               1'000'000;
   }
 
   void handle_infer(client_socket& sock, reply_route& route, int64_t recv_ns) {
     auto spec = env.catalog->resolve(req.model, req.version);
     if (!spec) {
-      auto what = "model " + req.model
-                  + (req.version ? " v" + std::to_string(*req.version) : "")
-                  + " not found";
+      auto what = "model " + req.model +
+                  (req.version ? " v" + std::to_string(*req.version) : "") +
+                  " not found";
       send_reply(sock, route, error_reply(status::not_found, what));
       return env.metrics->op_reply(op_kind::infer, status::not_found);
     }
     auto rows = validate_inputs(*spec, req.inputs);
     if (!rows) {
-      send_reply(sock, route, error_reply(status::invalid_argument,
-                                          reason_of(rows.error())));
+      send_reply(
+          sock, route,
+          error_reply(status::invalid_argument, reason_of(rows.error())));
       return env.metrics->reply(spec->name, status::invalid_argument,
-                                reply_source::none,
-                                (now_ns() - recv_ns) / 1e9);
+                                reply_source::none, (now_ns() - recv_ns) / 1e9);
     }
     sort_inputs(*spec);
     bool cacheable = spec->cache_enabled && env.cache->cfg().max_bytes > 0;
     infer_job job;
     if (cacheable) {
       job.key = make_cache_key(spec->name, spec->version, req.inputs);
-      if (req.cache == cache_mode::use
-          && answer_hit(sock, route, *spec, job.key, recv_ns)) {
+      if (req.cache == cache_mode::use &&
+          answer_hit(sock, route, *spec, job.key, recv_ns)) {
         return;
       }
       if (req.cache == cache_mode::refresh) {
@@ -132,8 +131,8 @@ struct gateway::impl : client_socket::handler {
 
   void handle_drain(client_socket& sock, const reply_route& route) {
     auto node = req.node.empty() ? cfg.node_name : req.node;
-    auto why = env.on_drain ? env.on_drain(node)
-                            : std::string{"drain disabled"};
+    auto why =
+        env.on_drain ? env.on_drain(node) : std::string{"drain disabled"};
     if (!why.empty()) {
       send_reply(sock, route, error_reply(status::not_found, why));
       return env.metrics->op_reply(op_kind::drain, status::not_found);
@@ -160,9 +159,9 @@ struct gateway::impl : client_socket::handler {
                 std::string_view frame) override {
     auto recv_ns = now_ns();
     req = request{};
-    if (auto err = decode_request(reinterpret_cast<const uint8_t*>(
-                                    frame.data()),
-                                  frame.size(), cfg.limits, req)) {
+    if (auto err =
+            decode_request(reinterpret_cast<const uint8_t*>(frame.data()),
+                           frame.size(), cfg.limits, req)) {
       reply r;
       r.id = req.id;
       r.code = status::invalid_argument;
@@ -171,28 +170,26 @@ struct gateway::impl : client_socket::handler {
       return env.metrics->invalid_frame();
     }
     switch (req.op) {
-      case op_kind::infer:
-        return handle_infer(sock, route, recv_ns);
-      case op_kind::ping: {
-        reply r;
-        r.id = req.id;
-        r.node = cfg.node_name;
-        send_reply(sock, route, r);
-        return env.metrics->op_reply(op_kind::ping, status::ok);
-      }
-      case op_kind::drain:
-        return handle_drain(sock, route);
-      case op_kind::models:
-      case op_kind::status:
-      case op_kind::load:
-      case op_kind::unload:
-        return handle_admin(route);
+    case op_kind::infer:
+      return handle_infer(sock, route, recv_ns);
+    case op_kind::ping: {
+      reply r;
+      r.id = req.id;
+      r.node = cfg.node_name;
+      send_reply(sock, route, r);
+      return env.metrics->op_reply(op_kind::ping, status::ok);
+    }
+    case op_kind::drain:
+      return handle_drain(sock, route);
+    case op_kind::models:
+    case op_kind::status:
+    case op_kind::load:
+    case op_kind::unload:
+      return handle_admin(route);
     }
   }
 
-  void on_malformed() override {
-    env.metrics->invalid_frame();
-  }
+  void on_malformed() override { env.metrics->invalid_frame(); }
 };
 
 gateway::gateway() : impl_(std::make_unique<impl>()) {

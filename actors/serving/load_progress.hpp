@@ -34,8 +34,9 @@ public:
   std::optional<totals> get(const std::string& model, uint64_t version) const {
     std::lock_guard guard{mtx_};
     auto i = loads_.find({model, version});
-    if (i == loads_.end())
+    if (i == loads_.end()) {
       return std::nullopt;
+    }
     totals t;
     for (auto& [file, p] : i->second) {
       t.done += p.first;

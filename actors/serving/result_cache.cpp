@@ -14,8 +14,9 @@ namespace {
 void put_u64(std::string& out, uint64_t x) {
   // Explicit little-endian so keys are identical across hosts.
   char buf[8];
-  for (int i = 0; i < 8; ++i)
+  for (int i = 0; i < 8; ++i) {
     buf[i] = static_cast<char>((x >> (8 * i)) & 0xff);
+  }
   out.append(buf, 8);
 }
 
@@ -32,8 +33,9 @@ cache_key make_cache_key(std::string_view model, uint64_t version,
   // self-delimiting: two different (model, version, inputs) triples can never
   // produce the same bytes.
   size_t n = 8 + model.size() + 8;
-  for (auto& t : inputs)
+  for (auto& t : inputs) {
     n += 8 + t.name.size() + 1 + 8 + 8 * t.shape.size() + 8 + t.data.size();
+  }
   cache_key key;
   key.bytes.reserve(n);
   put_str(key.bytes, model);
@@ -42,8 +44,9 @@ cache_key make_cache_key(std::string_view model, uint64_t version,
     put_str(key.bytes, t.name);
     key.bytes.push_back(static_cast<char>(t.type));
     put_u64(key.bytes, t.shape.size());
-    for (auto d : t.shape)
+    for (auto d : t.shape) {
       put_u64(key.bytes, d);
+    }
     put_u64(key.bytes, t.data.size());
     key.bytes.append(reinterpret_cast<const char*>(t.data.data()),
                      t.data.size());
@@ -90,8 +93,9 @@ public:
         added = true;
       }
     }
-    if (added && ++additions_ >= sample_size_)
+    if (added && ++additions_ >= sample_size_) {
       age();
+    }
   }
 
   uint64_t estimate(uint64_t lo, uint64_t hi) const noexcept {
@@ -117,9 +121,11 @@ private:
   };
 
   void age() noexcept {
-    for (auto& b : table_)
-      for (auto& w : b.w)
+    for (auto& b : table_) {
+      for (auto& w : b.w) {
         w = (w >> 1) & 0x7777777777777777ull;
+      }
+    }
     additions_ /= 2;
   }
 
@@ -196,25 +202,29 @@ public:
   entry* find(uint64_t lo, uint64_t hi) const noexcept {
     for (auto i = lo & mask_;; i = (i + 1) & mask_) {
       auto& s = slots_[i];
-      if (s.e == nullptr)
+      if (s.e == nullptr) {
         return nullptr;
-      if (s.lo == lo && s.e->key.hash_hi == hi)
+      }
+      if (s.lo == lo && s.e->key.hash_hi == hi) {
         return s.e;
+      }
     }
   }
 
   // Requires that no entry with the same hash is present.
   void insert(entry* e) {
-    if ((size_ + 1) * 2 > slots_.size())
+    if ((size_ + 1) * 2 > slots_.size()) {
       rehash(slots_.size() * 2);
+    }
     place(e);
     ++size_;
   }
 
   void erase(const entry* e) noexcept {
     auto i = e->key.hash_lo & mask_;
-    while (slots_[i].e != e)
+    while (slots_[i].e != e) {
       i = (i + 1) & mask_;
+    }
     // Pull later members of the probe run back over the hole so that every
     // entry stays reachable from its home slot without tombstones.
     for (auto j = (i + 1) & mask_; slots_[j].e != nullptr;
@@ -234,9 +244,11 @@ public:
   // Calls f(entry*) for every entry, then empties the table.
   template <class F>
   void drain(F&& f) {
-    for (auto& s : slots_)
-      if (s.e != nullptr)
+    for (auto& s : slots_) {
+      if (s.e != nullptr) {
         f(s.e);
+      }
+    }
     slots_.assign(min_slots, slot{});
     mask_ = min_slots - 1;
     size_ = 0;
@@ -252,8 +264,9 @@ private:
 
   void place(entry* e) noexcept {
     auto i = e->key.hash_lo & mask_;
-    while (slots_[i].e != nullptr)
+    while (slots_[i].e != nullptr) {
       i = (i + 1) & mask_;
+    }
     slots_[i] = slot{e->key.hash_lo, e};
   }
 
@@ -261,9 +274,11 @@ private:
     std::vector<slot> old(n);
     old.swap(slots_);
     mask_ = n - 1;
-    for (auto& s : old)
-      if (s.e != nullptr)
+    for (auto& s : old) {
+      if (s.e != nullptr) {
         place(s.e);
+      }
+    }
   }
 
   std::vector<slot> slots_;
@@ -349,10 +364,12 @@ struct result_cache::impl {
   // collision and not found.
   entry* find(const cache_key& key) {
     auto* e = index.find(key.hash_lo, key.hash_hi);
-    if (e == nullptr)
+    if (e == nullptr) {
       return nullptr;
-    if (e->key.bytes != key.bytes)
+    }
+    if (e->key.bytes != key.bytes) {
       return nullptr;
+    }
     return e;
   }
 
@@ -374,8 +391,9 @@ struct result_cache::impl {
   }
 
   void demote_protected_overflow() {
-    while (protected_.bytes > protected_max && !protected_.empty())
+    while (protected_.bytes > protected_max && !protected_.empty()) {
       move_to(protected_.back(), segment::probation);
+    }
   }
 
   // Extends the eviction plan with `lst`'s entries, LRU first, until `freed`
@@ -387,8 +405,9 @@ struct result_cache::impl {
          l = l->prev) {
       auto* victim = static_cast<entry*>(l);
       if (cand_freq <=
-          sketch.estimate(victim->key.hash_lo, victim->key.hash_hi))
+          sketch.estimate(victim->key.hash_lo, victim->key.hash_hi)) {
         return false;
+      }
       freed += victim->charge;
       ++n;
     }
@@ -423,10 +442,12 @@ struct result_cache::impl {
       return;
     }
     bump(evictions, from_probation + from_protected);
-    for (; from_probation > 0; --from_probation)
+    for (; from_probation > 0; --from_probation) {
       remove(probation.back());
-    for (; from_protected > 0; --from_protected)
+    }
+    for (; from_protected > 0; --from_protected) {
       remove(protected_.back());
+    }
     move_to(cand, segment::probation);
   }
 
@@ -439,8 +460,9 @@ struct result_cache::impl {
       remove(lru_of_main());
       bump(evictions);
     }
-    while (window.bytes > window_max)
+    while (window.bytes > window_max) {
       admit(window.back());
+    }
   }
 
   void clear() {
@@ -481,16 +503,18 @@ cached_result_ptr result_cache::get(const cache_key& key, time_point now) {
   // A second touch in main earns the protected segment; elsewhere a hit
   // only refreshes recency.
   d.move_to(e, e->seg == segment::probation ? segment::protected_ : e->seg);
-  if (e->seg == segment::protected_)
+  if (e->seg == segment::protected_) {
     d.demote_protected_overflow();
+  }
   d.bump(d.hits);
   return e->value;
 }
 
 void result_cache::put(cache_key key, cached_result_ptr value,
                        std::chrono::milliseconds ttl, time_point now) {
-  if (!value)
+  if (!value) {
     return;
+  }
   auto charge = charge_of(key, *value);
   auto expires = ttl.count() > 0 ? now + ttl : time_point::max();
   auto& d = *impl_;
@@ -499,8 +523,9 @@ void result_cache::put(cache_key key, cached_result_ptr value,
   auto* e = d.index.find(key.hash_lo, key.hash_hi);
   if (charge > d.max_bytes) {
     // A stale value must not outlive a refresh that could not be stored.
-    if (e != nullptr)
+    if (e != nullptr) {
       d.remove(e);
+    }
     d.bump(d.rejections);
     d.publish_size();
     return;
@@ -539,8 +564,9 @@ void result_cache::erase(const cache_key& key) {
 size_t result_cache::expire(time_point now) {
   auto& d = *impl_;
   std::lock_guard guard{d.mtx};
-  if (now < d.earliest_expiry)
+  if (now < d.earliest_expiry) {
     return 0;
+  }
   size_t n = 0;
   auto next = time_point::max();
   for (auto* lst : {&d.window, &d.probation, &d.protected_}) {

@@ -19,8 +19,7 @@ public:
 
   // One reply to an `infer` of a model the node serves.
   virtual void reply(std::string_view model, status s, reply_source src,
-                     double total_seconds)
-      = 0;
+                     double total_seconds) = 0;
   // One reply to any other op, or to an `infer` refused before it named a
   // model the node serves (unknown model), so that a client's made-up
   // model names never become label values.
@@ -37,8 +36,8 @@ public:
   virtual void model_load(std::string_view model, double seconds) = 0;
   // What one load's model store step did: bytes downloaded, files fetched
   // (or hashed in place) and files reused from the verified cache.
-  virtual void model_files(uint64_t bytes, uint64_t fetched, uint64_t reused)
-      = 0;
+  virtual void model_files(uint64_t bytes, uint64_t fetched,
+                           uint64_t reused) = 0;
   // Nodes of the cluster per state (up, suspect, draining, down).
   virtual void cluster_nodes(std::string_view state, uint64_t n) = 0;
 };

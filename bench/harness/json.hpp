@@ -28,8 +28,8 @@ public:
   json(std::string s);
   json(const char* s);
   template <class T>
-  requires(std::is_integral_v<T> && !std::is_same_v<T, bool>) json(T v)
-      : kind_(kind::number), text_(std::to_string(v)) {
+    requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
+  json(T v) : kind_(kind::number), text_(std::to_string(v)) {
     // Integers as they are: a count of bytes is exact beyond 2^53.
   }
 

@@ -25,8 +25,9 @@ blasint to_blas(size_t v) noexcept {
 // Fills each of `rows` rows of y with b, so that sgemm can accumulate onto
 // the bias (beta = 1) instead of a second pass over y afterwards.
 void broadcast_rows(float* y, size_t rows, size_t cols, const float* b) {
-  for (size_t r = 0; r < rows; ++r)
+  for (size_t r = 0; r < rows; ++r) {
     std::memcpy(y + r * cols, b, cols * sizeof(float));
+  }
 }
 
 // Copies one image [c_in, h, w] into the column matrix
@@ -67,11 +68,13 @@ void im2col(const float* img, const conv2d_shape& s, size_t oh, size_t ow,
           if (sw == 1) {
             // hi == lo: every tap of this row falls in the padding, and
             // src + off may then point outside the image.
-            if (hi > lo)
+            if (hi > lo) {
               std::memcpy(col + lo, src + lo + off, (hi - lo) * sizeof(float));
+            }
           } else {
-            for (sidx ox = lo; ox < hi; ++ox)
+            for (sidx ox = lo; ox < hi; ++ox) {
               col[ox] = src[ox * sw + off];
+            }
           }
           std::fill(col + hi, col + n_ow, 0.0f);
           col += ow;
@@ -87,14 +90,16 @@ void im2col(const float* img, const conv2d_shape& s, size_t oh, size_t ow,
 
 void dense(const float* x, size_t batch, size_t in, const float* w,
            const float* b, size_t out, float* y, bool w_transposed) {
-  if (batch == 0 || out == 0)
+  if (batch == 0 || out == 0) {
     return;
+  }
   if (in == 0) {
     // sgemm with k = 0 would be a no-op or scale y; the product is empty.
-    if (b != nullptr)
+    if (b != nullptr) {
       broadcast_rows(y, batch, out, b);
-    else
+    } else {
       std::fill_n(y, batch * out, 0.0f);
+    }
     return;
   }
   float beta = 0.0f;
@@ -123,22 +128,25 @@ void dense(const float* x, size_t batch, size_t in, const float* w,
 // -- elementwise and per-row --------------------------------------------------
 
 void relu(float* x, size_t n) {
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     x[i] = x[i] < 0.0f ? 0.0f : x[i];
+  }
 }
 
 void gelu(float* x, size_t n) {
   constexpr float inv_sqrt2 = 0.70710678118654752440f;
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * inv_sqrt2));
+  }
 }
 
 void softmax(float* x, size_t rows, size_t cols) {
   for (size_t r = 0; r < rows; ++r) {
     float* row = x + r * cols;
     float mx = -std::numeric_limits<float>::infinity();
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       mx = std::max(mx, row[i]);
+    }
     // Summing in double keeps long rows accurate at no visible cost next to
     // exp().
     double sum = 0.0;
@@ -147,22 +155,25 @@ void softmax(float* x, size_t rows, size_t cols) {
       sum += row[i];
     }
     const auto inv = static_cast<float>(1.0 / sum);
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       row[i] *= inv;
+    }
   }
 }
 
 void layernorm(float* x, size_t rows, size_t cols, const float* gamma,
                const float* beta, float eps) {
-  if (cols == 0)
+  if (cols == 0) {
     return;
+  }
   for (size_t r = 0; r < rows; ++r) {
     float* row = x + r * cols;
     // Two passes in double: the one-pass E[x²] - E[x]² form cancels badly for
     // rows with a large mean.
     double sum = 0.0;
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       sum += row[i];
+    }
     const double mean = sum / static_cast<double>(cols);
     double sq = 0.0;
     for (size_t i = 0; i < cols; ++i) {
@@ -174,18 +185,21 @@ void layernorm(float* x, size_t rows, size_t cols, const float* gamma,
     const auto m = static_cast<float>(mean);
     for (size_t i = 0; i < cols; ++i) {
       float v = (row[i] - m) * inv_std;
-      if (gamma != nullptr)
+      if (gamma != nullptr) {
         v *= gamma[i];
-      if (beta != nullptr)
+      }
+      if (beta != nullptr) {
         v += beta[i];
+      }
       row[i] = v;
     }
   }
 }
 
 void add(float* x, const float* r, size_t n) {
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     x[i] += r[i];
+  }
 }
 
 // -- conv2d -------------------------------------------------------------------
@@ -196,8 +210,9 @@ void conv2d(const float* x, const conv2d_shape& s, const float* w,
   const size_t ow = s.out_w();
   const size_t n_cols = oh * ow;
   const size_t k_rows = s.c_in * s.kh * s.kw;
-  if (s.n == 0 || n_cols == 0 || s.c_out == 0)
+  if (s.n == 0 || n_cols == 0 || s.c_out == 0) {
     return;
+  }
   const bool pointwise = s.is_pointwise();
   const size_t x_img = s.c_in * s.h * s.w;
   const size_t y_img = s.c_out * n_cols;
@@ -211,8 +226,9 @@ void conv2d(const float* x, const conv2d_shape& s, const float* w,
     }
     float beta = 0.0f;
     if (b != nullptr) {
-      for (size_t co = 0; co < s.c_out; ++co)
+      for (size_t co = 0; co < s.c_out; ++co) {
         std::fill_n(dst + co * n_cols, n_cols, b[co]);
+      }
       beta = 1.0f;
     }
     // y_img[c_out, n_cols] = W[c_out, k_rows] · col[k_rows, n_cols].
@@ -266,10 +282,12 @@ void max_pool2d(const float* x, const pool2d_shape& s, float* y) {
           const float* row = in + iy * static_cast<std::ptrdiff_t>(s.w);
           for (auto ix = x0; ix < x1; ++ix) {
             const float v = row[ix];
-            if (v > m || std::isnan(v))
+            if (v > m || std::isnan(v)) {
               m = v;
-            if (std::isnan(m))
+            }
+            if (std::isnan(m)) {
               return m;
+            }
           }
         }
         return m;
@@ -286,8 +304,9 @@ void avg_pool2d(const float* x, const pool2d_shape& s, float* y,
         float sum = 0.0f;
         for (auto iy = y0; iy < y1; ++iy) {
           const float* row = in + iy * static_cast<std::ptrdiff_t>(s.w);
-          for (auto ix = x0; ix < x1; ++ix)
+          for (auto ix = x0; ix < x1; ++ix) {
             sum += row[ix];
+          }
         }
         const float div = count_include_pad
                               ? full
@@ -299,13 +318,15 @@ void avg_pool2d(const float* x, const pool2d_shape& s, float* y,
 // -- weight conversion --------------------------------------------------------
 
 void f16_to_f32(const uint16_t* src, float* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     dst[i] = shoal::f16_to_f32(src[i]);
+  }
 }
 
 void bf16_to_f32(const uint16_t* src, float* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     dst[i] = shoal::bf16_to_f32(src[i]);
+  }
 }
 
 } // namespace shoal::cpu

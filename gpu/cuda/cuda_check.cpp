@@ -4,8 +4,9 @@ namespace shoal::cuda {
 
 caf::error check(cudaError_t rc, const std::string& device, const char* what,
                  errc otherwise) {
-  if (rc == cudaSuccess)
+  if (rc == cudaSuccess) {
     return {};
+  }
   // Reset the (non-sticky) last error; a sticky one stays and every later
   // call reports it, which kills the replica as it should.
   (void)cudaGetLastError();
@@ -17,8 +18,9 @@ caf::error check(cudaError_t rc, const std::string& device, const char* what,
 
 caf::error check(cublasStatus_t rc, const std::string& device, const char* what,
                  errc otherwise) {
-  if (rc == CUBLAS_STATUS_SUCCESS)
+  if (rc == CUBLAS_STATUS_SUCCESS) {
     return {};
+  }
   auto code =
       rc == CUBLAS_STATUS_ALLOC_FAILED ? errc::resource_exhausted : otherwise;
   return make_error(code,
@@ -27,8 +29,9 @@ caf::error check(cublasStatus_t rc, const std::string& device, const char* what,
 
 caf::error check(cudnnStatus_t rc, const std::string& device, const char* what,
                  errc otherwise) {
-  if (rc == CUDNN_STATUS_SUCCESS)
+  if (rc == CUDNN_STATUS_SUCCESS) {
     return {};
+  }
   auto code =
       rc == CUDNN_STATUS_ALLOC_FAILED ? errc::resource_exhausted : otherwise;
   return make_error(code,

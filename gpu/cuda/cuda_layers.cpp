@@ -35,10 +35,11 @@ namespace {
 // cuDNN takes ints: sizes past INT_MAX are refused, not wrapped.
 caf::error to_int(size_t v, int& out, const std::string& dev,
                   const char* what) {
-  if (v > static_cast<size_t>(INT_MAX))
+  if (v > static_cast<size_t>(INT_MAX)) {
     return make_error(errc::invalid_argument,
                       dev + ": " + what + " " + std::to_string(v) +
                           " is beyond what cuDNN takes");
+  }
   out = static_cast<int>(v);
   return {};
 }
@@ -46,8 +47,9 @@ caf::error to_int(size_t v, int& out, const std::string& dev,
 caf::error set_nchw(cudnnTensorDescriptor_t d, size_t n, size_t c, size_t h,
                     size_t w, const std::string& dev) {
   int ni = 0, ci = 0, hi = 0, wi = 0;
-  if (auto err = to_int(n * c * h * w, ni, dev, "tensor size"))
+  if (auto err = to_int(n * c * h * w, ni, dev, "tensor size")) {
     return err;
+  }
   to_int(n, ni, dev, "batch");
   to_int(c, ci, dev, "channels");
   to_int(h, hi, dev, "height");
@@ -67,12 +69,15 @@ caf::error conv_layer::init(cudnnHandle_t h, const conv2d_shape& s, bool tf32,
                             const std::string& dev) {
   s_ = s;
   tf32_ = tf32;
-  if (auto err = make(x_, dev))
+  if (auto err = make(x_, dev)) {
     return err;
-  if (auto err = make(y_, dev))
+  }
+  if (auto err = make(y_, dev)) {
     return err;
-  if (auto err = make(bias_, dev))
+  }
+  if (auto err = make(bias_, dev)) {
     return err;
+  }
   cudnnFilterDescriptor_t wd = nullptr;
   SHOAL_CUDA_TRY(cudnnCreateFilterDescriptor(&wd), dev,
                  "cudnnCreateFilterDescriptor");
@@ -97,27 +102,31 @@ caf::error conv_layer::init(cudnnHandle_t h, const conv2d_shape& s, bool tf32,
   SHOAL_CUDA_TRY(cudnnSetConvolutionMathType(cd, tf32 ? CUDNN_DEFAULT_MATH
                                                       : CUDNN_FMA_MATH),
                  dev, "cudnnSetConvolutionMathType");
-  if (auto err = set_nchw(bias_.get(), 1, s.c_out, 1, 1, dev))
+  if (auto err = set_nchw(bias_.get(), 1, s.c_out, 1, 1, dev)) {
     return err;
+  }
   by_rows_.assign(max_rows + 1, choice{});
   for (size_t r = 1; r <= max_rows; ++r) {
-    if (auto err = choose(h, r, max_workspace, dev))
+    if (auto err = choose(h, r, max_workspace, dev)) {
       return err;
+    }
     workspace_ = std::max(workspace_, by_rows_[r].memory);
   }
   return {};
 }
 
 caf::error conv_layer::set_rows(size_t rows, const std::string& dev) {
-  if (auto err = set_nchw(x_.get(), rows, s_.c_in, s_.h, s_.w, dev))
+  if (auto err = set_nchw(x_.get(), rows, s_.c_in, s_.h, s_.w, dev)) {
     return err;
+  }
   return set_nchw(y_.get(), rows, s_.c_out, s_.out_h(), s_.out_w(), dev);
 }
 
 caf::error conv_layer::choose(cudnnHandle_t h, size_t rows,
                               size_t max_workspace, const std::string& dev) {
-  if (auto err = set_rows(rows, dev))
+  if (auto err = set_rows(rows, dev)) {
     return err;
+  }
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int n = 0;
   SHOAL_CUDA_TRY(cudnnGetConvolutionForwardAlgorithm_v7(
@@ -130,13 +139,16 @@ caf::error conv_layer::choose(cudnnHandle_t h, size_t rows,
   for (int pass = 0; pass < 2; ++pass) {
     for (int i = 0; i < n; ++i) {
       auto& p = perf[i];
-      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > max_workspace)
+      if (p.status != CUDNN_STATUS_SUCCESS || p.memory > max_workspace) {
         continue;
+      }
       if (!tf32_ && (pass == 0 ? p.mathType != CUDNN_FMA_MATH
-                               : p.mathType == CUDNN_TENSOR_OP_MATH))
+                               : p.mathType == CUDNN_TENSOR_OP_MATH)) {
         continue;
-      if (by_rows_.size() <= rows)
+      }
+      if (by_rows_.size() <= rows) {
         by_rows_.resize(rows + 1);
+      }
       by_rows_[rows] = choice{p.algo, p.mathType, p.memory, true};
       return {};
     }
@@ -151,8 +163,9 @@ caf::error conv_layer::run(cudnnHandle_t h, const float* x, size_t rows,
                            const float* w, const float* b, float* y, void* ws,
                            size_t ws_bytes, const std::string& dev) {
   if (rows >= by_rows_.size() || !by_rows_[rows].set) {
-    if (auto err = choose(h, rows, ws_bytes, dev))
+    if (auto err = choose(h, rows, ws_bytes, dev)) {
       return err;
+    }
   } else if (auto err = set_rows(rows, dev)) {
     return err;
   }
@@ -164,9 +177,10 @@ caf::error conv_layer::run(cudnnHandle_t h, const float* x, size_t rows,
                                          conv_.get(), c.algo, ws, c.memory,
                                          &zero, y_.get(), y),
                  dev, "cudnnConvolutionForward", errc::internal);
-  if (b)
+  if (b) {
     SHOAL_CUDA_TRY(cudnnAddTensor(h, &one, bias_.get(), b, &one, y_.get(), y),
                    dev, "cudnnAddTensor (conv bias)", errc::internal);
+  }
   return {};
 }
 
@@ -175,10 +189,12 @@ caf::error conv_layer::run(cudnnHandle_t h, const float* x, size_t rows,
 caf::error pool_layer::init(const pool2d_shape& s, bool max,
                             const std::string& dev) {
   s_ = s;
-  if (auto err = make(x_, dev))
+  if (auto err = make(x_, dev)) {
     return err;
-  if (auto err = make(y_, dev))
+  }
+  if (auto err = make(y_, dev)) {
     return err;
+  }
   cudnnPoolingDescriptor_t pd = nullptr;
   SHOAL_CUDA_TRY(cudnnCreatePoolingDescriptor(&pd), dev,
                  "cudnnCreatePoolingDescriptor");
@@ -198,10 +214,12 @@ caf::error pool_layer::init(const pool2d_shape& s, bool max,
 
 caf::error pool_layer::run(cudnnHandle_t h, const float* x, size_t rows,
                            float* y, const std::string& dev) {
-  if (auto err = set_nchw(x_.get(), rows, s_.c, s_.h, s_.w, dev))
+  if (auto err = set_nchw(x_.get(), rows, s_.c, s_.h, s_.w, dev)) {
     return err;
-  if (auto err = set_nchw(y_.get(), rows, s_.c, s_.out_h(), s_.out_w(), dev))
+  }
+  if (auto err = set_nchw(y_.get(), rows, s_.c, s_.out_h(), s_.out_w(), dev)) {
     return err;
+  }
   const float one = 1.0f, zero = 0.0f;
   SHOAL_CUDA_TRY(cudnnPoolingForward(h, pool_.get(), &one, x_.get(), x, &zero,
                                      y_.get(), y),
@@ -213,8 +231,9 @@ caf::error pool_layer::run(cudnnHandle_t h, const float* x, size_t rows,
 // -------------------------------------------------------------
 
 caf::error pointwise_layers::init(const std::string& dev) {
-  if (auto err = make(desc_, dev))
+  if (auto err = make(desc_, dev)) {
     return err;
+  }
   cudnnActivationDescriptor_t ad = nullptr;
   SHOAL_CUDA_TRY(cudnnCreateActivationDescriptor(&ad), dev,
                  "cudnnCreateActivationDescriptor");
@@ -227,8 +246,9 @@ caf::error pointwise_layers::init(const std::string& dev) {
 
 caf::error pointwise_layers::relu(cudnnHandle_t h, float* x, size_t n,
                                   const std::string& dev) {
-  if (auto err = set_nchw(desc_.get(), 1, n, 1, 1, dev))
+  if (auto err = set_nchw(desc_.get(), 1, n, 1, 1, dev)) {
     return err;
+  }
   const float one = 1.0f, zero = 0.0f;
   SHOAL_CUDA_TRY(cudnnActivationForward(h, relu_.get(), &one, desc_.get(), x,
                                         &zero, desc_.get(), x),
@@ -238,8 +258,9 @@ caf::error pointwise_layers::relu(cudnnHandle_t h, float* x, size_t n,
 
 caf::error pointwise_layers::softmax(cudnnHandle_t h, float* x, size_t rows,
                                      size_t cols, const std::string& dev) {
-  if (auto err = set_nchw(desc_.get(), rows, cols, 1, 1, dev))
+  if (auto err = set_nchw(desc_.get(), rows, cols, 1, 1, dev)) {
     return err;
+  }
   const float one = 1.0f, zero = 0.0f;
   // ACCURATE subtracts the row maximum first, as the CPU backend does.
   SHOAL_CUDA_TRY(cudnnSoftmaxForward(h, CUDNN_SOFTMAX_ACCURATE,

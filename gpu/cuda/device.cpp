@@ -14,12 +14,14 @@ int device_count(std::string* why) {
   auto rc = cudaGetDeviceCount(&n);
   if (rc != cudaSuccess) {
     (void)cudaGetLastError();
-    if (why)
+    if (why) {
       *why = std::string{"no usable CUDA device: "} + cudaGetErrorString(rc);
+    }
     return 0;
   }
-  if (n == 0 && why)
+  if (n == 0 && why) {
     *why = "no CUDA device";
+  }
   return n;
 }
 

@@ -19,8 +19,9 @@ __global__ void bias_add_kernel(float* y, const float* b, size_t rows,
                                 size_t cols) {
   size_t n = rows * cols;
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x)
+       i += size_t{gridDim.x} * blockDim.x) {
     y[i] += b[i % cols];
+  }
 }
 
 __global__ void gelu_kernel(float* x, size_t n) {
@@ -33,25 +34,30 @@ __global__ void gelu_kernel(float* x, size_t n) {
 
 __global__ void add_kernel(float* x, const float* r, size_t n) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x)
+       i += size_t{gridDim.x} * blockDim.x) {
     x[i] += r[i];
+  }
 }
 
 // Sum over the block; every thread gets the result. `shm` holds 33 floats.
 __device__ float block_sum(float v, float* shm) {
-  for (int o = 16; o > 0; o >>= 1)
+  for (int o = 16; o > 0; o >>= 1) {
     v += __shfl_down_sync(0xffffffffu, v, o);
+  }
   unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
-  if (lane == 0)
+  if (lane == 0) {
     shm[warp] = v;
+  }
   __syncthreads();
   unsigned warps = (blockDim.x + 31u) >> 5;
   if (warp == 0) {
     v = lane < warps ? shm[lane] : 0.0f;
-    for (int o = 16; o > 0; o >>= 1)
+    for (int o = 16; o > 0; o >>= 1) {
       v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0)
+    }
+    if (lane == 0) {
       shm[32] = v;
+    }
   }
   __syncthreads();
   float total = shm[32];
@@ -65,8 +71,9 @@ __global__ void layernorm_kernel(float* x, size_t cols, const float* gamma,
   __shared__ float shm[33];
   float* row = x + blockIdx.x * cols;
   float s = 0.0f;
-  for (size_t c = threadIdx.x; c < cols; c += blockDim.x)
+  for (size_t c = threadIdx.x; c < cols; c += blockDim.x) {
     s += row[c];
+  }
   float mean = block_sum(s, shm) / static_cast<float>(cols);
   float q = 0.0f;
   for (size_t c = threadIdx.x; c < cols; c += blockDim.x) {
@@ -77,24 +84,28 @@ __global__ void layernorm_kernel(float* x, size_t cols, const float* gamma,
   float inv = rsqrtf(var + eps);
   for (size_t c = threadIdx.x; c < cols; c += blockDim.x) {
     float v = (row[c] - mean) * inv;
-    if (gamma)
+    if (gamma) {
       v *= gamma[c];
-    if (beta)
+    }
+    if (beta) {
       v += beta[c];
+    }
     row[c] = v;
   }
 }
 
 __global__ void to_f16_kernel(const float* x, __half* y, size_t n) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x)
+       i += size_t{gridDim.x} * blockDim.x) {
     y[i] = __float2half_rn(x[i]);
+  }
 }
 
 __global__ void to_bf16_kernel(const float* x, __nv_bfloat16* y, size_t n) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x)
+       i += size_t{gridDim.x} * blockDim.x) {
     y[i] = __float2bfloat16_rn(x[i]);
+  }
 }
 
 } // namespace
@@ -118,8 +129,9 @@ cudaError_t add(float* x, const float* r, size_t n, cudaStream_t stream) {
 
 cudaError_t layernorm(float* x, size_t rows, size_t cols, const float* gamma,
                       const float* beta, float eps, cudaStream_t stream) {
-  if (rows == 0 || cols == 0)
+  if (rows == 0 || cols == 0) {
     return cudaSuccess;
+  }
   // A warp per 32 columns up to a full block: narrow rows (64 values) do
   // not leave 7 of 8 warps idle.
   unsigned t =
@@ -131,12 +143,13 @@ cudaError_t layernorm(float* x, size_t rows, size_t cols, const float* gamma,
 
 cudaError_t to_half(const float* x, void* y, size_t n, bool bf16,
                     cudaStream_t stream) {
-  if (bf16)
+  if (bf16) {
     to_bf16_kernel<<<blocks_for(n), threads, 0, stream>>>(
         x, static_cast<__nv_bfloat16*>(y), n);
-  else
+  } else {
     to_f16_kernel<<<blocks_for(n), threads, 0, stream>>>(
         x, static_cast<__half*>(y), n);
+  }
   return cudaGetLastError();
 }
 

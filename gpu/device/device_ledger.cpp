@@ -33,8 +33,9 @@ void device_ledger::remove(uint64_t id) {
 
 void device_ledger::set_bytes(uint64_t id, uint64_t bytes) {
   std::lock_guard<std::mutex> guard{mtx_};
-  if (auto i = records_.find(id); i != records_.end())
+  if (auto i = records_.find(id); i != records_.end()) {
     i->second.e.bytes = bytes;
+  }
 }
 
 void device_ledger::touch(uint64_t id, bool busy) {
@@ -51,13 +52,16 @@ std::string device_ledger::retire_idle(int device, uint64_t except,
   record* victim = nullptr;
   for (auto& [id, r] : records_) {
     if (id == except || r.e.device != device || r.e.busy || r.retiring ||
-        !r.retire)
+        !r.retire) {
       continue;
-    if (!victim || r.e.last_used < victim->e.last_used)
+    }
+    if (!victim || r.e.last_used < victim->e.last_used) {
       victim = &r;
+    }
   }
-  if (!victim)
+  if (!victim) {
     return {};
+  }
   victim->retiring = true;
   auto id = victim->e.id;
   auto what = victim->e.model + " v" + std::to_string(victim->e.version);
@@ -74,9 +78,11 @@ std::string device_ledger::retire_idle(int device, uint64_t except,
 std::vector<device_ledger::entry> device_ledger::replicas(int device) const {
   std::lock_guard<std::mutex> guard{mtx_};
   std::vector<entry> out;
-  for (auto& [id, r] : records_)
-    if (device < 0 || r.e.device == device)
+  for (auto& [id, r] : records_) {
+    if (device < 0 || r.e.device == device) {
       out.push_back(r.e);
+    }
+  }
   return out;
 }
 

@@ -19,9 +19,11 @@ describe_devices(const std::vector<gpu_device_info>& gpus,
     d.total_bytes = g.total_bytes;
     d.used_bytes = g.used_bytes;
     std::map<std::string, uint64_t> per_model;
-    for (auto& r : replicas)
-      if (r.device == g.index)
+    for (auto& r : replicas) {
+      if (r.device == g.index) {
         ++per_model[r.model];
+      }
+    }
     d.replicas.assign(per_model.begin(), per_model.end());
     out.push_back(std::move(d));
   }
@@ -39,8 +41,9 @@ sample_devices(const std::vector<gpu_device_info>& gpus,
     s.total_bytes = g.total_bytes;
     s.used_bytes = g.used_bytes;
     for (auto& r : replicas) {
-      if (r.device != g.index)
+      if (r.device != g.index) {
         continue;
+      }
       s.held_bytes += r.bytes;
       ++s.replicas;
     }
@@ -52,16 +55,18 @@ sample_devices(const std::vector<gpu_device_info>& gpus,
 std::string devices_text(const std::vector<gpu_device_info>& gpus,
                          const std::vector<device_ledger::entry>& replicas,
                          const std::string& absent_reason) {
-  if (gpus.empty())
+  if (gpus.empty()) {
     return "no GPU (" + absent_reason + ")\n";
+  }
   std::string out;
   for (auto& g : gpus) {
     out += g.name + " " + g.product + ": " + human_bytes(g.used_bytes) +
            " used of " + human_bytes(g.total_bytes);
     std::string list;
     for (auto& r : replicas) {
-      if (r.device != g.index)
+      if (r.device != g.index) {
         continue;
+      }
       list += list.empty() ? "; " : ", ";
       list += r.model + " v" + std::to_string(r.version) + " " +
               human_bytes(r.bytes);
@@ -74,40 +79,46 @@ std::string devices_text(const std::vector<gpu_device_info>& gpus,
 
 bool devices_changed(const std::vector<node_device>& before,
                      const std::vector<node_device>& now, uint64_t slack) {
-  if (before.size() != now.size())
+  if (before.size() != now.size()) {
     return true;
+  }
   for (size_t i = 0; i < now.size(); ++i) {
     auto& a = before[i];
     auto& b = now[i];
     if (std::tie(a.name, a.product, a.total_bytes, a.replicas) !=
-        std::tie(b.name, b.product, b.total_bytes, b.replicas))
+        std::tie(b.name, b.product, b.total_bytes, b.replicas)) {
       return true;
+    }
     auto moved = a.used_bytes > b.used_bytes ? a.used_bytes - b.used_bytes
                                              : b.used_bytes - a.used_bytes;
-    if (moved > slack)
+    if (moved > slack) {
       return true;
+    }
   }
   return false;
 }
 
 std::vector<node_device> local_devices() {
   auto gpus = gpu_devices();
-  if (gpus.empty())
+  if (gpus.empty()) {
     return {};
+  }
   return describe_devices(gpus, device_ledger::instance().replicas());
 }
 
 std::vector<device_sample> local_device_samples() {
   auto gpus = gpu_devices();
-  if (gpus.empty())
+  if (gpus.empty()) {
     return {};
+  }
   return sample_devices(gpus, device_ledger::instance().replicas());
 }
 
 std::string local_devices_text() {
   auto gpus = gpu_devices();
-  if (gpus.empty())
+  if (gpus.empty()) {
     return devices_text(gpus, {}, gpu_absent_reason());
+  }
   return devices_text(gpus, device_ledger::instance().replicas(), {});
 }
 

@@ -102,10 +102,12 @@ struct model_catalog {
   model_spec_ptr resolve(const std::string& name,
                          std::optional<uint64_t> version) const {
     auto i = models.find(name);
-    if (i == models.end() || i->second.empty())
+    if (i == models.end() || i->second.empty()) {
       return nullptr;
-    if (!version)
+    }
+    if (!version) {
       return i->second.rbegin()->second;
+    }
     auto j = i->second.find(*version);
     return j == i->second.end() ? nullptr : j->second;
   }

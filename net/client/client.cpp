@@ -14,8 +14,9 @@ namespace {
 
 struct id_hash {
   size_t operator()(const request_id& id) const noexcept {
-    if (id.k == request_id::kind::str)
+    if (id.k == request_id::kind::str) {
       return std::hash<std::string>{}(id.str) ^ 0x9e3779b97f4a7c15ull;
+    }
     return std::hash<uint64_t>{}(id.num);
   }
 };
@@ -74,8 +75,9 @@ struct client::impl {
   zmq::message_t msg;
 
   std::string take_frame() {
-    if (spare_frames.empty())
+    if (spare_frames.empty()) {
       return {};
+    }
     auto s = std::move(spare_frames.back());
     spare_frames.pop_back();
     s.clear();
@@ -83,8 +85,9 @@ struct client::impl {
   }
 
   void recycle(std::string&& s) {
-    if (spare_frames.size() < max_spare_frames)
+    if (spare_frames.size() < max_spare_frames) {
       spare_frames.push_back(std::move(s));
+    }
   }
 
   void push_timer(const request_id& id, pending& p) {
@@ -127,18 +130,22 @@ struct client::impl {
     auto handler = std::move(i->second.handler);
     recycle(std::move(i->second.frame));
     in_flight.erase(i);
-    if (handler)
+    if (handler) {
       handler(std::move(result));
+    }
   }
 
   size_t run_early_ends() {
-    if (early_ends.empty())
+    if (early_ends.empty()) {
       return 0;
+    }
     auto batch = std::move(early_ends);
     early_ends.clear();
-    for (auto& [handler, err] : batch)
-      if (handler)
+    for (auto& [handler, err] : batch) {
+      if (handler) {
         handler(std::move(err));
+      }
+    }
     return batch.size();
   }
 
@@ -148,12 +155,15 @@ struct client::impl {
     // front of it, so the payload is the last frame of the message.
     bool got = false;
     try {
-      if (!sock.recv(msg, zmq::recv_flags::dontwait))
+      if (!sock.recv(msg, zmq::recv_flags::dontwait)) {
         return false;
+      }
       got = true;
-      while (msg.more())
-        if (!sock.recv(msg, zmq::recv_flags::none))
+      while (msg.more()) {
+        if (!sock.recv(msg, zmq::recv_flags::none)) {
           break;
+        }
+      }
     } catch (const zmq::error_t&) {
       return got;
     }
@@ -188,8 +198,9 @@ struct client::impl {
       auto t = std::move(timers.back());
       timers.pop_back();
       auto i = in_flight.find(t.id);
-      if (i == in_flight.end() || i->second.timer_seq != t.seq)
+      if (i == in_flight.end() || i->second.timer_seq != t.seq) {
         continue;
+      }
       auto& p = i->second;
       if (p.attempts_left > 0) {
         --p.attempts_left;
@@ -233,10 +244,12 @@ caf::expected<std::unique_ptr<client>> client::connect(client_options opts) {
     return make_error(errc::invalid_argument,
                       "cannot connect to '" + opts.endpoint + "': " + e.what());
   }
-  if (opts.timeout.count() <= 0)
+  if (opts.timeout.count() <= 0) {
     opts.timeout = std::chrono::milliseconds{1};
-  if (opts.retries < 0)
+  }
+  if (opts.retries < 0) {
     opts.retries = 0;
+  }
   d.opts = std::move(opts);
   return c;
 }
@@ -247,8 +260,9 @@ caf::expected<reply> client::call(request r) {
          [&result](caf::expected<reply> x) { result.emplace(std::move(x)); });
   // Each poll returns when a reply arrives or an attempt times out, so this
   // loop ends within (retries + 1) * timeout.
-  while (!result)
+  while (!result) {
     poll(impl_->opts.timeout);
+  }
   return std::move(*result);
 }
 
@@ -260,8 +274,9 @@ request_id client::submit(request r, reply_handler on_reply) {
 request_id client::submit(request r, reply_handler on_reply,
                           std::chrono::milliseconds timeout, int retries) {
   auto& d = *impl_;
-  if (r.id.k == request_id::kind::nil)
+  if (r.id.k == request_id::kind::nil) {
     r.id = request_id::of(d.next_id++);
+  }
   auto [i, added] = d.in_flight.try_emplace(r.id);
   if (!added) {
     d.early_ends.emplace_back(
@@ -292,18 +307,21 @@ size_t client::poll(std::chrono::milliseconds wait) {
   }
   auto now = clock_type::now();
   ended += d.expire(now);
-  if (ended > 0)
+  if (ended > 0) {
     return ended;
+  }
   d.prune_timers();
   auto until = now + std::max(wait, std::chrono::milliseconds{0});
-  if (!d.timers.empty() && d.timers.front().deadline < until)
+  if (!d.timers.empty() && d.timers.front().deadline < until) {
     until = d.timers.front().deadline;
+  }
   // zmq_poll counts whole milliseconds: round up so a deadline 300us away
   // does not turn into a busy loop of zero-timeout polls.
   auto left = until - now;
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(left);
-  if (ms.count() < 0)
+  if (ms.count() < 0) {
     ms = std::chrono::milliseconds{0};
+  }
   zmq_pollitem_t item{d.sock.handle(), 0, ZMQ_POLLIN, 0};
   try {
     zmq::poll(&item, 1, ms);

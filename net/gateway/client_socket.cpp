@@ -66,7 +66,6 @@ bool is_loopback_address(std::string_view address) noexcept {
   return address.substr(0, 4) == "127." || address == "::1";
 }
 
-
 struct client_socket::impl {
   client_socket_config cfg;
   std::shared_ptr<reply_sink> sink;
@@ -140,8 +139,8 @@ struct client_socket::impl {
     reply r;
     r.code = status::invalid_argument;
     r.error = "expected one message frame (after an optional empty "
-              "delimiter), got "
-              + std::to_string(n - 1 - (route.delimiter ? 1 : 0));
+              "delimiter), got " +
+              std::to_string(n - 1 - (route.delimiter ? 1 : 0));
     out.clear();
     encode_reply(r, out);
     send(route, out);
@@ -158,9 +157,9 @@ struct client_socket::impl {
 
   void run() {
     zmq::pollitem_t items[] = {
-      {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
-      {nullptr, sink->fd(), ZMQ_POLLIN, 0},
-      {nullptr, stop_fd, ZMQ_POLLIN, 0},
+        {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
+        {nullptr, sink->fd(), ZMQ_POLLIN, 0},
+        {nullptr, stop_fd, ZMQ_POLLIN, 0},
     };
     for (;;) {
       try {
@@ -201,8 +200,8 @@ struct client_socket::impl {
       sock.bind(cfg.endpoint);
       bound = sock.get(zmq::sockopt::last_endpoint);
     } catch (const zmq::error_t& e) {
-      return make_error(errc::io_error, "cannot bind gateway endpoint "
-                                          + cfg.endpoint + ": " + e.what());
+      return make_error(errc::io_error, "cannot bind gateway endpoint " +
+                                            cfg.endpoint + ": " + e.what());
     }
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (stop_fd < 0) {

@@ -51,8 +51,7 @@ public:
     // thread. The handler answers through `sock.send` now or through the
     // reply sink later.
     virtual void on_frame(client_socket& sock, reply_route& route,
-                          const client_peer& peer, std::string_view frame)
-      = 0;
+                          const client_peer& peer, std::string_view frame) = 0;
     // A message that was not [identity][""]?[frame]; it has been answered
     // INVALID_ARGUMENT already.
     virtual void on_malformed() = 0;
@@ -61,8 +60,7 @@ public:
   // Binds the endpoint (failing with errc::io_error naming it) and starts
   // the socket thread. `h` must outlive the socket.
   static caf::expected<std::unique_ptr<client_socket>>
-  start(client_socket_config cfg, std::shared_ptr<reply_sink> sink,
-        handler& h);
+  start(client_socket_config cfg, std::shared_ptr<reply_sink> sink, handler& h);
 
   ~client_socket();
   client_socket(const client_socket&) = delete;

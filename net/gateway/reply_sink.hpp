@@ -38,9 +38,7 @@ public:
   void push(reply_route route, std::string body);
 
   // Gateway side: the descriptor to poll, and the queued replies.
-  int fd() const noexcept {
-    return fd_;
-  }
+  int fd() const noexcept { return fd_; }
   void drain(std::vector<outgoing>& out);
 
 private:

@@ -55,24 +55,29 @@ std::string mismatch(size_t k, std::string_view want, const object& got) {
 // A str of 1..max bytes.
 std::string get_str(const object* o, size_t k, size_t max,
                     std::string_view& out) {
-  if (o == nullptr)
+  if (o == nullptr) {
     return std::string{"missing key "} + std::string{key_names[k]};
-  if (o->type != mt::STR)
+  }
+  if (o->type != mt::STR) {
     return mismatch(k, "str", *o);
-  if (o->via.str.size == 0 || o->via.str.size > max)
+  }
+  if (o->via.str.size == 0 || o->via.str.size > max) {
     return std::string{key_names[k]} + ": length " +
            std::to_string(o->via.str.size) + " outside 1.." +
            std::to_string(max);
+  }
   out = {o->via.str.ptr, o->via.str.size};
   return {};
 }
 
 std::string get_uint(const object* o, size_t k, bool required, uint64_t& out) {
-  if (o == nullptr)
+  if (o == nullptr) {
     return required ? "missing key " + std::string{key_names[k]}
                     : std::string{};
-  if (o->type != mt::POSITIVE_INTEGER)
+  }
+  if (o->type != mt::POSITIVE_INTEGER) {
     return mismatch(k, "uint", *o);
+  }
   out = o->via.u64;
   return {};
 }
@@ -123,8 +128,9 @@ public:
       // family (a claim over the limits), ...
       return std::string{"malformed msgpack ("} + e.what() + ")";
     }
-    if (off != size)
+    if (off != size) {
       return std::to_string(size - off) + " trailing bytes after the map";
+    }
     return {};
   }
 
@@ -141,8 +147,9 @@ private:
 
 caf::expected<link_envelope> fail(link_fault f, std::string reason,
                                   link_fault* out) {
-  if (out != nullptr)
+  if (out != nullptr) {
     *out = f;
+  }
   return make_error(errc::invalid_argument,
                     "link envelope: " + std::move(reason));
 }
@@ -290,18 +297,22 @@ caf::error encode_envelope(const link_envelope& env, std::string_view secret,
   auto bad = [](std::string r) {
     return make_error(errc::invalid_argument, "link envelope: " + r);
   };
-  if (env.type.empty() || env.type.size() > link_max_type_bytes)
+  if (env.type.empty() || env.type.size() > link_max_type_bytes) {
     return bad("type length " + std::to_string(env.type.size()) +
                " outside 1.." + std::to_string(link_max_type_bytes));
-  if (env.from.empty() || env.from.size() > link_max_name_bytes)
+  }
+  if (env.from.empty() || env.from.size() > link_max_name_bytes) {
     return bad("from length " + std::to_string(env.from.size()) +
                " outside 1.." + std::to_string(link_max_name_bytes));
-  if (env.inc == 0)
+  }
+  if (env.inc == 0) {
     return bad("inc must not be 0");
-  if (env.body.size() > limits.max_body_bytes())
+  }
+  if (env.body.size() > limits.max_body_bytes()) {
     return bad("body of " + std::to_string(env.body.size()) +
                " bytes exceeds limit " +
                std::to_string(limits.max_body_bytes()));
+  }
   auto start = out.size();
   string_writer w{out};
   msgpack::packer<string_writer> pk{w};

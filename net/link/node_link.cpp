@@ -66,8 +66,9 @@ std::string printable(std::string_view s) {
     auto c = static_cast<unsigned char>(s[i]);
     out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
   }
-  if (s.size() > max_len)
+  if (s.size() > max_len) {
     out += "...";
+  }
   return out;
 }
 
@@ -75,17 +76,20 @@ std::string printable(std::string_view s) {
 std::string seq_body(uint64_t seq) {
   std::string b(9, '\0');
   b[0] = static_cast<char>(0xcf);
-  for (int i = 0; i < 8; ++i)
+  for (int i = 0; i < 8; ++i) {
     b[8 - i] = static_cast<char>((seq >> (8 * i)) & 0xff);
+  }
   return b;
 }
 
 bool parse_seq_body(std::string_view b, uint64_t& seq) {
-  if (b.size() != 9 || static_cast<uint8_t>(b[0]) != 0xcf)
+  if (b.size() != 9 || static_cast<uint8_t>(b[0]) != 0xcf) {
     return false;
+  }
   seq = 0;
-  for (size_t i = 1; i < 9; ++i)
+  for (size_t i = 1; i < 9; ++i) {
     seq = (seq << 8) | static_cast<uint8_t>(b[i]);
+  }
   return true;
 }
 
@@ -156,26 +160,34 @@ caf::error validate(const node_link_config& c) {
   auto bad = [](std::string r) {
     return make_error(errc::config_invalid, "node link: " + r);
   };
-  if (c.name.empty() || c.name.size() > link_max_name_bytes)
+  if (c.name.empty() || c.name.size() > link_max_name_bytes) {
     return bad("name must have 1..128 bytes");
-  for (char ch : c.name)
-    if (ch <= 0x20 || ch >= 0x7f)
+  }
+  for (char ch : c.name) {
+    if (ch <= 0x20 || ch >= 0x7f) {
       return bad("name '" + printable(c.name) +
                  "' must be printable ASCII without spaces");
-  if (c.endpoint.empty())
+    }
+  }
+  if (c.endpoint.empty()) {
     return bad("endpoint is empty");
+  }
   if (c.heartbeat_interval.count() <= 0 ||
       c.suspect_after <= c.heartbeat_interval ||
-      c.heartbeat_timeout < c.suspect_after)
+      c.heartbeat_timeout < c.suspect_after) {
     return bad("need 0 < heartbeat_interval < suspect_after <= "
                "heartbeat_timeout");
-  if (c.max_frame_bytes <= link_envelope_overhead)
+  }
+  if (c.max_frame_bytes <= link_envelope_overhead) {
     return bad("max_frame_bytes must exceed " +
                std::to_string(link_envelope_overhead));
-  if (c.hello.size() > envelope_limits{c.max_frame_bytes}.max_body_bytes())
+  }
+  if (c.hello.size() > envelope_limits{c.max_frame_bytes}.max_body_bytes()) {
     return bad("hello body over the frame limit");
-  if (c.sndhwm < 0 || c.rcvhwm < 0 || c.forget_after.count() < 0)
+  }
+  if (c.sndhwm < 0 || c.rcvhwm < 0 || c.forget_after.count() < 0) {
     return bad("negative sndhwm, rcvhwm or forget_after");
+  }
   return {};
 }
 
@@ -195,8 +207,9 @@ std::string_view to_string(peer_state s) noexcept {
 
 uint64_t new_incarnation() {
   static std::atomic<uint64_t> last{0};
-  if (sodium_init() < 0)
+  if (sodium_init() < 0) {
     throw std::runtime_error("libsodium initialisation failed");
+  }
   auto ms = std::chrono::duration_cast<milliseconds>(
                 std::chrono::system_clock::now().time_since_epoch())
                 .count();
@@ -301,8 +314,9 @@ struct node_link::impl {
         s == peer_state::up ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level, "link {}: peer {} (incarnation {}) {}: {}", cfg.name,
                 p.name, inc_str(p.inc), to_string(s), reason);
-    if (!handlers.on_peer_state)
+    if (!handlers.on_peer_state) {
       return;
+    }
     try {
       handlers.on_peer_state(p.name, p.inc, s, reason);
     } catch (const std::exception& e) {
@@ -316,8 +330,9 @@ struct node_link::impl {
     {
       std::lock_guard<std::mutex> guard{peers_mtx};
       p.state = s;
-      if (s == peer_state::down)
+      if (s == peer_state::down) {
         p.down_at = clock_type::now();
+      }
     }
     notify(p, s, reason);
   }
@@ -352,19 +367,22 @@ struct node_link::impl {
       // is not connected (EAGAIN at a HWM). Either way the message is lost,
       // which the failure detector and the caller's protocol deal with.
       bool ok = true;
-      if (rid != nullptr)
+      if (rid != nullptr) {
         ok = sock.send(zmq::buffer(*rid),
                        zmq::send_flags::sndmore | zmq::send_flags::dontwait)
                  .has_value();
-      if (ok)
+      }
+      if (ok) {
         ok = sock.send(msg, zmq::send_flags::dontwait).has_value();
+      }
       if (!ok) {
         bump(st.send_failed);
         return false;
       }
     } catch (const zmq::error_t& e) {
-      if (e.num() == ETERM)
+      if (e.num() == ETERM) {
         throw;
+      }
       bump(st.send_failed);
       spdlog::debug("link {}: send failed: {}", cfg.name, e.what());
       return false;
@@ -375,8 +393,9 @@ struct node_link::impl {
 
   bool send_to(peer_rec& p, std::string_view type, std::string_view body) {
     bool ok = transmit(is_hub() ? &p.routing_id : nullptr, type, p.inc, body);
-    if (ok)
+    if (ok) {
       p.last_sent = clock_type::now();
+    }
     return ok;
   }
 
@@ -419,27 +438,31 @@ struct node_link::impl {
       parts.clear();
       do {
         zmq::message_t part;
-        if (!sock.recv(part, zmq::recv_flags::dontwait))
+        if (!sock.recv(part, zmq::recv_flags::dontwait)) {
           break;
+        }
         parts.push_back(std::move(part));
       } while (parts.back().more());
-      if (parts.empty())
+      if (parts.empty()) {
         return;
+      }
       handle_parts();
     }
   }
 
   void handle_parts() {
-    for (auto& p : parts)
+    for (auto& p : parts) {
       bump(st.bytes_received, p.size());
+    }
     std::string rid;
     const zmq::message_t* body = &parts[0];
     if (is_hub()) {
       rid = parts[0].to_string();
-      if (parts.size() != 2)
+      if (parts.size() != 2) {
         return drop(d_malformed, rid,
                     "expected one frame, got " +
                         std::to_string(parts.size() - 1));
+      }
       body = &parts[1];
     } else if (parts.size() != 1) {
       return drop(d_malformed, "hub",
@@ -448,41 +471,48 @@ struct node_link::impl {
     link_fault fault = link_fault::none;
     auto env = decode_envelope(body->data<uint8_t>(), body->size(), cfg.secret,
                                lim, &fault);
-    if (!env)
+    if (!env) {
       return drop(drop_kind_of(fault), is_hub() ? rid : "hub",
                   reason_of(env.error()));
-    if (is_hub())
+    }
+    if (is_hub()) {
       hub_receive(rid, *env);
-    else
+    } else {
       member_receive(*env);
+    }
   }
 
   // A message of a live session: liveness, then heartbeat or delivery.
   void accept(peer_rec& p, const link_envelope& e) {
-    if (e.seq <= p.last_seq)
+    if (e.seq <= p.last_seq) {
       return drop(
           d_stale, p.name,
           fmt::format("seq {} not after {} (replayed?)", e.seq, p.last_seq));
+    }
     bool was_suspect;
     {
       std::lock_guard<std::mutex> guard{peers_mtx};
       p.last_seq = e.seq;
       p.last_seen = clock_type::now();
       was_suspect = p.state == peer_state::suspect;
-      if (was_suspect)
+      if (was_suspect) {
         p.state = peer_state::up;
+      }
     }
-    if (was_suspect)
+    if (was_suspect) {
       notify(p, peer_state::up, "heard from again");
+    }
     if (e.type == t_hb) {
       bump(st.heartbeats_received);
       return;
     }
-    if (e.type.substr(0, reserved_prefix.size()) == reserved_prefix)
+    if (e.type.substr(0, reserved_prefix.size()) == reserved_prefix) {
       return; // a link message this version does not use here
+    }
     bump(st.messages_received);
-    if (!handlers.on_message)
+    if (!handlers.on_message) {
       return;
+    }
     try {
       handlers.on_message(p.name, p.inc, e.type, e.body);
     } catch (const std::exception& ex) {
@@ -499,8 +529,9 @@ struct node_link::impl {
                inc_str(inc));
       return maybe_rejoin(rid, e);
     }
-    if (e.type == t_hello)
+    if (e.type == t_hello) {
       return hub_hello(rid, e);
+    }
     auto it = peers.find(e.from);
     if (it == peers.end() || it->second.inc != e.inc ||
         it->second.state == peer_state::down) {
@@ -521,13 +552,15 @@ struct node_link::impl {
   void maybe_rejoin(const std::string& rid, const link_envelope& e) {
     if (auto it = peers.find(e.from); it != peers.end()) {
       const auto& p = it->second;
-      if (p.state != peer_state::down && e.inc <= p.inc)
+      if (p.state != peer_state::down && e.inc <= p.inc) {
         return;
+      }
     }
     auto now = clock_type::now();
     auto& last = rejoin_sent[rid];
-    if (last != time_point{} && now - last < cfg.heartbeat_interval)
+    if (last != time_point{} && now - last < cfg.heartbeat_interval) {
       return;
+    }
     last = now;
     transmit(&rid, t_rejoin, e.inc, seq_body(e.seq));
   }
@@ -540,8 +573,9 @@ struct node_link::impl {
       auto& p = it->second;
       bool live = p.state != peer_state::down;
       if (p.inc == e.inc) {
-        if (e.seq <= p.last_seq)
+        if (e.seq <= p.last_seq) {
           return drop(d_stale, e.from, "replayed hello");
+        }
         reason = live ? "hello again" : "rejoined after being declared down";
         // A member repeats its hello until the welcome reaches it; only a
         // change is news to the caller.
@@ -558,8 +592,9 @@ struct node_link::impl {
     auto now = clock_type::now();
     {
       std::lock_guard<std::mutex> guard{peers_mtx};
-      if (it == peers.end())
+      if (it == peers.end()) {
         it = peers.emplace(std::string{e.from}, peer_rec{}).first;
+      }
       auto& p = it->second;
       p.name = std::string{e.from};
       p.inc = e.inc;
@@ -571,34 +606,41 @@ struct node_link::impl {
     }
     rejoin_sent.erase(rid);
     send_to(it->second, t_welcome, {});
-    if (report)
+    if (report) {
       notify(it->second, peer_state::up, reason);
+    }
   }
 
   void member_receive(const link_envelope& e) {
-    if (e.to_inc != 0 && e.to_inc != inc)
+    if (e.to_inc != 0 && e.to_inc != inc) {
       return drop(d_stale, e.from,
                   "addressed to incarnation " + inc_str(e.to_inc) +
                       ", ours is " + inc_str(inc));
+    }
     auto* cur = current_hub();
     bool same = cur != nullptr && cur->name == e.from && cur->inc == e.inc;
     bool live = cur != nullptr && cur->state != peer_state::down;
-    if (e.type == t_welcome)
+    if (e.type == t_welcome) {
       return member_welcome(e, cur, same);
+    }
     if (e.type == t_rejoin) {
       uint64_t refused = 0;
-      if (!parse_seq_body(e.body, refused))
+      if (!parse_seq_body(e.body, refused)) {
         return drop(d_malformed, e.from, "link.rejoin without a seq");
+      }
       // Refers to a message sent before our latest hello: answered already.
-      if (refused < last_hello_seq)
+      if (refused < last_hello_seq) {
         return;
-      if (live)
+      }
+      if (live) {
         hub_lost(*cur, same ? "declared down by the hub; rejoining"
                             : restart_reason(cur->inc, e.inc));
+      }
       return hello_soon();
     }
-    if (same && live)
+    if (same && live) {
       return accept(*cur, e);
+    }
     if (!live && cur != nullptr && cur->name == e.from && e.to_inc == inc &&
         e.type != t_welcome) {
       // The hub addresses our current incarnation, so it has accepted our
@@ -610,19 +652,22 @@ struct node_link::impl {
         std::lock_guard<std::mutex> guard{peers_mtx};
         p->last_seq = e.seq - 1;
       }
-      if (auto* p = current_hub(); p != nullptr)
+      if (auto* p = current_hub(); p != nullptr) {
         return accept(*p, e);
+      }
       return;
     }
     drop(d_stale, e.from, live ? "from another hub incarnation" : "not joined");
-    if (live)
+    if (live) {
       hub_lost(*cur, restart_reason(cur->inc, e.inc));
+    }
     hello_soon();
   }
 
   void member_welcome(const link_envelope& e, peer_rec* cur, bool same) {
-    if (same && e.seq <= cur->last_seq)
+    if (same && e.seq <= cur->last_seq) {
       return drop(d_stale, e.from, "replayed welcome");
+    }
     if (same && cur->state != peer_state::down) {
       // Several hellos were in flight; the session is open already.
       std::lock_guard<std::mutex> guard{peers_mtx};
@@ -630,13 +675,15 @@ struct node_link::impl {
       cur->last_seen = clock_type::now();
       return;
     }
-    if (cur != nullptr && !same && cur->state != peer_state::down)
+    if (cur != nullptr && !same && cur->state != peer_state::down) {
       set_state(*cur, peer_state::down, restart_reason(cur->inc, e.inc));
+    }
     peer_rec* p;
     {
       std::lock_guard<std::mutex> guard{peers_mtx};
-      if (cur != nullptr && cur->name != e.from)
+      if (cur != nullptr && cur->name != e.from) {
         peers.erase(std::string{cur->name}); // a hub under a new name
+      }
       p = &peers[std::string{e.from}];
       p->name = std::string{e.from};
       p->inc = e.inc;
@@ -653,8 +700,9 @@ struct node_link::impl {
   void tick(time_point now) {
     // Read what is waiting before judging silence: after a stall (a paused
     // process, a slow callback) the peers' messages are sitting there.
-    if (sock.get(zmq::sockopt::events) & ZMQ_POLLIN)
+    if (sock.get(zmq::sockopt::events) & ZMQ_POLLIN) {
       read_some();
+    }
     // Ticks come at most an interval apart (the poll timeout). A longer gap
     // is a stall of this process, and what peers sent meanwhile may still
     // be in kernel buffers that ZeroMQ's I/O thread has not read yet: the
@@ -663,27 +711,33 @@ struct node_link::impl {
         now - last_tick > 2 * cfg.heartbeat_interval) {
       auto stall = now - last_tick - cfg.heartbeat_interval;
       std::lock_guard<std::mutex> guard{peers_mtx};
-      for (auto& [name, p] : peers)
-        if (p.state != peer_state::down)
+      for (auto& [name, p] : peers) {
+        if (p.state != peer_state::down) {
           p.last_seen = std::min(now, p.last_seen + stall);
+        }
+      }
     }
     last_tick = now;
     if (now >= next_hb) {
-      for (auto& [name, p] : peers)
+      for (auto& [name, p] : peers) {
         if (p.state != peer_state::down &&
             now - p.last_sent >= cfg.heartbeat_interval / 2 &&
-            send_to(p, t_hb, {}))
+            send_to(p, t_hb, {})) {
           bump(st.heartbeats_sent);
+        }
+      }
       std::erase_if(rejoin_sent, [&](const auto& kv) {
         return now - kv.second >= cfg.heartbeat_interval;
       });
       next_hb += cfg.heartbeat_interval;
-      if (next_hb <= now)
+      if (next_hb <= now) {
         next_hb = now + cfg.heartbeat_interval;
+      }
     }
     detect(now);
-    if (!is_hub() && !hub_live() && now >= hello_due)
+    if (!is_hub() && !hub_live() && now >= hello_due) {
       send_hello(now);
+    }
   }
 
   void detect(time_point now) {
@@ -694,36 +748,41 @@ struct node_link::impl {
         return "no heartbeat for " + std::to_string(ms_of(age)) + " ms";
       };
       if (p.state == peer_state::down) {
-        if (is_hub() && now - p.down_at >= cfg.forget_after)
+        if (is_hub() && now - p.down_at >= cfg.forget_after) {
           forget.push_back(name);
+        }
       } else if (age >= cfg.heartbeat_timeout) {
-        if (is_hub())
+        if (is_hub()) {
           set_state(p, peer_state::down, silent());
-        else
+        } else {
           hub_lost(p, silent());
+        }
       } else if (p.state == peer_state::up && age >= cfg.suspect_after) {
         set_state(p, peer_state::suspect, silent());
       }
     }
     if (!forget.empty()) {
       std::lock_guard<std::mutex> guard{peers_mtx};
-      for (auto& n : forget)
+      for (auto& n : forget) {
         peers.erase(n);
+      }
     }
   }
 
   time_point next_deadline() const {
     auto d = next_hb;
     for (const auto& [name, p] : peers) {
-      if (p.state == peer_state::up)
+      if (p.state == peer_state::up) {
         d = std::min(d, p.last_seen + cfg.suspect_after);
-      else if (p.state == peer_state::suspect)
+      } else if (p.state == peer_state::suspect) {
         d = std::min(d, p.last_seen + cfg.heartbeat_timeout);
-      else if (is_hub())
+      } else if (is_hub()) {
         d = std::min(d, p.down_at + cfg.forget_after);
+      }
     }
-    if (!is_hub() && !hub_live())
+    if (!is_hub() && !hub_live()) {
       d = std::min(d, hello_due);
+    }
     return d;
   }
 
@@ -753,10 +812,11 @@ struct node_link::impl {
     // come. The peer then joins again with a new session.
     auto reason = std::string{"message lost: "} + std::string{c.type} + " to " +
                   p->name + " could not be sent";
-    if (is_hub())
+    if (is_hub()) {
       set_state(*p, peer_state::down, reason);
-    else
+    } else {
       hub_lost(*p, reason);
+    }
   }
 
   // False when the link is stopping.
@@ -799,16 +859,20 @@ struct node_link::impl {
         auto wait = std::chrono::ceil<milliseconds>(next_deadline() -
                                                     clock_type::now());
         zmq::poll(items, 3, std::max(wait, milliseconds{0}));
-        if (items[2].revents & ZMQ_POLLIN)
+        if (items[2].revents & ZMQ_POLLIN) {
           return;
-        if (items[0].revents & ZMQ_POLLIN)
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
           read_some();
-        if ((items[1].revents & ZMQ_POLLIN) && !drain_queue())
+        }
+        if ((items[1].revents & ZMQ_POLLIN) && !drain_queue()) {
           return;
+        }
         tick(clock_type::now());
       } catch (const zmq::error_t& e) {
-        if (e.num() == ETERM)
+        if (e.num() == ETERM) {
           return;
+        }
         spdlog::error("link {}: {}", cfg.name, e.what());
       } catch (const std::bad_alloc&) {
         spdlog::error("link {}: out of memory; frame dropped", cfg.name);
@@ -856,20 +920,22 @@ struct node_link::impl {
     }
     wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd < 0 || stop_fd < 0)
+    if (wake_fd < 0 || stop_fd < 0) {
       return make_error(errc::io_error,
                         std::string{"eventfd: "} + std::strerror(errno));
+    }
     return {};
   }
 
   void close_all() {
     sock.close();
     ctx.close();
-    for (int* fd : {&wake_fd, &stop_fd})
+    for (int* fd : {&wake_fd, &stop_fd}) {
       if (*fd >= 0) {
         ::close(*fd);
         *fd = -1;
       }
+    }
   }
 };
 
@@ -883,10 +949,12 @@ node_link::~node_link() {
 
 caf::expected<std::unique_ptr<node_link>>
 node_link::start(node_link_config cfg, link_handlers handlers) {
-  if (auto err = validate(cfg))
+  if (auto err = validate(cfg)) {
     return err;
-  if (sodium_init() < 0)
+  }
+  if (sodium_init() < 0) {
     return make_error(errc::internal, "libsodium initialisation failed");
+  }
   std::unique_ptr<node_link> link{new node_link};
   auto& d = *link->impl_;
   d.cfg = std::move(cfg);
@@ -907,50 +975,60 @@ node_link::start(node_link_config cfg, link_handlers handlers) {
 caf::error node_link::send(const std::string& peer, std::string_view type,
                            std::string body) {
   auto& d = *impl_;
-  if (type.empty() || type.size() > link_max_type_bytes)
+  if (type.empty() || type.size() > link_max_type_bytes) {
     return make_error(errc::invalid_argument,
                       "message type must have 1..64 bytes");
-  if (type.substr(0, reserved_prefix.size()) == reserved_prefix)
+  }
+  if (type.substr(0, reserved_prefix.size()) == reserved_prefix) {
     return make_error(errc::invalid_argument,
                       "message type '" + printable(type) +
                           "' uses the reserved prefix link.");
-  if (body.size() > d.lim.max_body_bytes())
+  }
+  if (body.size() > d.lim.max_body_bytes()) {
     return make_error(errc::invalid_argument,
                       "body of " + std::to_string(body.size()) +
                           " bytes exceeds the link limit of " +
                           std::to_string(d.lim.max_body_bytes()));
+  }
   {
     std::lock_guard<std::mutex> guard{d.q_mtx};
-    if (d.closing)
+    if (d.closing) {
       return make_error(errc::unavailable, "node link stopped");
+    }
   }
   {
     std::lock_guard<std::mutex> guard{d.peers_mtx};
     if (d.is_hub()) {
       auto it = d.peers.find(peer);
-      if (it == d.peers.end())
+      if (it == d.peers.end()) {
         return make_error(errc::not_found, "no node named '" + printable(peer) +
                                                "' on this link");
-      if (it->second.state == peer_state::down)
+      }
+      if (it->second.state == peer_state::down) {
         return make_error(errc::unavailable, "node " + peer + " is down");
+      }
     } else {
-      if (!peer.empty() && !d.hub.empty() && peer != d.hub)
+      if (!peer.empty() && !d.hub.empty() && peer != d.hub) {
         return make_error(errc::not_found, "'" + printable(peer) +
                                                "' is not the hub (" + d.hub +
                                                ")");
+      }
       auto it = d.peers.find(d.hub);
       if (d.hub.empty() || it == d.peers.end() ||
-          it->second.state == peer_state::down)
+          it->second.state == peer_state::down) {
         return make_error(errc::unavailable, "not joined to the hub");
+      }
     }
   }
   bool was_empty;
   {
     std::lock_guard<std::mutex> guard{d.q_mtx};
-    if (d.closing)
+    if (d.closing) {
       return make_error(errc::unavailable, "node link stopped");
-    if (d.queue.size() >= max_queued)
+    }
+    if (d.queue.size() >= max_queued) {
       return make_error(errc::resource_exhausted, "node link queue full");
+    }
     was_empty = d.queue.empty();
     d.queue.push_back(
         {command::kind::send, peer, std::string{type}, std::move(body), {}});
@@ -965,8 +1043,9 @@ caf::error node_link::send(const std::string& peer, std::string_view type,
 
 caf::error node_link::set_hello(std::string body) {
   auto& d = *impl_;
-  if (body.size() > d.lim.max_body_bytes())
+  if (body.size() > d.lim.max_body_bytes()) {
     return make_error(errc::invalid_argument, "hello body over the limit");
+  }
   std::lock_guard<std::mutex> guard{d.q_mtx};
   d.hello_body = std::move(body);
   return {};
@@ -978,10 +1057,11 @@ std::vector<peer_info> node_link::peers() const {
   std::vector<peer_info> out;
   std::lock_guard<std::mutex> guard{d.peers_mtx};
   out.reserve(d.peers.size());
-  for (const auto& [name, p] : d.peers)
+  for (const auto& [name, p] : d.peers) {
     out.push_back({p.name, p.inc, p.state,
                    std::chrono::duration_cast<milliseconds>(now - p.last_seen),
                    p.hello});
+  }
   return out;
 }
 
@@ -1014,8 +1094,9 @@ void node_link::pause_for_test(std::chrono::milliseconds d) {
   bool was_empty;
   {
     std::lock_guard<std::mutex> guard{i.q_mtx};
-    if (i.closing)
+    if (i.closing) {
       return;
+    }
     was_empty = i.queue.empty();
     i.queue.push_back({command::kind::pause, {}, {}, {}, d});
   }
@@ -1044,8 +1125,9 @@ void node_link::stop() {
     return;
   }
   std::lock_guard<std::mutex> guard{d.stop_mtx};
-  if (d.stopped || !d.thread.joinable())
+  if (d.stopped || !d.thread.joinable()) {
     return;
+  }
   d.stopped = true;
   signal();
   d.thread.join();

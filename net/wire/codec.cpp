@@ -60,8 +60,9 @@ std::string printable(std::string_view s) {
     auto c = static_cast<unsigned char>(s[i]);
     out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
   }
-  if (s.size() > max_len)
+  if (s.size() > max_len) {
     out += "...";
+  }
   return out;
 }
 
@@ -98,15 +99,17 @@ public:
   }
 
   bool visit_positive_integer(uint64_t x) {
-    if (at_top_level_id())
+    if (at_top_level_id()) {
       id_ = request_id::of(x);
+    }
     return true;
   }
 
   bool visit_str(const char* p, uint32_t n) {
-    if (n > lim_.max_str_bytes)
+    if (n > lim_.max_str_bytes) {
       return fail(path() + ": string of " + std::to_string(n) +
                   " bytes exceeds limit " + std::to_string(lim_.max_str_bytes));
+    }
     if (!stack_.empty() && stack_.back().is_map && stack_.back().in_key) {
       stack_.back().key = std::string_view{p, n};
       stack_.back().has_key = true;
@@ -117,23 +120,26 @@ public:
   }
 
   bool visit_bin(const char*, uint32_t n) {
-    if (n > lim_.max_bin_bytes)
+    if (n > lim_.max_bin_bytes) {
       return fail(path() + ": bin of " + std::to_string(n) +
                   " bytes exceeds limit " + std::to_string(lim_.max_bin_bytes));
+    }
     return true;
   }
 
   bool visit_ext(const char*, uint32_t n) {
-    if (n > lim_.max_str_bytes)
+    if (n > lim_.max_str_bytes) {
       return fail(path() + ": ext of " + std::to_string(n) +
                   " bytes exceeds limit " + std::to_string(lim_.max_str_bytes));
+    }
     return true;
   }
 
   bool start_array(uint32_t n) {
-    if (n > lim_.max_items)
+    if (n > lim_.max_items) {
       return fail(path() + ": array of " + std::to_string(n) +
                   " items exceeds limit " + std::to_string(lim_.max_items));
+    }
     return push(false, n);
   }
 
@@ -148,9 +154,10 @@ public:
   }
 
   bool start_map(uint32_t n) {
-    if (n > lim_.max_items)
+    if (n > lim_.max_items) {
       return fail(path() + ": map of " + std::to_string(n) +
                   " entries exceeds limit " + std::to_string(lim_.max_items));
+    }
     return push(true, uint64_t{n} * 2);
   }
 
@@ -191,8 +198,9 @@ public:
   const request_id& id() const { return id_; }
 
   bool fail(std::string reason) {
-    if (reason_.empty())
+    if (reason_.empty()) {
       reason_ = std::move(reason);
+    }
     return false;
   }
 
@@ -202,20 +210,23 @@ public:
     for (auto& f : stack_) {
       if (f.is_map) {
         p += '.';
-        if (f.has_key)
+        if (f.has_key) {
           p += printable(f.key);
-        else
+        } else {
           p += "<key>";
+        }
       } else {
         p += '[';
         p += std::to_string(f.index);
         p += ']';
       }
     }
-    if (p.empty())
+    if (p.empty()) {
       return std::string{root_};
-    if (p[0] == '.' && p.size() > 1 && p[1] != '<')
+    }
+    if (p[0] == '.' && p.size() > 1 && p[1] != '<') {
       return p.substr(1);
+    }
     return std::string{root_} + p;
   }
 
@@ -234,13 +245,15 @@ private:
   }
 
   bool push(bool is_map, uint64_t slots) {
-    if (stack_.size() >= lim_.max_depth)
+    if (stack_.size() >= lim_.max_depth) {
       return fail(path() + ": nesting deeper than " +
                   std::to_string(lim_.max_depth));
+    }
     objects_ += slots;
-    if (objects_ > budget_)
+    if (objects_ > budget_) {
       return fail(path() + ": frame holds more than " +
                   std::to_string(budget_) + " values");
+    }
     frame f;
     f.is_map = is_map;
     stack_.push_back(f);
@@ -269,10 +282,12 @@ std::string scan(const uint8_t* data, size_t size, const codec_limits& lim,
   } catch (const std::exception& e) {
     v.fail(v.path() + ": malformed msgpack (" + e.what() + ")");
   }
-  if (id_out != nullptr && v.id().k != request_id::kind::nil)
+  if (id_out != nullptr && v.id().k != request_id::kind::nil) {
     *id_out = v.id();
-  if (!ok && v.reason().empty())
+  }
+  if (!ok && v.reason().empty()) {
     return v.path() + ": malformed msgpack";
+  }
   return v.reason();
 }
 
@@ -288,14 +303,17 @@ public:
   // Returns an empty string on success, or the reason.
   std::string run(const uint8_t* data, size_t size, const codec_limits& lim,
                   std::string_view root, request_id* id_out) {
-    if (size > lim.max_frame_bytes)
+    if (size > lim.max_frame_bytes) {
       return "frame of " + std::to_string(size) + " bytes exceeds limit " +
              std::to_string(lim.max_frame_bytes);
-    if (size == 0)
+    }
+    if (size == 0) {
       return "truncated frame: empty";
+    }
     if (size > prescan_threshold(lim)) {
-      if (auto r = scan(data, size, lim, root, id_out); !r.empty())
+      if (auto r = scan(data, size, lim, root, id_out); !r.empty()) {
         return r;
+      }
     }
     bool failed = false;
     std::string what;
@@ -313,12 +331,14 @@ public:
       failed = true;
       what = e.what();
     }
-    if (!failed)
+    if (!failed) {
       return {};
+    }
     zone_.clear();
     auto r = scan(data, size, lim, root, id_out);
-    if (r.empty())
+    if (r.empty()) {
       r = std::string{root} + ": malformed msgpack (" + what + ")";
+    }
     return r;
   }
 
@@ -338,9 +358,11 @@ private:
 
 template <size_t N>
 int key_index(const std::array<std::string_view, N>& keys, std::string_view k) {
-  for (size_t i = 0; i < N; ++i)
-    if (keys[i] == k)
+  for (size_t i = 0; i < N; ++i) {
+    if (keys[i] == k) {
       return static_cast<int>(i);
+    }
+  }
   return -1;
 }
 
@@ -348,10 +370,11 @@ int key_index(const std::array<std::string_view, N>& keys, std::string_view k) {
 // callables, so that they are only rendered when an error is reported.
 template <class Path>
 std::string render(const Path& p) {
-  if constexpr (std::is_invocable_v<const Path&>)
+  if constexpr (std::is_invocable_v<const Path&>) {
     return p();
-  else
+  } else {
     return std::string{p};
+  }
 }
 
 // Collects the values of known keys of a map (unknown and non-string keys
@@ -365,14 +388,17 @@ caf::error collect(const object& map,
   caf::error dup;
   for (uint32_t i = 0; i < map.via.map.size; ++i) {
     const auto& kv = map.via.map.ptr[i];
-    if (kv.key.type != mt::STR)
+    if (kv.key.type != mt::STR) {
       continue;
+    }
     auto idx = key_index(keys, str_of(kv.key));
-    if (idx < 0)
+    if (idx < 0) {
       continue;
+    }
     if (vals[idx] != nullptr) {
-      if (!dup)
+      if (!dup) {
         dup = invalid(render(prefix) + "duplicate key " + quoted(keys[idx]));
+      }
       continue;
     }
     vals[idx] = &kv.val;
@@ -387,32 +413,36 @@ bool absent(const object* o) {
 
 template <class Path>
 caf::error get_str(const object& o, const Path& path, std::string& out) {
-  if (o.type != mt::STR)
+  if (o.type != mt::STR) {
     return type_mismatch(render(path), "str", o);
+  }
   out.assign(o.via.str.ptr, o.via.str.size);
   return {};
 }
 
 template <class Path>
 caf::error get_uint(const object& o, const Path& path, uint64_t& out) {
-  if (o.type != mt::POSITIVE_INTEGER)
+  if (o.type != mt::POSITIVE_INTEGER) {
     return type_mismatch(render(path), "uint", o);
+  }
   out = o.via.u64;
   return {};
 }
 
 caf::error decode_id(const object* o, const codec_limits& lim,
                      request_id& out) {
-  if (o == nullptr || o->type == mt::NIL)
+  if (o == nullptr || o->type == mt::NIL) {
     return {};
+  }
   if (o->type == mt::POSITIVE_INTEGER) {
     out = request_id::of(o->via.u64);
     return {};
   }
   if (o->type == mt::STR) {
-    if (o->via.str.size > lim.max_id_bytes)
+    if (o->via.str.size > lim.max_id_bytes) {
       return invalid("id longer than " + std::to_string(lim.max_id_bytes) +
                      " bytes (" + std::to_string(o->via.str.size) + ")");
+    }
     out = request_id::of(std::string{str_of(*o)});
     return {};
   }
@@ -420,15 +450,18 @@ caf::error decode_id(const object* o, const codec_limits& lim,
 }
 
 caf::error decode_version(const object* o, uint32_t& out) {
-  if (absent(o))
+  if (absent(o)) {
     return {};
-  if (o->type != mt::POSITIVE_INTEGER)
+  }
+  if (o->type != mt::POSITIVE_INTEGER) {
     return type_mismatch("v", "uint", *o);
+  }
   auto v = o->via.u64;
   out = v > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(v);
-  if (v != 1)
+  if (v != 1) {
     return invalid("unsupported protocol version " + std::to_string(v) +
                    " in v (expected 1)");
+  }
   return {};
 }
 
@@ -443,8 +476,9 @@ std::string elem_path(std::string_view field, size_t i) {
 std::string shape_string(const std::vector<uint64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0)
+    if (i > 0) {
       s += ',';
+    }
     s += std::to_string(shape[i]);
   }
   s += ']';
@@ -457,58 +491,71 @@ constexpr std::array<std::string_view, 4> tensor_keys{"name", "dtype", "shape",
 caf::error decode_tensor(const object& o, std::string_view field, uint32_t idx,
                          const codec_limits& lim, tensor& out) {
   auto path = [&] { return elem_path(field, idx); };
-  if (o.type != mt::MAP)
+  if (o.type != mt::MAP) {
     return type_mismatch(path(), "map (tensor)", o);
+  }
   std::array<const object*, tensor_keys.size()> v;
-  if (auto err = collect(o, tensor_keys, v, [&] { return path() + ": "; }))
+  if (auto err = collect(o, tensor_keys, v, [&] { return path() + ": "; })) {
     return err;
-  for (size_t i = 0; i < v.size(); ++i)
-    if (v[i] == nullptr)
+  }
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == nullptr) {
       return invalid(path() + "." + std::string{tensor_keys[i]} + ": required");
+    }
+  }
   if (auto err = get_str(
-          *v[0], [&] { return path() + ".name"; }, out.name))
+          *v[0], [&] { return path() + ".name"; }, out.name)) {
     return err;
+  }
   const auto& dt = *v[1];
-  if (dt.type != mt::STR)
+  if (dt.type != mt::STR) {
     return type_mismatch(path() + ".dtype", "str", dt);
+  }
   auto parsed = parse_dtype(str_of(dt));
-  if (!parsed)
+  if (!parsed) {
     return invalid("unknown dtype " + quoted(str_of(dt)) + " in " + path() +
                    ".dtype (f32 f16 bf16 f64 i8 i16 i32 i64 u8 bool)");
+  }
   out.type = *parsed;
   const auto& sh = *v[2];
-  if (sh.type != mt::ARRAY)
+  if (sh.type != mt::ARRAY) {
     return invalid(path() + ".shape: expected array of uint, got " +
                    std::string{msgpack_kind_name(sh)});
-  if (sh.via.array.size > lim.max_rank)
+  }
+  if (sh.via.array.size > lim.max_rank) {
     return invalid(path() + ".shape: rank " +
                    std::to_string(sh.via.array.size) + " exceeds limit " +
                    std::to_string(lim.max_rank));
+  }
   out.shape.resize(sh.via.array.size);
   uint64_t elems = 1;
   bool overflow = false;
   for (uint32_t i = 0; i < sh.via.array.size; ++i) {
     const auto& d = sh.via.array.ptr[i];
-    if (d.type != mt::POSITIVE_INTEGER)
+    if (d.type != mt::POSITIVE_INTEGER) {
       return invalid(path() + ".shape: expected array of uint, got " +
                      std::string{msgpack_kind_name(d)} + " at index " +
                      std::to_string(i));
+    }
     out.shape[i] = d.via.u64;
     overflow = overflow || __builtin_mul_overflow(elems, d.via.u64, &elems);
   }
   uint64_t bytes = 0;
-  if (overflow || __builtin_mul_overflow(elems, dtype_size(out.type), &bytes))
+  if (overflow || __builtin_mul_overflow(elems, dtype_size(out.type), &bytes)) {
     return invalid(path() + ".shape: " + shape_string(out.shape) + " of " +
                    std::string{to_string(out.type)} +
                    " overflows uint64 bytes");
+  }
   const auto& data = *v[3];
-  if (data.type != mt::BIN)
+  if (data.type != mt::BIN) {
     return type_mismatch(path() + ".data", "bin", data);
-  if (data.via.bin.size != bytes)
+  }
+  if (data.via.bin.size != bytes) {
     return invalid(path() + ".data: " + std::to_string(data.via.bin.size) +
                    " bytes but shape " + shape_string(out.shape) + " of " +
                    std::string{to_string(out.type)} + " needs " +
                    std::to_string(bytes));
+  }
   auto p = reinterpret_cast<const uint8_t*>(data.via.bin.ptr);
   out.data.assign(p, p + data.via.bin.size);
   return {};
@@ -516,16 +563,20 @@ caf::error decode_tensor(const object& o, std::string_view field, uint32_t idx,
 
 caf::error decode_tensors(const object& o, std::string_view field,
                           const codec_limits& lim, std::vector<tensor>& out) {
-  if (o.type != mt::ARRAY)
+  if (o.type != mt::ARRAY) {
     return type_mismatch(std::string{field}, "array of tensors", o);
+  }
   auto n = o.via.array.size;
-  if (n > lim.max_tensors)
+  if (n > lim.max_tensors) {
     return invalid(std::string{field} + ": " + std::to_string(n) +
                    " tensors exceed limit " + std::to_string(lim.max_tensors));
+  }
   out.resize(n);
-  for (uint32_t i = 0; i < n; ++i)
-    if (auto err = decode_tensor(o.via.array.ptr[i], field, i, lim, out[i]))
+  for (uint32_t i = 0; i < n; ++i) {
+    if (auto err = decode_tensor(o.via.array.ptr[i], field, i, lim, out[i])) {
       return err;
+    }
+  }
   return {};
 }
 
@@ -576,8 +627,9 @@ void put_tensor(packer& pk, const tensor& t) {
   put_str(pk, to_string(t.type));
   pk.key("shape");
   pk.pack_array(static_cast<uint32_t>(t.shape.size()));
-  for (auto d : t.shape)
+  for (auto d : t.shape) {
     pk.pack_uint64(d);
+  }
   pk.key("data");
   auto n = static_cast<uint32_t>(t.data.size());
   pk.pack_bin(n);
@@ -586,14 +638,16 @@ void put_tensor(packer& pk, const tensor& t) {
 
 void put_tensors(packer& pk, const std::vector<tensor>& ts) {
   pk.pack_array(static_cast<uint32_t>(ts.size()));
-  for (const auto& t : ts)
+  for (const auto& t : ts) {
     put_tensor(pk, t);
+  }
 }
 
 size_t tensors_size_hint(const std::vector<tensor>& ts) {
   size_t n = 8;
-  for (const auto& t : ts)
+  for (const auto& t : ts) {
     n += 40 + t.name.size() + 9 * t.shape.size() + t.data.size();
+  }
   return n;
 }
 
@@ -607,8 +661,9 @@ void put_io_specs(packer& pk, const std::vector<io_spec>& specs) {
     put_str(pk, to_string(s.type));
     pk.key("shape");
     pk.pack_array(static_cast<uint32_t>(s.shape.size()));
-    for (auto d : s.shape)
+    for (auto d : s.shape) {
       pk.pack_int64(d);
+    }
   }
 }
 
@@ -618,8 +673,9 @@ void put_model(packer& pk, const model_info& m) {
   put_str(pk, m.name);
   pk.key("versions");
   pk.pack_array(static_cast<uint32_t>(m.versions.size()));
-  for (auto v : m.versions)
+  for (auto v : m.versions) {
     pk.pack_uint64(v);
+  }
   pk.key("state");
   put_str(pk, m.state);
   pk.key("inputs");
@@ -685,46 +741,56 @@ caf::error decode_io_specs(const object& o, const std::string& path,
                            const codec_limits& lim, std::vector<io_spec>& out) {
   static constexpr std::array<std::string_view, 3> keys{"name", "dtype",
                                                         "shape"};
-  if (o.type != mt::ARRAY)
+  if (o.type != mt::ARRAY) {
     return type_mismatch(path, "array of maps", o);
+  }
   out.resize(o.via.array.size);
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     auto p = elem_path(path, i);
     const auto& e = o.via.array.ptr[i];
-    if (e.type != mt::MAP)
+    if (e.type != mt::MAP) {
       return type_mismatch(p, "map", e);
+    }
     std::array<const object*, keys.size()> v;
-    if (auto err = collect(e, keys, v, p + ": "))
+    if (auto err = collect(e, keys, v, p + ": ")) {
       return err;
+    }
     auto& spec = out[i];
-    if (!absent(v[0]))
-      if (auto err = get_str(*v[0], p + ".name", spec.name))
+    if (!absent(v[0])) {
+      if (auto err = get_str(*v[0], p + ".name", spec.name)) {
         return err;
+      }
+    }
     if (!absent(v[1])) {
-      if (v[1]->type != mt::STR)
+      if (v[1]->type != mt::STR) {
         return type_mismatch(p + ".dtype", "str", *v[1]);
+      }
       auto dt = parse_dtype(str_of(*v[1]));
-      if (!dt)
+      if (!dt) {
         return invalid("unknown dtype " + quoted(str_of(*v[1])) + " in " + p +
                        ".dtype");
+      }
       spec.type = *dt;
     }
     if (!absent(v[2])) {
       const auto& sh = *v[2];
-      if (sh.type != mt::ARRAY)
+      if (sh.type != mt::ARRAY) {
         return type_mismatch(p + ".shape", "array of int", sh);
-      if (sh.via.array.size > lim.max_rank)
+      }
+      if (sh.via.array.size > lim.max_rank) {
         return invalid(p + ".shape: rank " + std::to_string(sh.via.array.size) +
                        " exceeds limit " + std::to_string(lim.max_rank));
+      }
       spec.shape.resize(sh.via.array.size);
       for (uint32_t j = 0; j < sh.via.array.size; ++j) {
         const auto& d = sh.via.array.ptr[j];
-        if (d.type == mt::POSITIVE_INTEGER && d.via.u64 <= INT64_MAX)
+        if (d.type == mt::POSITIVE_INTEGER && d.via.u64 <= INT64_MAX) {
           spec.shape[j] = static_cast<int64_t>(d.via.u64);
-        else if (d.type == mt::NEGATIVE_INTEGER && d.via.i64 == -1)
+        } else if (d.type == mt::NEGATIVE_INTEGER && d.via.i64 == -1) {
           spec.shape[j] = -1;
-        else
+        } else {
           return invalid(p + ".shape: expected array of int >= -1");
+        }
       }
     }
   }
@@ -735,55 +801,75 @@ caf::error decode_models(const object& o, const codec_limits& lim,
                          std::vector<model_info>& out) {
   static constexpr std::array<std::string_view, 6> keys{
       "name", "versions", "state", "inputs", "outputs", "progress"};
-  if (o.type != mt::ARRAY)
+  if (o.type != mt::ARRAY) {
     return type_mismatch("models", "array of maps", o);
+  }
   out.resize(o.via.array.size);
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     auto p = elem_path("models", i);
     const auto& e = o.via.array.ptr[i];
-    if (e.type != mt::MAP)
+    if (e.type != mt::MAP) {
       return type_mismatch(p, "map", e);
+    }
     std::array<const object*, keys.size()> v;
-    if (auto err = collect(e, keys, v, p + ": "))
+    if (auto err = collect(e, keys, v, p + ": ")) {
       return err;
+    }
     auto& m = out[i];
-    if (v[0] == nullptr)
+    if (v[0] == nullptr) {
       return invalid(p + ".name: required");
-    if (auto err = get_str(*v[0], p + ".name", m.name))
+    }
+    if (auto err = get_str(*v[0], p + ".name", m.name)) {
       return err;
+    }
     if (!absent(v[1])) {
       const auto& vs = *v[1];
-      if (vs.type != mt::ARRAY)
+      if (vs.type != mt::ARRAY) {
         return type_mismatch(p + ".versions", "array of uint", vs);
+      }
       m.versions.resize(vs.via.array.size);
-      for (uint32_t j = 0; j < vs.via.array.size; ++j)
+      for (uint32_t j = 0; j < vs.via.array.size; ++j) {
         if (auto err =
-                get_uint(vs.via.array.ptr[j], p + ".versions", m.versions[j]))
+                get_uint(vs.via.array.ptr[j], p + ".versions", m.versions[j])) {
           return err;
+        }
+      }
     }
-    if (!absent(v[2]))
-      if (auto err = get_str(*v[2], p + ".state", m.state))
+    if (!absent(v[2])) {
+      if (auto err = get_str(*v[2], p + ".state", m.state)) {
         return err;
-    if (!absent(v[3]))
-      if (auto err = decode_io_specs(*v[3], p + ".inputs", lim, m.inputs))
+      }
+    }
+    if (!absent(v[3])) {
+      if (auto err = decode_io_specs(*v[3], p + ".inputs", lim, m.inputs)) {
         return err;
-    if (!absent(v[4]))
-      if (auto err = decode_io_specs(*v[4], p + ".outputs", lim, m.outputs))
+      }
+    }
+    if (!absent(v[4])) {
+      if (auto err = decode_io_specs(*v[4], p + ".outputs", lim, m.outputs)) {
         return err;
+      }
+    }
     if (!absent(v[5])) {
       static constexpr std::array<std::string_view, 2> pkeys{"done", "total"};
       std::array<const object*, pkeys.size()> pv;
-      if (v[5]->type != mt::MAP)
+      if (v[5]->type != mt::MAP) {
         return type_mismatch(p + ".progress", "map", *v[5]);
-      if (auto err = collect(*v[5], pkeys, pv, p + ".progress: "))
+      }
+      if (auto err = collect(*v[5], pkeys, pv, p + ".progress: ")) {
         return err;
+      }
       m.has_progress = true;
-      if (!absent(pv[0]))
-        if (auto err = get_uint(*pv[0], p + ".progress.done", m.bytes_done))
+      if (!absent(pv[0])) {
+        if (auto err = get_uint(*pv[0], p + ".progress.done", m.bytes_done)) {
           return err;
-      if (!absent(pv[1]))
-        if (auto err = get_uint(*pv[1], p + ".progress.total", m.bytes_total))
+        }
+      }
+      if (!absent(pv[1])) {
+        if (auto err = get_uint(*pv[1], p + ".progress.total", m.bytes_total)) {
           return err;
+        }
+      }
     }
   }
   return {};
@@ -791,13 +877,15 @@ caf::error decode_models(const object& o, const codec_limits& lim,
 
 caf::error decode_counts(const object& m, const std::string& path,
                          std::vector<std::pair<std::string, uint64_t>>& out) {
-  if (m.type != mt::MAP)
+  if (m.type != mt::MAP) {
     return type_mismatch(path, "map of uint", m);
+  }
   out.resize(m.via.map.size);
   for (uint32_t j = 0; j < m.via.map.size; ++j) {
     const auto& kv = m.via.map.ptr[j];
-    if (kv.key.type != mt::STR || kv.val.type != mt::POSITIVE_INTEGER)
+    if (kv.key.type != mt::STR || kv.val.type != mt::POSITIVE_INTEGER) {
       return invalid(path + ": expected map of str to uint");
+    }
     out[j] = {std::string{str_of(kv.key)}, kv.val.via.u64};
   }
   return {};
@@ -807,34 +895,47 @@ caf::error decode_devices(const object& o, const std::string& path,
                           std::vector<node_device>& out) {
   static constexpr std::array<std::string_view, 5> keys{
       "name", "product", "total_bytes", "used_bytes", "replicas"};
-  if (o.type != mt::ARRAY)
+  if (o.type != mt::ARRAY) {
     return type_mismatch(path, "array of maps", o);
+  }
   out.resize(o.via.array.size);
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     auto p = elem_path(path, i);
     const auto& e = o.via.array.ptr[i];
-    if (e.type != mt::MAP)
+    if (e.type != mt::MAP) {
       return type_mismatch(p, "map", e);
+    }
     std::array<const object*, keys.size()> v;
-    if (auto err = collect(e, keys, v, p + ": "))
+    if (auto err = collect(e, keys, v, p + ": ")) {
       return err;
+    }
     auto& d = out[i];
-    if (v[0] == nullptr)
+    if (v[0] == nullptr) {
       return invalid(p + ".name: required");
-    if (auto err = get_str(*v[0], p + ".name", d.name))
+    }
+    if (auto err = get_str(*v[0], p + ".name", d.name)) {
       return err;
-    if (!absent(v[1]))
-      if (auto err = get_str(*v[1], p + ".product", d.product))
+    }
+    if (!absent(v[1])) {
+      if (auto err = get_str(*v[1], p + ".product", d.product)) {
         return err;
-    if (!absent(v[2]))
-      if (auto err = get_uint(*v[2], p + ".total_bytes", d.total_bytes))
+      }
+    }
+    if (!absent(v[2])) {
+      if (auto err = get_uint(*v[2], p + ".total_bytes", d.total_bytes)) {
         return err;
-    if (!absent(v[3]))
-      if (auto err = get_uint(*v[3], p + ".used_bytes", d.used_bytes))
+      }
+    }
+    if (!absent(v[3])) {
+      if (auto err = get_uint(*v[3], p + ".used_bytes", d.used_bytes)) {
         return err;
-    if (!absent(v[4]))
-      if (auto err = decode_counts(*v[4], p + ".replicas", d.replicas))
+      }
+    }
+    if (!absent(v[4])) {
+      if (auto err = decode_counts(*v[4], p + ".replicas", d.replicas)) {
         return err;
+      }
+    }
   }
   return {};
 }
@@ -842,47 +943,62 @@ caf::error decode_devices(const object& o, const std::string& path,
 caf::error decode_nodes(const object& o, std::vector<node_info>& out) {
   static constexpr std::array<std::string_view, 6> keys{
       "name", "role", "state", "labels", "replicas", "devices"};
-  if (o.type != mt::ARRAY)
+  if (o.type != mt::ARRAY) {
     return type_mismatch("nodes", "array of maps", o);
+  }
   out.resize(o.via.array.size);
   for (uint32_t i = 0; i < o.via.array.size; ++i) {
     auto p = elem_path("nodes", i);
     const auto& e = o.via.array.ptr[i];
-    if (e.type != mt::MAP)
+    if (e.type != mt::MAP) {
       return type_mismatch(p, "map", e);
+    }
     std::array<const object*, keys.size()> v;
-    if (auto err = collect(e, keys, v, p + ": "))
+    if (auto err = collect(e, keys, v, p + ": ")) {
       return err;
+    }
     auto& n = out[i];
-    if (v[0] == nullptr)
+    if (v[0] == nullptr) {
       return invalid(p + ".name: required");
-    if (auto err = get_str(*v[0], p + ".name", n.name))
+    }
+    if (auto err = get_str(*v[0], p + ".name", n.name)) {
       return err;
-    if (!absent(v[1]))
-      if (auto err = get_str(*v[1], p + ".role", n.role))
+    }
+    if (!absent(v[1])) {
+      if (auto err = get_str(*v[1], p + ".role", n.role)) {
         return err;
-    if (!absent(v[2]))
-      if (auto err = get_str(*v[2], p + ".state", n.state))
+      }
+    }
+    if (!absent(v[2])) {
+      if (auto err = get_str(*v[2], p + ".state", n.state)) {
         return err;
+      }
+    }
     if (!absent(v[3])) {
       const auto& m = *v[3];
-      if (m.type != mt::MAP)
+      if (m.type != mt::MAP) {
         return type_mismatch(p + ".labels", "map of str", m);
+      }
       n.labels.resize(m.via.map.size);
       for (uint32_t j = 0; j < m.via.map.size; ++j) {
         const auto& kv = m.via.map.ptr[j];
-        if (kv.key.type != mt::STR || kv.val.type != mt::STR)
+        if (kv.key.type != mt::STR || kv.val.type != mt::STR) {
           return invalid(p + ".labels: expected map of str to str");
+        }
         n.labels[j] = {std::string{str_of(kv.key)},
                        std::string{str_of(kv.val)}};
       }
     }
-    if (!absent(v[4]))
-      if (auto err = decode_counts(*v[4], p + ".replicas", n.replicas))
+    if (!absent(v[4])) {
+      if (auto err = decode_counts(*v[4], p + ".replicas", n.replicas)) {
         return err;
-    if (!absent(v[5]))
-      if (auto err = decode_devices(*v[5], p + ".devices", n.devices))
+      }
+    }
+    if (!absent(v[5])) {
+      if (auto err = decode_devices(*v[5], p + ".devices", n.devices)) {
         return err;
+      }
+    }
   }
   return {};
 }
@@ -890,26 +1006,33 @@ caf::error decode_nodes(const object& o, std::vector<node_info>& out) {
 caf::error decode_timing(const object& o, timing& out) {
   static constexpr std::array<std::string_view, 3> keys{"queue", "compute",
                                                         "total"};
-  if (o.type != mt::MAP)
+  if (o.type != mt::MAP) {
     return type_mismatch("timing_us", "map", o);
+  }
   std::array<const object*, keys.size()> v;
-  if (auto err = collect(o, keys, v, "timing_us: "))
+  if (auto err = collect(o, keys, v, "timing_us: ")) {
     return err;
+  }
   uint64_t* dst[] = {&out.queue_us, &out.compute_us, &out.total_us};
-  for (size_t i = 0; i < keys.size(); ++i)
-    if (!absent(v[i]))
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!absent(v[i])) {
       if (auto err = get_uint(
               *v[i], [&] { return "timing_us." + std::string{keys[i]}; },
-              *dst[i]))
+              *dst[i])) {
         return err;
+      }
+    }
+  }
   return {};
 }
 
 std::optional<reply_source> parse_source(std::string_view s) {
   for (auto x :
-       {reply_source::cache, reply_source::executor, reply_source::coalesced})
-    if (to_string(x) == s)
+       {reply_source::cache, reply_source::executor, reply_source::coalesced}) {
+    if (to_string(x) == s) {
       return x;
+    }
+  }
   return std::nullopt;
 }
 

@@ -10,12 +10,14 @@ caf::error make_error(errc code, std::string reason) {
 }
 
 std::string reason_of(const caf::error& err) {
-  if (!err)
+  if (!err) {
     return {};
+  }
   const auto& ctx = err.context();
   if (err.category() == caf::atom("shoal") && ctx.size() == 1 &&
-      ctx.match_element<std::string>(0))
+      ctx.match_element<std::string>(0)) {
     return ctx.get_as<std::string>(0);
+  }
   std::string out = caf::to_string(err.category());
   out += " error ";
   out += std::to_string(err.code());
@@ -27,10 +29,12 @@ std::string reason_of(const caf::error& err) {
 }
 
 status to_status(const caf::error& err) noexcept {
-  if (!err)
+  if (!err) {
     return status::ok;
-  if (err.category() != caf::atom("shoal"))
+  }
+  if (err.category() != caf::atom("shoal")) {
     return status::internal;
+  }
   switch (static_cast<errc>(err.code())) {
   case errc::none:
     return status::ok;

@@ -18,8 +18,9 @@ inline float f16_to_f32(uint16_t h) noexcept {
     const float mag = static_cast<float>(mant) * 0x1p-24f;
     return sign ? -mag : mag;
   }
-  if (exp == 0x1f) // inf or NaN, payload kept
+  if (exp == 0x1f) { // inf or NaN, payload kept
     return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  }
   return std::bit_cast<float>(sign | ((exp + (127 - 15)) << 23) | (mant << 13));
 }
 

@@ -29,9 +29,11 @@ constexpr std::array<std::string_view, 4> source_names{"", "cache", "executor",
 template <class E, size_t N>
 std::optional<E> lookup(const std::array<std::string_view, N>& names,
                         std::string_view s) noexcept {
-  for (size_t i = 0; i < N; ++i)
-    if (names[i] == s)
+  for (size_t i = 0; i < N; ++i) {
+    if (names[i] == s) {
       return static_cast<E>(i);
+    }
+  }
   return std::nullopt;
 }
 
@@ -87,9 +89,11 @@ std::string_view to_string(reply_source s) noexcept {
 
 std::optional<uint64_t> tensor::element_count() const noexcept {
   uint64_t n = 1;
-  for (auto d : shape)
-    if (__builtin_mul_overflow(n, d, &n))
+  for (auto d : shape) {
+    if (__builtin_mul_overflow(n, d, &n)) {
       return std::nullopt;
+    }
+  }
   return n;
 }
 

@@ -56,14 +56,16 @@ caf::expected<endpoint> parse_listen(const std::string& listen) {
   if (!listen.empty() && listen.front() == '[') {
     auto close = listen.find(']');
     if (close == std::string::npos || close + 1 >= listen.size() ||
-        listen[close + 1] != ':')
+        listen[close + 1] != ':') {
       return bad("expected [HOST]:PORT");
+    }
     host = listen.substr(1, close - 1);
     port_str = listen.substr(close + 2);
   } else {
     auto colon = listen.rfind(':');
-    if (colon == std::string::npos)
+    if (colon == std::string::npos) {
       return bad("expected HOST:PORT");
+    }
     host = listen.substr(0, colon);
     port_str = listen.substr(colon + 1);
   }
@@ -71,8 +73,9 @@ caf::expected<endpoint> parse_listen(const std::string& listen) {
   try {
     size_t used = 0;
     ep.port = std::stoi(port_str, &used);
-    if (used != port_str.size() || ep.port < 0 || ep.port > 65535)
+    if (used != port_str.size() || ep.port < 0 || ep.port > 65535) {
       return bad("bad port \"" + port_str + "\"");
+    }
   } catch (const std::exception&) {
     return bad("bad port \"" + port_str + "\"");
   }
@@ -83,15 +86,17 @@ caf::expected<endpoint> parse_listen(const std::string& listen) {
   addrinfo* res = nullptr;
   auto rc =
       getaddrinfo(host.empty() ? nullptr : host.c_str(), nullptr, &hints, &res);
-  if (rc != 0 || res == nullptr)
+  if (rc != 0 || res == nullptr) {
     return bad(std::string{"cannot resolve host: "} + gai_strerror(rc));
+  }
   char buf[INET6_ADDRSTRLEN] = {};
   ep.family = res->ai_family;
   const void* addr = nullptr;
-  if (res->ai_family == AF_INET6)
+  if (res->ai_family == AF_INET6) {
     addr = &reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr;
-  else
+  } else {
     addr = &reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr;
+  }
   inet_ntop(res->ai_family, addr, buf, sizeof(buf));
   freeaddrinfo(res);
   ep.host = buf;
@@ -119,8 +124,9 @@ socklen_t make_sockaddr(const endpoint& ep, int port, sockaddr_storage& ss) {
 // with another process is covered by retrying in start().
 caf::expected<int> pick_free_port(const endpoint& ep) {
   int fd = socket(ep.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
+  if (fd < 0) {
     return io_error(std::string{"socket: "} + std::strerror(errno));
+  }
   sockaddr_storage ss;
   auto len = make_sockaddr(ep, 0, ss);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
@@ -130,16 +136,18 @@ caf::expected<int> pick_free_port(const endpoint& ep) {
     return io_error(std::string{"bind: "} + std::strerror(err));
   }
   close(fd);
-  if (ep.family == AF_INET6)
+  if (ep.family == AF_INET6) {
     return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  }
   return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
 }
 
 // Opens and closes a TCP connection, ignoring every error.
 void poke(const endpoint& ep, int port) {
   int fd = socket(ep.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
+  if (fd < 0) {
     return;
+  }
   sockaddr_storage ss;
   auto len = make_sockaddr(ep, port, ss);
   connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
@@ -147,8 +155,9 @@ void poke(const endpoint& ep, int port) {
 }
 
 std::string format_listen(const endpoint& ep, int port) {
-  if (ep.family == AF_INET6)
+  if (ep.family == AF_INET6) {
     return "[" + ep.host + "]:" + std::to_string(port);
+  }
   return ep.host + ":" + std::to_string(port);
 }
 
@@ -174,11 +183,13 @@ struct http_server::impl {
                       "\r\nContent-Length: " + std::to_string(body.size()) +
                       // Scrapes and probes must never see a cached answer.
                       "\r\nCache-Control: no-store\r\nConnection: close\r\n";
-    if (allow != nullptr)
+    if (allow != nullptr) {
       out += std::string{"Allow: "} + allow + "\r\n";
+    }
     out += "\r\n";
-    if (!head)
+    if (!head) {
       out.append(body);
+    }
     mg_write(conn, out.data(), out.size());
   }
 
@@ -213,8 +224,9 @@ struct http_server::impl {
         return 200;
       }
       auto [ok, detail] = handlers.ready();
-      if (detail.empty() || detail.back() != '\n')
+      if (detail.empty() || detail.back() != '\n') {
         detail += '\n';
+      }
       auto code = ok ? 200 : 503;
       reply(conn, code, text, detail, head);
       return code;
@@ -250,8 +262,9 @@ http_server::start(const std::string& listen, metrics::registry& reg,
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
   auto ep = parse_listen(listen);
-  if (!ep)
+  if (!ep) {
     return ep.error();
+  }
   std::unique_ptr<http_server> srv{new http_server};
   srv->impl_.reset(new impl{reg, std::move(h)});
   auto num_threads = std::to_string(threads > 0 ? threads : 1);
@@ -265,9 +278,10 @@ http_server::start(const std::string& listen, metrics::registry& reg,
     int port = ep->port;
     if (port == 0) {
       auto picked = pick_free_port(*ep);
-      if (!picked)
+      if (!picked) {
         return io_error("cannot listen on " + listen + " for HTTP: " +
                         picked.error().context().get_as<std::string>(0));
+      }
       port = *picked;
     }
     auto ports = format_listen(*ep, port);
@@ -296,8 +310,9 @@ http_server::start(const std::string& listen, metrics::registry& reg,
 }
 
 http_server::~http_server() {
-  if (!impl_ || impl_->ctx == nullptr)
+  if (!impl_ || impl_->ctx == nullptr) {
     return;
+  }
   // civetweb's accept loop polls with a 2 s timeout and only then sees the
   // stop flag, so mg_stop alone takes up to 2 s. Connecting wakes the poll;
   // we repeat because a connection that arrives before the flag is set is
@@ -305,10 +320,11 @@ http_server::~http_server() {
   std::atomic<bool> stopped{false};
   std::thread waker{[&] {
     auto ep = impl_->ep;
-    if (ep.host == "0.0.0.0")
+    if (ep.host == "0.0.0.0") {
       ep.host = "127.0.0.1";
-    else if (ep.host == "::")
+    } else if (ep.host == "::") {
       ep.host = "::1";
+    }
     while (!stopped.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       poke(ep, port_);

@@ -102,10 +102,11 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
                                 "Nodes known to this node, by state.",
                                 {"state"})),
       preemption_notices_(
-        reg.counters("shoal_preemption_notices_total",
-                     "Spot preemption notices seen (node.preemption_notice_url "
-                     "or node.preemption_notice_file); each starts a drain.")
-          .with({})),
+          reg.counters(
+                 "shoal_preemption_notices_total",
+                 "Spot preemption notices seen (node.preemption_notice_url "
+                 "or node.preemption_notice_file); each starts a drain.")
+              .with({})),
       // Registered on every node, GPU or not, so that dashboards and
       // alerts find the families (with no samples where there is no GPU).
       gpu_used_(reg.gauges("shoal_gpu_memory_used_bytes",
@@ -123,18 +124,21 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
                                {"device"})) {
   // A standalone node is a cluster of one.
   cluster_nodes_.with({"up"}).set(1);
-  for (auto s : {"suspect", "draining", "down"})
+  for (auto s : {"suspect", "draining", "down"}) {
     cluster_nodes_.with({s}).set(0);
-  for (auto r : {"lazy", "restart", "load"})
+  }
+  for (auto r : {"lazy", "restart", "load"}) {
     spawns_.with({r});
+  }
 }
 
 node_metrics::~node_metrics() = default;
 
 node_metrics::per_model& node_metrics::model(std::string_view name) {
   std::lock_guard<std::mutex> guard{mtx_};
-  if (auto i = models_.find(name); i != models_.end())
+  if (auto i = models_.find(name); i != models_.end()) {
     return *i->second;
+  }
   auto pm = std::make_unique<per_model>();
   pm->name = std::string{name};
   std::vector<std::string> l{pm->name};
@@ -159,8 +163,8 @@ void node_metrics::reply(std::string_view model_name, status s,
   if (!c) {
     // A reply that never reached a source (refused, failed) has none, and
     // label values are never empty.
-    auto source = src == reply_source::none ? std::string_view{"none"}
-                                            : to_string(src);
+    auto source =
+        src == reply_source::none ? std::string_view{"none"} : to_string(src);
     c = &requests_.with(
         {pm.name, std::string{to_string(s)}, std::string{source}});
     pm.requests[si][ri].store(c, std::memory_order_release);
@@ -222,7 +226,8 @@ void node_metrics::preemption_notice() {
 }
 
 void node_metrics::invalid_frame() {
-  op_requests_.with({"invalid", std::string{to_string(status::invalid_argument)}})
+  op_requests_
+      .with({"invalid", std::string{to_string(status::invalid_argument)}})
       .inc();
 }
 
@@ -268,10 +273,12 @@ void node_metrics::watch_devices(
     // A device that vanished (reset, fell off the bus) is not shown as if
     // it still had its last values.
     for (auto& name : last_seen->names) {
-      if (names.count(name))
+      if (names.count(name)) {
         continue;
-      for (auto* fam : {&gpu_used_, &gpu_total_, &gpu_held_, &gpu_replicas_})
+      }
+      for (auto* fam : {&gpu_used_, &gpu_total_, &gpu_held_, &gpu_replicas_}) {
         fam->remove({name});
+      }
     }
     last_seen->names = std::move(names);
   });

@@ -14,8 +14,9 @@ namespace shoal::metrics {
 void counter::inc(double v) noexcept {
   // A counter only goes up (Prometheus treats a decrease as a reset), and
   // noexcept leaves no way to report a bad argument: drop it.
-  if (!(v >= 0))
+  if (!(v >= 0)) {
     return;
+  }
   value_.fetch_add(v, std::memory_order_relaxed);
 }
 
@@ -45,18 +46,22 @@ histogram::histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)) {
   // The +Inf bucket is always there; accept it spelled out too.
   if (!bounds_.empty() &&
-      bounds_.back() == std::numeric_limits<double>::infinity())
+      bounds_.back() == std::numeric_limits<double>::infinity()) {
     bounds_.pop_back();
+  }
   for (size_t i = 0; i < bounds_.size(); ++i) {
-    if (std::isnan(bounds_[i]))
+    if (std::isnan(bounds_[i])) {
       throw std::invalid_argument("histogram bound is NaN");
-    if (i > 0 && !(bounds_[i - 1] < bounds_[i]))
+    }
+    if (i > 0 && !(bounds_[i - 1] < bounds_[i])) {
       throw std::invalid_argument(
           "histogram bounds must be strictly increasing");
+    }
   }
   buckets_ = std::make_unique<std::atomic<uint64_t>[]>(bounds_.size() + 1);
-  for (size_t i = 0; i <= bounds_.size(); ++i)
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
     buckets_[i].store(0, std::memory_order_relaxed);
+  }
 }
 
 void histogram::observe(double v) noexcept {
@@ -95,8 +100,9 @@ std::vector<double> latency_buckets() {
 namespace {
 
 bool is_metric_name(std::string_view s) {
-  if (s.empty())
+  if (s.empty()) {
     return false;
+  }
   auto first = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
            c == ':';
@@ -106,8 +112,9 @@ bool is_metric_name(std::string_view s) {
 }
 
 bool is_label_name(std::string_view s) {
-  if (s.empty())
+  if (s.empty()) {
     return false;
+  }
   auto first = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
   };
@@ -122,23 +129,29 @@ size_t utf8_len(std::string_view s, size_t i) {
     return i + k < s.size() && (b(k) & 0xC0) == 0x80;
   };
   auto c = b(0);
-  if (c < 0x80)
+  if (c < 0x80) {
     return 1;
-  if (c >= 0xC2 && c <= 0xDF)
+  }
+  if (c >= 0xC2 && c <= 0xDF) {
     return cont(1) ? 2 : 0;
+  }
   if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2))
+    if (!cont(1) || !cont(2)) {
       return 0;
+    }
     // Overlong forms and UTF-16 surrogates.
-    if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F))
+    if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F)) {
       return 0;
+    }
     return 3;
   }
   if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3))
+    if (!cont(1) || !cont(2) || !cont(3)) {
       return 0;
-    if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F))
+    }
+    if ((c == 0xF0 && b(1) < 0x90) || (c == 0xF4 && b(1) > 0x8F)) {
       return 0;
+    }
     return 4;
   }
   return 0;
@@ -183,32 +196,36 @@ void append_value(std::string& out, double v) {
   std::to_chars_result res;
   // Whole numbers (counts, bytes) read best without an exponent; past 1e17
   // doubles no longer hold every integer, so the shortest form is as exact.
-  if (v == std::trunc(v) && std::fabs(v) < 1e17)
+  if (v == std::trunc(v) && std::fabs(v) < 1e17) {
     res = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed);
-  else
+  } else {
     // Shortest round-trip digits, %g-style: "0.0001" rather than "1e-04",
     // the same spelling as Go's client (le values are compared as strings).
     res = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::general);
+  }
   out.append(buf, res.ptr);
 }
 
 void append_labels(std::string& out, const std::vector<std::string>& names,
                    const std::vector<std::string>& values,
                    const char* le = nullptr, double le_value = 0) {
-  if (names.empty() && le == nullptr)
+  if (names.empty() && le == nullptr) {
     return;
+  }
   out += '{';
   for (size_t i = 0; i < names.size(); ++i) {
-    if (i > 0)
+    if (i > 0) {
       out += ',';
+    }
     out += names[i];
     out += "=\"";
     append_escaped(out, values[i], true);
     out += '"';
   }
   if (le != nullptr) {
-    if (!names.empty())
+    if (!names.empty()) {
       out += ',';
+    }
     out += le;
     out += "=\"";
     append_value(out, le_value);
@@ -293,17 +310,17 @@ void check_labels(bool histogram, const std::string& name,
   for (size_t i = 0; i < labels.size(); ++i) {
     const auto& l = labels[i];
     if (!is_label_name(l) || l.compare(0, 2, "__") == 0) {
-      throw std::invalid_argument("invalid label name \"" + l
-                                  + "\" for metric " + name);
+      throw std::invalid_argument("invalid label name \"" + l +
+                                  "\" for metric " + name);
     }
     if (histogram && l == "le") {
-      throw std::invalid_argument("histogram " + name
-                                  + " cannot have a label named le");
+      throw std::invalid_argument("histogram " + name +
+                                  " cannot have a label named le");
     }
-    if (std::find(labels.begin(), labels.begin() + i, l)
-        != labels.begin() + i) {
-      throw std::invalid_argument("duplicate label name \"" + l
-                                  + "\" for metric " + name);
+    if (std::find(labels.begin(), labels.begin() + i, l) !=
+        labels.begin() + i) {
+      throw std::invalid_argument("duplicate label name \"" + l +
+                                  "\" for metric " + name);
     }
   }
 }
@@ -314,13 +331,13 @@ void check_labels(bool histogram, const std::string& name,
 // or the exposition would hold two families' samples under one name.
 void registry::check_clash(kind type, const std::string& name) const {
   auto clash = [&](const std::string& other) {
-    throw std::invalid_argument("metric name " + name + " clashes with "
-                                + other);
+    throw std::invalid_argument("metric name " + name + " clashes with " +
+                                other);
   };
   for (auto suffix : histogram_suffixes) {
     std::string_view sv{suffix};
-    if (name.size() > sv.size()
-        && name.compare(name.size() - sv.size(), sv.size(), sv) == 0) {
+    if (name.size() > sv.size() &&
+        name.compare(name.size() - sv.size(), sv.size(), sv) == 0) {
       auto base = name.substr(0, name.size() - sv.size());
       if (auto j = families_.find(base);
           j != families_.end() && j->second.type == kind::histogram) {
@@ -344,11 +361,11 @@ registry::entry& registry::add(kind type, std::string name,
   std::lock_guard<std::mutex> guard{mtx_};
   if (auto i = families_.find(name); i != families_.end()) {
     auto& e = i->second;
-    if (e.type != type || e.label_names != labels
-        || (type == kind::histogram && e.bounds != bounds)) {
-      throw std::logic_error("metric " + name
-                             + " registered twice with different type, "
-                               "labels or buckets");
+    if (e.type != type || e.label_names != labels ||
+        (type == kind::histogram && e.bounds != bounds)) {
+      throw std::logic_error("metric " + name +
+                             " registered twice with different type, "
+                             "labels or buckets");
     }
     return e;
   }
@@ -356,8 +373,8 @@ registry::entry& registry::add(kind type, std::string name,
   entry e{type, labels, bounds, nullptr};
   auto make_family = [&](auto make) {
     using child_t = typename decltype(make())::element_type;
-    auto fam = std::make_shared<family<child_t>>(name, help, labels,
-                                                 std::move(make));
+    auto fam =
+        std::make_shared<family<child_t>>(name, help, labels, std::move(make));
     // An unlabelled metric exists from registration, so it shows up (as 0)
     // before the first update.
     if (labels.empty()) {
@@ -366,19 +383,19 @@ registry::entry& registry::add(kind type, std::string name,
     e.fam = std::move(fam);
   };
   switch (type) {
-    case kind::counter:
-      make_family([] { return std::make_unique<counter>(); });
-      break;
-    case kind::gauge:
-      make_family([] { return std::make_unique<gauge>(); });
-      break;
-    case kind::histogram: {
-      // Bad bounds fail here, not at the first with().
-      histogram probe{bounds};
-      make_family(
+  case kind::counter:
+    make_family([] { return std::make_unique<counter>(); });
+    break;
+  case kind::gauge:
+    make_family([] { return std::make_unique<gauge>(); });
+    break;
+  case kind::histogram: {
+    // Bad bounds fail here, not at the first with().
+    histogram probe{bounds};
+    make_family(
         [b = std::move(bounds)] { return std::make_unique<histogram>(b); });
-      break;
-    }
+    break;
+  }
   }
   return families_.emplace(std::move(name), std::move(e)).first->second;
 }
@@ -415,8 +432,9 @@ std::string registry::render() const {
     std::lock_guard<std::mutex> guard{mtx_};
     collectors = collectors_;
   }
-  for (auto& fn : collectors)
+  for (auto& fn : collectors) {
     fn();
+  }
   // Families are never unregistered, so the shared_ptrs keep them alive while
   // we render without the registry lock (registration need not wait for a
   // scrape).
@@ -424,8 +442,9 @@ std::string registry::render() const {
   {
     std::lock_guard<std::mutex> guard{mtx_};
     fams.reserve(families_.size());
-    for (auto& [name, e] : families_) // std::map: sorted by name
+    for (auto& [name, e] : families_) { // std::map: sorted by name
       fams.emplace_back(e.type, e.fam);
+    }
   }
   std::string out;
   for (auto& [type, ptr] : fams) {

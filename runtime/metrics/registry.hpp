@@ -130,14 +130,16 @@ public:
   // The child for these label values (same order as the label names). A
   // count mismatch throws std::invalid_argument: a programming bug.
   T& with(const std::vector<std::string>& values) {
-    if (values.size() != labels_.size())
+    if (values.size() != labels_.size()) {
       throw std::invalid_argument(
           "metric " + name_ + " has " + std::to_string(labels_.size()) +
           " labels, got " + std::to_string(values.size()) + " values");
+    }
     std::lock_guard<std::mutex> guard{mtx_};
     auto i = children_.find(values);
-    if (i != children_.end())
+    if (i != children_.end()) {
       return *i->second;
+    }
     // A removed child comes back as it was: references handed out before
     // remove() must stay valid, and a counter must not go backwards.
     auto& slot = children_[values];
@@ -170,8 +172,9 @@ public:
   template <class F>
   void for_each(F&& f) const {
     std::lock_guard<std::mutex> guard{mtx_};
-    for (auto& [values, child] : children_)
+    for (auto& [values, child] : children_) {
       f(values, *child);
+    }
   }
 
 private:

@@ -18,19 +18,23 @@ namespace shoal {
 caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
   auto catalog = std::make_shared<model_catalog>();
   std::error_code ec;
-  if (!fs::is_directory(root, ec))
+  if (!fs::is_directory(root, ec)) {
     return make_error(errc::not_found,
                       "model repository '" + root + "' is not a directory");
+  }
   for (auto& model_dir : fs::directory_iterator{root, ec}) {
-    if (!model_dir.is_directory())
+    if (!model_dir.is_directory()) {
       continue;
+    }
     auto name = model_dir.path().filename().string();
-    if (name.empty() || name[0] == '.')
+    if (name.empty() || name[0] == '.') {
       continue;
+    }
     std::map<uint64_t, model_spec_ptr> versions;
     for (auto& vdir : fs::directory_iterator{model_dir.path(), ec}) {
-      if (!vdir.is_directory())
+      if (!vdir.is_directory()) {
         continue;
+      }
       auto vname = vdir.path().filename().string();
       uint64_t v = 0;
       auto [p, perr] =
@@ -48,8 +52,9 @@ caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
         continue;
       }
       auto spec = parse_manifest(manifest.string(), name, v);
-      if (!spec)
+      if (!spec) {
         return spec.error();
+      }
       versions.emplace(v, std::make_shared<model_spec>(std::move(*spec)));
     }
     if (versions.empty()) {
@@ -59,9 +64,10 @@ caf::expected<model_catalog_ptr> scan_repository(const std::string& root) {
     }
     catalog->models.emplace(name, std::move(versions));
   }
-  if (ec)
+  if (ec) {
     return make_error(errc::io_error, "cannot read model repository '" + root +
                                           "': " + ec.message());
+  }
   return model_catalog_ptr{std::move(catalog)};
 }
 
@@ -78,33 +84,41 @@ parse_index(const std::string& path) {
     return make_error(errc::config_invalid, path + ": " + what);
   };
   auto parsed = parse_toml_file(path);
-  if (!parsed)
+  if (!parsed) {
     return parsed.error();
+  }
   auto& root = *parsed;
-  for (auto& [k, v] : root)
-    if (k.str() != "models")
+  for (auto& [k, v] : root) {
+    if (k.str() != "models") {
       return fail(std::string{k.str()} + ": unknown key");
+    }
+  }
   auto* models = root["models"].as_table();
-  if (!models)
+  if (!models) {
     return fail("models: expected a table [models] of name = [versions]");
-  if (models->size() > max_index_models)
+  }
+  if (models->size() > max_index_models) {
     return fail("models: more than " + std::to_string(max_index_models) +
                 " models");
+  }
   std::map<std::string, std::vector<uint64_t>> out;
   for (auto& [k, v] : *models) {
     std::string name{k.str()};
     if (name.empty() || name[0] == '.' ||
-        name.find_first_of("/\\") != std::string::npos)
+        name.find_first_of("/\\") != std::string::npos) {
       return fail("models." + name + ": not a valid model name");
+    }
     auto* arr = v.as_array();
-    if (!arr || arr->empty())
+    if (!arr || arr->empty()) {
       return fail("models." + name +
                   ": expected a non-empty array of versions");
+    }
     auto& versions = out[name];
     for (auto& item : *arr) {
       auto n = item.value<int64_t>();
-      if (!n || *n <= 0)
+      if (!n || *n <= 0) {
         return fail("models." + name + ": versions are positive integers");
+      }
       versions.push_back(static_cast<uint64_t>(*n));
     }
   }
@@ -114,29 +128,33 @@ parse_index(const std::string& path) {
 } // namespace
 
 caf::expected<model_catalog_ptr> open_repository(const store_config& cfg) {
-  if (!is_remote_repository(cfg.repository))
+  if (!is_remote_repository(cfg.repository)) {
     return scan_repository(cfg.repository);
+  }
   auto opts = cfg.fetch;
   opts.max_file_bytes = max_listing_bytes;
   opts.progress = nullptr;
   auto root = cfg.repository;
-  while (root.size() > 1 && root.back() == '/')
+  while (root.size() > 1 && root.back() == '/') {
     root.pop_back();
+  }
   auto index_path = (fs::path{cfg.cache_dir} / "index.toml").string();
   bool offline = false;
   if (auto err = fetch_file(root, "index.toml", index_path, opts)) {
     std::error_code ec;
-    if (!fs::exists(index_path, ec))
+    if (!fs::exists(index_path, ec)) {
       return make_error(errc::unavailable,
                         "model repository " + root + ": " + reason_of(err));
+    }
     spdlog::warn("model repository {} unreachable ({}); using the index "
                  "cached in {}",
                  root, reason_of(err), cfg.cache_dir);
     offline = true;
   }
   auto index = parse_index(index_path);
-  if (!index)
+  if (!index) {
     return index.error();
+  }
   auto catalog = std::make_shared<model_catalog>();
   for (auto& [name, versions] : *index) {
     std::map<uint64_t, model_spec_ptr> specs;
@@ -146,13 +164,15 @@ caf::expected<model_catalog_ptr> open_repository(const store_config& cfg) {
           (fs::path{cfg.cache_dir} / name / std::to_string(v) / "model.toml")
               .string();
       if (!offline) {
-        if (auto err = fetch_file(root, rel + "/model.toml", local, opts))
+        if (auto err = fetch_file(root, rel + "/model.toml", local, opts)) {
           return make_error(errc::unavailable,
                             "model repository " + root + ": " + reason_of(err));
+        }
       }
       auto spec = parse_manifest(local, name, v);
-      if (!spec)
+      if (!spec) {
         return spec.error();
+      }
       spec->source = root + "/" + rel;
       specs.emplace(v, std::make_shared<model_spec>(std::move(*spec)));
     }

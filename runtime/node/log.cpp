@@ -10,9 +10,10 @@ namespace shoal {
 caf::error init_logging(const std::string& level,
                         const std::string& node_name) {
   auto lvl = spdlog::level::from_str(level);
-  if (lvl == spdlog::level::off && level != "off")
+  if (lvl == spdlog::level::off && level != "off") {
     return make_error(errc::config_invalid,
                       "log.level: unknown level '" + level + "'");
+  }
   auto logger = spdlog::stderr_logger_mt("shoal:" + node_name);
   spdlog::set_default_logger(logger);
   spdlog::set_level(lvl);

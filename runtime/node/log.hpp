@@ -8,7 +8,6 @@
 namespace shoal {
 
 // Sets the level ("trace" .. "off") and the line format.
-caf::error init_logging(const std::string& level,
-                        const std::string& node_name);
+caf::error init_logging(const std::string& level, const std::string& node_name);
 
 } // namespace shoal

@@ -34,8 +34,8 @@ store_config store_config_of(const node_config& c) {
   s.fetch.parallel_ranges = c.models.parallel_ranges;
   s.fetch.range_threshold = c.models.range_threshold_bytes;
   s.fetch.timeout = std::chrono::duration_cast<std::chrono::seconds>(
-    std::chrono::milliseconds{
-      std::max<uint64_t>(c.models.fetch_timeout_ms, 1000)});
+      std::chrono::milliseconds{
+          std::max<uint64_t>(c.models.fetch_timeout_ms, 1000)});
   s.fetch.retries = static_cast<int>(c.models.fetch_retries);
   s.fetch.max_file_bytes = c.models.max_file_bytes;
   return s;
@@ -45,7 +45,7 @@ uint64_t node::impl::open_requests(caf::scoped_actor& self) {
   uint64_t n = 0;
   auto count = [&](const auto& target) {
     self->request(target, std::chrono::seconds{5}, count_atom::value)
-      .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
+        .receive([&](uint64_t x) { n = x; }, [&](caf::error&) { n = 0; });
   };
   // A worker's open work is its replicas: the head retires each one once
   // it is idle and replaced.
@@ -133,8 +133,8 @@ void start_actor_system(impl& d) {
   auto& c = d.cfg;
   d.sys_cfg = std::make_unique<caf::actor_system_config>();
   auto threads = c.runtime.scheduler_threads > 0
-                   ? c.runtime.scheduler_threads
-                   : std::max(2u, std::thread::hardware_concurrency());
+                     ? c.runtime.scheduler_threads
+                     : std::max(2u, std::thread::hardware_concurrency());
   d.sys_cfg->set("scheduler.max-threads", static_cast<size_t>(threads));
   d.sys_cfg->set("logger.verbosity", caf::atom("quiet"));
   // CAF's idle workers first poll, then poll with 50 us sleeps that nothing
@@ -151,7 +151,7 @@ restart_policy restart_policy_of(const node_config& c) {
   policy.max_restarts = c.supervisor.max_restarts;
   policy.period = std::chrono::milliseconds{c.supervisor.period_ms};
   policy.backoff_initial =
-    std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
+      std::chrono::milliseconds{c.supervisor.backoff_initial_ms};
   policy.backoff_max = std::chrono::milliseconds{c.supervisor.backoff_max_ms};
   return policy;
 }
@@ -159,30 +159,33 @@ restart_policy restart_policy_of(const node_config& c) {
 // The node supervisor and how it makes executors: a backend that may
 // block gets a thread of its own, the others run on the scheduler.
 void start_supervisor(impl& d) {
-  child_factory factory =
-    [catalog = d.catalog, metrics = d.metrics, detached = d.cfg.executor.detached,
-     env = std::shared_ptr<const load_env>{d.env}](
-      caf::local_actor* self, const std::string& model, uint64_t version,
-      replica_listener_handle listener) -> caf::actor {
+  child_factory factory = [catalog = d.catalog, metrics = d.metrics,
+                           detached = d.cfg.executor.detached,
+                           env = std::shared_ptr<const load_env>{d.env}](
+                              caf::local_actor* self, const std::string& model,
+                              uint64_t version,
+                              replica_listener_handle listener) -> caf::actor {
     auto spec = catalog->resolve(model, version);
     if (!spec) {
       return {};
     }
     if (detached && backend_may_block(*spec)) {
       return caf::actor_cast<caf::actor>(self->spawn<caf::detached>(
-        executor_actor, spec, listener, metrics, env));
+          executor_actor, spec, listener, metrics, env));
     }
     return caf::actor_cast<caf::actor>(
-      self->spawn(executor_actor, spec, listener, metrics, env));
+        self->spawn(executor_actor, spec, listener, metrics, env));
   };
   auto escalate = [](const std::string& why) {
     spdlog::critical("node exits: {}", why);
     spdlog::default_logger()->flush();
     std::_Exit(70);
   };
-  d.supervisor = d.system->spawn(
-    supervisor_actor, restart_policy_of(d.cfg), factory, escalate,
-    [metrics = d.metrics](std::string_view reason) { metrics->spawn(reason); });
+  d.supervisor =
+      d.system->spawn(supervisor_actor, restart_policy_of(d.cfg), factory,
+                      escalate, [metrics = d.metrics](std::string_view reason) {
+                        metrics->spawn(reason);
+                      });
 }
 
 router_config router_config_of(const impl& d) {
@@ -212,15 +215,15 @@ caf::error start_serving(impl& d) {
   auto replicas = d.head() ? replica_source_handle{d.coordinator}
                            : replica_source_handle{d.supervisor};
   auto cluster_status =
-    d.head() ? cluster_status_handle{d.coordinator} : cluster_status_handle{};
-  d.router = d.system->spawn(router_actor, router_config_of(d), d.catalog,
-                             d.cache, d.sink, d.metrics, replicas,
-                             cluster_status);
+      d.head() ? cluster_status_handle{d.coordinator} : cluster_status_handle{};
+  d.router =
+      d.system->spawn(router_actor, router_config_of(d), d.catalog, d.cache,
+                      d.sink, d.metrics, replicas, cluster_status);
   if (d.head()) {
     caf::anon_send(d.coordinator, set_router_atom::value, d.router);
   }
   d.cache_maint =
-    d.system->spawn(cache_actor, d.cache, std::chrono::milliseconds{1000});
+      d.system->spawn(cache_actor, d.cache, std::chrono::milliseconds{1000});
   gateway_config gc;
   gc.endpoint = c.gateway.endpoint;
   gc.default_timeout_ms = c.gateway.default_timeout_ms;
@@ -228,10 +231,13 @@ caf::error start_serving(impl& d) {
   gc.node_name = c.node.name;
   gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
   gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;
-  gateway_env ge{d.router, d.catalog, d.cache, d.sink, d.metrics,
+  gateway_env ge{d.router,
+                 d.catalog,
+                 d.cache,
+                 d.sink,
+                 d.metrics,
                  [&d](const std::string& target) {
-                   return d.drain_node(target);
-                 }};
+                   return d.drain_node(target); }};
   auto gw = gateway::start(gc, std::move(ge));
   if (!gw) {
     return gw.error();
@@ -252,8 +258,8 @@ std::pair<bool, std::string> readiness(const impl& d) {
     out = d.joined ? std::pair{true, "ready: joined " + join + "\n"}
                    : std::pair{false, "not joined to " + join + "\n"};
   } else {
-    out = {true, "ready: gateway " + d.endpoint + ", "
-                   + std::to_string(d.catalog->models.size()) + " model(s)\n"};
+    out = {true, "ready: gateway " + d.endpoint + ", " +
+                     std::to_string(d.catalog->models.size()) + " model(s)\n"};
   }
   out.second += local_devices_text();
   return out;
@@ -265,7 +271,7 @@ std::string service_discovery(const impl& d) {
   auto host = c.http.listen.substr(0, c.http.listen.rfind(':'));
   std::vector<sd_target> targets;
   targets.push_back(
-    {host + ":" + std::to_string(d.http->port()), c.node.name, "head", {}});
+      {host + ":" + std::to_string(d.http->port()), c.node.name, "head", {}});
   for (auto& [name, e] : d.view->snapshot()) {
     if (e.state != "down" && !e.metrics_target.empty()) {
       targets.push_back({e.metrics_target, name, "worker", e.labels});
@@ -280,8 +286,8 @@ caf::error start_http(impl& d) {
   if (d.head()) {
     h.service_discovery = [&d] { return service_discovery(d); };
   }
-  auto http = http_server::start(d.cfg.http.listen, d.registry, h,
-                                 d.cfg.http.threads);
+  auto http =
+      http_server::start(d.cfg.http.listen, d.registry, h, d.cfg.http.threads);
   if (!http) {
     return http.error();
   }
@@ -306,9 +312,9 @@ void log_started(const impl& d) {
   auto& c = d.cfg;
   std::string metrics;
   if (d.http) {
-    metrics = ", metrics on http://"
-              + c.http.listen.substr(0, c.http.listen.rfind(':')) + ":"
-              + std::to_string(d.http->port()) + "/metrics";
+    metrics = ", metrics on http://" +
+              c.http.listen.substr(0, c.http.listen.rfind(':')) + ":" +
+              std::to_string(d.http->port()) + "/metrics";
   }
   spdlog::info("node {} ({}) {}{}", c.node.name, c.node.role,
                d.worker() ? "joined " + c.cluster.join
@@ -405,8 +411,8 @@ int wait_for_stop(const node::impl& d, const sigset_t& set) {
 // means "stop now". Returns what is still open.
 uint64_t wait_drained(node::impl& d, caf::scoped_actor& self,
                       const sigset_t& set) {
-  auto deadline =
-    clock_type::now() + std::chrono::milliseconds{d.cfg.runtime.drain_grace_ms};
+  auto deadline = clock_type::now() +
+                  std::chrono::milliseconds{d.cfg.runtime.drain_grace_ms};
   uint64_t open = d.open_requests(self);
   while (open > 0 && clock_type::now() < deadline) {
     timespec step{0, 20'000'000};
@@ -438,7 +444,7 @@ int node::run() {
     caf::anon_send(d.agent, drain_atom::value);
   } else {
     self->request(d.router, std::chrono::seconds{5}, drain_atom::value)
-      .receive([](uint64_t) {}, [](caf::error&) {});
+        .receive([](uint64_t) {}, [](caf::error&) {});
   }
   if (auto open = wait_drained(d, self, set); open > 0) {
     spdlog::warn("node {}: {} {} still open at shutdown", d.cfg.node.name, open,

@@ -26,8 +26,9 @@ caf::expected<std::string> cluster_secret(const node_config& c) {
   std::ifstream in{c.cluster.secret_file};
   std::string line;
   if (!in || !std::getline(in, line)) {
-    return make_error(errc::config_invalid, "cluster.secret_file: cannot read "
-                                              + c.cluster.secret_file);
+    return make_error(errc::config_invalid,
+                      "cluster.secret_file: cannot read " +
+                          c.cluster.secret_file);
   }
   while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
     line.pop_back();
@@ -43,8 +44,8 @@ cached_models(const std::string& cache_dir, const model_catalog& catalog) {
   std::error_code ec;
   for (auto& [name, versions] : catalog.models) {
     for (auto& [v, spec] : versions) {
-      auto record = std::filesystem::path{cache_dir} / name
-                    / std::to_string(v) / ".shoal-verified";
+      auto record = std::filesystem::path{cache_dir} / name /
+                    std::to_string(v) / ".shoal-verified";
       if (!spec->files.empty() && std::filesystem::exists(record, ec)) {
         out.emplace_back(name, v);
       }
@@ -131,16 +132,16 @@ caf::error node::impl::start_cluster() {
     std::string body;
     encode(hello, body);
     lc.hello = std::move(body);
-    agent = system->spawn(worker_agent_actor, box, supervisor,
-                          std::move(hello), [this] { drain_requested = true; });
+    agent = system->spawn(worker_agent_actor, box, supervisor, std::move(hello),
+                          [this] { drain_requested = true; });
     target = agent;
   } else {
     view = std::make_shared<cluster_view>();
     coordinator_config cc;
     cc.node_name = cfg.node.name;
     cc.labels = parse_labels(cfg.node.labels);
-    coordinator = system->spawn(coordinator_actor, cc, box, catalog, sink,
-                                metrics, view);
+    coordinator =
+        system->spawn(coordinator_actor, cc, box, catalog, sink, metrics, view);
     target = coordinator;
   }
   auto started = node_link::start(lc, make_link_handlers(*this, target));

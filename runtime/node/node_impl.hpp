@@ -63,12 +63,8 @@ struct node::impl {
   std::atomic<bool> joined{false}; // worker: its head is up
   std::string endpoint;
 
-  bool head() const noexcept {
-    return cfg.node.role == "head";
-  }
-  bool worker() const noexcept {
-    return cfg.node.role == "worker";
-  }
+  bool head() const noexcept { return cfg.node.role == "head"; }
+  bool worker() const noexcept { return cfg.node.role == "worker"; }
 
   // What a drain still waits for: open requests (router) or, on a worker,
   // the replicas the head has not retired yet.

@@ -31,7 +31,8 @@ public:
   // notice (`source` names the URL or the file). Nothing is started when
   // neither a URL nor a file is configured.
   static std::unique_ptr<preemption_watcher>
-  start(preemption_config cfg, std::function<void(const std::string&)> on_notice);
+  start(preemption_config cfg,
+        std::function<void(const std::string&)> on_notice);
 
   // Stops and joins the thread.
   ~preemption_watcher();

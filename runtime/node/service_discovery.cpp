@@ -29,9 +29,9 @@ std::string label_name(const std::string& key) {
 }
 
 std::string group(const sd_target& t) {
-  std::string out = "{\"targets\":[" + quote(t.target)
-                    + "],\"labels\":{\"node\":" + quote(t.node)
-                    + ",\"role\":" + quote(t.role);
+  std::string out = "{\"targets\":[" + quote(t.target) +
+                    "],\"labels\":{\"node\":" + quote(t.node) +
+                    ",\"role\":" + quote(t.role);
   for (auto& [k, v] : t.labels) {
     out += "," + quote(label_name(k)) + ":" + quote(v);
   }

@@ -26,11 +26,10 @@ struct command_line {
 };
 
 void declare_options(CLI::App& app, command_line& cl) {
-  app
-    .add_option("--config", cl.config_files,
-                "TOML config file; repeat to layer them, later files "
-                "overriding earlier ones (a base, then an environment's)")
-    ->envname("SHOAL_CONFIG");
+  app.add_option("--config", cl.config_files,
+                 "TOML config file; repeat to layer them, later files "
+                 "overriding earlier ones (a base, then an environment's)")
+      ->envname("SHOAL_CONFIG");
   app.add_option("--role", cl.role, "head, worker or all (default: all)");
   app.add_option("--join", cl.join, "head endpoint to join (cluster mode)");
   app.add_option("--set", cl.sets,
@@ -61,7 +60,8 @@ caf::expected<node_config> configuration(const command_line& cl) {
     }
   }
   for (auto& [key, value] : flags) {
-    auto origin = key == "cluster.join" || cl.role.empty() ? "--join" : "--role";
+    auto origin =
+        key == "cluster.join" || cl.role.empty() ? "--join" : "--role";
     if (auto err = set_config_value(*cfg, key, value, origin)) {
       return err;
     }

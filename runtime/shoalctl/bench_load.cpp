@@ -33,8 +33,9 @@ template <class T>
 void store_le(uint8_t* p, T v) noexcept {
   uint8_t bytes[sizeof(T)];
   std::memcpy(bytes, &v, sizeof(T));
-  if constexpr (std::endian::native == std::endian::big)
+  if constexpr (std::endian::native == std::endian::big) {
     std::reverse(bytes, bytes + sizeof(T));
+  }
   std::memcpy(p, bytes, sizeof(T));
 }
 
@@ -42,8 +43,9 @@ template <class T>
 T load_le(const uint8_t* p) noexcept {
   uint8_t bytes[sizeof(T)];
   std::memcpy(bytes, p, sizeof(T));
-  if constexpr (std::endian::native == std::endian::big)
+  if constexpr (std::endian::native == std::endian::big) {
     std::reverse(bytes, bytes + sizeof(T));
+  }
   T v;
   std::memcpy(&v, bytes, sizeof(T));
   return v;
@@ -113,12 +115,14 @@ public:
       double u = h_n_ + unit(rng) * (h_x1_ - h_n_);
       double x = h_integral_inverse(u);
       double kd = std::floor(x + 0.5);
-      if (kd < 1.0)
+      if (kd < 1.0) {
         kd = 1.0;
-      else if (kd > n_)
+      } else if (kd > n_) {
         kd = n_;
-      if (kd - x <= sd_ || u >= h_integral(kd + 0.5) - h(kd))
+      }
+      if (kd - x <= sd_ || u >= h_integral(kd + 0.5) - h(kd)) {
         return std::min(static_cast<uint64_t>(kd), n_int_);
+      }
     }
   }
 
@@ -139,8 +143,9 @@ private:
   }
   double h_integral_inverse(double x) const noexcept {
     double t = x * (1.0 - s_);
-    if (t < -1.0)
+    if (t < -1.0) {
       t = -1.0;
+    }
     return std::exp(helper1(t) * x);
   }
 
@@ -176,8 +181,9 @@ public:
       cached_.resize(std::min(opts.distinct, input_cache_budget / bytes));
     } else {
       cached_.resize(opts.hot_set);
-      for (size_t i = 0; i < cached_.size(); ++i)
+      for (size_t i = 0; i < cached_.size(); ++i) {
         cached_[i] = make_inputs(model.inputs, opts.seed, i);
+      }
     }
     have_.assign(cached_.size(), !opts.zipf.has_value());
     // Cold inputs start at a random index far above the hot and zipf ranges,
@@ -198,13 +204,16 @@ public:
     bool open = opts_.rate > 0;
     uint64_t sends = 0;
     auto next_send = t_start_;
-    if (!open)
-      for (size_t i = 0; i < std::max<size_t>(opts_.concurrency, 1); ++i)
+    if (!open) {
+      for (size_t i = 0; i < std::max<size_t>(opts_.concurrency, 1); ++i) {
         issue(t_start_);
+      }
+    }
     for (;;) {
       now = clock_type::now();
-      if (now >= t_end_)
+      if (now >= t_end_) {
         break;
+      }
       if (open) {
         while (next_send <= now && next_send < t_end_ &&
                c_.in_flight() < max_in_flight) {
@@ -216,8 +225,9 @@ public:
         }
       }
       auto until = std::min(t_end_, next_progress_);
-      if (open && next_send < until)
+      if (open && next_send < until) {
         until = next_send;
+      }
       auto wait = std::chrono::floor<milliseconds>(until - now);
       c_.poll(std::max(wait, milliseconds{0}));
       progress(clock_type::now());
@@ -227,14 +237,16 @@ public:
     auto drain_end = clock_type::now() + opts_.timeout + milliseconds{1000};
     while (c_.in_flight() > 0) {
       now = clock_type::now();
-      if (now >= drain_end)
+      if (now >= drain_end) {
         break;
+      }
       c_.poll(std::min(milliseconds{50},
                        std::chrono::ceil<milliseconds>(drain_end - now)));
       progress(clock_type::now());
     }
-    if (opts_.progress)
+    if (opts_.progress) {
       std::fprintf(stderr, "\r%*s\r", static_cast<int>(progress_width_), "");
+    }
     res_.unmatched = c_.unmatched_replies() - unmatched_before;
     auto measured = std::max(duration<double>(last_reply_ - t_measure_).count(),
                              opts_.duration_s);
@@ -248,12 +260,14 @@ private:
   }
 
   uint64_t pick() {
-    if (zipf_)
+    if (zipf_) {
       return (*zipf_)(rng_)-1;
+    }
     std::uniform_real_distribution<double> unit{0.0, 1.0};
-    if (opts_.hot_set > 0 && unit(rng_) < opts_.hot_ratio)
+    if (opts_.hot_set > 0 && unit(rng_) < opts_.hot_ratio) {
       return std::uniform_int_distribution<uint64_t>{0,
                                                      opts_.hot_set - 1}(rng_);
+    }
     return cold_next_++;
   }
 
@@ -271,8 +285,9 @@ private:
   void issue(time_point scheduled) {
     auto r = base_;
     r.inputs = inputs_for(pick());
-    if (scheduled >= t_measure_)
+    if (scheduled >= t_measure_) {
       ++res_.requests;
+    }
     // Two words of capture: fits std::function's inline buffer, so a request
     // costs no allocation for its handler.
     c_.submit(
@@ -283,8 +298,9 @@ private:
 
   void ended(time_point scheduled, caf::expected<reply>& x) {
     auto now = clock_type::now();
-    if (x)
+    if (x) {
       ++replies_all_;
+    }
     if (scheduled >= t_measure_) {
       if (x) {
         ++res_.replies;
@@ -293,10 +309,11 @@ private:
             std::max<int64_t>(nanoseconds{now - scheduled}.count(), 0)));
         if (x->code == status::ok) {
           ++res_.ok;
-          if (x->source == reply_source::cache)
+          if (x->source == reply_source::cache) {
             ++res_.cache_hits;
-          else if (x->source == reply_source::coalesced)
+          } else if (x->source == reply_source::coalesced) {
             ++res_.coalesced;
+          }
         } else {
           ++res_.errors[std::string{to_string(x->code)}];
         }
@@ -306,13 +323,15 @@ private:
         ++res_.errors[std::string{to_string(to_status(x.error()))}];
       }
     }
-    if (sending_ && opts_.rate <= 0 && now < t_end_)
+    if (sending_ && opts_.rate <= 0 && now < t_end_) {
       issue(now);
+    }
   }
 
   void progress(time_point now) {
-    if (!opts_.progress || now < next_progress_)
+    if (!opts_.progress || now < next_progress_) {
       return;
+    }
     auto dt = duration<double>(now - last_progress_).count();
     auto rps =
         dt > 0 ? static_cast<double>(replies_all_ - last_replies_) / dt : 0.0;
@@ -320,25 +339,29 @@ private:
     last_replies_ = replies_all_;
     next_progress_ = now + milliseconds{250};
     uint64_t errors = res_.timeouts;
-    for (auto& [name, n] : res_.errors)
+    for (auto& [name, n] : res_.errors) {
       errors += n;
+    }
     char phase[32];
-    if (now < t_measure_)
+    if (now < t_measure_) {
       std::snprintf(phase, sizeof(phase), "warmup");
-    else
+    } else {
       std::snprintf(phase, sizeof(phase), "%6.1fs",
                     duration<double>(now - t_measure_).count());
+    }
     char p99[32] = "-";
-    if (res_.latency.count() > 0)
+    if (res_.latency.count() > 0) {
       std::snprintf(p99, sizeof(p99), "%.1f",
                     static_cast<double>(res_.latency.quantile_ns(0.99)) / 1e3);
+    }
     char line[160];
     int len = std::snprintf(line, sizeof(line),
                             "%s  %9.0f rps  p99 %10s us  errors %" PRIu64
                             "  in flight %zu",
                             phase, rps, p99, errors, c_.in_flight());
-    if (len < 0)
+    if (len < 0) {
       return;
+    }
     progress_width_ = std::max(progress_width_, static_cast<size_t>(len));
     std::fprintf(stderr, "\r%-*s", static_cast<int>(progress_width_), line);
     std::fflush(stderr);
@@ -381,14 +404,17 @@ std::optional<uint64_t> input_bytes(const std::vector<io_spec>& spec) {
   for (auto& s : spec) {
     uint64_t n = dtype_size(s.type);
     for (auto d : s.shape) {
-      if (d < -1)
+      if (d < -1) {
         return std::nullopt;
+      }
       uint64_t dim = d == -1 ? 1 : static_cast<uint64_t>(d);
-      if (__builtin_mul_overflow(n, dim, &n))
+      if (__builtin_mul_overflow(n, dim, &n)) {
         return std::nullopt;
+      }
     }
-    if (__builtin_add_overflow(total, n, &total))
+    if (__builtin_add_overflow(total, n, &total)) {
       return std::nullopt;
+    }
   }
   return total;
 }
@@ -466,42 +492,43 @@ void append_value(std::string& out, const tensor& t, size_t i, bool json) {
   const uint8_t* p = t.data.data() + i * size;
   auto integer = [&](auto v) { out += std::to_string(v); };
   switch (t.type) {
-    case dtype::f32:
-      append_real(out, load_le<float>(p), json);
-      break;
-    case dtype::f64:
-      append_real(out, load_le<double>(p), json);
-      break;
-    case dtype::f16:
-    case dtype::bf16:
-      append_16bit(out, load_le<uint16_t>(p), t.type == dtype::f16, json);
-      break;
-    case dtype::i8:
-      integer(static_cast<int>(static_cast<int8_t>(*p)));
-      break;
-    case dtype::i16:
-      integer(load_le<int16_t>(p));
-      break;
-    case dtype::i32:
-      integer(load_le<int32_t>(p));
-      break;
-    case dtype::i64:
-      integer(load_le<int64_t>(p));
-      break;
-    case dtype::u8:
-      integer(static_cast<unsigned>(*p));
-      break;
-    case dtype::boolean:
-      out += *p ? "true" : "false";
-      break;
+  case dtype::f32:
+    append_real(out, load_le<float>(p), json);
+    break;
+  case dtype::f64:
+    append_real(out, load_le<double>(p), json);
+    break;
+  case dtype::f16:
+  case dtype::bf16:
+    append_16bit(out, load_le<uint16_t>(p), t.type == dtype::f16, json);
+    break;
+  case dtype::i8:
+    integer(static_cast<int>(static_cast<int8_t>(*p)));
+    break;
+  case dtype::i16:
+    integer(load_le<int16_t>(p));
+    break;
+  case dtype::i32:
+    integer(load_le<int32_t>(p));
+    break;
+  case dtype::i64:
+    integer(load_le<int64_t>(p));
+    break;
+  case dtype::u8:
+    integer(static_cast<unsigned>(*p));
+    break;
+  case dtype::boolean:
+    out += *p ? "true" : "false";
+    break;
   }
 }
 
 // -- latency histogram --------------------------------------------------------
 
 size_t latency_histogram::index_of(uint64_t v) noexcept {
-  if (v < sub_count)
+  if (v < sub_count) {
     return static_cast<size_t>(v);
+  }
   int msb = 63 - std::countl_zero(v);
   int shift = msb - sub_bits;
   auto sub = static_cast<size_t>((v >> shift) - sub_count);
@@ -509,8 +536,9 @@ size_t latency_histogram::index_of(uint64_t v) noexcept {
 }
 
 uint64_t latency_histogram::value_of(size_t idx) noexcept {
-  if (idx < sub_count)
+  if (idx < sub_count) {
     return idx;
+  }
   auto shift = (idx - sub_count) / sub_count;
   auto sub = (idx - sub_count) % sub_count;
   uint64_t lower = (uint64_t{sub_count} + sub) << shift;
@@ -530,8 +558,9 @@ double latency_histogram::mean_ns() const noexcept {
 }
 
 uint64_t latency_histogram::quantile_ns(double q) const noexcept {
-  if (count_ == 0)
+  if (count_ == 0) {
     return 0;
+  }
   q = std::clamp(q, 0.0, 1.0);
   auto target =
       static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_)));
@@ -539,8 +568,9 @@ uint64_t latency_histogram::quantile_ns(double q) const noexcept {
   uint64_t seen = 0;
   for (size_t i = 0; i < bucket_count; ++i) {
     seen += buckets_[i];
-    if (seen >= target)
+    if (seen >= target) {
       return std::min(value_of(i), max_);
+    }
   }
   return max_;
 }
@@ -567,24 +597,27 @@ void print_bench_text(std::ostream& out, const bench_options& opts,
                       const bench_result& res) {
   char buf[256];
   out << "model        " << opts.model;
-  if (opts.version)
+  if (opts.version) {
     out << " version " << *opts.version;
+  }
   out << '\n';
-  if (opts.rate > 0)
+  if (opts.rate > 0) {
     std::snprintf(buf, sizeof(buf), "open loop at %.1f requests/s", opts.rate);
-  else
+  } else {
     std::snprintf(buf, sizeof(buf), "closed loop, concurrency %zu",
                   opts.concurrency);
+  }
   out << "load         " << buf;
   std::snprintf(buf, sizeof(buf), ", %.1f s (after %.1f s warm-up)",
                 opts.duration_s, opts.warmup_s);
   out << buf << '\n';
-  if (opts.zipf)
+  if (opts.zipf) {
     std::snprintf(buf, sizeof(buf), "zipf s=%.2f over %" PRIu64 " inputs",
                   *opts.zipf, opts.distinct);
-  else
+  } else {
     std::snprintf(buf, sizeof(buf), "hot ratio %.2f over %zu hot inputs",
                   opts.hot_ratio, opts.hot_set);
+  }
   out << "inputs       " << buf << ", cache " << to_string(opts.cache) << '\n';
   out << "requests     " << res.requests << '\n';
   out << "replies      " << res.replies << '\n';
@@ -618,8 +651,9 @@ void print_bench_json(std::ostream& out, const bench_result& res) {
   auto& h = res.latency;
   std::string s = "{";
   auto key = [&](std::string_view k) {
-    if (s.size() > 1)
+    if (s.size() > 1) {
       s += ',';
+    }
     append_json_string(s, k);
     s += ':';
   };
@@ -652,8 +686,9 @@ void print_bench_json(std::ostream& out, const bench_result& res) {
   s += '{';
   bool first = true;
   for (auto& [name, n] : res.errors) {
-    if (!first)
+    if (!first) {
       s += ',';
+    }
     first = false;
     append_json_string(s, name);
     s += ':';
@@ -680,8 +715,9 @@ size_t utf8_len(std::string_view s, size_t i) noexcept {
   auto c = static_cast<unsigned char>(s[i]);
   size_t len;
   uint32_t cp;
-  if (c < 0x80)
+  if (c < 0x80) {
     return 1;
+  }
   if ((c & 0xe0) == 0xc0) {
     len = 2;
     cp = c & 0x1f;
@@ -694,18 +730,21 @@ size_t utf8_len(std::string_view s, size_t i) noexcept {
   } else {
     return 0;
   }
-  if (i + len > s.size())
+  if (i + len > s.size()) {
     return 0;
+  }
   for (size_t k = 1; k < len; ++k) {
     auto cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xc0) != 0x80)
+    if ((cc & 0xc0) != 0x80) {
       return 0;
+    }
     cp = (cp << 6) | (cc & 0x3f);
   }
   // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
   static constexpr uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+  if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
     return 0;
+  }
   return len;
 }
 

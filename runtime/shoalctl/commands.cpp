@@ -30,28 +30,28 @@ int show(const global_options& g, const reply& rep, op_kind op,
     return report_status(rep);
   }
   switch (op) {
-    case op_kind::status:
-      print_nodes(rep);
-      break;
-    case op_kind::models:
-      print_models(rep);
-      break;
-    case op_kind::ping:
-      std::cout << "OK: " << g.endpoint << " answered in " << took.count()
-                << " us\n";
-      break;
-    case op_kind::infer:
-      print_infer(rep, took);
-      break;
-    case op_kind::load:
-    case op_kind::unload:
-    case op_kind::drain:
-      std::cout << to_string(op) << ' ' << target;
-      if (rep.version) {
-        std::cout << " version " << *rep.version;
-      }
-      std::cout << ": " << to_string(rep.code) << '\n';
-      break;
+  case op_kind::status:
+    print_nodes(rep);
+    break;
+  case op_kind::models:
+    print_models(rep);
+    break;
+  case op_kind::ping:
+    std::cout << "OK: " << g.endpoint << " answered in " << took.count()
+              << " us\n";
+    break;
+  case op_kind::infer:
+    print_infer(rep, took);
+    break;
+  case op_kind::load:
+  case op_kind::unload:
+  case op_kind::drain:
+    std::cout << to_string(op) << ' ' << target;
+    if (rep.version) {
+      std::cout << " version " << *rep.version;
+    }
+    std::cout << ": " << to_string(rep.code) << '\n';
+    break;
   }
   return exit_ok;
 }
@@ -68,7 +68,7 @@ int run_simple(const global_options& g, request req) {
   auto start = clock_type::now();
   auto rep = c->call(std::move(req));
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(
-    clock_type::now() - start);
+      clock_type::now() - start);
   if (!rep) {
     return report_client_error(rep.error());
   }
@@ -96,8 +96,8 @@ int run_load(const global_options& g, request req, int64_t timeout_s) {
   auto model = req.model;
   std::optional<caf::expected<reply>> result;
   c->submit(
-    std::move(req), [&](caf::expected<reply> r) { result = std::move(r); },
-    std::chrono::milliseconds{timeout_s * 1000}, 0);
+      std::move(req), [&](caf::expected<reply> r) { result = std::move(r); },
+      std::chrono::milliseconds{timeout_s * 1000}, 0);
   auto start = clock_type::now();
   load_progress_bar bar{*c, model, isatty(STDERR_FILENO) != 0 && !g.json};
   while (!result) {
@@ -136,10 +136,9 @@ void add_load_unload(CLI::App& app, const global_options& g, int& rc) {
     cmd->add_option("model", o->model, "model name")->required();
     cmd->add_option("--version", o->version, "model version");
   }
-  load
-    ->add_option("--load-timeout-s", o->load_timeout_s,
-                 "how long to wait for the load (downloads can be slow)")
-    ->capture_default_str();
+  load->add_option("--load-timeout-s", o->load_timeout_s,
+                   "how long to wait for the load (downloads can be slow)")
+      ->capture_default_str();
   load->callback([&g, &rc, o] {
     request req;
     req.op = op_kind::load;
@@ -159,7 +158,7 @@ void add_load_unload(CLI::App& app, const global_options& g, int& rc) {
 void add_drain(CLI::App& app, const global_options& g, int& rc) {
   auto node = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand(
-    "drain", "move a node's work elsewhere and stop placing on it");
+      "drain", "move a node's work elsewhere and stop placing on it");
   cmd->add_option("node", *node, "node name")->required();
   cmd->callback([&g, &rc, node] {
     request req;
@@ -176,10 +175,10 @@ std::vector<uint64_t> versions_in(const std::filesystem::path& dir) {
   for (auto& v : std::filesystem::directory_iterator{dir, ec}) {
     auto name = v.path().filename().string();
     uint64_t ver = 0;
-    auto [p, err] = std::from_chars(name.data(), name.data() + name.size(),
-                                    ver);
-    if (err == std::errc{} && p == name.data() + name.size() && ver > 0
-        && std::filesystem::exists(v.path() / "model.toml", ec)) {
+    auto [p, err] =
+        std::from_chars(name.data(), name.data() + name.size(), ver);
+    if (err == std::errc{} && p == name.data() + name.size() && ver > 0 &&
+        std::filesystem::exists(v.path() / "model.toml", ec)) {
       out.push_back(ver);
     }
   }
@@ -237,8 +236,8 @@ int run_index(const std::string& root) {
 void add_index(CLI::App& app, int& rc) {
   auto root = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand(
-    "index", "write ROOT/index.toml so that nodes can serve ROOT over "
-             "http(s):// or file://");
+      "index", "write ROOT/index.toml so that nodes can serve ROOT over "
+               "http(s):// or file://");
   cmd->add_option("root", *root, "repository directory")->required();
   cmd->callback([&rc, root] { rc = run_index(*root); });
 }
@@ -318,7 +317,7 @@ int run_infer(const global_options& g, const infer_options& o) {
   auto start = clock_type::now();
   auto rep = c->call(std::move(req));
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(
-    clock_type::now() - start);
+      clock_type::now() - start);
   if (!rep) {
     return report_client_error(rep.error());
   }
@@ -330,19 +329,18 @@ void add_infer(CLI::App& app, const global_options& g, int& rc) {
   auto* cmd = app.add_subcommand("infer", "run one inference");
   cmd->add_option("model", o->model, "model name")->required();
   cmd->add_option("--version", o->version, "model version");
-  cmd
-    ->add_option("--input,-i", o->inputs,
-                 "NAME:DTYPE:SHAPE:VALUES, e.g. x:f32:1,4:0.5,1,2,3 (one "
-                 "value fills the tensor); repeat per input; without it, "
-                 "inputs are generated from the model's spec")
-    ->allow_extra_args(false);
+  cmd->add_option("--input,-i", o->inputs,
+                  "NAME:DTYPE:SHAPE:VALUES, e.g. x:f32:1,4:0.5,1,2,3 (one "
+                  "value fills the tensor); repeat per input; without it, "
+                  "inputs are generated from the model's spec")
+      ->allow_extra_args(false);
   cmd->add_option("--seed", o->seed, "seed of generated inputs")
-    ->capture_default_str();
+      ->capture_default_str();
   cmd->add_option("--cache", o->cache, "cache mode")
-    ->check(CLI::IsMember({"use", "bypass", "refresh"}))
-    ->capture_default_str();
+      ->check(CLI::IsMember({"use", "bypass", "refresh"}))
+      ->capture_default_str();
   cmd->add_option("--priority", o->priority, "0 (most urgent) .. 9")
-    ->check(CLI::Range(0, 9));
+      ->check(CLI::Range(0, 9));
   cmd->add_option("--deadline-ms", o->deadline_ms,
                   "server-side deadline from receipt");
   cmd->add_option("--tenant", o->tenant, "quota bucket");
@@ -398,49 +396,44 @@ struct bench_command {
 // how long.
 void add_bench_shape(CLI::App* cmd, bench_command& b) {
   auto& o = b.o;
-  auto* conc = cmd
-                 ->add_option("--concurrency", o.concurrency,
-                              "closed loop: requests in flight")
-                 ->check(CLI::Range(size_t{1}, size_t{100000}))
-                 ->capture_default_str();
-  b.rate = cmd
-             ->add_option("--rate", o.rate,
-                          "open loop: requests per second at fixed "
-                          "intervals (latency from the scheduled time)")
-             ->check(CLI::Range(0.001, 1e7));
+  auto* conc = cmd->add_option("--concurrency", o.concurrency,
+                               "closed loop: requests in flight")
+                   ->check(CLI::Range(size_t{1}, size_t{100000}))
+                   ->capture_default_str();
+  b.rate = cmd->add_option("--rate", o.rate,
+                           "open loop: requests per second at fixed "
+                           "intervals (latency from the scheduled time)")
+               ->check(CLI::Range(0.001, 1e7));
   conc->excludes(b.rate);
   cmd->add_option("--duration", o.duration_s, "measured seconds")
-    ->check(CLI::Range(0.001, 86400.0))
-    ->capture_default_str();
+      ->check(CLI::Range(0.001, 86400.0))
+      ->capture_default_str();
   cmd->add_option("--warmup", o.warmup_s, "unmeasured seconds first")
-    ->check(CLI::Range(0.0, 86400.0))
-    ->capture_default_str();
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
 }
 
 // Which inputs: a hot/cold mix or Zipf ranks over distinct inputs.
 void add_bench_inputs(CLI::App* cmd, bench_command& b) {
   auto& o = b.o;
-  cmd
-    ->add_option("--distinct", o.distinct,
-                 "distinct inputs the --zipf ranks cover")
-    ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 62))
-    ->capture_default_str();
-  auto* hot = cmd
-                ->add_option("--hot-ratio", o.hot_ratio,
-                             "share of requests reusing a hot input; the "
-                             "rest use never-seen inputs")
-                ->check(CLI::Range(0.0, 1.0))
-                ->capture_default_str();
+  cmd->add_option("--distinct", o.distinct,
+                  "distinct inputs the --zipf ranks cover")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 62))
+      ->capture_default_str();
+  auto* hot = cmd->add_option("--hot-ratio", o.hot_ratio,
+                              "share of requests reusing a hot input; the "
+                              "rest use never-seen inputs")
+                  ->check(CLI::Range(0.0, 1.0))
+                  ->capture_default_str();
   cmd->add_option("--hot-set", o.hot_set, "number of hot inputs")
-    ->check(CLI::Range(size_t{1}, size_t{1} << 20))
-    ->capture_default_str();
-  auto* zipf = cmd
-                 ->add_option("--zipf", o.zipf,
-                              "Zipf exponent S over --distinct inputs")
-                 ->check(CLI::Range(0.0, 100.0));
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20))
+      ->capture_default_str();
+  auto* zipf = cmd->add_option("--zipf", o.zipf,
+                               "Zipf exponent S over --distinct inputs")
+                   ->check(CLI::Range(0.0, 100.0));
   hot->excludes(zipf);
   cmd->add_option("--seed", o.seed, "seed of inputs and choices")
-    ->capture_default_str();
+      ->capture_default_str();
 }
 
 void add_bench(CLI::App& app, const global_options& g, int& rc) {
@@ -452,8 +445,8 @@ void add_bench(CLI::App& app, const global_options& g, int& rc) {
   add_bench_shape(cmd, *b);
   add_bench_inputs(cmd, *b);
   cmd->add_option("--cache", b->cache, "cache mode")
-    ->check(CLI::IsMember({"use", "bypass", "refresh"}))
-    ->capture_default_str();
+      ->check(CLI::IsMember({"use", "bypass", "refresh"}))
+      ->capture_default_str();
   cmd->add_option("--tenant", b->o.tenant, "quota bucket");
   cmd->callback([&g, &rc, b] {
     auto o = b->o;
@@ -468,8 +461,7 @@ void add_bench(CLI::App& app, const global_options& g, int& rc) {
 } // namespace
 
 void add_commands(CLI::App& app, const global_options& g, int& rc) {
-  add_simple(app, g, rc, "status", "list the cluster's nodes",
-             op_kind::status);
+  add_simple(app, g, rc, "status", "list the cluster's nodes", op_kind::status);
   add_simple(app, g, rc, "models", "list the models", op_kind::models);
   add_simple(app, g, rc, "ping", "check that the gateway answers",
              op_kind::ping);

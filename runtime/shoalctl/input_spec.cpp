@@ -59,8 +59,8 @@ struct value_text {
     return false;
   }
   bool out_of_range() {
-    err = "value '" + std::string{s} + "' is out of range for "
-          + std::string{to_string(t)};
+    err = "value '" + std::string{s} + "' is out of range for " +
+          std::string{to_string(t)};
     return false;
   }
 };
@@ -72,18 +72,18 @@ bool store_float(value_text v, uint8_t* p) {
   }
   auto f = static_cast<float>(x);
   switch (v.t) {
-    case dtype::f64:
-      store(p, x);
-      break;
-    case dtype::f32:
-      store(p, f);
-      break;
-    case dtype::f16:
-      store(p, f32_to_f16(f));
-      break;
-    default:
-      store(p, f32_to_bf16(f));
-      break;
+  case dtype::f64:
+    store(p, x);
+    break;
+  case dtype::f32:
+    store(p, f);
+    break;
+  case dtype::f16:
+    store(p, f32_to_f16(f));
+    break;
+  default:
+    store(p, f32_to_bf16(f));
+    break;
   }
   return true;
 }
@@ -124,18 +124,18 @@ bool store_int(value_text v, uint8_t* p) {
     }
   }
   switch (bits) {
-    case 8:
-      store(p, static_cast<int8_t>(x));
-      break;
-    case 16:
-      store(p, static_cast<int16_t>(x));
-      break;
-    case 32:
-      store(p, static_cast<int32_t>(x));
-      break;
-    default:
-      store(p, x);
-      break;
+  case 8:
+    store(p, static_cast<int8_t>(x));
+    break;
+  case 16:
+    store(p, static_cast<int16_t>(x));
+    break;
+  case 32:
+    store(p, static_cast<int32_t>(x));
+    break;
+  default:
+    store(p, x);
+    break;
   }
   return true;
 }
@@ -145,28 +145,28 @@ bool store_int(value_text v, uint8_t* p) {
 bool store_value(std::string_view s, dtype t, uint8_t* p, std::string& err) {
   value_text v{s, t, err};
   switch (t) {
-    case dtype::f32:
-    case dtype::f64:
-    case dtype::f16:
-    case dtype::bf16:
-      return store_float(v, p);
-    case dtype::boolean:
-      return store_bool(v, p);
-    case dtype::u8:
-      return store_u8(v, p);
-    case dtype::i8:
-    case dtype::i16:
-    case dtype::i32:
-    case dtype::i64:
-      return store_int(v, p);
+  case dtype::f32:
+  case dtype::f64:
+  case dtype::f16:
+  case dtype::bf16:
+    return store_float(v, p);
+  case dtype::boolean:
+    return store_bool(v, p);
+  case dtype::u8:
+    return store_u8(v, p);
+  case dtype::i8:
+  case dtype::i16:
+  case dtype::i32:
+  case dtype::i64:
+    return store_int(v, p);
   }
   err = "unsupported dtype";
   return false;
 }
 
 // SHAPE ("1,4", or empty for a scalar) into out.shape; its element count.
-bool parse_shape(std::string_view text, const codec_limits& limits,
-                 tensor& out, uint64_t& count, std::string& err) {
+bool parse_shape(std::string_view text, const codec_limits& limits, tensor& out,
+                 uint64_t& count, std::string& err) {
   out.shape.clear();
   count = 1;
   if (trim(text).empty()) {
@@ -179,8 +179,8 @@ bool parse_shape(std::string_view text, const codec_limits& limits,
       return false;
     }
     if (out.shape.size() == limits.max_rank) {
-      err = "shape has more than " + std::to_string(limits.max_rank)
-            + " dimensions";
+      err = "shape has more than " + std::to_string(limits.max_rank) +
+            " dimensions";
       return false;
     }
     out.shape.push_back(dim);
@@ -196,12 +196,12 @@ bool parse_shape(std::string_view text, const codec_limits& limits,
 bool parse_values(std::string_view text, uint64_t count, tensor& out,
                   std::string& err) {
   auto size = dtype_size(out.type);
-  auto values = trim(text).empty() ? std::vector<std::string_view>{}
-                                   : split(text, ',');
+  auto values =
+      trim(text).empty() ? std::vector<std::string_view>{} : split(text, ',');
   if (values.size() != 1 && values.size() != count) {
-    err = "shape holds " + std::to_string(count) + " values but "
-          + std::to_string(values.size())
-          + " were given (give all or a single one)";
+    err = "shape holds " + std::to_string(count) + " values but " +
+          std::to_string(values.size()) +
+          " were given (give all or a single one)";
     return false;
   }
   out.data.assign(count * size, 0);
@@ -246,8 +246,8 @@ bool parse_input(std::string_view spec, const codec_limits& limits, tensor& out,
   out.name = std::string{parts[0]};
   auto type = parse_dtype(trim(parts[1]));
   if (!type) {
-    err = "unknown dtype '" + std::string{parts[1]}
-          + "' (f32 f16 bf16 f64 i8 i16 i32 i64 u8 bool)";
+    err = "unknown dtype '" + std::string{parts[1]} +
+          "' (f32 f16 bf16 f64 i8 i16 i32 i64 u8 bool)";
     return false;
   }
   out.type = *type;
@@ -256,8 +256,8 @@ bool parse_input(std::string_view spec, const codec_limits& limits, tensor& out,
     return false;
   }
   if (count > limits.max_bin_bytes / dtype_size(out.type)) {
-    err = "shape is too large (over " + std::to_string(limits.max_bin_bytes)
-          + " bytes)";
+    err = "shape is too large (over " + std::to_string(limits.max_bin_bytes) +
+          " bytes)";
     return false;
   }
   if (!parse_values(parts[3], count, out, err)) {

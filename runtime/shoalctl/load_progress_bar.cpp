@@ -5,13 +5,9 @@
 
 namespace shoal::ctl {
 
-load_progress_bar::load_progress_bar(client& c, std::string model,
-                                     bool enabled)
-  : client_(c),
-    model_(std::move(model)),
-    enabled_(enabled),
-    next_poll_(clock_type::now()),
-    last_t_(next_poll_) {
+load_progress_bar::load_progress_bar(client& c, std::string model, bool enabled)
+    : client_(c), model_(std::move(model)), enabled_(enabled),
+      next_poll_(clock_type::now()), last_t_(next_poll_) {
   // nop
 }
 
@@ -25,19 +21,19 @@ void load_progress_bar::tick(const std::function<bool()>& finished) {
   request q;
   q.op = op_kind::models;
   client_.submit(
-    std::move(q),
-    [this, finished](caf::expected<reply> r) {
-      asking_ = false;
-      if (!r || finished()) {
-        return;
-      }
-      for (auto& m : r->models) {
-        if (m.name == model_ && m.has_progress) {
-          draw(m);
+      std::move(q),
+      [this, finished](caf::expected<reply> r) {
+        asking_ = false;
+        if (!r || finished()) {
+          return;
         }
-      }
-    },
-    std::chrono::milliseconds{2000}, 0);
+        for (auto& m : r->models) {
+          if (m.name == model_ && m.has_progress) {
+            draw(m);
+          }
+        }
+      },
+      std::chrono::milliseconds{2000}, 0);
 }
 
 void load_progress_bar::draw(const model_info& m) {
@@ -49,16 +45,16 @@ void load_progress_bar::draw(const model_info& m) {
     last_t_ = t;
   }
   constexpr int width = 30;
-  double frac = m.bytes_total > 0 ? static_cast<double>(m.bytes_done)
-                                      / static_cast<double>(m.bytes_total)
+  double frac = m.bytes_total > 0 ? static_cast<double>(m.bytes_done) /
+                                        static_cast<double>(m.bytes_total)
                                   : 0.0;
   auto fill = static_cast<int>(frac * width);
   char line[160];
   int n = std::snprintf(
-    line, sizeof(line), "\rloading %s [%s%s] %3.0f%% %.1f/%.1f MB %.1f MB/s",
-    model_.c_str(), std::string(static_cast<size_t>(fill), '#').c_str(),
-    std::string(static_cast<size_t>(width - fill), '.').c_str(), frac * 100,
-    m.bytes_done / 1e6, m.bytes_total / 1e6, rate_ / 1e6);
+      line, sizeof(line), "\rloading %s [%s%s] %3.0f%% %.1f/%.1f MB %.1f MB/s",
+      model_.c_str(), std::string(static_cast<size_t>(fill), '#').c_str(),
+      std::string(static_cast<size_t>(width - fill), '.').c_str(), frac * 100,
+      m.bytes_done / 1e6, m.bytes_total / 1e6, rate_ / 1e6);
   std::fputs(line, stderr);
   drawn_ = std::max(drawn_, static_cast<size_t>(n > 0 ? n : 0));
 }

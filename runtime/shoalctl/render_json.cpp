@@ -18,8 +18,9 @@ public:
   json_object& operator=(const json_object&) = delete;
 
   std::string& key(std::string_view k) {
-    if (!first_)
+    if (!first_) {
       out_ += ',';
+    }
     first_ = false;
     append_json_string(out_, k);
     out_ += ':';
@@ -50,8 +51,9 @@ void append_json_array(std::string& out, const Range& xs, F each) {
   out += '[';
   bool first = true;
   for (auto& x : xs) {
-    if (!first)
+    if (!first) {
       out += ',';
+    }
     first = false;
     each(x);
   }

@@ -16,19 +16,22 @@ namespace {
 std::vector<std::string>
 table_lines(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
-  for (auto& row : rows)
+  for (auto& row : rows) {
     for (size_t i = 0; i < row.size(); ++i) {
-      if (width.size() <= i)
+      if (width.size() <= i) {
         width.push_back(0);
+      }
       width[i] = std::max(width[i], row[i].size());
     }
+  }
   std::vector<std::string> out;
   for (auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size())
+      if (i + 1 < row.size()) {
         line.append(width[i] - row[i].size() + 2, ' ');
+      }
     }
     out.push_back(std::move(line));
   }
@@ -36,22 +39,25 @@ table_lines(const std::vector<std::vector<std::string>>& rows) {
 }
 
 void print_table(const std::vector<std::vector<std::string>>& rows) {
-  for (auto& line : table_lines(rows))
+  for (auto& line : table_lines(rows)) {
     std::cout << line << '\n';
+  }
 }
 
 std::string spec_text(const std::vector<io_spec>& specs) {
   std::string out;
   for (auto& s : specs) {
-    if (!out.empty())
+    if (!out.empty()) {
       out += ' ';
+    }
     out += s.name;
     out += ':';
     out += to_string(s.type);
     out += '[';
     for (size_t i = 0; i < s.shape.size(); ++i) {
-      if (i > 0)
+      if (i > 0) {
         out += ',';
+      }
       out += std::to_string(s.shape[i]);
     }
     out += ']';
@@ -65,8 +71,9 @@ std::string tensor_text(const tensor& t, size_t max_values) {
   out += to_string(t.type);
   out += " [";
   for (size_t i = 0; i < t.shape.size(); ++i) {
-    if (i > 0)
+    if (i > 0) {
       out += ',';
+    }
     out += std::to_string(t.shape[i]);
   }
   out += "]:";
@@ -76,8 +83,9 @@ std::string tensor_text(const tensor& t, size_t max_values) {
     out += i == 0 ? " " : ", ";
     append_value(out, t, i, false);
   }
-  if (n > max_values)
+  if (n > max_values) {
     out += ", ... (" + std::to_string(n) + " values)";
+  }
   return out;
 }
 
@@ -93,8 +101,9 @@ void print_models(const reply& rep) {
   for (auto& m : rep.models) {
     std::string versions;
     for (auto v : m.versions) {
-      if (!versions.empty())
+      if (!versions.empty()) {
         versions += ',';
+      }
       versions += std::to_string(v);
     }
     rows.push_back({m.name, versions.empty() ? "-" : versions,
@@ -114,14 +123,16 @@ void print_nodes(const reply& rep) {
   for (auto& n : rep.nodes) {
     std::string labels;
     for (auto& [k, v] : n.labels) {
-      if (!labels.empty())
+      if (!labels.empty()) {
         labels += ',';
+      }
       labels += k + '=' + v;
     }
     std::string replicas;
     for (auto& [m, count] : n.replicas) {
-      if (!replicas.empty())
+      if (!replicas.empty()) {
         replicas += ',';
+      }
       replicas += m + '=' + std::to_string(count);
     }
     rows.push_back({n.name, n.role, n.state, labels.empty() ? "-" : labels,
@@ -136,8 +147,9 @@ void print_nodes(const reply& rep) {
     for (auto& d : rep.nodes[i].devices) {
       std::string replicas;
       for (auto& [m, count] : d.replicas) {
-        if (!replicas.empty())
+        if (!replicas.empty()) {
           replicas += ',';
+        }
         replicas += m + '=' + std::to_string(count);
       }
       std::cout << "  " << d.name << "  "
@@ -151,24 +163,29 @@ void print_nodes(const reply& rep) {
 
 void print_infer(const reply& rep, std::chrono::microseconds round_trip) {
   std::cout << "status   " << to_string(rep.code) << '\n';
-  if (rep.source != reply_source::none)
+  if (rep.source != reply_source::none) {
     std::cout << "source   " << to_string(rep.source) << '\n';
+  }
   if (!rep.model.empty() || rep.version) {
     std::cout << "model    " << (rep.model.empty() ? "-" : rep.model);
-    if (rep.version)
+    if (rep.version) {
       std::cout << " version " << *rep.version;
+    }
     std::cout << '\n';
   }
-  if (!rep.node.empty())
+  if (!rep.node.empty()) {
     std::cout << "node     " << rep.node << '\n';
+  }
   std::cout << "timing   ";
-  if (rep.timing_us)
+  if (rep.timing_us) {
     std::cout << "queue " << rep.timing_us->queue_us << " us, compute "
               << rep.timing_us->compute_us << " us, total "
               << rep.timing_us->total_us << " us; ";
+  }
   std::cout << "round trip " << round_trip.count() << " us\n";
-  for (auto& t : rep.outputs)
+  for (auto& t : rep.outputs) {
     std::cout << "output   " << tensor_text(t, 16) << '\n';
+  }
 }
 
 } // namespace shoal::ctl

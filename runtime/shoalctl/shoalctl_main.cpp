@@ -16,17 +16,16 @@ namespace {
 
 void add_global_options(CLI::App& app, global_options& g) {
   app.add_option("--endpoint", g.endpoint, "gateway endpoint")
-    ->envname("SHOAL_ENDPOINT")
-    ->capture_default_str();
-  app
-    .add_option("--timeout-ms", g.timeout_ms, "how long to wait for each reply")
-    ->check(CLI::Range(int64_t{1}, int64_t{24} * 3600 * 1000))
-    ->capture_default_str();
-  app
-    .add_option("--retries", g.retries,
-                "resends of a request (same id) after a timeout; not bench")
-    ->check(CLI::Range(0, 100))
-    ->capture_default_str();
+      ->envname("SHOAL_ENDPOINT")
+      ->capture_default_str();
+  app.add_option("--timeout-ms", g.timeout_ms,
+                 "how long to wait for each reply")
+      ->check(CLI::Range(int64_t{1}, int64_t{24} * 3600 * 1000))
+      ->capture_default_str();
+  app.add_option("--retries", g.retries,
+                 "resends of a request (same id) after a timeout; not bench")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
   app.add_flag("--json", g.json, "machine-readable output");
 }
 

@@ -26,8 +26,8 @@
 
 #include "net/client/client.hpp"
 #include "net/link/cluster_codec.hpp"
-#include "net/wire/error.hpp"
 #include "net/link/node_link.hpp"
+#include "net/wire/error.hpp"
 #include "tests/chaos/cluster_process.hpp"
 
 using namespace shoal;
@@ -78,22 +78,26 @@ request make_infer(const model_kind& m, uint64_t id) {
 // Empty when the outputs are what the model computes for make_infer(m, id).
 std::string check_outputs(const model_kind& m, uint64_t id, const reply& rep) {
   double scale = 2.0;
-  if (m.name == "echo" && rep.version.value_or(0) == 2)
+  if (m.name == "echo" && rep.version.value_or(0) == 2) {
     scale = 3.0;
-  if (rep.outputs.size() != 1)
+  }
+  if (rep.outputs.size() != 1) {
     return "expected 1 output, got " + std::to_string(rep.outputs.size());
+  }
   auto& t = rep.outputs[0];
   if (t.name != "y" || t.type != dtype::f32 || t.shape.size() != 2 ||
-      t.shape[1] != m.width || t.data.size() != m.width * 4)
+      t.shape[1] != m.width || t.data.size() != m.width * 4) {
     return "output tensor has the wrong name, dtype or shape";
+  }
   for (size_t i = 0; i < m.width; ++i) {
     float x = i == 0 ? static_cast<float>(id % 1000000) : static_cast<float>(i);
     float want = static_cast<float>(scale * x + 1.0);
     float got;
     std::memcpy(&got, t.data.data() + i * 4, 4);
-    if (got != want)
+    if (got != want) {
       return "y[" + std::to_string(i) + "] = " + std::to_string(got) +
              ", expected " + std::to_string(want);
+    }
   }
   return {};
 }
@@ -147,8 +151,9 @@ public:
   // Waits until the load has run its duration and what was in flight has
   // ended (bounded by the request timeout).
   void join() {
-    if (thread_.joinable())
+    if (thread_.joinable()) {
       thread_.join();
+    }
   }
 
   // Blocks until `n` more requests have ended OK (bounded).
@@ -156,8 +161,9 @@ public:
     auto target = ok_.load() + n;
     auto deadline = steady::now() + limit;
     while (ok_.load() < target) {
-      if (steady::now() >= deadline)
+      if (steady::now() >= deadline) {
         return false;
+      }
       std::this_thread::sleep_for(5ms);
     }
     return true;
@@ -177,8 +183,9 @@ public:
     std::string out;
     int shown = 0;
     for (auto& [id, o] : outcomes_) {
-      if (o.ends == 1 && o.ok && o.wrong.empty())
+      if (o.ends == 1 && o.ok && o.wrong.empty()) {
         continue;
+      }
       if (shown++ == 10) {
         out += "  ...\n";
         break;
@@ -199,11 +206,13 @@ public:
     double max_ms = 0;
     for (auto& [id, o] : outcomes_) {
       (o.ok && o.wrong.empty() && o.ends == 1) ? ++ok : ++bad;
-      if (o.ok)
+      if (o.ok) {
         ++by_node[o.node];
+      }
       ++by_model[o.model->name];
-      if (o.ends > 0)
+      if (o.ends > 0) {
         max_ms = std::max(max_ms, ms_between(o.sent, o.ended));
+      }
     }
     std::cout << "[measured] " << label << ": " << outcomes_.size()
               << " requests in " << seconds() << " s ("
@@ -211,11 +220,13 @@ public:
               << " replies/s), " << ok << " OK, " << bad
               << " not OK, unmatched replies " << unmatched_
               << ", slowest request " << max_ms << " ms; served by";
-    for (auto& [n, c] : by_node)
+    for (auto& [n, c] : by_node) {
       std::cout << ' ' << n << '=' << c;
+    }
     std::cout << "; by model";
-    for (auto& [m, c] : by_model)
+    for (auto& [m, c] : by_model) {
       std::cout << ' ' << m << '=' << c;
+    }
     std::cout << std::endl;
   }
 
@@ -227,8 +238,9 @@ public:
     size_t n = 0;
     double last = 0;
     for (auto& [id, o] : outcomes_) {
-      if (!model.empty() && o.model->name != model)
+      if (!model.empty() && o.model->name != model) {
         continue;
+      }
       if (o.sent < t && o.ends > 0 && o.ended > t) {
         ++n;
         last = std::max(last, ms_between(t, o.ended));
@@ -258,8 +270,9 @@ private:
       o.model = m;
       o.sent = steady::now();
       auto req = make_infer(*m, id);
-      if (opts_.deadline_ms > 0)
+      if (opts_.deadline_ms > 0) {
         req.timeout_ms = opts_.deadline_ms;
+      }
       cl.submit(
           std::move(req),
           [this, id, m, &o](caf::expected<reply> r) {
@@ -276,31 +289,37 @@ private:
               o.wrong = check_outputs(*m, id, *r);
             }
             (o.ok && o.wrong.empty()) ? ++ok_ : ++failed_;
-            if (!stop_ && steady::now() < stop_at_)
+            if (!stop_ && steady::now() < stop_at_) {
               refill_.push_back(m);
+            }
           },
           opts_.timeout, opts_.retries);
     };
     stop_at_ = stop_at;
-    for (auto* m : opts_.models)
-      for (size_t i = 0; i < opts_.depth_per_model; ++i)
+    for (auto* m : opts_.models) {
+      for (size_t i = 0; i < opts_.depth_per_model; ++i) {
         submit(m);
+      }
+    }
     while (!stop_ && steady::now() < stop_at) {
       cl.poll(5ms);
-      for (auto* m : refill_)
+      for (auto* m : refill_) {
         submit(m);
+      }
       refill_.clear();
     }
     // Let what is in flight finish; every request ends within its timeout.
     auto drain_until = steady::now() + opts_.timeout * (opts_.retries + 1) + 2s;
-    while (cl.in_flight() > 0 && steady::now() < drain_until)
+    while (cl.in_flight() > 0 && steady::now() < drain_until) {
       cl.poll(20ms);
+    }
     finished_ = steady::now();
     // A late duplicate would arrive after its request ended: give it a
     // moment to show up in unmatched_replies().
     auto linger_until = steady::now() + 300ms;
-    while (steady::now() < linger_until)
+    while (steady::now() < linger_until) {
       cl.poll(20ms);
+    }
     left_in_flight_ = cl.in_flight();
     unmatched_ = cl.unmatched_replies();
   }
@@ -363,8 +382,9 @@ protected:
 
   void TearDown() override {
     ::alarm(0);
-    if (cluster_ && HasFailure())
+    if (cluster_ && HasFailure()) {
       std::cerr << "==== node logs ====\n" << cluster_->logs();
+    }
     cluster_.reset();
   }
 
@@ -374,8 +394,9 @@ protected:
     cluster_->start_head();
     ASSERT_TRUE(cluster_->wait_head_ready(15s)) << "the head did not answer";
     std::vector<std::string> names;
-    for (size_t i = 0; i < workers; ++i)
+    for (size_t i = 0; i < workers; ++i) {
       names.push_back(cluster_->add_worker().name());
+    }
     ASSERT_TRUE(cluster_->wait_up(names, 15s)) << "workers not up";
   }
 
@@ -396,13 +417,18 @@ protected:
   std::map<std::string, std::vector<std::string>> replicas() {
     std::map<std::string, std::vector<std::string>> out;
     auto rep = cluster_->status();
-    if (!rep || rep->code != status::ok)
+    if (!rep || rep->code != status::ok) {
       return out;
-    for (auto& n : rep->nodes)
-      if (n.state == "up")
-        for (auto& [model, count] : n.replicas)
-          if (count > 0)
+    }
+    for (auto& n : rep->nodes) {
+      if (n.state == "up") {
+        for (auto& [model, count] : n.replicas) {
+          if (count > 0) {
             out[model].push_back(n.name);
+          }
+        }
+      }
+    }
     return out;
   }
 
@@ -411,10 +437,12 @@ protected:
     auto deadline = steady::now() + 5s;
     for (;;) {
       auto r = replicas();
-      if (!r[model].empty())
+      if (!r[model].empty()) {
         return r[model].front();
-      if (steady::now() >= deadline)
+      }
+      if (steady::now() >= deadline) {
         return {};
+      }
       std::this_thread::sleep_for(20ms);
     }
   }
@@ -440,8 +468,9 @@ std::string drop_lines_of(const std::string& log) {
   while (std::getline(in, line)) {
     std::string lower = line;
     std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    if (lower.find("drop") != std::string::npos)
+    if (lower.find("drop") != std::string::npos) {
       out += "  " + line + "\n";
+    }
   }
   return out;
 }
@@ -450,8 +479,9 @@ std::string describe(const reply& status_reply) {
   std::string out;
   for (auto& n : status_reply.nodes) {
     out += "  " + n.name + " " + n.role + " " + n.state;
-    for (auto& [m, c] : n.replicas)
+    for (auto& [m, c] : n.replicas) {
       out += " " + m + "=" + std::to_string(c);
+    }
     out += "\n";
   }
   return out;
@@ -546,12 +576,14 @@ TEST_F(chaos, sigstop_worker_is_declared_down_quickly) {
   std::optional<double> status_down_ms, metric_down_ms;
   auto deadline = frozen_at + 5s;
   while (steady::now() < deadline && !(status_down_ms && metric_down_ms)) {
-    if (!status_down_ms && cluster_->node_state(victim) == "down")
+    if (!status_down_ms && cluster_->node_state(victim) == "down") {
       status_down_ms = ms_between(frozen_at, steady::now());
+    }
     if (!metric_down_ms &&
         sample(cluster_->head_metrics(), "shoal_cluster_nodes{state=\"down\"}")
-                .value_or(0) >= 1)
+                .value_or(0) >= 1) {
       metric_down_ms = ms_between(frozen_at, steady::now());
+    }
     std::this_thread::sleep_for(50ms);
   }
   std::cout << "[measured] sigstop " << victim << ": status op reports down "
@@ -614,10 +646,12 @@ TEST_F(chaos, sigterm_worker_drains_without_errors) {
   std::optional<int> code;
   auto deadline = termed_at + 5s + 3s; // drain grace + margin
   while (steady::now() < deadline) {
-    if (auto s = cluster_->node_state(victim))
+    if (auto s = cluster_->node_state(victim)) {
       seen_states.insert(*s);
-    if ((code = proc->wait_exit(20ms)))
+    }
+    if ((code = proc->wait_exit(20ms))) {
       break;
+    }
   }
   auto exit_ms = ms_between(termed_at, steady::now());
   ASSERT_TRUE(code) << victim << " still running 8 s after SIGTERM "
@@ -627,8 +661,9 @@ TEST_F(chaos, sigterm_worker_drains_without_errors) {
   load.join();
   expect_all_ok(load);
   std::string states;
-  for (auto& s : seen_states)
+  for (auto& s : seen_states) {
     states += " " + s;
+  }
   auto [straddled, last_ms] = load.straddling(termed_at, "slow");
   std::cout << "[measured] sigterm " << victim << ": exited with " << *code
             << " after " << exit_ms << " ms; states seen at the head:" << states
@@ -662,7 +697,7 @@ TEST_F(chaos, added_worker_receives_placements) {
   // follows the cluster: the new worker's metrics target appears.
   auto st = cluster_->status();
   ASSERT_TRUE(st && st->code == status::ok);
-  for (auto& n : st->nodes)
+  for (auto& n : st->nodes) {
     if (n.name == w2.name()) {
       std::vector<std::pair<std::string, std::string>> want{
           {"capacity", "spot"}, {"zone", "b"}};
@@ -670,6 +705,7 @@ TEST_F(chaos, added_worker_receives_placements) {
       std::sort(got.begin(), got.end());
       EXPECT_EQ(got, want) << "labels of " << w2.name();
     }
+  }
   auto target = "127.0.0.1:" + std::to_string(w2.http_port());
   auto [sd_code, sd] = http_get(cluster_->head_http_port(), "/sd");
   EXPECT_EQ(sd_code, 200);
@@ -689,13 +725,15 @@ TEST_F(chaos, added_worker_receives_placements) {
   expect_all_ok(load);
   std::optional<double> first_w2;
   std::set<std::string> models_on_w2;
-  for (auto& [id, o] : load.outcomes())
+  for (auto& [id, o] : load.outcomes()) {
     if (o.ok && o.node == w2.name()) {
       models_on_w2.insert(o.model->name);
       auto t = ms_between(killed_at, o.ended);
-      if (t > 0 && (!first_w2 || t < *first_w2))
+      if (t > 0 && (!first_w2 || t < *first_w2)) {
         first_w2 = t;
+      }
     }
+  }
   EXPECT_EQ(models_on_w2.size(), 2u) << "w2 did not serve both models";
   std::cout << "[measured] add: after SIGKILL of w1 the first reply from "
             << w2.name() << " came "
@@ -705,9 +743,11 @@ TEST_F(chaos, added_worker_receives_placements) {
   load.print_summary("add");
   auto after = replicas();
   EXPECT_FALSE(after["echo"].empty() || after["slow"].empty());
-  for (auto& [model, holders] : after)
-    for (auto& h : holders)
+  for (auto& [model, holders] : after) {
+    for (auto& h : holders) {
       EXPECT_EQ(h, w2.name()) << model << " listed on " << h;
+    }
+  }
 }
 
 // `drain NODE` (shoalctl drain) sent to the head: the node's work moves to
@@ -759,9 +799,11 @@ TEST_F(chaos, head_restart_workers_reregister) {
   ASSERT_TRUE(before && before->code == status::ok);
   std::map<std::string, std::vector<std::pair<std::string, uint64_t>>>
       replicas_before;
-  for (auto& n : before->nodes)
-    if (n.role == "worker")
+  for (auto& n : before->nodes) {
+    if (n.role == "worker") {
       replicas_before[n.name] = n.replicas;
+    }
+  }
   std::cout << "[info] before the restart:\n" << describe(*before);
 
   auto& old_head = cluster_->head();
@@ -780,11 +822,13 @@ TEST_F(chaos, head_restart_workers_reregister) {
     if (s && s->code == status::ok) {
       last = *s;
       size_t matched = 0;
-      for (auto& n : s->nodes)
+      for (auto& n : s->nodes) {
         if (n.role == "worker" && n.state == "up" &&
             replicas_before.count(n.name) &&
-            n.replicas == replicas_before[n.name])
+            n.replicas == replicas_before[n.name]) {
           ++matched;
+        }
+      }
       if (matched == replicas_before.size()) {
         registered_ms = ms_between(ready_at, steady::now());
         break;
@@ -877,22 +921,27 @@ TEST_F(chaos, two_workers_killed_at_once_loses_nothing) {
   // Kill the holders of both models (or two workers if one holds both).
   std::set<std::string> victims{r["echo"].empty() ? "w1" : r["echo"].front(),
                                 r["slow"].empty() ? "w2" : r["slow"].front()};
-  for (auto w : {"w1", "w2", "w3"})
-    if (victims.size() < 2)
+  for (auto w : {"w1", "w2", "w3"}) {
+    if (victims.size() < 2) {
       victims.insert(w);
+    }
+  }
   std::string names;
-  for (auto& v : victims)
+  for (auto& v : victims) {
     names += " " + v;
+  }
   auto opts = load_opts();
   opts.duration = 12s;
   load_driver load{opts};
   load.start();
   std::this_thread::sleep_for(4s);
   auto killed_at = steady::now();
-  for (auto& v : victims)
+  for (auto& v : victims) {
     cluster_->node(v)->signal(SIGKILL);
-  for (auto& v : victims)
+  }
+  for (auto& v : victims) {
     EXPECT_TRUE(cluster_->wait_state(v, "down", 3s)) << v << " not down";
+  }
   EXPECT_TRUE(load.wait_ok(200, 10s)) << "the survivor took no work";
   load.join();
   expect_all_ok(load);
@@ -961,8 +1010,9 @@ TEST_F(chaos, brief_freeze_below_timeout_only_delays) {
   auto frozen_at = steady::now();
   proc->signal(SIGSTOP);
   while (steady::now() < frozen_at + 600ms) {
-    if (auto st = cluster_->node_state(victim))
+    if (auto st = cluster_->node_state(victim)) {
       seen.insert(*st);
+    }
     std::this_thread::sleep_for(20ms);
   }
   proc->signal(SIGCONT);
@@ -971,8 +1021,9 @@ TEST_F(chaos, brief_freeze_below_timeout_only_delays) {
   EXPECT_EQ(seen.count("down"), 0u)
       << victim << " reported down after a 600 ms freeze (timeout 1000 ms)";
   std::string states;
-  for (auto& st : seen)
+  for (auto& st : seen) {
     states += " " + st;
+  }
   auto [straddled, last_ms] = load.straddling(frozen_at, "slow");
   std::cout << "[measured] 600 ms freeze of " << victim << ": states seen"
             << states << "; redispatched_total " << before << " -> "
@@ -1021,9 +1072,10 @@ TEST_F(chaos, worker_killed_while_loading_a_replica) {
   ASSERT_TRUE(c);
   std::map<uint64_t, caf::expected<reply>> replies;
   auto sent_at = steady::now();
-  for (uint64_t id = 1; id <= 8; ++id)
+  for (uint64_t id = 1; id <= 8; ++id) {
     (*c)->submit(make_infer(slowload, id),
                  [&replies, id](auto r) { replies.emplace(id, std::move(r)); });
+  }
   // The head logs where it places the replica; kill that worker mid-load.
   std::string victim;
   auto& head = cluster_->head();
@@ -1041,8 +1093,9 @@ TEST_F(chaos, worker_killed_while_loading_a_replica) {
   std::this_thread::sleep_for(300ms);
   auto killed_at = steady::now();
   cluster_->node(victim)->signal(SIGKILL);
-  while (replies.size() < 8 && steady::now() < sent_at + 20s)
+  while (replies.size() < 8 && steady::now() < sent_at + 20s) {
     (*c)->poll(20ms);
+  }
   ASSERT_EQ(replies.size(), 8u) << "requests left without a reply";
   for (auto& [id, r] : replies) {
     ASSERT_TRUE(r) << "id " << id << ": " << reason_of(r.error());
@@ -1138,15 +1191,18 @@ TEST_F(chaos, worker_with_wrong_secret_is_not_admitted) {
                                   "trying, not exit";
   auto st = cluster_->status();
   ASSERT_TRUE(st && st->code == status::ok);
-  for (auto& n : st->nodes)
+  for (auto& n : st->nodes) {
     EXPECT_NE(n.name, rogue.name()) << "a worker with the wrong secret is "
                                        "listed as "
                                     << n.state;
+  }
   ASSERT_NO_FATAL_FAILURE(warm_up({&echo_model, &slow_model}));
   auto r = replicas();
-  for (auto& [model, holders] : r)
-    for (auto& h : holders)
+  for (auto& [model, holders] : r) {
+    for (auto& h : holders) {
       EXPECT_EQ(h, "w1") << model << " placed on " << h;
+    }
+  }
   auto log = cluster_->head().log();
   EXPECT_NE(drop_lines_of(log), "")
       << "no log line about the frames dropped from " << rogue.name();
@@ -1180,8 +1236,9 @@ struct mp {
   }
   mp& uint(uint64_t v) {
     out += static_cast<char>(0xcf);
-    for (int i = 7; i >= 0; --i)
+    for (int i = 7; i >= 0; --i) {
       out += static_cast<char>((v >> (8 * i)) & 0xff);
+    }
     return *this;
   }
   mp& bin(const std::string& b) {
@@ -1196,8 +1253,9 @@ std::string forged_envelope(const std::string& type, const std::string& from,
                             uint64_t seq, std::mt19937_64& rng,
                             bool with_mac = true) {
   std::string mac(32, '\0');
-  for (auto& c : mac)
+  for (auto& c : mac) {
     c = static_cast<char>(rng());
+  }
   mp m;
   m.map(with_mac ? 7 : 6)
       .str("v")
@@ -1212,8 +1270,9 @@ std::string forged_envelope(const std::string& type, const std::string& from,
       .uint(seq)
       .str("body")
       .bin("");
-  if (with_mac)
+  if (with_mac) {
     m.str("mac").bin(mac);
+  }
   return m.out;
 }
 
@@ -1249,8 +1308,9 @@ TEST_F(chaos, forged_link_frames_are_dropped_and_logged) {
   // map, a map of wrong types, a multi-frame message, a huge claimed length.
   for (int i = 0; i < 200; ++i) {
     std::string junk(static_cast<size_t>(rng() % 300), '\0');
-    for (auto& c : junk)
+    for (auto& c : junk) {
       c = static_cast<char>(rng());
+    }
     s.send(zmq::buffer(junk), zmq::send_flags::none);
   }
   s.send(zmq::buffer(std::string{}), zmq::send_flags::none);
@@ -1262,8 +1322,9 @@ TEST_F(chaos, forged_link_frames_are_dropped_and_logged) {
   s.send(zmq::buffer(std::string{"a"}), zmq::send_flags::sndmore);
   s.send(zmq::buffer(std::string{"b"}), zmq::send_flags::none);
   auto deadline = steady::now() + 3s;
-  while (count_drop_lines(head.log()) <= drops0 && steady::now() < deadline)
+  while (count_drop_lines(head.log()) <= drops0 && steady::now() < deadline) {
     std::this_thread::sleep_for(20ms);
+  }
   auto drops1 = count_drop_lines(head.log());
   EXPECT_GT(drops1, drops0) << "no log line about the dropped garbage frames";
 
@@ -1287,8 +1348,9 @@ TEST_F(chaos, forged_link_frames_are_dropped_and_logged) {
   // not talk to a peer that cannot prove it holds the secret.
   size_t answers = 0;
   zmq::message_t in;
-  while (s.recv(in, zmq::recv_flags::dontwait))
+  while (s.recv(in, zmq::recv_flags::dontwait)) {
     ++answers;
+  }
   EXPECT_EQ(answers, 0u) << "the head answered forged frames";
   auto drops2 = count_drop_lines(head.log());
   EXPECT_GT(drops2, drops1) << "no log line about the wrong-secret frames";
@@ -1346,9 +1408,11 @@ TEST_F(chaos, gpu_model_without_a_gpu_worker_fails_fast) {
   auto st = cluster_->status();
   ASSERT_TRUE(st && st->code == status::ok);
   ASSERT_EQ(st->nodes.size(), 3u);
-  for (auto& n : st->nodes)
-    if (!n.devices.empty())
+  for (auto& n : st->nodes) {
+    if (!n.devices.empty()) {
       GTEST_SKIP() << n.name << " has a GPU: this test is about none";
+    }
+  }
 
   auto relu = [](const std::string& model, uint64_t id) {
     request r;
@@ -1443,16 +1507,18 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
       return;
     }
     spawn_msg m;
-    if (decode(std::string{body}, m))
+    if (decode(std::string{body}, m)) {
       return;
+    }
     {
       std::lock_guard guard{mtx};
       spawns.push_back(m.model);
     }
     // Refused, so that the test needs no executor behind this worker.
     std::lock_guard guard{mtx};
-    if (link)
+    if (link) {
       send(*link, "", spawn_fail_msg{m.model, m.version, "fake worker"});
+    }
   };
   lh.on_peer_state = [](const std::string&, uint64_t, peer_state,
                         const std::string&) {};
@@ -1467,11 +1533,14 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
   // The hello's GPU is in status.
   auto devices_of_g1 = [&]() -> std::vector<node_device> {
     auto st = cluster_->status();
-    if (!st || st->code != status::ok)
+    if (!st || st->code != status::ok) {
       return {};
-    for (auto& n : st->nodes)
-      if (n.name == "g1")
+    }
+    for (auto& n : st->nodes) {
+      if (n.name == "g1") {
         return n.devices;
+      }
+    }
     return {};
   };
   auto g1 = devices_of_g1();
@@ -1485,8 +1554,9 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
     if (FILE* p = ::popen(cmd.c_str(), "r")) {
       char buf[4096];
       size_t n;
-      while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0)
+      while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) {
         out.append(buf, n);
+      }
       ::pclose(p);
     }
     EXPECT_NE(out.find("\ng1 "), std::string::npos) << out;
@@ -1526,8 +1596,9 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
   for (;;) {
     g1 = devices_of_g1();
     bool seen = !g1.empty() && g1[0].used_bytes == gpu.used_bytes;
-    if (seen || steady::now() >= deadline)
+    if (seen || steady::now() >= deadline) {
       break;
+    }
     std::this_thread::sleep_for(20ms);
   }
   ASSERT_EQ(g1.size(), 1u);

@@ -39,11 +39,14 @@ bool same(const node_info& a, const node_info& b);
 
 template <class T>
 bool same_list(const std::vector<T>& a, const std::vector<T>& b) {
-  if (a.size() != b.size())
+  if (a.size() != b.size()) {
     return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!same(a[i], b[i]))
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!same(a[i], b[i])) {
       return false;
+    }
+  }
   return true;
 }
 
@@ -58,8 +61,9 @@ bool same(const node_info& a, const node_info& b) {
 }
 
 bool same(const std::optional<timing>& a, const std::optional<timing>& b) {
-  if (a.has_value() != b.has_value())
+  if (a.has_value() != b.has_value()) {
     return false;
+  }
   return !a || (a->queue_us == b->queue_us && a->compute_us == b->compute_us &&
                 a->total_us == b->total_us);
 }
@@ -78,11 +82,13 @@ const uint8_t* bytes(const std::string& s) {
 }
 
 void check_failure(const caf::error& err) {
-  if (to_status(err) != status::invalid_argument)
+  if (to_status(err) != status::invalid_argument) {
     fail("decode failed with a status other than INVALID_ARGUMENT",
          reason_of(err));
-  if (reason_of(err).empty())
+  }
+  if (reason_of(err).empty()) {
     fail("decode failed without a reason", "");
+  }
 }
 
 void round_trip_request(const uint8_t* data, size_t size,
@@ -95,14 +101,17 @@ void round_trip_request(const uint8_t* data, size_t size,
   std::string frame;
   encode_request(first, frame);
   request second;
-  if (auto err = decode_request(bytes(frame), frame.size(), lim, second))
+  if (auto err = decode_request(bytes(frame), frame.size(), lim, second)) {
     fail("re-encoded request does not decode", reason_of(err));
-  if (!same(first, second))
+  }
+  if (!same(first, second)) {
     fail("request round trip changed the value", first.id.to_string());
+  }
   std::string again;
   encode_request(second, again);
-  if (again != frame)
+  if (again != frame) {
     fail("request encoding is not stable", first.id.to_string());
+  }
 }
 
 void round_trip_reply(const uint8_t* data, size_t size,
@@ -115,10 +124,12 @@ void round_trip_reply(const uint8_t* data, size_t size,
   std::string frame;
   encode_reply(first, frame);
   reply second;
-  if (auto err = decode_reply(bytes(frame), frame.size(), lim, second))
+  if (auto err = decode_reply(bytes(frame), frame.size(), lim, second)) {
     fail("re-encoded reply does not decode", reason_of(err));
-  if (!same(first, second))
+  }
+  if (!same(first, second)) {
     fail("reply round trip changed the value", first.id.to_string());
+  }
   // The cache path: outputs pre-encoded must give the very same bytes.
   reply cached = second;
   if (!cached.outputs.empty()) {
@@ -127,8 +138,9 @@ void round_trip_reply(const uint8_t* data, size_t size,
   }
   std::string again;
   encode_reply(cached, again);
-  if (again != frame)
+  if (again != frame) {
     fail("reply encoding is not stable", first.id.to_string());
+  }
 }
 
 } // namespace

@@ -35,8 +35,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   lim.max_frame_bytes = 1u << 20;
   // Unauthenticated, so that mutations reach the field checks.
   auto env = decode_envelope(data, size, "", lim);
-  if (!env)
+  if (!env) {
     return 0;
+  }
   std::string body{env->body};
   decode_as<worker_hello>(body);
   decode_as<exec_msg>(body);
@@ -45,19 +46,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   decode_as<retire_msg>(body);
   decode_as<replica_down_msg>(body);
   std::string signed_frame;
-  if (encode_envelope(*env, "secret", lim, signed_frame))
+  if (encode_envelope(*env, "secret", lim, signed_frame)) {
     return 0; // e.g. a type the encoder refuses: fine, it was not sent
+  }
   auto again =
       decode_envelope(reinterpret_cast<const uint8_t*>(signed_frame.data()),
                       signed_frame.size(), "secret", lim);
-  if (!again)
+  if (!again) {
     fail("a signed re-encoding does not decode");
+  }
   if (again->type != env->type || again->from != env->from ||
       again->inc != env->inc || again->to_inc != env->to_inc ||
-      again->seq != env->seq || again->body != env->body)
+      again->seq != env->seq || again->body != env->body) {
     fail("the re-encoding changed a field");
+  }
   if (decode_envelope(reinterpret_cast<const uint8_t*>(signed_frame.data()),
-                      signed_frame.size(), "other", lim))
+                      signed_frame.size(), "other", lim)) {
     fail("a frame signed with another secret was accepted");
+  }
   return 0;
 }

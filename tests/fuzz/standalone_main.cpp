@@ -34,15 +34,17 @@ constexpr uint8_t interesting[] = {
     0xc1, 0xc0, 0x00, 0x7f, 0x80, 0x90, 0x91, 0x9f, 0xa0, 0xcf, 0xd3, 0xe0};
 
 uint64_t env_or(const char* name, uint64_t fallback) {
-  if (auto v = std::getenv(name); v != nullptr && *v != '\0')
+  if (auto v = std::getenv(name); v != nullptr && *v != '\0') {
     return std::strtoull(v, nullptr, 10);
+  }
   return fallback;
 }
 
 bool read_file(const std::filesystem::path& p, bytes& out) {
   std::ifstream in{p, std::ios::binary};
-  if (!in)
+  if (!in) {
     return false;
+  }
   out.assign(std::istreambuf_iterator<char>{in},
              std::istreambuf_iterator<char>{});
   return true;
@@ -63,34 +65,40 @@ public:
   // Applies one to four stacked mutations; `other` feeds splicing.
   void mutate(bytes& x, const bytes& other) {
     auto rounds = 1 + below(4);
-    for (size_t r = 0; r < rounds; ++r)
+    for (size_t r = 0; r < rounds; ++r) {
       mutate_once(x, other);
-    if (x.size() > max_input)
+    }
+    if (x.size() > max_input) {
       x.resize(max_input);
+    }
   }
 
 private:
   void mutate_once(bytes& x, const bytes& other) {
     switch (below(9)) {
     case 0: // bit flip
-      if (!x.empty())
+      if (!x.empty()) {
         x[below(x.size())] ^= static_cast<uint8_t>(1u << below(8));
+      }
       break;
     case 1: // random byte
-      if (!x.empty())
+      if (!x.empty()) {
         x[below(x.size())] = any_byte();
+      }
       break;
     case 2: // interesting byte
-      if (!x.empty())
+      if (!x.empty()) {
         x[below(x.size())] = special_byte();
+      }
       break;
     case 3: // insert, mostly interesting bytes
       x.insert(x.begin() + static_cast<ptrdiff_t>(below(x.size() + 1)),
                below(2) ? special_byte() : any_byte());
       break;
     case 4: { // delete a short range
-      if (x.empty())
+      if (x.empty()) {
         break;
+      }
       auto at = below(x.size());
       auto n = std::min(x.size() - at, 1 + below(8));
       x.erase(x.begin() + static_cast<ptrdiff_t>(at),
@@ -105,8 +113,9 @@ private:
       break;
     }
     case 6: { // splice: our head, the other's tail
-      if (other.empty())
+      if (other.empty()) {
         break;
+      }
       auto head = below(x.size() + 1);
       auto tail = below(other.size());
       x.resize(head);
@@ -115,8 +124,9 @@ private:
       break;
     }
     case 7: { // duplicate a chunk (repeats keys, deepens nesting)
-      if (x.empty())
+      if (x.empty()) {
         break;
+      }
       auto at = below(x.size());
       auto n = std::min(x.size() - at, 1 + below(32));
       bytes chunk(x.begin() + static_cast<ptrdiff_t>(at),
@@ -126,8 +136,9 @@ private:
       break;
     }
     default: // truncate
-      if (!x.empty())
+      if (!x.empty()) {
         x.resize(below(x.size()));
+      }
       break;
     }
   }
@@ -145,9 +156,11 @@ int main(int argc, char** argv) {
   namespace fs = std::filesystem;
   std::vector<fs::path> paths;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator{argv[1], ec})
-    if (e.is_regular_file() && e.path().filename().string()[0] != '.')
+  for (const auto& e : fs::directory_iterator{argv[1], ec}) {
+    if (e.is_regular_file() && e.path().filename().string()[0] != '.') {
       paths.push_back(e.path());
+    }
+  }
   if (ec) {
     std::fprintf(stderr, "%s: cannot read corpus %s: %s\n", argv[0], argv[1],
                  ec.message().c_str());
@@ -165,8 +178,9 @@ int main(int argc, char** argv) {
     LLVMFuzzerTestOneInput(b.data(), b.size());
     corpus.push_back(std::move(b));
   }
-  if (corpus.empty())
+  if (corpus.empty()) {
     corpus.emplace_back(); // still fuzz from the empty input
+  }
   const auto seconds = env_or("FUZZ_SECONDS", 20);
   const auto max_runs = env_or("FUZZ_MAX_RUNS", 5'000'000);
   const auto seed = env_or("FUZZ_SEED", 1);
@@ -177,8 +191,9 @@ int main(int argc, char** argv) {
   bytes input;
   while (runs < max_runs) {
     // Checking the clock every run would dominate small inputs.
-    if (runs % 256 == 0 && std::chrono::steady_clock::now() >= deadline)
+    if (runs % 256 == 0 && std::chrono::steady_clock::now() >= deadline) {
       break;
+    }
     input = corpus[m.below(corpus.size())];
     m.mutate(input, corpus[m.below(corpus.size())]);
     LLVMFuzzerTestOneInput(input.data(), input.size());

@@ -54,12 +54,14 @@ tensor reference(const std::string& model, const std::string& key) {
       (models_dir / model / "1" / "reference.safetensors").string());
   EXPECT_TRUE(f) << reason_of(f.error());
   tensor t;
-  if (!f)
+  if (!f) {
     return t;
+  }
   auto* v = f->find(key);
   EXPECT_NE(v, nullptr) << key;
-  if (!v)
+  if (!v) {
     return t;
+  }
   t.name = key;
   t.type = v->type;
   t.shape = v->shape;
@@ -112,8 +114,9 @@ backend_ptr must_load_cpu(const model_spec& spec) {
 std::vector<float> run(backend& be, const tensor& x) {
   auto out = be.run({x}, x.shape[0]);
   EXPECT_TRUE(out) << reason_of(out.error());
-  if (!out)
+  if (!out) {
     return {};
+  }
   EXPECT_EQ(out->size(), 1u);
   EXPECT_EQ(out->front().shape.front(), x.shape[0]);
   return floats(out->front());
@@ -159,8 +162,9 @@ model_spec with_half_weights(const model_spec& base, dtype type,
           } else {
             uint32_t m = mant >> 13, rest = mant & 0x1fffu;
             uint32_t v16 = sign | (static_cast<uint32_t>(exp) << 10) | m;
-            if (rest > 0x1000u || (rest == 0x1000u && (m & 1u)))
+            if (rest > 0x1000u || (rest == 0x1000u && (m & 1u))) {
               ++v16;
+            }
             h = static_cast<uint16_t>(v16);
           }
         }
@@ -396,7 +400,8 @@ int main(int argc, char** argv) {
     models_dir = tmp;
   }
   auto rc = RUN_ALL_TESTS();
-  if (!tmp.empty())
+  if (!tmp.empty()) {
     fs::remove_all(tmp);
+  }
   return rc;
 }

@@ -67,18 +67,21 @@ std::vector<caf::expected<reply>> run_all(client& c, std::vector<request> reqs,
                                         caf::expected<reply>{reply{}});
   std::vector<bool> done(reqs.size(), false);
   size_t remaining = reqs.size();
-  for (size_t i = 0; i < reqs.size(); ++i)
+  for (size_t i = 0; i < reqs.size(); ++i) {
     c.submit(std::move(reqs[i]), [&, i](caf::expected<reply> r) {
       EXPECT_FALSE(done[i]) << "request " << i << " ended twice";
       done[i] = true;
       out[i] = std::move(r);
-      if (order)
+      if (order) {
         order->push_back(i);
+      }
       --remaining;
     });
+  }
   auto deadline = std::chrono::steady_clock::now() + limit;
-  while (remaining > 0 && std::chrono::steady_clock::now() < deadline)
+  while (remaining > 0 && std::chrono::steady_clock::now() < deadline) {
     c.poll(50ms);
+  }
   EXPECT_EQ(remaining, 0u) << "requests left without a reply";
   return out;
 }
@@ -90,8 +93,9 @@ protected:
     ASSERT_TRUE(node_->wait_ready()) << node_->log();
   }
   void TearDown() override {
-    if (node_ && HasFailure())
+    if (node_ && HasFailure()) {
       std::cerr << "---- node log ----\n" << node_->log();
+    }
   }
   std::unique_ptr<node_process> node_;
 };
@@ -145,8 +149,9 @@ TEST_F(serving, identical_concurrent_cold_requests_execute_once) {
   start();
   auto c = connect(*node_);
   std::vector<request> reqs;
-  for (int i = 0; i < 50; ++i)
+  for (int i = 0; i < 50; ++i) {
     reqs.push_back(infer("slow", f32_input("x", 16, 7.0f)));
+  }
   auto replies = run_all(*c, std::move(reqs));
   std::map<reply_source, int> by_source;
   for (auto& r : replies) {
@@ -201,8 +206,9 @@ TEST_F(serving, garbage_frames_each_get_invalid_argument) {
     switch (i % 5) {
     case 0: // random bytes
       frame.resize(1 + rng() % 200);
-      for (auto& ch : frame)
+      for (auto& ch : frame) {
         ch = static_cast<char>(rng());
+      }
       break;
     case 1: // a truncated valid request
       frame = valid.substr(0, 1 + rng() % (valid.size() - 1));
@@ -277,8 +283,9 @@ TEST_F(serving, priority_zero_overtakes_queued_priority_nine) {
   start({"--set", "router.inflight_per_replica=1"});
   auto c = connect(*node_);
   std::vector<request> reqs;
-  for (int i = 0; i < 12; ++i)
+  for (int i = 0; i < 12; ++i) {
     reqs.push_back(infer("slow", f32_input("x", 16, 100.0f + i), 9));
+  }
   reqs.push_back(infer("slow", f32_input("x", 16, 1.0f), 0));
   std::vector<size_t> order;
   auto replies = run_all(*c, std::move(reqs), &order);
@@ -327,16 +334,18 @@ TEST_F(serving, full_queue_answers_resource_exhausted) {
          "router.queue_capacity=4"});
   auto c = connect(*node_);
   std::vector<request> reqs;
-  for (int i = 0; i < 20; ++i)
+  for (int i = 0; i < 20; ++i) {
     reqs.push_back(infer("slow", f32_input("x", 16, 300.0f + i)));
+  }
   auto replies = run_all(*c, std::move(reqs));
   int ok = 0, exhausted = 0;
   for (auto& r : replies) {
     ASSERT_TRUE(r);
-    if (r->code == status::ok)
+    if (r->code == status::ok) {
       ++ok;
-    else if (r->code == status::resource_exhausted)
+    } else if (r->code == status::resource_exhausted) {
       ++exhausted;
+    }
   }
   EXPECT_EQ(ok + exhausted, 20);
   // The first request waits for the lazy spawn too, so the queue's four
@@ -355,11 +364,12 @@ TEST_F(serving, executor_crash_mid_batch_is_respawned_and_nothing_is_lost) {
          "supervisor.backoff_initial_ms=10"});
   auto c = connect(*node_);
   std::vector<request> reqs;
-  for (int i = 0; i < 24; ++i)
+  for (int i = 0; i < 24; ++i) {
     reqs.push_back(infer("flaky", [&] {
       auto t = f32_input("x", 4, 10.0f * i);
       return t;
     }()));
+  }
   auto replies = run_all(*c, std::move(reqs));
   for (int i = 0; i < 24; ++i) {
     auto& r = replies[i];
@@ -380,9 +390,10 @@ TEST_F(serving, restart_limit_escalates_by_exiting_nonzero) {
          "supervisor.period_ms=60000", "--set",
          "supervisor.backoff_initial_ms=10"});
   auto c = connect(*node_, 2s);
-  for (int i = 0; i < 40; ++i)
+  for (int i = 0; i < 40; ++i) {
     c->submit(infer("flaky", f32_input("x", 4, 1000.0f + i)),
               [](caf::expected<reply>) {});
+  }
   auto deadline = std::chrono::steady_clock::now() + 20s;
   std::optional<int> code;
   while (!code && std::chrono::steady_clock::now() < deadline) {
@@ -404,8 +415,9 @@ TEST_F(serving, idle_replica_retires_and_comes_back_lazily) {
   EXPECT_EQ(sample(node_->metrics(), series), 1.0);
   auto deadline = std::chrono::steady_clock::now() + 5s;
   while (sample(node_->metrics(), series) != 0.0 &&
-         std::chrono::steady_clock::now() < deadline)
+         std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(50ms);
+  }
   EXPECT_EQ(sample(node_->metrics(), series), 0.0);
   // A new cold request spawns it again.
   r = c->call(infer("echo", f32_input("x", 256, 43.0f)));
@@ -461,20 +473,23 @@ TEST_F(serving, sigterm_under_load_answers_everything_and_exits_zero) {
   auto c = connect(*node_);
   size_t ok = 0, unavailable = 0, ended = 0;
   const size_t n = 40;
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     c->submit(infer("slow", f32_input("x", 16, 500.0f + i)),
               [&](caf::expected<reply> r) {
                 ++ended;
-                if (r && r->code == status::ok)
+                if (r && r->code == status::ok) {
                   ++ok;
-                else if (r && r->code == status::unavailable)
+                } else if (r && r->code == status::unavailable) {
                   ++unavailable;
+                }
               });
+  }
   c->poll(30ms);
   ::kill(node_->pid(), SIGTERM);
   auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (ended < n && std::chrono::steady_clock::now() < deadline)
+  while (ended < n && std::chrono::steady_clock::now() < deadline) {
     c->poll(50ms);
+  }
   EXPECT_EQ(ended, n);
   // Everything accepted before the signal is served.
   EXPECT_EQ(ok + unavailable, n);

@@ -22,8 +22,9 @@ std::atomic<bool> track_allocs{false};
 std::atomic<size_t> peak_alloc{0};
 
 void note_alloc(size_t n) noexcept {
-  if (!track_allocs.load(std::memory_order_relaxed))
+  if (!track_allocs.load(std::memory_order_relaxed)) {
     return;
+  }
   auto cur = peak_alloc.load(std::memory_order_relaxed);
   while (n > cur && !peak_alloc.compare_exchange_weak(cur, n))
     ;
@@ -94,8 +95,9 @@ void free(void* p) {
 #ifdef SHOAL_TRACK_OPERATOR_NEW
 void* operator new(size_t n) {
   note_alloc(n);
-  if (auto p = std::malloc(n == 0 ? 1 : n))
+  if (auto p = std::malloc(n == 0 ? 1 : n)) {
     return p;
+  }
   throw std::bad_alloc{};
 }
 void* operator new[](size_t n) {

@@ -47,16 +47,18 @@ TEST(batcher, runs_when_max_batch_rows_wait) {
   EXPECT_TRUE(b.ready(t0));
   auto batch = b.take();
   ASSERT_EQ(batch.size(), 4u);
-  for (uint64_t i = 0; i < 4; ++i)
+  for (uint64_t i = 0; i < 4; ++i) {
     EXPECT_EQ(batch[i].ticket, i) << "arrival order is kept";
+  }
   EXPECT_TRUE(b.empty());
 }
 
 TEST(batcher, never_exceeds_max_batch_rows) {
   batcher b{4, 0us};
   auto t0 = clock_type::now();
-  for (uint64_t i = 0; i < 10; ++i)
+  for (uint64_t i = 0; i < 10; ++i) {
     b.push(item(i), t0);
+  }
   EXPECT_EQ(b.take().size(), 4u);
   EXPECT_EQ(b.take().size(), 4u);
   EXPECT_EQ(b.take().size(), 2u);

@@ -229,11 +229,13 @@ TEST(result_cache, erase_removes_exactly_the_erased_keys) {
   // runs; every surviving key must still be found.
   result_cache c{{}};
   constexpr uint32_t n = 5'000;
-  for (uint32_t k = 0; k < n; ++k)
+  for (uint32_t k = 0; k < n; ++k) {
     c.put(key_of(k), value_of(model_name(k)), 0ms);
+  }
   ASSERT_EQ(c.stats().entries, n);
-  for (uint32_t k = 0; k < n; k += 3)
+  for (uint32_t k = 0; k < n; k += 3) {
     c.erase(key_of(k));
+  }
   for (uint32_t k = 0; k < n; ++k) {
     auto r = c.get(key_of(k));
     if (k % 3 == 0) {
@@ -243,11 +245,13 @@ TEST(result_cache, erase_removes_exactly_the_erased_keys) {
       EXPECT_EQ(r->outputs_encoded, model_name(k));
     }
   }
-  for (uint32_t k = 0; k < n; k += 3)
+  for (uint32_t k = 0; k < n; k += 3) {
     c.put(key_of(k), value_of(model_name(k)), 0ms);
+  }
   EXPECT_EQ(c.stats().entries, n);
-  for (uint32_t k = 0; k < n; ++k)
+  for (uint32_t k = 0; k < n; ++k) {
     EXPECT_NE(c.get(key_of(k)), nullptr) << k;
+  }
 }
 
 // -- budget -------------------------------------------------------------------
@@ -318,11 +322,12 @@ TEST(result_cache, scan_does_not_flush_hot_keys) {
     put_sized(c, k);
     lru_access(k);
   }
-  for (int round = 0; round < 10; ++round)
+  for (int round = 0; round < 10; ++round) {
     for (uint32_t k = 0; k < hot; ++k) {
       EXPECT_TRUE(hits(c, k));
       lru_access(k);
     }
+  }
   // One-hit wonders, each requested once (a miss) and stored: 100 times the
   // capacity. The hot set keeps being requested, but only once per five
   // cache-fulls of scan traffic.
@@ -334,29 +339,33 @@ TEST(result_cache, scan_does_not_flush_hot_keys) {
     EXPECT_FALSE(hits(c, k));
     put_sized(c, k);
     lru_access(k);
-    if (i % 500 == 499)
+    if (i % 500 == 499) {
       for (uint32_t h = 0; h < hot; ++h) {
         ++hot_requests;
         lru_hot_hits += lru_access(h) ? 1 : 0;
-        if (hits(c, h))
+        if (hits(c, h)) {
           ++cache_hot_hits;
-        else
+        } else {
           put_sized(c, h); // as the router would after executing it
+        }
       }
+    }
   }
   ASSERT_LE(c.stats().bytes, 100 * entry_size);
   EXPECT_EQ(cache_hot_hits, hot_requests);
   EXPECT_EQ(lru_hot_hits, 0u); // what plain LRU does with the same traffic
-  for (uint32_t k = 0; k < hot; ++k)
+  for (uint32_t k = 0; k < hot; ++k) {
     EXPECT_TRUE(hits(c, k)) << "hot key " << k;
+  }
   EXPECT_GT(c.stats().rejections, scan / 2);
 }
 
 TEST(result_cache, frequent_candidate_wins_admission_over_cold) {
   result_cache c{hundred_entries()};
   // 0..98 fill main, 99 sits in the window.
-  for (uint32_t k = 0; k < 100; ++k)
+  for (uint32_t k = 0; k < 100; ++k) {
     put_sized(c, k);
+  }
   ASSERT_EQ(c.stats().entries, 100u);
   ASSERT_EQ(c.stats().evictions, 0u);
   // Cold: 100 pushes 99 out of the window; 99 was seen once, as often as
@@ -366,8 +375,9 @@ TEST(result_cache, frequent_candidate_wins_admission_over_cold) {
   EXPECT_EQ(c.stats().evictions, 0u);
   // Hot: requested five times (misses) before it is stored.
   constexpr uint32_t h = 5'000;
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < 5; ++i) {
     EXPECT_FALSE(hits(c, h));
+  }
   put_sized(c, h);   // pushes cold 100 out: rejected
   put_sized(c, 101); // pushes h out: admitted over main's victim 0
   EXPECT_EQ(c.stats().rejections, 2u);
@@ -388,36 +398,41 @@ TEST(result_cache, hit_in_probation_protects_the_entry) {
   put_sized(c, b);
   put_sized(c, 2); // a and b now in main's probation
   EXPECT_TRUE(hits(c, a));
-  for (uint32_t k = 3; k < 100; ++k)
+  for (uint32_t k = 3; k < 100; ++k) {
     put_sized(c, k);
+  }
   // A stream of moderately popular entries (4 requests each, more than a
   // or b had) displaces everything on probation, oldest first.
   for (uint32_t k = 10'000; k < 10'150; ++k) {
-    for (int i = 0; i < 3; ++i)
+    for (int i = 0; i < 3; ++i) {
       c.get(key_of(k));
+    }
     put_sized(c, k);
   }
   // 97 other entries were on probation with b; all of them made room.
   EXPECT_EQ(c.stats().evictions, 98u);
   EXPECT_TRUE(hits(c, a));
   EXPECT_FALSE(hits(c, b));
-  for (uint32_t k = 2; k < 99; ++k)
+  for (uint32_t k = 2; k < 99; ++k) {
     EXPECT_FALSE(hits(c, k)) << k;
+  }
   EXPECT_LE(c.stats().bytes, 100 * entry_size);
 }
 
 TEST(result_cache, old_popularity_fades) {
   result_cache c{hundred_entries()};
   auto request = [&](uint32_t k, int times) {
-    for (int i = 0; i < times; ++i)
+    for (int i = 0; i < times; ++i) {
       c.get(key_of(k));
+    }
   };
   // x was requested 15 times, then stored; it ends up as probation's LRU.
   constexpr uint32_t x = 50'000;
   request(x, 15);
   put_sized(c, x);
-  for (uint32_t k = 1; k < 100; ++k)
+  for (uint32_t k = 1; k < 100; ++k) {
     put_sized(c, k);
+  }
   // A newcomer requested 10 times loses to x while x's demand is recent.
   request(60'000, 9);
   put_sized(c, 60'000);
@@ -426,8 +441,9 @@ TEST(result_cache, old_popularity_fades) {
   EXPECT_EQ(c.stats().rejections, 2u); // 99, then 60'000
   // Much later (20'000 requests for other keys, two sketch halvings) the
   // same demand is enough to displace x.
-  for (uint32_t k = 100'000; k < 120'000; ++k)
+  for (uint32_t k = 100'000; k < 120'000; ++k) {
     c.get(key_of(k));
+  }
   request(70'000, 9);
   put_sized(c, 70'000);
   put_sized(c, 101);
@@ -506,7 +522,7 @@ TEST(result_cache, concurrent_get_put_from_four_threads) {
   std::atomic<bool> wrong{false};
   std::atomic<bool> over{false};
   std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t)
+  for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       std::mt19937 rng(t);
       std::uniform_int_distribution<uint32_t> id{0, 255};
@@ -517,9 +533,11 @@ TEST(result_cache, concurrent_get_put_from_four_threads) {
         auto o = op(rng);
         if (o < 70) {
           ++local_gets;
-          if (auto r = c.get(key_of(k)))
-            if (r->model != model_name(k))
+          if (auto r = c.get(key_of(k))) {
+            if (r->model != model_name(k)) {
               wrong = true;
+            }
+          }
         } else if (o < 95) {
           c.put(key_of(k), value_of(std::string(k * 4, 'x'), model_name(k)),
                 (k % 3) ? 0ms : 1ms);
@@ -528,13 +546,16 @@ TEST(result_cache, concurrent_get_put_from_four_threads) {
         } else {
           c.expire();
         }
-        if (c.stats().bytes > cfg.max_bytes)
+        if (c.stats().bytes > cfg.max_bytes) {
           over = true;
+        }
       }
       gets += local_gets;
     });
-  for (auto& th : pool)
+  }
+  for (auto& th : pool) {
     th.join();
+  }
   auto s = c.stats();
   EXPECT_FALSE(wrong);
   EXPECT_FALSE(over);

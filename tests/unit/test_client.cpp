@@ -82,12 +82,14 @@ private:
     while (!stop_) {
       zmq_pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, 10ms);
-      if (!(item.revents & ZMQ_POLLIN))
+      if (!(item.revents & ZMQ_POLLIN)) {
         continue;
+      }
       std::vector<zmq::message_t> parts;
       auto ok = zmq::recv_multipart(sock_, std::back_inserter(parts));
-      if (!ok || parts.size() < 2)
+      if (!ok || parts.size() < 2) {
         continue;
+      }
       request req;
       auto& payload = parts.back();
       auto err = decode_request(static_cast<const uint8_t*>(payload.data()),
@@ -147,8 +149,9 @@ template <class Pred>
 bool poll_until(client& c, Pred done, std::chrono::milliseconds limit = 3s) {
   auto end = std::chrono::steady_clock::now() + limit;
   while (!done()) {
-    if (std::chrono::steady_clock::now() > end)
+    if (std::chrono::steady_clock::now() > end) {
       return false;
+    }
     c.poll(10ms);
   }
   return true;
@@ -221,10 +224,12 @@ TEST(client, out_of_order_replies_reach_their_own_handlers) {
   fake_server srv{
       [&held](fake_server& s, const std::string& peer, const request& req) {
         held.emplace_back(peer, req);
-        if (held.size() < 10)
+        if (held.size() < 10) {
           return;
-        for (auto i = held.rbegin(); i != held.rend(); ++i)
+        }
+        for (auto i = held.rbegin(); i != held.rend(); ++i) {
           s.send(i->first, s.ok_reply(i->second));
+        }
         held.clear();
       }};
   auto c = make_client(srv.endpoint());
@@ -245,8 +250,9 @@ TEST(client, out_of_order_replies_reach_their_own_handlers) {
                        });
   }
   ASSERT_TRUE(poll_until(*c, [&] { return c->in_flight() == 0; }));
-  for (size_t i = 0; i < 10; ++i)
+  for (size_t i = 0; i < 10; ++i) {
     EXPECT_EQ(got[i], 1) << "request " << i;
+  }
   ASSERT_EQ(order.size(), 10u);
   EXPECT_EQ(order.front(), 9u);
   EXPECT_EQ(order.back(), 0u);
@@ -257,8 +263,9 @@ TEST(client, retry_resends_the_same_id) {
   std::map<uint64_t, int> attempts; // server thread only
   fake_server srv{
       [&attempts](fake_server& s, const std::string& peer, const request& req) {
-        if (++attempts[req.id.num] == 1)
+        if (++attempts[req.id.num] == 1) {
           return; // drop the first attempt
+        }
         s.send(peer, s.ok_reply(req));
       }};
   auto c = make_client(srv.endpoint(), 100ms, 2);
@@ -293,8 +300,9 @@ TEST(client, no_reply_fails_with_deadline_exceeded) {
   EXPECT_LT(took, 2s);
   // All three attempts reached the server with one id.
   auto deadline = std::chrono::steady_clock::now() + 1s;
-  while (srv.seen().size() < 3 && std::chrono::steady_clock::now() < deadline)
+  while (srv.seen().size() < 3 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(5ms);
+  }
   auto seen = srv.seen();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[0], seen[1]);
@@ -379,8 +387,9 @@ TEST(client, many_requests_in_flight_all_complete) {
   }
   EXPECT_EQ(c->in_flight(), n);
   ASSERT_TRUE(poll_until(*c, [&] { return c->in_flight() == 0; }));
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     EXPECT_EQ(got[i], 1) << "request " << i;
+  }
   EXPECT_EQ(srv.seen().size(), n);
   EXPECT_EQ(c->unmatched_replies(), 0u);
 }
@@ -395,8 +404,9 @@ TEST(client, handler_may_submit_again) {
   std::function<void(caf::expected<reply>)> next;
   next = [&](caf::expected<reply> res) {
     ASSERT_TRUE(res);
-    if (--left > 0)
+    if (--left > 0) {
       c->submit(infer_request("loop"), next);
+    }
   };
   c->submit(infer_request("loop"), next);
   ASSERT_TRUE(poll_until(*c, [&] { return c->in_flight() == 0; }));

@@ -22,11 +22,13 @@ tensor make_tensor(std::string name, std::vector<uint64_t> shape) {
   t.type = dtype::f32;
   t.shape = std::move(shape);
   size_t n = 1;
-  for (auto d : t.shape)
+  for (auto d : t.shape) {
     n *= d;
+  }
   t.data.resize(n * 4);
-  for (size_t i = 0; i < t.data.size(); ++i)
+  for (size_t i = 0; i < t.data.size(); ++i) {
     t.data[i] = static_cast<uint8_t>(i * 7);
+  }
   return t;
 }
 
@@ -429,8 +431,9 @@ TEST(cluster_codec, random_bytes_never_crash) {
   std::mt19937 rng{7};
   for (int i = 0; i < 20000; ++i) {
     std::string body(rng() % 64, '\0');
-    for (auto& ch : body)
+    for (auto& ch : body) {
       ch = static_cast<char>(rng());
+    }
     worker_hello h;
     exec_msg e;
     done_msg d;

@@ -81,8 +81,9 @@ struct mp {
     return *this;
   }
   mp& raw(std::initializer_list<uint8_t> bytes) {
-    for (auto b : bytes)
+    for (auto b : bytes) {
       buf += static_cast<char>(b);
+    }
     return *this;
   }
   mp& raw(const std::string& bytes) {
@@ -151,8 +152,9 @@ bool is_invalid(const caf::error& err) {
 
 std::vector<uint8_t> bytes_of(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     v[i] = static_cast<uint8_t>(seed + i * 7);
+  }
   return v;
 }
 
@@ -172,9 +174,10 @@ std::vector<tensor> all_dtype_tensors() {
                        dtype::u8,  dtype::boolean};
   std::vector<tensor> ts;
   uint8_t seed = 3;
-  for (auto t : all)
+  for (auto t : all) {
     ts.push_back(
         make_tensor("in_" + std::string{to_string(t)}, t, {2, 3}, seed++));
+  }
   ts.push_back(make_tensor("scalar", dtype::f32, {}));
   ts.push_back(make_tensor("empty", dtype::i64, {0, 4}));
   return ts;
@@ -250,8 +253,9 @@ TEST(codec_alloc_tracker, sees_malloc_new_and_the_msgpack_zone) {
   // (~96 KiB) in one malloc, which the tracker must see.
   mp m;
   m.map(3).str("id").u(1).str("model").str("echo").str("pad").arr(4096);
-  for (int i = 0; i < 4096; ++i)
+  for (int i = 0; i < 4096; ++i) {
     m.nil();
+  }
   auto d = decode_req(m.buf);
   ASSERT_FALSE(d.err) << d.reason;
   EXPECT_GE(d.peak, 4096 * sizeof(msgpack::object));
@@ -443,8 +447,9 @@ TEST(codec_reply, every_status_round_trips) {
     reply in;
     in.id = request_id::of(std::to_string(s * 1000));
     in.code = static_cast<status>(s);
-    if (in.code != status::ok)
+    if (in.code != status::ok) {
       in.error = "because";
+    }
     auto d = decode_rep(encoded(in));
     ASSERT_FALSE(d.err) << d.reason;
     expect_same(in, d.rep);
@@ -728,9 +733,10 @@ TEST(codec_malformed, wrong_key_types) {
     SCOPED_TRACE(c.what);
     auto d = decode_req(c.frame);
     EXPECT_TRUE(is_invalid(d.err)) << d.reason;
-    for (auto frag : c.frags)
+    for (auto frag : c.frags) {
       EXPECT_NE(d.reason.find(frag), std::string::npos)
           << "reason '" << d.reason << "' lacks '" << frag << "'";
+    }
     EXPECT_LT(d.peak, one_mib);
   }
 }
@@ -837,9 +843,10 @@ TEST(codec_malformed, nesting_bomb) {
   EXPECT_EQ(e.req.id, request_id::of(8));
   // Maps nest too: {"a":{"a":{...}}}
   std::string maps;
-  for (int i = 0; i < 50000; ++i)
+  for (int i = 0; i < 50000; ++i) {
     maps += "\x81\xa1"
             "a";
+  }
   auto f = decode_rep(maps);
   EXPECT_REJECTED(f, "nesting deeper than 8", "a.a.a");
 }
@@ -906,8 +913,9 @@ TEST(codec_malformed, many_small_values_hit_the_total_budget) {
   m.map(2).str("id").u(12).str("junk").arr(64);
   for (int i = 0; i < 64; ++i) {
     m.arr(64);
-    for (int j = 0; j < 64; ++j)
+    for (int j = 0; j < 64; ++j) {
       m.nil();
+    }
   }
   auto d = decode_req(m.buf, lim);
   EXPECT_REJECTED(d, "junk", "frame holds more than 4096 values");
@@ -963,14 +971,16 @@ TEST(codec_malformed, rank_and_tensor_count_limits) {
   m.map(3).str("id").u(1).str("model").str("echo").str("inputs").arr(1);
   m.map(4).str("name").str("x").str("dtype").str("u8");
   m.str("shape").arr(9);
-  for (int i = 0; i < 9; ++i)
+  for (int i = 0; i < 9; ++i) {
     m.u(1);
+  }
   m.str("data").bin(1);
   EXPECT_REJECTED(decode_req(m.buf), "inputs[0].shape", "rank 9", "limit 8");
   mp t;
   t.map(3).str("id").u(1).str("model").str("echo").str("inputs").arr(65);
-  for (int i = 0; i < 65; ++i)
+  for (int i = 0; i < 65; ++i) {
     t.tensor(std::to_string(i), 1);
+  }
   EXPECT_REJECTED(decode_req(t.buf), "inputs", "65 tensors", "limit 64");
 }
 

@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include "config/config.hpp"
-#include "net/wire/error.hpp"
 #include "gpu/model/manifest.hpp"
+#include "net/wire/error.hpp"
 #include "runtime/model/repository.hpp"
 
 using namespace shoal;

@@ -9,10 +9,10 @@
 #include <gtest/gtest.h>
 
 #include "gpu/backend.hpp"
-#include "net/wire/error.hpp"
 #include "gpu/model/manifest.hpp"
-#include "runtime/model/repository.hpp"
 #include "gpu/model/safetensors.hpp"
+#include "net/wire/error.hpp"
+#include "runtime/model/repository.hpp"
 #include "tests/support/tensors.hpp"
 
 using namespace shoal;

@@ -30,8 +30,9 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f,
   std::mt19937 gen{seed};
   std::uniform_real_distribution<float> dist{lo, hi};
   std::vector<float> v(n);
-  for (auto& x : v)
+  for (auto& x : v) {
     x = dist(gen);
+  }
   return v;
 }
 
@@ -60,7 +61,7 @@ std::vector<double> ref_dense(const std::vector<float>& x, size_t batch,
                               size_t in, const std::vector<float>& w,
                               const float* b, size_t out, bool w_transposed) {
   std::vector<double> y(batch * out);
-  for (size_t r = 0; r < batch; ++r)
+  for (size_t r = 0; r < batch; ++r) {
     for (size_t o = 0; o < out; ++o) {
       double acc = b ? b[o] : 0.0;
       for (size_t i = 0; i < in; ++i) {
@@ -69,6 +70,7 @@ std::vector<double> ref_dense(const std::vector<float>& x, size_t batch,
       }
       y[r * out + o] = acc;
     }
+  }
   return y;
 }
 
@@ -78,13 +80,13 @@ std::vector<double> ref_conv2d(const std::vector<float>& x,
   size_t oh = s.out_h();
   size_t ow = s.out_w();
   std::vector<double> y(s.n * s.c_out * oh * ow);
-  for (size_t n = 0; n < s.n; ++n)
-    for (size_t co = 0; co < s.c_out; ++co)
-      for (size_t oy = 0; oy < oh; ++oy)
+  for (size_t n = 0; n < s.n; ++n) {
+    for (size_t co = 0; co < s.c_out; ++co) {
+      for (size_t oy = 0; oy < oh; ++oy) {
         for (size_t ox = 0; ox < ow; ++ox) {
           double acc = b ? b[co] : 0.0;
-          for (size_t ci = 0; ci < s.c_in; ++ci)
-            for (size_t i = 0; i < s.kh; ++i)
+          for (size_t ci = 0; ci < s.c_in; ++ci) {
+            for (size_t i = 0; i < s.kh; ++i) {
               for (size_t j = 0; j < s.kw; ++j) {
                 long iy =
                     static_cast<long>(oy * s.stride_h + i * s.dilation_h) -
@@ -93,14 +95,20 @@ std::vector<double> ref_conv2d(const std::vector<float>& x,
                     static_cast<long>(ox * s.stride_w + j * s.dilation_w) -
                     static_cast<long>(s.pad_w);
                 if (iy < 0 || ix < 0 || iy >= static_cast<long>(s.h) ||
-                    ix >= static_cast<long>(s.w))
+                    ix >= static_cast<long>(s.w)) {
                   continue;
+                }
                 double xv = x[((n * s.c_in + ci) * s.h + iy) * s.w + ix];
                 double wv = w[((co * s.c_in + ci) * s.kh + i) * s.kw + j];
                 acc += xv * wv;
               }
+            }
+          }
           y[((n * s.c_out + co) * oh + oy) * ow + ox] = acc;
         }
+      }
+    }
+  }
   return y;
 }
 
@@ -111,26 +119,28 @@ std::vector<double> ref_pool(const std::vector<float>& x, const pool2d_shape& s,
   size_t oh = s.out_h();
   size_t ow = s.out_w();
   std::vector<double> y(s.n * s.c * oh * ow);
-  for (size_t p = 0; p < s.n * s.c; ++p)
-    for (size_t oy = 0; oy < oh; ++oy)
+  for (size_t p = 0; p < s.n * s.c; ++p) {
+    for (size_t oy = 0; oy < oh; ++oy) {
       for (size_t ox = 0; ox < ow; ++ox) {
         double mx = -INFINITY;
         double sum = 0.0;
         size_t valid = 0;
-        for (size_t i = 0; i < s.kh; ++i)
+        for (size_t i = 0; i < s.kh; ++i) {
           for (size_t j = 0; j < s.kw; ++j) {
             long iy = static_cast<long>(oy * s.stride_h + i) -
                       static_cast<long>(s.pad_h);
             long ix = static_cast<long>(ox * s.stride_w + j) -
                       static_cast<long>(s.pad_w);
             if (iy < 0 || ix < 0 || iy >= static_cast<long>(s.h) ||
-                ix >= static_cast<long>(s.w))
+                ix >= static_cast<long>(s.w)) {
               continue;
+            }
             double v = x[(p * s.h + iy) * s.w + ix];
             mx = std::max(mx, v);
             sum += v;
             ++valid;
           }
+        }
         double out = 0.0;
         switch (kind) {
         case pool_kind::max:
@@ -145,6 +155,8 @@ std::vector<double> ref_pool(const std::vector<float>& x, const pool2d_shape& s,
         }
         y[(p * oh + oy) * ow + ox] = out;
       }
+    }
+  }
   return y;
 }
 
@@ -153,13 +165,16 @@ std::vector<double> ref_softmax(const std::vector<float>& x, size_t rows,
   std::vector<double> y(x.size());
   for (size_t r = 0; r < rows; ++r) {
     double mx = -INFINITY;
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       mx = std::max(mx, static_cast<double>(x[r * cols + i]));
+    }
     double sum = 0.0;
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       sum += std::exp(x[r * cols + i] - mx);
-    for (size_t i = 0; i < cols; ++i)
+    }
+    for (size_t i = 0; i < cols; ++i) {
       y[r * cols + i] = std::exp(x[r * cols + i] - mx) / sum;
+    }
   }
   return y;
 }
@@ -170,12 +185,14 @@ std::vector<double> ref_layernorm(const std::vector<float>& x, size_t rows,
   std::vector<double> y(x.size());
   for (size_t r = 0; r < rows; ++r) {
     double mean = 0.0;
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       mean += x[r * cols + i];
+    }
     mean /= static_cast<double>(cols);
     double var = 0.0;
-    for (size_t i = 0; i < cols; ++i)
+    for (size_t i = 0; i < cols; ++i) {
       var += (x[r * cols + i] - mean) * (x[r * cols + i] - mean);
+    }
     var /= static_cast<double>(cols);
     for (size_t i = 0; i < cols; ++i) {
       double v = (x[r * cols + i] - mean) / std::sqrt(var + eps);
@@ -257,8 +274,9 @@ TEST(cpu_gelu, known_values) {
 TEST(cpu_gelu, matches_erf_reference) {
   auto x = random_vec(32 * 257, 42, -8.0f, 8.0f);
   std::vector<double> want(x.size());
-  for (size_t i = 0; i < x.size(); ++i)
+  for (size_t i = 0; i < x.size(); ++i) {
     want[i] = 0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0)));
+  }
   gelu(x.data(), x.size());
   expect_close(x, want);
 }
@@ -267,8 +285,9 @@ TEST(cpu_add, residual) {
   auto x = random_vec(7 * 33, 3);
   auto r = random_vec(7 * 33, 4);
   std::vector<double> want(x.size());
-  for (size_t i = 0; i < x.size(); ++i)
+  for (size_t i = 0; i < x.size(); ++i) {
     want[i] = static_cast<double>(x[i]) + r[i];
+  }
   add(x.data(), r.data(), x.size());
   expect_close(x, want);
   // Aliasing doubles.
@@ -291,8 +310,9 @@ TEST(cpu_softmax, matches_reference_and_rows_sum_to_one) {
     expect_close(x, want, 1e-7);
     for (size_t r = 0; r < rows; ++r) {
       double sum = 0.0;
-      for (size_t i = 0; i < cols; ++i)
+      for (size_t i = 0; i < cols; ++i) {
         sum += x[r * cols + i];
+      }
       EXPECT_NEAR(sum, 1.0, 1e-5);
     }
   }
@@ -304,8 +324,9 @@ TEST(cpu_softmax, stable_for_large_inputs) {
                        3e38f,    0.0f,     -3e38f,   3e38f};   // row 2
   auto want = ref_softmax(x, 3, 4);
   softmax(x.data(), 3, 4);
-  for (auto v : x)
+  for (auto v : x) {
     ASSERT_TRUE(std::isfinite(v));
+  }
   expect_close(x, want, 1e-7);
   EXPECT_NEAR(x[8], 0.5, 1e-6);
   EXPECT_EQ(x[9], 0.0f);
@@ -583,8 +604,9 @@ TEST(cpu_convert, f16_values) {
   EXPECT_TRUE(std::isnan(f16_to_f32(uint16_t{0x7c01})));
   std::vector<float> dst(src.size());
   f16_to_f32(src.data(), dst.data(), src.size());
-  for (size_t i = 0; i < src.size(); ++i)
+  for (size_t i = 0; i < src.size(); ++i) {
     EXPECT_EQ(dst[i], cases[i].second);
+  }
 }
 
 TEST(cpu_convert, bf16_values) {

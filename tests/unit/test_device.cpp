@@ -64,8 +64,9 @@ TEST_F(device_test, device_cpu_runs_on_the_cpu_backend) {
 }
 
 TEST_F(device_test, device_gpu_without_a_gpu_is_refused_with_the_reason) {
-  if (!gpu_devices().empty())
+  if (!gpu_devices().empty()) {
     GTEST_SKIP() << "this machine has a GPU";
+  }
   auto spec = parse("[resources]\ndevice = \"gpu\"");
   ASSERT_TRUE(spec) << reason_of(spec.error());
   auto be = load_backend(*spec);
@@ -97,8 +98,9 @@ TEST_F(device_test, device_any_falls_back_to_the_cpu_without_a_gpu) {
   ASSERT_TRUE(out) << reason_of(out.error());
   float y[4];
   std::memcpy(y, out->front().data.data(), 16);
-  for (float f : y)
+  for (float f : y) {
     EXPECT_FLOAT_EQ(f, 0.25f);
+  }
 }
 
 TEST_F(device_test, backend_cuda_means_a_gpu_and_contradictions_are_refused) {
@@ -175,8 +177,9 @@ TEST(driver_probe_test, a_node_without_a_gpu_never_maps_cuda_libraries) {
 // Bytes the ledger lists on `device`.
 uint64_t held(const device_ledger& ledger, int device) {
   uint64_t sum = 0;
-  for (auto& e : ledger.replicas(device))
+  for (auto& e : ledger.replicas(device)) {
     sum += e.bytes;
+  }
   return sum;
 }
 
@@ -213,8 +216,9 @@ TEST(device_ledger_test, retires_the_least_recently_used_idle_replica) {
   EXPECT_EQ(ledger.retire_idle(0, 0, 2s), "a v1");
   EXPECT_EQ(ledger.replicas(1).size(), 1u);
   ledger.remove(c);
-  for (auto& t : owners)
+  for (auto& t : owners) {
     t.join();
+  }
 }
 
 TEST(device_ledger_test, a_replica_that_does_not_release_in_time_is_not_room) {

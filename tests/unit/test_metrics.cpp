@@ -47,8 +47,9 @@ TEST(metrics, counter_and_gauge_values) {
 
 TEST(metrics, histogram_buckets_are_cumulative) {
   histogram h{{1, 2, 5}};
-  for (double v : {0.5, 1.0, 1.5, 2.0, 3.0, 100.0})
+  for (double v : {0.5, 1.0, 1.5, 2.0, 3.0, 100.0}) {
     h.observe(v);
+  }
   auto s = h.snap();
   ASSERT_EQ(s.bounds.size(), 4u);
   EXPECT_EQ(s.bounds.back(), std::numeric_limits<double>::infinity());
@@ -190,7 +191,7 @@ TEST(metrics, concurrent_increments_sum_exactly) {
   auto& hist = reg.histograms("hh", "H.", {}, {0.5});
   constexpr int per_thread = 100000;
   std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t)
+  for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       auto& c = fam.with({"x"});
       auto& h = hist.with({});
@@ -199,8 +200,10 @@ TEST(metrics, concurrent_increments_sum_exactly) {
         h.observe(1);
       }
     });
-  for (auto& t : threads)
+  }
+  for (auto& t : threads) {
     t.join();
+  }
   EXPECT_DOUBLE_EQ(fam.with({"x"}).value(), 4.0 * per_thread);
   auto s = hist.with({}).snap();
   EXPECT_EQ(s.count, 4u * per_thread);
@@ -224,8 +227,9 @@ TEST(metrics, on_collect_runs_at_render) {
 }
 
 TEST(metrics, promtool_accepts_render) {
-  if (std::system("command -v promtool >/dev/null 2>&1") != 0)
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "promtool not on PATH (Debian package prometheus)";
+  }
   registry reg;
   auto& c = reg.counters("shoal_requests_total", "Requests by \"model\".\n\\",
                          {"model", "status"});
@@ -266,8 +270,9 @@ http_reply http_get(int port, const std::string& path,
                     const std::string& method = "GET") {
   http_reply rep;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
+  if (fd < 0) {
     return rep;
+  }
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(port));
@@ -280,26 +285,30 @@ http_reply http_get(int port, const std::string& path,
              " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   for (size_t off = 0; off < req.size();) {
     auto n = send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-    if (n <= 0)
+    if (n <= 0) {
       break;
+    }
     off += static_cast<size_t>(n);
   }
   std::string raw;
   char buf[4096];
   for (;;) {
     auto n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0)
+    if (n <= 0) {
       break;
+    }
     raw.append(buf, static_cast<size_t>(n));
   }
   close(fd);
   auto end = raw.find("\r\n\r\n");
-  if (end == std::string::npos || raw.compare(0, 9, "HTTP/1.1 ") != 0)
+  if (end == std::string::npos || raw.compare(0, 9, "HTTP/1.1 ") != 0) {
     return rep;
+  }
   rep.status = std::atoi(raw.c_str() + 9);
   rep.headers = raw.substr(0, end + 2);
-  for (auto& ch : rep.headers)
+  for (auto& ch : rep.headers) {
     ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
   rep.body = raw.substr(end + 4);
   return rep;
 }

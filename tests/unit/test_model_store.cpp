@@ -33,8 +33,9 @@ std::string random_bytes(size_t size, uint64_t seed) {
     auto x = gen();
     std::memcpy(out.data() + i, &x, 8);
   }
-  for (size_t i = size - size % 8; i < size; ++i)
+  for (size_t i = size - size % 8; i < size; ++i) {
     out[i] = static_cast<char>(gen());
+  }
   return out;
 }
 
@@ -67,28 +68,34 @@ std::string read_file(const fs::path& path) {
 std::vector<std::string> read_lines(const fs::path& path) {
   std::ifstream in{path};
   std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);)
+  for (std::string line; std::getline(in, line);) {
     out.push_back(line);
+  }
   return out;
 }
 
 size_t count_if_line(const std::vector<std::string>& lines,
                      const std::string& needle) {
   size_t n = 0;
-  for (auto& l : lines)
-    if (l.find(needle) != std::string::npos)
+  for (auto& l : lines) {
+    if (l.find(needle) != std::string::npos) {
       ++n;
+    }
+  }
   return n;
 }
 
 // Every regular file under dir (an empty cache has none).
 std::vector<std::string> files_under(const fs::path& dir) {
   std::vector<std::string> out;
-  if (!fs::exists(dir))
+  if (!fs::exists(dir)) {
     return out;
-  for (auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file())
+  }
+  for (auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) {
       out.push_back(e.path().string());
+    }
+  }
   return out;
 }
 
@@ -107,16 +114,18 @@ public:
                                   "--log", log.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     int fds[2];
-    if (::pipe(fds) != 0)
+    if (::pipe(fds) != 0) {
       return;
+    }
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(fds[1], STDOUT_FILENO);
       ::close(fds[0]);
       ::close(fds[1]);
       std::vector<char*> argv;
-      for (auto& a : args)
+      for (auto& a : args) {
         argv.push_back(a.data());
+      }
       argv.push_back(nullptr);
       ::execv(argv[0], argv.data());
       ::_exit(127);
@@ -128,12 +137,14 @@ public:
     while (line.find('\n') == std::string::npos &&
            std::chrono::steady_clock::now() < deadline) {
       pollfd pfd{fds[0], POLLIN, 0};
-      if (::poll(&pfd, 1, 100) <= 0)
+      if (::poll(&pfd, 1, 100) <= 0) {
         continue;
+      }
       char buf[64];
       auto n = ::read(fds[0], buf, sizeof(buf));
-      if (n <= 0)
+      if (n <= 0) {
         break;
+      }
       line.append(buf, static_cast<size_t>(n));
     }
     ::close(fds[0]);
@@ -141,12 +152,14 @@ public:
   }
 
   ~range_server() {
-    if (pid_ <= 0)
+    if (pid_ <= 0) {
       return;
+    }
     ::kill(pid_, SIGTERM);
     for (int i = 0; i < 50; ++i) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_)
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
         return;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds{20});
     }
     ::kill(pid_, SIGKILL);

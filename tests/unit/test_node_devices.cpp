@@ -122,8 +122,9 @@ TEST(node_devices, changed_ignores_small_drift_of_used_memory) {
 
 TEST(node_devices, without_a_gpu_this_build_reports_none) {
   // This test binary is built like the node: here, without CUDA or a GPU.
-  if (!gpu_devices().empty())
+  if (!gpu_devices().empty()) {
     GTEST_SKIP() << "a GPU is present";
+  }
   EXPECT_TRUE(local_devices().empty());
   EXPECT_TRUE(local_device_samples().empty());
   EXPECT_EQ(local_devices_text(), "no GPU (" + gpu_absent_reason() + ")\n");
@@ -170,8 +171,9 @@ TEST(node_devices, metrics_follow_the_devices_at_each_scrape) {
 }
 
 TEST(node_devices, promtool_accepts_gpu_metrics) {
-  if (std::system("command -v promtool >/dev/null 2>&1") != 0)
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "promtool not on PATH (Debian package prometheus)";
+  }
   for (bool with_gpus : {false, true}) {
     metrics::registry reg;
     node_metrics m{reg, "n1"};

@@ -100,11 +100,12 @@ std::vector<field> good_fields() {
 
 void set(std::vector<field>& fs, const std::string& k,
          std::function<void(packer_t&)> put) {
-  for (auto& f : fs)
+  for (auto& f : fs) {
     if (f.key == k) {
       f.put = std::move(put);
       return;
     }
+  }
   fs.push_back({k, std::move(put)});
 }
 
@@ -136,8 +137,9 @@ std::string build(const std::vector<field>& fs, std::string_view secret = key) {
     f.put(pk);
   }
   std::string out{sb.data(), sb.size()};
-  if (secret.empty())
+  if (secret.empty()) {
     return out;
+  }
   sb.clear();
   pk.pack(std::string{"mac"});
   pk.pack_bin(32);
@@ -207,10 +209,12 @@ struct recorder {
   // Call with the lock held (inside wait) or after the links stopped.
   int find(const std::string& peer, peer_state s, uint64_t inc = 0,
            size_t from = 0) {
-    for (size_t i = from; i < states.size(); ++i)
+    for (size_t i = from; i < states.size(); ++i) {
       if (states[i].peer == peer && states[i].state == s &&
-          (inc == 0 || states[i].inc == inc))
+          (inc == 0 || states[i].inc == inc)) {
         return static_cast<int>(i);
+      }
+    }
     return -1;
   }
 
@@ -223,9 +227,11 @@ struct recorder {
                milliseconds timeout = 3s) {
     return wait(
         [&] {
-          for (auto& x : msgs)
-            if (x.type == type && x.body == body)
+          for (auto& x : msgs) {
+            if (x.type == type && x.body == body) {
               return true;
+            }
+          }
           return false;
         },
         timeout);
@@ -234,8 +240,9 @@ struct recorder {
   size_t count(const std::string& peer, peer_state s) {
     std::lock_guard<std::mutex> g{m};
     size_t n = 0;
-    for (auto& e : states)
+    for (auto& e : states) {
       n += e.peer == peer && e.state == s;
+    }
     return n;
   }
 };
@@ -279,9 +286,11 @@ std::unique_ptr<node_link> member(recorder& r, const std::string& name,
 
 const peer_info* find_peer(const std::vector<peer_info>& ps,
                            const std::string& name) {
-  for (auto& p : ps)
-    if (p.name == name)
+  for (auto& p : ps) {
+    if (p.name == name) {
       return &p;
+    }
+  }
   return nullptr;
 }
 
@@ -293,8 +302,9 @@ public:
 protected:
   void sink_it_(const spdlog::details::log_msg& m) override {
     std::string_view s{m.payload.data(), m.payload.size()};
-    if (s.find("dropped malformed") != std::string_view::npos)
+    if (s.find("dropped malformed") != std::string_view::npos) {
       ++lines;
+    }
   }
   void flush_() override {}
 };
@@ -384,10 +394,11 @@ TEST(link_envelope, wrong_types_and_sizes_are_rejected) {
   };
   for (auto& c : cases) {
     auto fs = good_fields();
-    if (c.put)
+    if (c.put) {
       set(fs, c.k, c.put);
-    else
+    } else {
       erase(fs, c.k);
+    }
     expect_fault(build(fs), link_fault::malformed, c.reason);
   }
   // A mac that is not a 32-byte bin.
@@ -476,8 +487,9 @@ TEST(link_envelope, size_limits) {
        {link_envelope{"", "n", 1, 0, 0, ""},
         link_envelope{std::string_view{body}.substr(0, 65), "n", 1, 0, 0, ""},
         link_envelope{"t", "", 1, 0, 0, ""},
-        link_envelope{"t", "n", 0, 0, 0, ""}})
+        link_envelope{"t", "n", 0, 0, 0, ""}}) {
     EXPECT_TRUE(encode_envelope(bad, key, {}, out));
+  }
 }
 
 // -- node link
@@ -537,8 +549,9 @@ TEST(node_link, hub_and_members_exchange_messages_by_name) {
   }
   {
     std::lock_guard<std::mutex> g{rh.m};
-    for (auto& x : rh.msgs)
+    for (auto& x : rh.msgs) {
       EXPECT_EQ(x.peer, x.body == "from-1" ? "worker-1" : "worker-2");
+    }
   }
   EXPECT_EQ(m1->send("elsewhere", "app.x", "").code(),
             static_cast<uint8_t>(errc::not_found));
@@ -577,13 +590,15 @@ TEST(node_link, a_burst_arrives_complete_and_in_order) {
   // Far more than ZeroMQ's default high-water mark, sent as fast as the
   // caller can: none may be lost to a healthy peer.
   constexpr int n = 20000 / flood_scale;
-  for (int i = 0; i < n; ++i)
+  for (int i = 0; i < n; ++i) {
     ASSERT_FALSE(h->send("worker-1", "app.job", std::to_string(i)));
+  }
   ASSERT_TRUE(r1.wait([&] { return r1.msgs.size() == n; }, 5s))
       << r1.msgs.size();
   std::lock_guard<std::mutex> g{r1.m};
-  for (int i = 0; i < n; ++i)
+  for (int i = 0; i < n; ++i) {
     ASSERT_EQ(r1.msgs[i].body, std::to_string(i));
+  }
   EXPECT_EQ(h->stats().send_failed, 0u);
 }
 
@@ -751,16 +766,19 @@ TEST(node_link, garbage_is_dropped_counted_and_logged_sparingly) {
       "garbage", std::string{"\xdf\xff\xff\xff\xff", 5}, "\x93\x01\x02\x03",
       std::string(1000, '\xc1'), build(good_fields()).substr(0, 30)};
   constexpr int rounds = 200 / flood_scale;
-  for (int i = 0; i < rounds; ++i)
-    for (auto& j : junk)
+  for (int i = 0; i < rounds; ++i) {
+    for (auto& j : junk) {
       raw.send(zmq::buffer(j), zmq::send_flags::none);
+    }
+  }
   raw.send(zmq::str_buffer("two"), zmq::send_flags::sndmore);
   raw.send(zmq::str_buffer("frames"), zmq::send_flags::none);
   raw.send(zmq::message_t{}, zmq::send_flags::none); // empty frame
   const uint64_t sent = rounds * junk.size() + 2;
   auto deadline = steady::now() + 3s;
-  while (h->stats().dropped_malformed < sent && steady::now() < deadline)
+  while (h->stats().dropped_malformed < sent && steady::now() < deadline) {
     std::this_thread::sleep_for(10ms);
+  }
   EXPECT_EQ(h->stats().dropped_malformed, sent);
   // A frame over max_frame_bytes: ZeroMQ drops the connection itself.
   raw.send(zmq::buffer(std::string(100 << 10, 'x')), zmq::send_flags::none);
@@ -804,8 +822,9 @@ TEST(node_link, speaks_the_documented_protocol_to_a_raw_socket) {
       auto bytes = m.to_string(); // the envelope's views point into it
       auto e = decode(bytes);
       EXPECT_TRUE(e);
-      if (!e || e->type == "link.hb")
+      if (!e || e->type == "link.hb") {
         continue;
+      }
       EXPECT_EQ(e->type, type);
       EXPECT_EQ(e->from, "head");
       EXPECT_EQ(e->to_inc, 500u);

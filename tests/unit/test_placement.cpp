@@ -98,8 +98,9 @@ placement_request needs(std::string device, uint64_t bytes) {
 std::string place(const std::vector<placement_candidate>& ws,
                   const placement_request& req) {
   auto p = choose_placement(ws, req);
-  if (!p.worker)
+  if (!p.worker) {
     return p.no_gpu_room ? "no-gpu-room" : "wait";
+  }
   return ws[*p.worker].name + (p.on_gpu ? "/gpu" : "/cpu");
 }
 

@@ -27,8 +27,8 @@ TEST(preemption, nothing_configured_starts_nothing) {
 }
 
 TEST(preemption, a_file_that_appears_is_reported_once) {
-  auto path = std::filesystem::temp_directory_path()
-              / ("shoal-notice-" + std::to_string(::getpid()));
+  auto path = std::filesystem::temp_directory_path() /
+              ("shoal-notice-" + std::to_string(::getpid()));
   std::filesystem::remove(path);
   std::promise<std::string> seen;
   int calls = 0;
@@ -40,7 +40,7 @@ TEST(preemption, a_file_that_appears_is_reported_once) {
   ASSERT_NE(w, nullptr);
   auto fut = seen.get_future();
   EXPECT_EQ(fut.wait_for(300ms), std::future_status::timeout)
-    << "no file, no notice";
+      << "no file, no notice";
   std::fclose(std::fopen(path.c_str(), "w"));
   ASSERT_EQ(fut.wait_for(5s), std::future_status::ready);
   EXPECT_EQ(fut.get(), path.string());

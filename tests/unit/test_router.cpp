@@ -10,9 +10,9 @@
 #include <gtest/gtest.h>
 
 #include "actors/serving/router.hpp"
-#include "runtime/metrics/node_metrics.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/error.hpp"
+#include "runtime/metrics/node_metrics.hpp"
 
 using namespace shoal;
 using namespace std::chrono_literals;
@@ -114,8 +114,9 @@ struct router_test : ::testing::Test {
   }
 
   void TearDown() override {
-    if (router)
+    if (router) {
       caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+    }
   }
 
   infer_job job(uint64_t id, float value, uint8_t priority = 5,
@@ -146,10 +147,11 @@ struct router_test : ::testing::Test {
   std::vector<uint64_t> seen(size_t n, std::chrono::milliseconds limit = 2s) {
     std::vector<uint64_t> out;
     auto deadline = clock_type::now() + limit;
-    while (out.size() < n && clock_type::now() < deadline)
+    while (out.size() < n && clock_type::now() < deadline) {
       (*obs)->receive([&](seen_atom, uint64_t ticket,
                           caf::actor) { out.push_back(ticket); },
                       [&](born_atom, caf::actor) {}, caf::after(50ms) >> [] {});
+    }
     return out;
   }
 
@@ -157,8 +159,9 @@ struct router_test : ::testing::Test {
     auto text = reg.render();
     std::string series = "\nshoal_requests_redispatched_total ";
     auto pos = text.find(series);
-    if (pos == std::string::npos)
+    if (pos == std::string::npos) {
       return -1;
+    }
     return std::strtod(text.c_str() + pos + series.size(), nullptr);
   }
 
@@ -185,8 +188,9 @@ struct router_test : ::testing::Test {
 
 TEST_F(router_test, identical_misses_coalesce_into_one_execution) {
   start({});
-  for (uint64_t i = 0; i < 10; ++i)
+  for (uint64_t i = 0; i < 10; ++i) {
     caf::anon_send(router, job(i, 3.0f));
+  }
   auto exec = next_born();
   ASSERT_TRUE(exec);
   EXPECT_EQ(seen(2, 300ms).size(), 1u) << "one execution for ten requests";
@@ -225,8 +229,9 @@ TEST_F(router_test, bypass_and_distinct_inputs_do_not_coalesce) {
   EXPECT_EQ(seen(1).size(), 1u);
   caf::anon_send(exec, release_atom::value);
   collect(3);
-  for (auto& r : replies)
+  for (auto& r : replies) {
     EXPECT_EQ(r.source, reply_source::executor);
+  }
 }
 
 TEST_F(router_test, most_urgent_priority_is_dispatched_first) {
@@ -299,8 +304,9 @@ TEST_F(router_test, requests_of_a_dead_executor_are_redispatched_once) {
   collect(2);
   collect(3, 200ms);
   ASSERT_EQ(replies.size(), 2u);
-  for (auto& r : replies)
+  for (auto& r : replies) {
     EXPECT_EQ(r.code, status::ok);
+  }
   EXPECT_EQ(sample_redispatched(), 2.0);
 }
 

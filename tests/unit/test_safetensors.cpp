@@ -48,8 +48,9 @@ protected:
 
   static std::string le64(uint64_t n) {
     std::string s(8, '\0');
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < 8; ++i) {
       s[i] = static_cast<char>(n >> (8 * i));
+    }
     return s;
   }
 
@@ -72,9 +73,10 @@ protected:
     auto reason = reason_of(f.error());
     EXPECT_EQ(to_status(f.error()), status::invalid_argument) << reason;
     EXPECT_EQ(reason.rfind(path + ": ", 0), 0u) << reason;
-    for (const auto& n : needles)
+    for (const auto& n : needles) {
       EXPECT_NE(reason.find(n), std::string::npos)
           << "'" << n << "' not in: " << reason;
+    }
   }
 
   // The reason of a failed open of a header, for ad-hoc checks.
@@ -82,8 +84,9 @@ protected:
                            const safetensors_limits& limits = {}) {
     auto path = raw("h.safetensors", header, data_bytes);
     auto f = safetensors_file::open(path, limits);
-    if (f)
+    if (f) {
       return "<opened>";
+    }
     return reason_of(f.error());
   }
 
@@ -93,8 +96,9 @@ protected:
     x.shape = std::move(shape);
     auto n = *x.element_count() * dtype_size(t);
     x.data.resize(n);
-    for (size_t i = 0; i < n; ++i)
+    for (size_t i = 0; i < n; ++i) {
       x.data[i] = static_cast<uint8_t>(seed + i * 7);
+    }
     return x;
   }
 
@@ -143,9 +147,10 @@ const std::vector<dtype> all_dtypes = {
 TEST_F(safetensors_test, round_trip_every_dtype_and_metadata) {
   std::vector<std::pair<std::string, tensor>> ts;
   uint8_t seed = 0;
-  for (auto t : all_dtypes)
+  for (auto t : all_dtypes) {
     ts.emplace_back(std::string{"t_"} + std::string{to_string(t)},
                     make(t, {2, 3}, seed++));
+  }
   ts.emplace_back("scalar", make(dtype::f32, {}, 9));
   ts.emplace_back("empty", make(dtype::i64, {0, 4}, 0));
   std::map<std::string, std::string> meta{
@@ -170,8 +175,9 @@ TEST_F(safetensors_test, round_trip_every_dtype_and_metadata) {
     }
   }
   // File order is ascending offset, which the writer makes name order.
-  for (size_t i = 1; i < f->tensors().size(); ++i)
+  for (size_t i = 1; i < f->tensors().size(); ++i) {
     EXPECT_LE(f->tensors()[i - 1].data, f->tensors()[i].data);
+  }
   expect_consistent(*f);
 }
 
@@ -182,15 +188,17 @@ TEST_F(safetensors_test, writer_pads_header_to_eight_bytes) {
                     std::istreambuf_iterator<char>());
   ASSERT_GE(bytes.size(), 8u);
   uint64_t n = 0;
-  for (int i = 7; i >= 0; --i)
+  for (int i = 7; i >= 0; --i) {
     n = (n << 8) | static_cast<uint8_t>(bytes[i]);
+  }
   EXPECT_EQ(n % 8, 0u);
   EXPECT_EQ(bytes[8], '{');
   auto f = safetensors_file::open(path);
   ASSERT_TRUE(f) << reason_of(f.error());
-  for (const auto& t : f->tensors())
+  for (const auto& t : f->tensors()) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(f->tensors().front().data) % 8, 0u)
         << t.name;
+  }
 }
 
 TEST_F(safetensors_test, writer_rejects_bad_input) {
@@ -240,8 +248,9 @@ TEST_F(safetensors_test, data_points_into_the_mapping) {
   bool found = false;
   while (std::getline(maps, line)) {
     uintptr_t lo = 0, hi = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2)
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2) {
       continue;
+    }
     if (addr >= lo && addr < hi) {
       found = true;
       EXPECT_NE(line.find(path), std::string::npos) << line;
@@ -328,18 +337,20 @@ TEST_F(safetensors_test, bf16_f32_f64_to_f32) {
   auto got = to_f32(*f->find("bf"));
   ASSERT_TRUE(got);
   for (size_t i = 0; i < bf_want.size(); ++i) {
-    if (std::isnan(bf_want[i]))
+    if (std::isnan(bf_want[i])) {
       EXPECT_TRUE(std::isnan((*got)[i]));
-    else
+    } else {
       EXPECT_EQ((*got)[i], bf_want[i]) << i;
+    }
   }
   got = to_f32(*f->find("f"));
   ASSERT_TRUE(got);
   EXPECT_EQ(*got, f32);
   got = to_f32(*f->find("d"));
   ASSERT_TRUE(got);
-  for (size_t i = 0; i < f64.size(); ++i)
+  for (size_t i = 0; i < f64.size(); ++i) {
     EXPECT_EQ((*got)[i], static_cast<float>(f64[i])) << i;
+  }
   got = to_f32(*f->find("i"));
   ASSERT_FALSE(got);
   EXPECT_NE(reason_of(got.error()).find("tensor 'i': dtype"),
@@ -586,8 +597,9 @@ TEST_F(safetensors_test, depth_bomb) {
   expect_invalid(raw("shape", "{\"a\":{\"shape\":" + deep, 0),
                  {"tensor 'a': shape[0]"});
   std::string objs;
-  for (int i = 0; i < 100000; ++i)
+  for (int i = 0; i < 100000; ++i) {
     objs += "{\"k\":";
+  }
   expect_invalid(raw("obj", "{\"a\":{\"x\":" + objs, 0),
                  {"tensor 'a': x", "nested deeper than 8"});
 }
@@ -624,8 +636,9 @@ TEST_F(safetensors_test, escaped_names_decode) {
 
 TEST_F(safetensors_test, too_many_tensors) {
   std::vector<std::pair<std::string, tensor>> ts;
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < 3; ++i) {
     ts.emplace_back("t" + std::to_string(i), make(dtype::u8, {1}, 0));
+  }
   auto path = file("many.safetensors");
   ASSERT_FALSE(write_safetensors(path, ts));
   safetensors_limits lim;
@@ -693,8 +706,9 @@ TEST_F(safetensors_test, random_mutations_never_crash) {
     if (f) {
       ++opened;
       expect_consistent(*f);
-      for (const auto& t : f->tensors())
+      for (const auto& t : f->tensors()) {
         (void)to_f32(t);
+      }
     } else {
       EXPECT_FALSE(reason_of(f.error()).empty());
     }

@@ -7,8 +7,11 @@ using namespace shoal;
 
 TEST(service_discovery, one_group_per_node_with_role_and_labels) {
   std::vector<sd_target> targets{
-    {"127.0.0.1:9310", "head", "head", {}},
-    {"10.0.0.7:9310", "w1", "worker", {{"capacity", "spot"}, {"gpu.kind", "h100"}}},
+      {"127.0.0.1:9310", "head", "head", {}},
+      {"10.0.0.7:9310",
+       "w1",
+       "worker",
+       {{"capacity", "spot"}, {"gpu.kind", "h100"}}},
   };
   EXPECT_EQ(render_service_discovery(targets),
             "[{\"targets\":[\"127.0.0.1:9310\"],\"labels\":{\"node\":\"head\","
@@ -20,11 +23,12 @@ TEST(service_discovery, one_group_per_node_with_role_and_labels) {
 
 TEST(service_discovery, quotes_and_control_characters_cannot_break_the_json) {
   std::vector<sd_target> targets{
-    {"h:1", "we\"ird\\name\n", "worker", {{"k", "v\"\x01"}}},
+      {"h:1", "we\"ird\\name\n", "worker", {{"k", "v\"\x01"}}},
   };
-  EXPECT_EQ(render_service_discovery(targets),
-            "[{\"targets\":[\"h:1\"],\"labels\":{\"node\":\"we\\\"ird\\\\name\","
-            "\"role\":\"worker\",\"label_k\":\"v\\\"\"}}]\n");
+  EXPECT_EQ(
+      render_service_discovery(targets),
+      "[{\"targets\":[\"h:1\"],\"labels\":{\"node\":\"we\\\"ird\\\\name\","
+      "\"role\":\"worker\",\"label_k\":\"v\\\"\"}}]\n");
 }
 
 TEST(service_discovery, no_nodes_is_an_empty_list) {

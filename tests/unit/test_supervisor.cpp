@@ -47,8 +47,9 @@ struct fixture : ::testing::Test {
     child_factory f = [this](caf::local_actor* self, const std::string& m,
                              uint64_t v,
                              replica_listener_handle listener) -> caf::actor {
-      if (m == "unknown")
+      if (m == "unknown") {
         return {};
+      }
       ++spawned;
       return self->spawn(dummy_child, m, v, listener);
     };
