@@ -95,6 +95,11 @@ def check_pod(obj, by_kind, drain_grace_ms):
                          f"sleep ({sleep} s) plus runtime.drain_grace_ms ({drain_grace_ms} ms)")
         if not get(c, "resources.requests"):
             problem(obj, f"container {c.get('name')} has no resource requests")
+    volumes = {v["name"] for v in spec.get("volumes", [])}
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in volumes:
+                problem(obj, f"container {c.get('name')} mounts {m['name']}, no such volume")
     for v in spec.get("volumes", []):
         if "configMap" in v and v["configMap"]["name"] not in by_kind["ConfigMap"]:
             problem(obj, f"volume {v['name']}: no ConfigMap {v['configMap']['name']}")
