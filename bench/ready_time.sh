@@ -11,8 +11,10 @@
 #   ready: process start until /readyz answers 200;
 #   model: process start until the first inference of the model is answered
 #          OK (the node loads models on first use: fetch, verify, load).
-# With IMAGE=shoal:latest (and podman that can run containers) the node runs
-# in the container instead, the repository and cache mounted into it.
+# With IMAGE=shoal:latest the node runs from the image instead (buildah run
+# with chroot isolation, as its user, the cache mounted at the image's cache
+# volume: `podman run` needs an OCI runtime that can set rlimits and
+# cgroups, which some sandboxes refuse).
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 SHOALD=${SHOALD:-$SRC/build/shoald}
@@ -25,7 +27,12 @@ IMAGE=${IMAGE:-}
 WORK=$(mktemp -d /tmp/shoal-ready-XXXXXX)
 SERVER_PID=""
 NODE_PID=""
+CTR=""
+if [[ -n $IMAGE ]]; then
+  CTR=$(buildah from "$IMAGE")
+fi
 cleanup() {
+  [[ -z $CTR ]] || buildah rm "$CTR" >/dev/null 2>&1 || true
   for pid in $NODE_PID $SERVER_PID; do
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -90,8 +97,10 @@ run_once() {
   http=$(free_port)
   t0=$(now)
   if [[ -n $IMAGE ]]; then
-    podman run --rm --network host --cgroups=disabled -v "$cache:/var/cache/shoal/models" \
-      "$IMAGE" --set "gateway.endpoint=tcp://127.0.0.1:$gw" \
+    # The image's files, user and default config; the host's network.
+    buildah run --isolation chroot --user 10001:10001 \
+      -v "$cache:/var/cache/shoal/models" "$CTR" -- /usr/local/bin/shoald \
+      --config=/etc/shoal/shoal.toml --set "gateway.endpoint=tcp://127.0.0.1:$gw" \
       --set "http.listen=127.0.0.1:$http" --set "models.root=$REPO_URL" \
       >"$WORK/node.log" 2>&1 &
   else
