@@ -10,6 +10,8 @@ minutes): what makes the images small, safe and runnable.
   the entrypoint and shoalctl beside it, exposes the ports the manifests
   name, and declares the model cache volume at the path the manifests and
   configs use.
+- The build stage installs every -dev package scripts/setup.sh does
+  (but those only the tests and benchmarks use).
 - Its package list covers every library `ldd` reports for the given
   binaries (shoald, shoalctl, the CUDA plugin): each library's Debian
   package is listed, or is a dependency of a listed one, or is part of
@@ -150,7 +152,21 @@ def check_shape(stage, src):
                 f"{sorted(cache)}, k8s cache_dir {k8s_cache}, image cache_dir {image_cache}")
 
 
-def check_build(stage):
+# -dev packages of scripts/setup.sh that only the tests and benchmarks use.
+TEST_ONLY_DEV = {"libgmock-dev", "libbenchmark-dev"}
+
+
+def setup_packages(src):
+    text = open(os.path.join(src, "scripts/setup.sh")).read()
+    body = re.search(r"^PACKAGES=\((.*?)^\)", text, re.M | re.S).group(1)
+    return {w for line in body.splitlines() for w in line.split("#")[0].split()}
+
+
+def check_build(stage, src):
+    building = set((arg_default(stage, "BUILD_PACKAGES") or "").split())
+    for p in sorted(setup_packages(src)):
+        if p.endswith("-dev") and p not in TEST_ONLY_DEV and p not in building:
+            problem(f"build stage: scripts/setup.sh installs {p}, the image build does not")
     text = " ".join(rest for instr, rest in stage if instr == "RUN")
     for cmd in ("shoald", "shoalctl"):
         if f"/build/{cmd}" not in text:
@@ -267,7 +283,7 @@ def main():
         problem("the last stage (the image) must be runtime")
     packages = check_runtime(st["runtime"], globals_, src)
     check_shape(st["runtime"], src)
-    check_build(st["build"])
+    check_build(st["build"], src)
     if subprocess.run(["sh", "-c", "command -v dpkg-query && command -v ldd"],
                       capture_output=True).returncode != 0:
         print("\n".join(problems) or "Dockerfile: shape OK")
