@@ -97,9 +97,14 @@ run_once() {
   http=$(free_port)
   t0=$(now)
   if [[ -n $IMAGE ]]; then
-    # The image's files, user and default config; the host's network.
+    # The image's files, user and default config; the host's network. The
+    # clock starts when shoald starts inside, not when buildah does (it
+    # takes seconds to set up the container).
+    rm -f "$WORK/t0/t0"
+    mkdir -p "$WORK/t0" && chmod 777 "$WORK/t0"
     buildah run --isolation chroot --user 10001:10001 \
-      -v "$cache:/var/cache/shoal/models" "$CTR" -- /usr/local/bin/shoald \
+      -v "$cache:/var/cache/shoal/models" -v "$WORK/t0:/run/t0" "$CTR" -- \
+      /bin/sh -c 'date +%s.%N >/run/t0/t0; exec /usr/local/bin/shoald "$@"' shoald \
       --config=/etc/shoal/shoal.toml --set "gateway.endpoint=tcp://127.0.0.1:$gw" \
       --set "http.listen=127.0.0.1:$http" --set "models.root=$REPO_URL" \
       >"$WORK/node.log" 2>&1 &
@@ -117,6 +122,9 @@ run_once() {
     sleep 0.05
   done
   [[ -n $t_ready ]] || { cat "$WORK/node.log"; echo "node never ready" >&2; exit 1; }
+  if [[ -n $IMAGE ]]; then
+    t0=$(cat "$WORK/t0/t0")
+  fi
   "$PYTHON" - "tcp://127.0.0.1:$gw" <<'EOF' || { cat "$WORK/node.log"; exit 1; }
 import sys, msgpack, numpy as np, zmq
 s = zmq.Context.instance().socket(zmq.DEALER)
