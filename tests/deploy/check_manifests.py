@@ -135,6 +135,14 @@ def check_shape(objs, by_kind, env):
                    for c in get(d, "spec.template.spec.containers"))]
     if bool(gpus) != want["gpu"]:
         problems.append(f"{env}: GPU workers {'missing' if want['gpu'] else 'not expected'}")
+    # Only the GPU image (TAG-gpu, scripts/image.sh --gpu) has the CUDA plugin.
+    for d in by_kind["Deployment"].values():
+        pod = get(d, "spec.template.spec")
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            gpu_image = c.get("image", "").endswith("-gpu")
+            if gpu_image != (d in gpus):
+                problem(d, f"container {c['name']}: image {c.get('image')} on a "
+                           f"{'GPU' if d in gpus else 'CPU'} pod")
 
 
 def drain_grace(by_kind):
