@@ -212,7 +212,7 @@ caf::error torch_backend::run_zeros(uint64_t rows) {
     t.data.assign(n * dtype_size(in.type), 0);
     inputs.push_back(std::move(t));
   }
-  auto out = run(inputs, rows);
+  auto out = run_raw(inputs, rows);
   return out ? caf::error{} : out.error();
 }
 
@@ -254,7 +254,7 @@ torch_backend::take_outputs(const std::vector<shoal_torch_tensor>& outs,
 }
 
 caf::expected<std::vector<tensor>>
-torch_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
+torch_backend::run_raw(const std::vector<tensor>& inputs, uint64_t rows) {
   std::vector<shoal_torch_tensor> in;
   in.reserve(inputs.size());
   for (auto& t : inputs) {
@@ -262,20 +262,29 @@ torch_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
   }
   std::vector<shoal_torch_tensor> out(spec_.outputs.size());
   char err[err_len] = {0};
-  if (gpu_ >= 0 && ledger_id_ != 0) {
+  if (ledger_id_ != 0) {
     device_ledger::instance().touch(ledger_id_, true);
   }
   auto rc =
       api_->run(model_, in.data(), static_cast<uint32_t>(in.size()), out.data(),
                 static_cast<uint32_t>(out.size()), err, sizeof(err));
-  if (gpu_ >= 0 && ledger_id_ != 0) {
+  if (ledger_id_ != 0) {
     device_ledger::instance().touch(ledger_id_, false);
   }
   if (rc != 0) {
-    return make_error(errc::internal, where_of(spec_) + ": " + file_ +
-                                          ": forward failed: " + err);
+    return make_error(errc::internal, "forward failed: " + std::string{err});
   }
   return take_outputs(out, rows);
+}
+
+caf::expected<std::vector<tensor>>
+torch_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
+  auto out = run_raw(inputs, rows);
+  if (!out) {
+    return make_error(errc::internal, where_of(spec_) + ": " + file_ + ": " +
+                                          reason_of(out.error()));
+  }
+  return out;
 }
 
 uint64_t torch_backend::memory_bytes() const noexcept {

@@ -37,6 +37,10 @@ public:
 private:
   torch_backend() = default;
 
+  // run() without the model and file in its errors.
+  caf::expected<std::vector<tensor>> run_raw(const std::vector<tensor>& inputs,
+                                             uint64_t rows);
+
   // Runs one batch of zeros of `rows` rows (warm-up and output checks).
   caf::error run_zeros(uint64_t rows);
 
