@@ -2,9 +2,10 @@
 
 Needs Debian's python3-torch and python3-torchvision; imported only when
 asked for, so that the numpy examples need neither. Weights are random
-(seeded); nothing is downloaded. Each model is exported the way
-docs/model_format.md recommends: in eval mode, traced (resnet18) or
-scripted (text), then torch.jit.freeze'd, and saved with torch.jit.save.
+(seeded); nothing is downloaded. Each model is exported in eval mode,
+traced (resnet18) or scripted (text), and saved with torch.jit.save
+unfrozen: the node freezes it at load, after casting its weights when a
+GPU runs it in f16 or bf16 (docs/model_format.md).
 """
 
 import hashlib
@@ -38,13 +39,13 @@ def make_resnet18():
     model.eval()
     example = torch.rand(1, 3, 224, 224)
     with torch.no_grad():
-        module = torch.jit.freeze(torch.jit.trace(model, example))
+        module = torch.jit.trace(model, example)
     gen = torch.Generator().manual_seed(7)
     inputs = {n: torch.rand(n, 3, 224, 224, generator=gen) for n in RESNET_BATCHES}
     return {
         "name": "resnet18",
         "comment": ("torchvision's resnet18 with random (seeded) weights and batch-norm "
-                    "statistics,\n# traced and frozen."),
+                    "statistics,\n# traced."),
         "module": module,
         "inputs": [("image", "f32", [-1, 3, 224, 224])],
         "outputs": [("logits", "f32", [-1, 1000])],
@@ -77,7 +78,7 @@ def make_text():
     torch.manual_seed(20240404)
     model = TextClassifier().eval()
     with torch.no_grad():
-        module = torch.jit.freeze(torch.jit.script(model))
+        module = torch.jit.script(model)
     gen = torch.Generator().manual_seed(11)
     data = {n: [torch.randint(0, TEXT_VOCAB, (n, TEXT_LEN), generator=gen)]
             for n in TEXT_BATCHES}
@@ -85,7 +86,7 @@ def make_text():
         "name": "text",
         "comment": ("A text classifier: embedding + 2-layer nn.TransformerEncoder over "
                     "i64 token ids,\n# mean-pooled; returns a dict {logits, embedding}. "
-                    "Scripted and frozen."),
+                    "Scripted."),
         "module": module,
         "inputs": [("tokens", "i64", [-1, TEXT_LEN])],
         "outputs": [("logits", "f32", [-1, TEXT_CLASSES]),

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -194,6 +195,14 @@ shoal_torch_model* load_model(const shoal_torch_load_args* a) {
 #ifdef SHOAL_TORCH_CUDA
   if (!m->device.is_cpu()) {
     if (m->precision != c10::kFloat) {
+      // A frozen export holds its weights as graph constants, which no
+      // cast reaches: the inputs would meet f32 weights.
+      if (m->module.parameters().size() == 0) {
+        throw std::runtime_error(
+            "precision f16/bf16 needs the module's weights as parameters: "
+            "export it without torch.jit.freeze (the node freezes it after "
+            "the cast)");
+      }
       m->module.to(m->precision);
     }
     m->stream = std::make_unique<c10::cuda::CUDAStream>(
