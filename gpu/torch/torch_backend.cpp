@@ -178,7 +178,12 @@ caf::expected<backend_ptr> torch_backend::load(const model_spec& spec,
   char err[err_len] = {0};
   be->model_ = plugin.api->load(&args, err, sizeof(err));
   if (be->model_ == nullptr) {
-    return fail(std::string{err} + " (libtorch " + plugin.api->version() + ")");
+    std::string why = err;
+    if (why.find("PytorchStreamReader") != std::string::npos) {
+      why += " (not a TorchScript archive as torch.jit.save writes one, or "
+             "cut short)";
+    }
+    return fail(why + " (libtorch " + plugin.api->version() + ")");
   }
   be->gpu_ = args.device;
   if ((*topts)->warmup) {
