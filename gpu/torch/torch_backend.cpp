@@ -183,6 +183,10 @@ caf::expected<backend_ptr> torch_backend::load(const model_spec& spec,
       why += " (not a TorchScript archive as torch.jit.save writes one, or "
              "cut short)";
     }
+    if (why.find("maximum supported version") != std::string::npos) {
+      why += " (saved by a newer torch: export it with a torch no newer than "
+             "this node's libtorch)";
+    }
     return fail(why + " (libtorch " + plugin.api->version() + ")");
   }
   be->gpu_ = args.device;

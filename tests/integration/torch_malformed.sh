@@ -9,6 +9,8 @@
 #   badshape   forward returns [n, 5], the manifest declares [-1, 4]
 #   baddtype   forward returns f64, the manifest declares f32
 #   nodict     forward returns a dict without the declared 'embedding'
+#   newer      saved by a torch newer than the node's libtorch (the
+#              archive's format version raised to 99)
 source "$(dirname "$0")/lib.sh"
 
 require_python_modules
@@ -29,8 +31,10 @@ scratch_dir MODELS_DIR shoal-torch-malformed
 scratch_dir GEN_DIR shoal-torch-gen
 cat >"$GEN_DIR/make_bad_models.py" <<'EOF'
 import hashlib
+import io
 import os
 import sys
+import zipfile
 from typing import Dict
 
 import torch
@@ -89,6 +93,19 @@ def write(name, blob, outputs, sha=None):
         f.write("\n".join(toml) + "\n")
 
 
+def newer(blob):
+    """The archive with its format version raised past any libtorch's."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(blob)) as zin, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/version"):
+                data = b"99\n"
+            zout.writestr(info, data)
+    return out.getvalue()
+
+
 dict_outputs = [("logits", "[-1, 4]"), ("embedding", "[-1, 8]")]
 good = saved(Good())
 write("good", good, dict_outputs)
@@ -99,6 +116,7 @@ write("arity", saved(Arity()), [("logits", "[-1, 8]")])
 write("badshape", saved(BadShape()), [("logits", "[-1, 4]")])
 write("baddtype", saved(BadDtype()), [("logits", "[-1, 4]")])
 write("nodict", saved(NoDict()), dict_outputs)
+write("newer", newer(good), dict_outputs)
 EOF
 "$PYTHON" "$GEN_DIR/make_bad_models.py" "$MODELS_DIR"
 
@@ -122,6 +140,7 @@ CASES = {
     "badshape": ["'logits'", "[4, 5]", "[-1, 4]"],
     "baddtype": ["'logits'", "f64", "f32"],
     "nodict": ["'embedding'", "logits"],
+    "newer": ["version 99", "maximum supported version", "no newer than"],
 }
 failures = []
 sock = zmq.Context.instance().socket(zmq.DEALER)
