@@ -21,6 +21,13 @@ for m in resnet18 text; do
   fi
 done
 
+# shoald itself never links libtorch: only the plugin does.
+if ldd "$SHOALD" | grep -q 'libtorch'; then
+  echo "FAIL: $SHOALD links libtorch:"
+  ldd "$SHOALD" | grep libtorch
+  exit 1
+fi
+
 start_node --set "models.root=$EXAMPLE_MODELS" --set torch.threads=2
 
 mapped() { grep -cE 'libshoal_torch|libtorch' "/proc/$NODE_PID/maps" || true; }
