@@ -339,6 +339,17 @@ std::vector<setting> log_settings() {
   };
 }
 
+std::vector<setting> torch_settings() {
+  using c = node_config;
+  return {
+      declare("torch.threads",
+              "Intra-op threads of libtorch's one process-wide pool, set once "
+              "when the first torch model loads (0: every core this process "
+              "may run on); [torch] threads in a manifest can only lower it.",
+              &c::torch, &c::torch_section::threads),
+  };
+}
+
 // Every setting, declared once with its documentation, section by section
 // in the order --print-config shows them.
 const std::vector<setting>& settings() {
@@ -348,7 +359,7 @@ const std::vector<setting>& settings() {
          {&node_settings, &cluster_settings, &gateway_settings, &http_settings,
           &models_settings, &cache_settings, &router_settings,
           &executor_settings, &supervisor_settings, &runtime_settings,
-          &log_settings}) {
+          &log_settings, &torch_settings}) {
       auto more = section();
       out.insert(out.end(), more.begin(), more.end());
     }

@@ -83,6 +83,9 @@ struct node_config {
   struct log_section {
     std::string level = "info";
   } log;
+  struct torch_section {
+    uint64_t threads = 0; // 0: every core the process may run on
+  } torch;
   // Where each value that is not a default came from, by "section.key": a
   // file, "environment SHOAL_...", or "--set". --print-config shows it.
   std::map<std::string, std::string> sources;

@@ -12,6 +12,7 @@
 #include "config/human_bytes.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device/node_devices.hpp"
+#include "gpu/registry.hpp"
 #include "net/wire/error.hpp"
 #include "runtime/model/repository.hpp"
 #include "runtime/node/node_impl.hpp"
@@ -79,6 +80,7 @@ using impl = node::impl;
 
 // The model repository, and how executors bring a version's files in.
 caf::error open_models(impl& d) {
+  configure_backends(d.cfg);
   auto store = store_config_of(d.cfg);
   d.env = std::make_shared<load_env>();
   d.env->prepare = [store](const model_spec& spec,
