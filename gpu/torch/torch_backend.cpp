@@ -28,7 +28,7 @@ constexpr size_t err_len = 1024;
 // torch.threads from the node's configuration (0: every core it may use).
 std::atomic<uint64_t> configured_threads{0};
 
-uint32_t usable_cores() {
+[[maybe_unused]] uint32_t usable_cores() {
   cpu_set_t set;
   CPU_ZERO(&set);
   if (::sched_getaffinity(0, sizeof(set), &set) == 0) {
