@@ -59,6 +59,7 @@ keypair head-link
 keypair worker-link
 
 # Who may connect: public keys only, so these two may also be kept in git.
+# shoald wants them readable by its user alone, like the key files.
 # They are mounted from a ConfigMap without a hash suffix, so an edit
 # reaches running heads without a restart (security.clients_file is re-read
 # when it changes).
@@ -73,12 +74,11 @@ role = "admin"
 TOML
   echo "wrote $dir/clients.toml"
 fi
-if [[ ! -f $dir/workers.toml ]]; then
-  cat >"$dir/workers.toml" <<TOML
-# cluster.workers_file: the worker link keys the head accepts.
-[[worker]]
-name = "workers"
-public_key = "$(head -1 "$dir/worker-link.pub")"
-TOML
-  echo "wrote $dir/workers.toml"
+if [[ ! -f $dir/workers.keys ]]; then
+  cat >"$dir/workers.keys" <<KEYS
+# cluster.workers_file: the worker link keys the head accepts, one Z85
+# public key a line.
+$(head -1 "$dir/worker-link.pub")
+KEYS
+  echo "wrote $dir/workers.keys"
 fi
