@@ -84,6 +84,7 @@ struct router_test : ::testing::Test {
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
   router_handle router;
+  live_catalog_ptr live;
   model_spec_ptr spec;
   std::vector<reply> replies;
 
@@ -109,8 +110,9 @@ struct router_test : ::testing::Test {
     auto cat = std::make_shared<model_catalog>();
     cat->models["m"][1] = spec;
     auto sup = sys->spawn(fake_supervisor, caf::actor{*obs});
-    router = sys->spawn(router_actor, rc, model_catalog_ptr{cat}, cache, sink,
-                        metrics, sup, cluster_status_handle{});
+    live = std::make_shared<live_catalog>(model_catalog_ptr{cat});
+    router = sys->spawn(router_actor, rc, live, cache, sink, metrics, sup,
+                        cluster_status_handle{});
   }
 
   void TearDown() override {
