@@ -51,6 +51,8 @@ caf::expected<std::map<uint64_t, model_spec_ptr>>
 scan_model_dir(const fs::path& dir, const std::string& name,
                const model_catalog* known) {
   std::map<uint64_t, model_spec_ptr> versions;
+  // A re-read repeats what the start already warned about, every poll.
+  auto level = known ? spdlog::level::debug : spdlog::level::warn;
   std::error_code ec;
   for (auto& vdir : fs::directory_iterator{dir, ec}) {
     if (!vdir.is_directory()) {
@@ -61,15 +63,16 @@ scan_model_dir(const fs::path& dir, const std::string& name,
     auto [p, perr] =
         std::from_chars(vname.data(), vname.data() + vname.size(), v);
     if (perr != std::errc{} || p != vname.data() + vname.size() || v == 0) {
-      spdlog::warn("model repository: skipping {} (version directories "
-                   "are positive integers)",
-                   vdir.path().string());
+      spdlog::log(level,
+                  "model repository: skipping {} (version directories "
+                  "are positive integers)",
+                  vdir.path().string());
       continue;
     }
     auto manifest = vdir.path() / "model.toml";
     if (!fs::exists(manifest, ec)) {
-      spdlog::warn("model repository: {} has no model.toml, skipped",
-                   vdir.path().string());
+      spdlog::log(level, "model repository: {} has no model.toml, skipped",
+                  vdir.path().string());
       continue;
     }
     auto spec = version_spec(manifest.string(), name, v, known);
@@ -106,8 +109,9 @@ caf::expected<model_catalog_ptr> scan_dir(const std::string& root,
       return versions.error();
     }
     if (versions->empty()) {
-      spdlog::warn("model repository: {} holds no versions, skipped",
-                   model_dir.path().string());
+      spdlog::log(known ? spdlog::level::debug : spdlog::level::warn,
+                  "model repository: {} holds no versions, skipped",
+                  model_dir.path().string());
       continue;
     }
     catalog->models.emplace(name, std::move(*versions));

@@ -7,7 +7,10 @@
 #  - a changed manifest of a loaded version is refused, the log names the
 #    file, and the version keeps serving as it was;
 #  - with models.poll_ms = 200, a new version is served within seconds
-#    with no op at all.
+#    with no op at all;
+#  - from an HTTP repository (index.toml), a version published with
+#    `shoalctl index` is served after `shoalctl reload`, and a changed
+#    manifest is refused naming its URL.
 source "$(dirname "$0")/lib.sh"
 
 require_python_modules
@@ -42,6 +45,17 @@ EOT
 }
 
 ctl() { "$SHOALCTL" --endpoint "$ENDPOINT" "$@"; }
+
+SERVER_PID=""
+reload_cleanup() {
+  local rc=$?
+  if [[ -n "$SERVER_PID" ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ $rc -eq 0 ]]; then cleanup; else (exit "$rc") || cleanup; fi
+}
+trap reload_cleanup EXIT
 
 # expect_y MODEL VERSION X WANT: infer with every input X, check every y.
 expect_y() {
@@ -123,4 +137,31 @@ for _ in $(seq 1 100); do
 done
 test -n "$served" || fail "m v3 not served within 10 s of polling"
 expect_y m 3 2 -2
+
+# An HTTP repository: published with `shoalctl index`, then reload.
+stop_node
+"$SHOALCTL" index "$REPO" >/dev/null
+"$PYTHON" "$SOURCE_ROOT/tests/integration/range_server.py" --dir "$REPO" \
+  --port 0 >"$WORK/port" 2>"$WORK/server.err" &
+SERVER_PID=$!
+for _ in $(seq 1 50); do
+  [[ -s "$WORK/port" ]] && break
+  sleep 0.1
+done
+URL="http://127.0.0.1:$(head -1 "$WORK/port")"
+start_node --set "models.root=$URL"
+expect_y m 3 1 -1
+write_version m 4 5.0 0.0
+"$SHOALCTL" index "$REPO" >/dev/null
+out=$(ctl reload) || fail "http reload: $out"
+grep -q "added m version 4" <<<"$out" || fail "http reload did not add m v4: $out"
+expect_y m 4 2 10
+write_version m 3 7.0 0.0
+set +e
+out=$(ctl reload); rc=$?
+set -e
+test "$rc" = 1 || fail "http: a refused manifest should exit 1, got $rc: $out"
+grep -q "refused m version 3.*$URL/m/3/model.toml" <<<"$out" ||
+  fail "http: change not refused naming its URL: $out"
+expect_y m 3 3 -3
 echo "model reload OK"
