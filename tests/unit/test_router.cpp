@@ -360,3 +360,39 @@ TEST_F(router_test, a_retry_of_an_open_request_gets_one_reply) {
   caf::anon_send(router, a);
   EXPECT_EQ(seen(1).size(), 1u);
 }
+
+TEST_F(router_test, a_version_removed_by_a_reload_is_refused_and_retires) {
+  start({});
+  caf::anon_send(router, job(1, 1.0f));
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  ASSERT_EQ(seen(1).size(), 1u);
+  caf::anon_send(exec, release_atom::value);
+  collect(1);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].code, status::ok);
+  auto executors = [&] {
+    auto text = reg.render();
+    auto pos = text.find("\nshoal_executors{");
+    if (pos == std::string::npos) {
+      return -1.0;
+    }
+    pos = text.find("} ", pos);
+    return std::strtod(text.c_str() + pos + 2, nullptr);
+  };
+  EXPECT_EQ(executors(), 1.0);
+  // The repository no longer has m v1: the node installs the new catalog
+  // and tells the router.
+  live->set(std::make_shared<model_catalog>());
+  caf::anon_send(router, reload_atom::value);
+  caf::anon_send(router, job(2, 2.0f));
+  collect(2);
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[1].code, status::not_found) << replies[1].error;
+  // Its replica was idle: it retires at once, whatever its idle TTL.
+  auto deadline = clock_type::now() + 2s;
+  while (executors() != 0.0 && clock_type::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(executors(), 0.0);
+}
