@@ -237,6 +237,10 @@ std::vector<setting> models_settings() {
       declare("models.max_file_bytes",
               "Largest model file the store accepts from a repository.",
               &c::models, &c::models_section::max_file_bytes),
+      declare("models.poll_ms",
+              "Re-read the repository this often for new and removed model "
+              "versions (0: only at start and on `shoalctl reload`).",
+              &c::models, &c::models_section::poll_ms),
   };
 }
 
@@ -635,6 +639,9 @@ caf::error validate_models(const node_config& cfg) {
   }
   if (cfg.models.fetch_timeout_ms < 100) {
     return invalid("models.fetch_timeout_ms", "must be at least 100");
+  }
+  if (cfg.models.poll_ms > 0 && cfg.models.poll_ms < 100) {
+    return invalid("models.poll_ms", "must be 0 (off) or at least 100");
   }
   return {};
 }

@@ -51,6 +51,7 @@ struct node_config {
     uint64_t fetch_timeout_ms = 300000;
     uint64_t fetch_retries = 3;
     uint64_t max_file_bytes = uint64_t{64} << 30;
+    uint64_t poll_ms = 0;
   } models;
   struct cache_section {
     uint64_t max_bytes = 256u << 20;
