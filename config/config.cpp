@@ -123,7 +123,7 @@ setting hidden(setting s) {
   s.render = [key = s.key](const node_config& cfg) {
     auto* value = key == "cluster.secret" ? &cfg.cluster.secret : nullptr;
     return value != nullptr && !value->empty() ? std::string{"\"(hidden)\""}
-                                               : std::string{"\"\""};
+                                               : std::string{"''"};
   };
   return s;
 }

@@ -193,7 +193,7 @@ std::string capture(bool curve) {
     tensor[i] = static_cast<char>(0xA5 ^ i);
   }
   auto body = "model=confidential-model;data=" + tensor;
-  for (int i = 0; i < 100 && hub_in.ups == 0; ++i) {
+  for (int i = 0; i < 250 && (hub_in.ups == 0 || member_in.ups == 0); ++i) {
     std::this_thread::sleep_for(20ms);
   }
   EXPECT_FALSE((*member)->send("", "app.infer", body));
