@@ -118,6 +118,16 @@ setting declare(std::string key, std::string doc, Section node_config::*sec,
   return s;
 }
 
+// A setting whose value --print-config must not show (a secret).
+setting hidden(setting s) {
+  s.render = [key = s.key](const node_config& cfg) {
+    auto* value = key == "cluster.secret" ? &cfg.cluster.secret : nullptr;
+    return value != nullptr && !value->empty() ? std::string{"\"(hidden)\""}
+                                               : std::string{"''"};
+  };
+  return s;
+}
+
 std::vector<setting> node_settings() {
   using c = node_config;
   return {
@@ -158,14 +168,30 @@ std::vector<setting> cluster_settings() {
       declare("cluster.join",
               "Worker: the head's cluster.listen endpoint (--join).",
               &c::cluster, &c::cluster_section::join),
-      declare("cluster.secret",
-              "Shared secret that authenticates node messages (HMAC-SHA256); "
-              "empty: unauthenticated, for a trusted network only.",
-              &c::cluster, &c::cluster_section::secret),
+      hidden(declare("cluster.secret",
+                     "Shared secret that authenticates node messages "
+                     "(HMAC-SHA256) and, unless cluster.curve_secret_key_file "
+                     "is set, encrypts the links (CURVE keys derived from "
+                     "it); empty: neither, for a trusted network only.",
+                     &c::cluster, &c::cluster_section::secret)),
       declare("cluster.secret_file",
               "File holding cluster.secret (its first line), e.g. a mounted "
               "Kubernetes secret.",
               &c::cluster, &c::cluster_section::secret_file),
+      declare("cluster.curve_secret_key_file",
+              "This node's own CURVE secret key for the node links (Z85, "
+              "first line; shoalctl keygen); instead of keys derived from "
+              "cluster.secret.",
+              &c::cluster, &c::cluster_section::curve_secret_key_file),
+      declare("cluster.workers_file",
+              "Head, with cluster.curve_secret_key_file: the worker public "
+              "keys it accepts, one Z85 key (or .pub file path) a line; "
+              "others are refused at the handshake.",
+              &c::cluster, &c::cluster_section::workers_file),
+      declare("cluster.head_public_key",
+              "Worker, with cluster.curve_secret_key_file: the head's public "
+              "key (Z85, or a .pub file).",
+              &c::cluster, &c::cluster_section::head_public_key),
       declare("cluster.heartbeat_ms", "Heartbeat interval of node links.",
               &c::cluster, &c::cluster_section::heartbeat_ms),
       declare("cluster.suspect_ms",
@@ -204,8 +230,18 @@ std::vector<setting> http_settings() {
       declare("http.listen",
               "HOST:PORT of /metrics, /healthz and /readyz (empty: off).",
               &c::http, &c::http_section::listen),
-      declare("http.threads", "HTTP worker threads.", &c::http,
-              &c::http_section::threads),
+      declare("http.threads",
+              "HTTP threads, each an event loop (idle connections cost no "
+              "thread).",
+              &c::http, &c::http_section::threads),
+      declare("http.timeout_ms",
+              "A connection that sends no complete request within this is "
+              "closed (whole seconds).",
+              &c::http, &c::http_section::timeout_ms),
+      declare("http.max_connections",
+              "Open HTTP connections at most; past it new ones are closed at "
+              "once.",
+              &c::http, &c::http_section::max_connections),
   };
 }
 
@@ -335,6 +371,26 @@ std::vector<setting> runtime_settings() {
   };
 }
 
+std::vector<setting> security_settings() {
+  using c = node_config;
+  return {
+      declare("security.curve_secret_key_file",
+              "The gateway's CURVE secret key (Z85, first line; shoalctl "
+              "keygen). When set, clients must connect with CURVE and a key "
+              "listed in security.clients_file.",
+              &c::security, &c::security_section::curve_secret_key_file),
+      declare("security.clients_file",
+              "TOML list of allowed clients: [[client]] name, public_key "
+              "(Z85), tenant, role = \"client\" | \"admin\"; re-read on "
+              "change or SIGHUP.",
+              &c::security, &c::security_section::clients_file),
+      declare("security.admin_from",
+              "Without CURVE, where admin ops (load, unload, drain) may come "
+              "from: \"loopback\" or \"any\" (warned about at start).",
+              &c::security, &c::security_section::admin_from),
+  };
+}
+
 std::vector<setting> log_settings() {
   using c = node_config;
   return {
@@ -363,7 +419,7 @@ const std::vector<setting>& settings() {
          {&node_settings, &cluster_settings, &gateway_settings, &http_settings,
           &models_settings, &cache_settings, &router_settings,
           &executor_settings, &supervisor_settings, &runtime_settings,
-          &log_settings, &torch_settings}) {
+          &security_settings, &log_settings, &torch_settings}) {
       auto more = section();
       out.insert(out.end(), more.begin(), more.end());
     }
@@ -407,7 +463,9 @@ caf::error apply_env(node_config& cfg) {
   // SHOAL_<SECTION>_<KEY>, e.g. SHOAL_GATEWAY_ENDPOINT. Unknown SHOAL_*
   // names are an error too: a typo must not silently do nothing.
   static const std::vector<std::string> not_settings{
-      "SHOAL_MODEL_ROOT", "SHOAL_ENDPOINT", "SHOAL_CONFIG"};
+      "SHOAL_MODEL_ROOT", "SHOAL_ENDPOINT", "SHOAL_CONFIG",
+      // shoalctl's CURVE keys.
+      "SHOAL_SERVER_PUBLIC_KEY", "SHOAL_CLIENT_KEY"};
   for (char** e = environ; e && *e; ++e) {
     std::string_view kv{*e};
     if (kv.substr(0, 6) != "SHOAL_") {
@@ -612,6 +670,36 @@ caf::error validate_serving(const node_config& cfg) {
   return {};
 }
 
+// CURVE keys come in pairs of settings; admin_from is one of two words.
+caf::error validate_security(const node_config& cfg) {
+  auto& s = cfg.security;
+  if (s.admin_from != "loopback" && s.admin_from != "any") {
+    return invalid("security.admin_from",
+                   "must be \"loopback\" or \"any\", got '" + s.admin_from +
+                       "'");
+  }
+  if (s.curve_secret_key_file.empty() != s.clients_file.empty()) {
+    return invalid(s.clients_file.empty() ? "security.clients_file"
+                                          : "security.curve_secret_key_file",
+                   "CURVE needs both security.curve_secret_key_file and "
+                   "security.clients_file");
+  }
+  auto& c = cfg.cluster;
+  if (!c.curve_secret_key_file.empty()) {
+    if (cfg.node.role == "head" && c.workers_file.empty()) {
+      return invalid("cluster.workers_file",
+                     "a head with cluster.curve_secret_key_file needs the "
+                     "workers' public keys");
+    }
+    if (cfg.node.role == "worker" && c.head_public_key.empty()) {
+      return invalid("cluster.head_public_key",
+                     "a worker with cluster.curve_secret_key_file needs the "
+                     "head's public key");
+    }
+  }
+  return {};
+}
+
 // The model repository (a directory, file:// or http(s)://) and the store.
 caf::error validate_models(const node_config& cfg) {
   auto root = cfg.models.root;
@@ -649,7 +737,8 @@ caf::error validate_models(const node_config& cfg) {
 } // namespace
 
 caf::error validate(const node_config& cfg) {
-  for (auto* check : {&validate_cluster, &validate_serving, &validate_models}) {
+  for (auto* check : {&validate_cluster, &validate_serving, &validate_security,
+                      &validate_models}) {
     if (auto err = check(cfg)) {
       return err;
     }

@@ -28,6 +28,9 @@ struct node_config {
     std::string join;
     std::string secret;
     std::string secret_file;
+    std::string curve_secret_key_file;
+    std::string workers_file;
+    std::string head_public_key;
     uint64_t heartbeat_ms = 100;
     uint64_t suspect_ms = 300;
     uint64_t timeout_ms = 1000;
@@ -42,6 +45,8 @@ struct node_config {
   struct http_section {
     std::string listen = "127.0.0.1:9310";
     int threads = 2;
+    uint64_t timeout_ms = 10000;
+    uint64_t max_connections = 1024;
   } http;
   struct models_section {
     std::string root;
@@ -81,6 +86,11 @@ struct node_config {
     uint64_t scheduler_threads = 0;
     uint64_t drain_grace_ms = 30000;
   } runtime;
+  struct security_section {
+    std::string curve_secret_key_file;
+    std::string clients_file;
+    std::string admin_from = "loopback";
+  } security;
   struct log_section {
     std::string level = "info";
   } log;

@@ -16,7 +16,8 @@ PACKAGES=(
   # build
   meson ninja-build pkg-config g++
   # libraries
-  libcaf-dev libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libcivetweb-dev
+  libcaf-dev libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
+  libmicrohttpd-dev # /metrics: event-driven, so idle connections cost no thread
   libtomlplusplus-dev libspdlog-dev libcli11-dev libsodium-dev
   libcurl4-openssl-dev libssl-dev libxxhash-dev libopenblas-dev
   # the torch backend's plugin (libtorch 1.13, CPU), and what writes its

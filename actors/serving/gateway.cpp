@@ -4,7 +4,12 @@
 
 #include <caf/all.hpp>
 
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
 #include "gpu/model/manifest.hpp"
+#include "net/gateway/access.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {
@@ -12,6 +17,7 @@ namespace shoal {
 struct gateway::impl : client_socket::handler {
   gateway_config cfg;
   gateway_env env;
+  access_policy policy;
 
   // Reused per frame, so the hot path does not allocate for them.
   request req;
@@ -192,8 +198,30 @@ struct gateway::impl : client_socket::handler {
     caf::anon_send(env.router, std::move(job));
   }
 
-  void on_frame(client_socket& sock, reply_route& route, const client_peer&,
-                std::string_view frame) override {
+  // The key may have been removed from the clients file after its
+  // connection was accepted: its session ends with the next frame.
+  // Otherwise, admin ops need an admin. Returns true when refused.
+  bool refuse(client_socket& sock, const reply_route& route,
+              const client_peer& peer) {
+    if (policy.curve && !cfg.clients->has_name(peer.key_name)) {
+      send_reply(sock, route,
+                 error_reply(status::unauthenticated,
+                             "client key '" + peer.key_name +
+                                 "' is no longer in the clients file"));
+      env.metrics->op_reply(req.op, status::unauthenticated);
+      return true;
+    }
+    auto why = access_refusal(req.op, peer, policy);
+    if (why.empty()) {
+      return false;
+    }
+    send_reply(sock, route, error_reply(status::permission_denied, why));
+    env.metrics->op_reply(req.op, status::permission_denied);
+    return true;
+  }
+
+  void on_frame(client_socket& sock, reply_route& route,
+                const client_peer& peer, std::string_view frame) override {
     auto recv_ns = now_ns();
     req = request{};
     if (auto err =
@@ -205,6 +233,9 @@ struct gateway::impl : client_socket::handler {
       r.error = reason_of(err);
       send_reply(sock, route, r);
       return env.metrics->invalid_frame();
+    }
+    if (refuse(sock, route, peer)) {
+      return;
     }
     switch (req.op) {
     case op_kind::infer:
@@ -231,6 +262,55 @@ struct gateway::impl : client_socket::handler {
   void on_malformed() override { env.metrics->invalid_frame(); }
 };
 
+namespace {
+
+// The ZAP verdict for a client key: its name, tenant and role from the
+// clients file, or a refusal (logged at most once a second: a scan must
+// not flood the log).
+zap_verdict authorize_client(const client_registry& clients,
+                             const zap_request& req) {
+  zap_verdict v;
+  auto entry = req.curve ? clients.find(req.public_key) : std::nullopt;
+  if (!entry) {
+    static std::chrono::steady_clock::time_point last;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last >= std::chrono::seconds{1}) {
+      last = now;
+      spdlog::warn("security: refused a client key not in {} (public key {}, "
+                   "from {})",
+                   clients.path(), req.curve ? z85_of(req.public_key) : "-",
+                   req.address);
+    }
+    return v;
+  }
+  v.ok = true;
+  v.user_id = entry->name;
+  v.metadata = {
+      {"tenant", entry->tenant},
+      {"role", entry->role == client_role::admin ? "admin" : "client"}};
+  return v;
+}
+
+client_socket_config socket_config_of(const gateway_config& c) {
+  client_socket_config sc;
+  sc.endpoint = c.endpoint;
+  sc.io_threads = c.io_threads;
+  sc.max_frame_bytes = c.limits.max_frame_bytes;
+  if (c.clients) {
+    sc.curve = true;
+    sc.secret_key = c.secret_key;
+    auto clients = c.clients;
+    sc.authorize = [clients](const zap_request& req) {
+      return authorize_client(*clients, req);
+    };
+    sc.tick = [clients] { clients->reload_if_changed(); };
+    sc.on_auth_failure = c.on_auth_failure;
+  }
+  return sc;
+}
+
+} // namespace
+
 gateway::gateway() : impl_(std::make_unique<impl>()) {
   // nop
 }
@@ -245,11 +325,9 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(gateway_config cfg,
   auto& d = *gw->impl_;
   d.cfg = std::move(cfg);
   d.env = std::move(env);
-  client_socket_config sc;
-  sc.endpoint = d.cfg.endpoint;
-  sc.io_threads = d.cfg.io_threads;
-  sc.max_frame_bytes = d.cfg.limits.max_frame_bytes;
-  auto sock = client_socket::start(sc, d.env.sink, d);
+  d.policy.curve = d.cfg.clients != nullptr;
+  d.policy.admin_from_any = d.cfg.admin_from_any;
+  auto sock = client_socket::start(socket_config_of(d.cfg), d.env.sink, d);
   if (!sock) {
     return sock.error();
   }

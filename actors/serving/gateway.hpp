@@ -19,6 +19,7 @@
 #include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/client_socket.hpp"
+#include "net/security/client_registry.hpp"
 #include "net/wire/codec.hpp"
 
 namespace shoal {
@@ -29,6 +30,14 @@ struct gateway_config {
   int io_threads = 1;
   std::string node_name;
   codec_limits limits;
+  // CURVE: set `clients` to require it. The node's secret key; the allowed
+  // client keys (re-read on change), whose role decides the admin ops.
+  std::shared_ptr<client_registry> clients;
+  curve_key secret_key{};
+  // Without CURVE: admin ops from any address, not only loopback.
+  bool admin_from_any = false;
+  // A refused handshake, by reason (shoal_auth_failures_total).
+  std::function<void(std::string_view reason)> on_auth_failure;
 };
 
 // What the gateway needs from the node around it.

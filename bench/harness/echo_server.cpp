@@ -35,10 +35,16 @@ void echo_loop(zmq::socket_t& sock) {
   }
 }
 
-int echo_main(int report_fd) {
+int echo_main(int report_fd,
+              const std::optional<std::array<uint8_t, 32>>& curve_secret) {
   try {
     zmq::context_t ctx{1};
     zmq::socket_t sock{ctx, zmq::socket_type::router};
+    if (curve_secret) {
+      sock.set(zmq::sockopt::curve_server, 1);
+      sock.set(zmq::sockopt::curve_secretkey,
+               zmq::const_buffer{curve_secret->data(), curve_secret->size()});
+    }
     sock.set(zmq::sockopt::linger, 0);
     sock.set(zmq::sockopt::sndhwm, 0);
     sock.set(zmq::sockopt::rcvhwm, 0);
@@ -57,7 +63,8 @@ int echo_main(int report_fd) {
 
 } // namespace
 
-echo_server start_echo_server() {
+echo_server
+start_echo_server(std::optional<std::array<uint8_t, 32>> curve_secret) {
   int fds[2];
   if (::pipe(fds) != 0) {
     throw bench_error{"pipe: " + std::string{std::strerror(errno)}};
@@ -68,7 +75,7 @@ echo_server start_echo_server() {
   srv.proc = std::make_unique<shoal::test::child_process>(
       [&] {
         ::close(fds[0]);
-        return echo_main(fds[1]);
+        return echo_main(fds[1], curve_secret);
       },
       std::string{}, opts);
   ::close(fds[1]);

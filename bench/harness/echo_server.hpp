@@ -3,7 +3,10 @@
 // own, so that it pays the same process, socket and thread costs as a node.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tests/support/process.hpp"
@@ -16,7 +19,9 @@ struct echo_server {
 };
 
 // Forks the echo server (this binary, no exec). Must run before this
-// process starts any thread.
-echo_server start_echo_server();
+// process starts any thread. With `curve_secret`, a CURVE server with that
+// key (any client key accepted: no ZAP handler).
+echo_server start_echo_server(
+    std::optional<std::array<uint8_t, 32>> curve_secret = std::nullopt);
 
 } // namespace shoal::bench

@@ -197,11 +197,20 @@ void require_clean(const reply_checker& chk, const std::string& phase) {
 
 // -- client -------------------------------------------------------------------
 
-client::client(zmq::context_t& ctx, const std::string& endpoint)
+client::client(zmq::context_t& ctx, const std::string& endpoint,
+               const curve_client_keys* curve)
     : sock_(ctx, zmq::socket_type::dealer) {
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::rcvtimeo,
             static_cast<int>(std::chrono::milliseconds{reply_timeout}.count()));
+  if (curve != nullptr) {
+    auto key = [](const std::array<uint8_t, 32>& k) {
+      return zmq::const_buffer{k.data(), k.size()};
+    };
+    sock_.set(zmq::sockopt::curve_serverkey, key(curve->server_public));
+    sock_.set(zmq::sockopt::curve_publickey, key(curve->public_key));
+    sock_.set(zmq::sockopt::curve_secretkey, key(curve->secret_key));
+  }
   sock_.connect(endpoint);
 }
 

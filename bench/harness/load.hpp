@@ -4,6 +4,7 @@
 // loops (1 in flight; N in flight, closed loop).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -100,10 +101,16 @@ private:
 // Throws bench_error when the checker saw bad replies.
 void require_clean(const reply_checker& chk, const std::string& phase);
 
+// A CURVE client's keys: the server's public key and its own pair.
+struct curve_client_keys {
+  std::array<uint8_t, 32> server_public{}, public_key{}, secret_key{};
+};
+
 // One DEALER connected to one server; the same code drives echo and shoal.
 class client {
 public:
-  client(zmq::context_t& ctx, const std::string& endpoint);
+  client(zmq::context_t& ctx, const std::string& endpoint,
+         const curve_client_keys* curve = nullptr);
 
   void send(const std::string& frame);
   // One reply; throws bench_error after 30 s.

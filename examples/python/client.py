@@ -14,6 +14,16 @@ Needs only Debian's python3-zmq and python3-msgpack:
 It lists the models, runs one inference with generated inputs, repeats it and
 checks that the repeat was answered from the cache. The exit status is 0 when
 every reply was OK and the repeat was a cache hit.
+
+A gateway with CURVE keys (security.curve_secret_key_file) takes only CURVE
+clients whose public key is in its clients file. Give the gateway's public
+key and this client's secret key (files from `shoalctl keygen`, or Z85):
+
+    /usr/bin/python3 examples/python/client.py --endpoint tcp://HOST:5555 \
+        --server-public-key gateway.pub --client-key alice.key
+
+A client whose key is not listed gets no session at all: no reply, only
+timeouts.
 """
 
 import argparse
@@ -49,13 +59,20 @@ class NoReply(Exception):
 class Client:
     """One DEALER socket; one request at a time, retried with the same id."""
 
-    def __init__(self, endpoint, timeout_ms=5000, retries=2):
+    def __init__(self, endpoint, timeout_ms=5000, retries=2,
+                 server_public_key=None, client_secret_key=None):
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self.retries = retries
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         # Do not hang at exit on requests the gateway never took.
         self.socket.setsockopt(zmq.LINGER, 0)
+        if server_public_key is not None:
+            # CURVE: the keys are set before connect(). The public key of
+            # our own pair follows from the secret one.
+            self.socket.curve_serverkey = server_public_key
+            self.socket.curve_secretkey = client_secret_key
+            self.socket.curve_publickey = zmq.curve_public(client_secret_key)
         self.socket.connect(endpoint)
         # Ids only need to be unique among this client's requests; a random
         # start keeps two runs of the script apart in the server's logs.
@@ -96,6 +113,15 @@ class Client:
             # A late reply to an earlier attempt or request has another id.
             if isinstance(reply, dict) and reply.get("id") == request_id:
                 return reply
+
+
+def read_key(text_or_file):
+    """A Z85 key (40 characters), or the first line of a key file."""
+    if len(text_or_file) == 40 and "/" not in text_or_file and \
+            not text_or_file.endswith((".key", ".pub")):
+        return text_or_file.encode()
+    with open(text_or_file, encoding="ascii") as f:
+        return f.readline().strip().encode()
 
 
 # -- tensors ------------------------------------------------------------------
@@ -195,9 +221,19 @@ def main():
                         help="wait per attempt (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the generated inputs")
+    parser.add_argument("--server-public-key",
+                        help="CURVE: the gateway's public key (.pub or Z85)")
+    parser.add_argument("--client-key",
+                        help="CURVE: this client's secret key (.key or Z85)")
     args = parser.parse_args()
 
-    client = Client(args.endpoint, timeout_ms=args.timeout_ms)
+    if (args.server_public_key is None) != (args.client_key is None):
+        parser.error("CURVE needs both --server-public-key and --client-key")
+    curve = {}
+    if args.server_public_key is not None:
+        curve = {"server_public_key": read_key(args.server_public_key),
+                 "client_secret_key": read_key(args.client_key)}
+    client = Client(args.endpoint, timeout_ms=args.timeout_ms, **curve)
     try:
         reply = client.call("models")
         if reply.get("status") != "OK":

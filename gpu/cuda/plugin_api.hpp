@@ -4,7 +4,7 @@
 // Two reasons: one shoald binary then runs on CPU-only machines that have
 // no CUDA libraries at all; and cuBLAS and cuDNN declare about 110 KiB of
 // thread-local storage, which, linked into the executable, every thread's
-// stack must hold, more than civetweb's 100 KiB worker stacks have. Loaded
+// stack must hold, more than a small (100 KiB) thread stack has. Loaded
 // later, their TLS is allocated on demand instead.
 //
 // Both sides are built from this tree by the same compiler, so the entry

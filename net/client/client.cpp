@@ -239,6 +239,14 @@ caf::expected<std::unique_ptr<client>> client::connect(client_options opts) {
     d.sock.set(zmq::sockopt::rcvhwm, 0);
     // Queue requests while the gateway is not up yet (ZeroMQ reconnects).
     d.sock.set(zmq::sockopt::immediate, false);
+    if (opts.curve) {
+      auto key = [](const std::array<uint8_t, 32>& k) {
+        return zmq::const_buffer{k.data(), k.size()};
+      };
+      d.sock.set(zmq::sockopt::curve_serverkey, key(opts.server_public_key));
+      d.sock.set(zmq::sockopt::curve_publickey, key(opts.public_key));
+      d.sock.set(zmq::sockopt::curve_secretkey, key(opts.secret_key));
+    }
     d.sock.connect(opts.endpoint);
   } catch (const zmq::error_t& e) {
     return make_error(errc::invalid_argument,

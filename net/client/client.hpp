@@ -3,6 +3,7 @@
 // same id (the server's retry key). Not thread-safe: one client per thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -26,6 +27,12 @@ struct client_options {
   // Resends after the first attempt (same id each time).
   int retries = 2;
   codec_limits limits;
+  // CURVE (a gateway with security.curve_secret_key_file): the gateway's
+  // public key and this client's key pair, 32 bytes each. Off: plain TCP.
+  bool curve = false;
+  std::array<uint8_t, 32> server_public_key{};
+  std::array<uint8_t, 32> public_key{};
+  std::array<uint8_t, 32> secret_key{};
 };
 
 using reply_handler = std::function<void(caf::expected<reply>)>;

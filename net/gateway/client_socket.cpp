@@ -92,13 +92,91 @@ struct client_socket::impl {
     sock.send(zmq::buffer(body.data(), body.size()), zmq::send_flags::none);
   }
 
-  // Who sent `body`: ZeroMQ attaches the connection's properties to each
-  // message it delivers.
+  // CURVE: the handshake checker and the socket's handshake events.
+  std::unique_ptr<zap_handler> zap;
+  zmq::socket_t monitor;
+
+  // Who sent `body`: ZeroMQ attaches the connection's properties (and, with
+  // CURVE, what the ZAP handler said about the key) to each message.
   client_peer peer_of(zmq::message_t& body) const {
     client_peer p;
-    const char* address = body.gets("Peer-Address");
+    const char* address = zmq_msg_gets(body.handle(), "Peer-Address");
     p.local = address == nullptr || is_loopback_address(address);
+    if (!cfg.curve) {
+      return p;
+    }
+    if (const char* user = zmq_msg_gets(body.handle(), "User-Id")) {
+      p.key_name = user;
+    }
+    if (const char* tenant = zmq_msg_gets(body.handle(), "tenant")) {
+      p.tenant = tenant;
+    }
+    const char* role = zmq_msg_gets(body.handle(), "role");
+    p.admin = role != nullptr && std::string_view{role} == "admin";
     return p;
+  }
+
+  static std::string_view failure_reason(uint16_t event, int32_t value) {
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+      return "unknown_key";
+    }
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+        value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      return "no_curve";
+    }
+    return "bad_handshake";
+  }
+
+  // One monitor event: [u16 event, i32 value][endpoint].
+  void read_monitor() {
+    for (;;) {
+      zmq::message_t head;
+      if (!monitor.recv(head, zmq::recv_flags::dontwait)) {
+        return;
+      }
+      uint16_t event = 0;
+      int32_t value = 0;
+      if (head.size() >= 6) {
+        std::memcpy(&event, head.data(), 2);
+        std::memcpy(&value, static_cast<const char*>(head.data()) + 2, 4);
+      }
+      while (head.more()) {
+        zmq::message_t rest;
+        if (!monitor.recv(rest, zmq::recv_flags::dontwait)) {
+          break;
+        }
+        head = std::move(rest);
+      }
+      if (cfg.on_auth_failure) {
+        cfg.on_auth_failure(failure_reason(event, value));
+      }
+    }
+  }
+
+  // Starts the ZAP handler (before the bind: without one libzmq lets every
+  // key in), makes the socket a CURVE server and watches its handshakes.
+  caf::error enable_curve() {
+    auto h = zap_handler::start(ctx, cfg.authorize, cfg.tick,
+                                std::chrono::milliseconds{250});
+    if (!h) {
+      return h.error();
+    }
+    zap = std::move(*h);
+    sock.set(zmq::sockopt::curve_server, 1);
+    sock.set(zmq::sockopt::curve_secretkey,
+             zmq::const_buffer{cfg.secret_key.data(), cfg.secret_key.size()});
+    sock.set(zmq::sockopt::zap_domain, "shoal.gateway");
+    if (zmq_socket_monitor(sock.handle(), "inproc://shoal.gateway.monitor",
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+      return make_error(errc::io_error,
+                        std::string{"cannot monitor the gateway socket: "} +
+                            zmq_strerror(zmq_errno()));
+    }
+    monitor = zmq::socket_t{ctx, zmq::socket_type::pair};
+    monitor.connect("inproc://shoal.gateway.monitor");
+    return {};
   }
 
   void frame(reply_route& route, zmq::message_t& body) {
@@ -160,10 +238,15 @@ struct client_socket::impl {
         {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
         {nullptr, sink->fd(), ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
+        {static_cast<void*>(monitor), 0, ZMQ_POLLIN, 0},
     };
+    const size_t n_items = monitor ? 4 : 3;
     for (;;) {
       try {
-        zmq::poll(items, 3, std::chrono::milliseconds{-1});
+        zmq::poll(items, n_items, std::chrono::milliseconds{-1});
+        if (n_items == 4 && (items[3].revents & ZMQ_POLLIN)) {
+          read_monitor();
+        }
         if (items[1].revents & ZMQ_POLLIN) {
           flush_replies();
         }
@@ -197,6 +280,11 @@ struct client_socket::impl {
       sock.set(zmq::sockopt::rcvhwm, 0);
       sock.set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(cfg.max_frame_bytes));
+      if (cfg.curve) {
+        if (auto err = enable_curve()) {
+          return err;
+        }
+      }
       sock.bind(cfg.endpoint);
       bound = sock.get(zmq::sockopt::last_endpoint);
     } catch (const zmq::error_t& e) {
@@ -251,7 +339,14 @@ void client_socket::stop() {
   uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(d.stop_fd, &one, sizeof(one));
   d.thread.join();
+  if (d.monitor) {
+    zmq_socket_monitor(d.sock.handle(), nullptr, 0);
+    d.monitor.close();
+  }
   d.sock.close();
+  if (d.zap) {
+    d.zap->stop();
+  }
   d.ctx.close();
   ::close(d.stop_fd);
 }

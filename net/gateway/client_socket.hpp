@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 #include <caf/expected.hpp>
 
 #include "net/gateway/reply_sink.hpp"
+#include "net/security/zap_handler.hpp"
 
 namespace shoal {
 
@@ -22,6 +24,19 @@ struct client_socket_config {
   int io_threads = 1;
   // ZeroMQ itself drops a peer that sends a larger frame (ZMQ_MAXMSGSIZE).
   uint64_t max_frame_bytes = 64u << 20;
+  // CURVE: when set, the endpoint takes CURVE clients only and asks
+  // `authorize` (on the ZAP thread) about each client key. Its verdict's
+  // user_id becomes client_peer::key_name, its "tenant" and "role"
+  // metadata the peer's tenant and admin flag.
+  bool curve = false;
+  curve_key secret_key{};
+  zap_handler::authorize_fn authorize;
+  // Runs on the ZAP thread a few times a second (the clients file watch).
+  std::function<void()> tick;
+  // A refused handshake, by reason: unknown_key (not in the list), no_curve
+  // (the client did not speak CURVE), bad_handshake (anything else, e.g. a
+  // wrong server key). Runs on the socket thread.
+  std::function<void(std::string_view reason)> on_auth_failure;
 };
 
 // Who sent a frame, as ZeroMQ knows it: the connection's peer address and,

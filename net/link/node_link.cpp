@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "net/security/zap_handler.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {
@@ -150,6 +151,7 @@ struct counters {
   std::atomic<uint64_t> heartbeats_sent{0}, heartbeats_received{0};
   std::atomic<uint64_t> dropped_malformed{0}, dropped_unauthenticated{0};
   std::atomic<uint64_t> dropped_stale{0}, send_failed{0};
+  std::atomic<uint64_t> refused_keys{0};
 };
 
 void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -880,6 +882,52 @@ struct node_link::impl {
     }
   }
 
+  std::unique_ptr<zap_handler> zap;
+
+  // The hub's ZAP verdict: only the allowed member keys get a session.
+  zap_verdict authorize(const zap_request& req) {
+    zap_verdict v;
+    auto& allowed = cfg.curve.allowed;
+    v.ok = req.curve && std::find(allowed.begin(), allowed.end(),
+                                  req.public_key) != allowed.end();
+    if (!v.ok) {
+      bump(st.refused_keys);
+      static std::atomic<int64_t> last_log{0};
+      auto now = clock_type::now().time_since_epoch() / milliseconds{1};
+      if (now - last_log.exchange(now) >= 1000) {
+        spdlog::warn("link {}: refused a node key not in the accepted list "
+                     "(public key {}, from {})",
+                     cfg.name, req.curve ? z85_of(req.public_key) : "-",
+                     req.address);
+      }
+    }
+    return v;
+  }
+
+  // CurveZMQ keys on the socket, before it binds or connects.
+  caf::error set_curve() {
+    auto key = [](const curve_key& k) {
+      return zmq::const_buffer{k.data(), k.size()};
+    };
+    if (is_hub()) {
+      auto h = zap_handler::start(
+          ctx, [this](const zap_request& r) { return authorize(r); }, {},
+          milliseconds{1000});
+      if (!h) {
+        return h.error();
+      }
+      zap = std::move(*h);
+      sock.set(zmq::sockopt::curve_server, 1);
+      sock.set(zmq::sockopt::curve_secretkey, key(cfg.curve.own.secret_key));
+      sock.set(zmq::sockopt::zap_domain, "shoal.link");
+    } else {
+      sock.set(zmq::sockopt::curve_serverkey, key(cfg.curve.hub_public_key));
+      sock.set(zmq::sockopt::curve_publickey, key(cfg.curve.own.public_key));
+      sock.set(zmq::sockopt::curve_secretkey, key(cfg.curve.own.secret_key));
+    }
+    return {};
+  }
+
   caf::error open() {
     auto ms = [](milliseconds d) { return static_cast<int>(d.count()); };
     try {
@@ -895,6 +943,11 @@ struct node_link::impl {
       // FIN), so that a member reconnects to a hub that comes back.
       sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_interval));
       sock.set(zmq::sockopt::heartbeat_timeout, ms(cfg.heartbeat_timeout));
+      if (cfg.curve.enabled) {
+        if (auto err = set_curve()) {
+          return err;
+        }
+      }
       if (is_hub()) {
         // A member that reconnects (same identity) takes over its old
         // connection, and sends to a gone member fail instead of vanishing.
@@ -929,6 +982,9 @@ struct node_link::impl {
 
   void close_all() {
     sock.close();
+    if (zap) {
+      zap->stop();
+    }
     ctx.close();
     for (int* fd : {&wake_fd, &stop_fd}) {
       if (*fd >= 0) {
@@ -1074,7 +1130,8 @@ link_stats node_link::stats() const {
           get(c.bytes_sent),        get(c.bytes_received),
           get(c.heartbeats_sent),   get(c.heartbeats_received),
           get(c.dropped_malformed), get(c.dropped_unauthenticated),
-          get(c.dropped_stale),     get(c.send_failed)};
+          get(c.dropped_stale),     get(c.send_failed),
+          get(c.refused_keys)};
 }
 
 const std::string& node_link::endpoint() const noexcept {

@@ -5,6 +5,10 @@
 //
 // Frames are link envelopes (net/link_envelope.hpp): MessagePack, HMAC-
 // SHA256 under the cluster secret (empty secret: no authentication).
+// With CURVE keys (config.curve) the connection itself is encrypted and
+// authenticated: the hub is a CURVE server whose ZAP handler accepts only
+// the member keys it was given, so an outside key gets no session at all,
+// and nothing of the envelopes (model names, tensors) crosses in clear.
 //
 // Protocol. Types starting with "link." are reserved for the link itself:
 //  - link.hello   member -> hub. Body: the member's hello (registration
@@ -79,6 +83,7 @@
 #include <caf/expected.hpp>
 
 #include "net/link/link_envelope.hpp"
+#include "net/security/curve_keys.hpp"
 
 namespace shoal {
 
@@ -92,6 +97,16 @@ std::string_view to_string(peer_state s) noexcept;
 // permitting) than those of earlier processes.
 uint64_t new_incarnation();
 
+// CurveZMQ on the link. Hub: `own` is the server key, `allowed` the member
+// public keys accepted. Member: `own` is its client key, `hub_public_key`
+// the hub's.
+struct link_curve_keys {
+  bool enabled = false;
+  curve_key_pair own;
+  curve_key hub_public_key{};
+  std::vector<curve_key> allowed;
+};
+
 struct node_link_config {
   link_role role = link_role::member;
   // This node's name: 1..128 printable ASCII bytes, no spaces.
@@ -100,6 +115,8 @@ struct node_link_config {
   uint64_t incarnation = 0;
   // The shared cluster secret; empty turns authentication off.
   std::string secret;
+  // Encryption and key checks at the connection (off: plain TCP).
+  link_curve_keys curve;
   // Hub: the endpoint to bind (tcp://127.0.0.1:0 picks a port; endpoint()
   // tells which). Member: the hub's endpoint to connect to.
   std::string endpoint;
@@ -163,6 +180,7 @@ struct link_stats {
   uint64_t dropped_unauthenticated = 0;
   uint64_t dropped_stale = 0; // no live session, old incarnation, replay
   uint64_t send_failed = 0;   // peer gone, not connected, or HWM reached
+  uint64_t refused_keys = 0;  // hub: CURVE handshakes with a key not allowed
 };
 
 class node_link {

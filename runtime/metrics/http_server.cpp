@@ -6,21 +6,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <exception>
-#include <mutex>
 #include <string_view>
-#include <thread>
 #include <utility>
+#include <vector>
 
 #include <caf/atom.hpp>
 #include <caf/error.hpp>
 #include <caf/make_message.hpp>
 
-#include <civetweb.h>
+#include <microhttpd.h>
 
 // For the errc enum only: shoal_metrics does not link shoal_proto, so
 // make_error (net/error.cpp) is out of reach and io_error() below builds the
@@ -40,13 +37,13 @@ constexpr const char* metrics_content_type =
     "text/plain; version=0.0.4; charset=utf-8";
 
 struct endpoint {
-  std::string host; // numeric, as civetweb wants it
+  std::string host; // numeric
   int port = 0;
   int family = AF_INET;
 };
 
 // Splits "HOST:PORT" ("[v6]:PORT" for IPv6) and resolves HOST to a numeric
-// address, since civetweb's listening_ports takes no host names.
+// address.
 caf::expected<endpoint> parse_listen(const std::string& listen) {
   auto bad = [&](const std::string& why) {
     return io_error("cannot listen on " + listen + " for HTTP: " + why);
@@ -119,221 +116,138 @@ socklen_t make_sockaddr(const endpoint& ep, int port, sockaddr_storage& ss) {
   return sizeof(sockaddr_in);
 }
 
-// Asks the kernel for a free port on the host. civetweb does not report the
-// port it got for ":0", so we choose one and hand it over; the short race
-// with another process is covered by retrying in start().
-caf::expected<int> pick_free_port(const endpoint& ep) {
-  int fd = socket(ep.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return io_error(std::string{"socket: "} + std::strerror(errno));
-  }
-  sockaddr_storage ss;
-  auto len = make_sockaddr(ep, 0, ss);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    auto err = errno;
-    close(fd);
-    return io_error(std::string{"bind: "} + std::strerror(err));
-  }
-  close(fd);
-  if (ep.family == AF_INET6) {
-    return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-  }
-  return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-}
-
-// Opens and closes a TCP connection, ignoring every error.
-void poke(const endpoint& ep, int port) {
-  int fd = socket(ep.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return;
-  }
-  sockaddr_storage ss;
-  auto len = make_sockaddr(ep, port, ss);
-  connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
-  close(fd);
-}
-
-std::string format_listen(const endpoint& ep, int port) {
-  if (ep.family == AF_INET6) {
-    return "[" + ep.host + "]:" + std::to_string(port);
-  }
-  return ep.host + ":" + std::to_string(port);
-}
-
 } // namespace
 
 struct http_server::impl {
   metrics::registry& reg;
   http_handlers handlers;
-  mg_context* ctx = nullptr;
-  endpoint ep;
+  MHD_Daemon* daemon = nullptr;
 
-  static void reply(mg_connection* conn, int code, const char* content_type,
-                    std::string_view body, bool head,
-                    const char* allow = nullptr) {
-    // The head is written in one piece rather than through
-    // mg_response_header_send, whose printf needs more stack than the
-    // small one civetweb gives its threads once AddressSanitizer pads
-    // every frame. Each response closes its connection: scrapers and
-    // probes open one per request anyway.
-    std::string out = "HTTP/1.1 " + std::to_string(code) + " " +
-                      mg_get_response_code_text(conn, code) +
-                      "\r\nContent-Type: " + content_type +
-                      "\r\nContent-Length: " + std::to_string(body.size()) +
-                      // Scrapes and probes must never see a cached answer.
-                      "\r\nCache-Control: no-store\r\nConnection: close\r\n";
-    if (allow != nullptr) {
-      out += std::string{"Allow: "} + allow + "\r\n";
-    }
-    out += "\r\n";
-    if (!head) {
-      out.append(body);
-    }
-    mg_write(conn, out.data(), out.size());
-  }
+  struct answer {
+    unsigned code = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+    const char* allow = nullptr;
+  };
 
-  // Returns the status code for civetweb's access log.
-  int serve(mg_connection* conn, const mg_request_info* ri) {
-    std::string_view method = ri->request_method ? ri->request_method : "";
-    std::string_view path = ri->local_uri ? ri->local_uri : "";
-    constexpr auto text = "text/plain; charset=utf-8";
+  answer serve(std::string_view method, std::string_view path) {
     bool known = path == "/metrics" || path == "/healthz" ||
                  path == "/readyz" || path == "/sd";
     if (!known) {
-      reply(conn, 404, text, "not found\n", method == "HEAD");
-      return 404;
+      return {404, "text/plain; charset=utf-8", "not found\n"};
     }
-    // HEAD rides along with GET: HTTP requires it and load balancers use it.
-    bool head = method == "HEAD";
-    if (method != "GET" && !head) {
-      reply(conn, 405, text, "method not allowed\n", false, "GET, HEAD");
-      return 405;
+    // HEAD rides along with GET (HTTP requires it, load balancers use it);
+    // libmicrohttpd leaves the body out by itself.
+    if (method != "GET" && method != "HEAD") {
+      return {405, "text/plain; charset=utf-8", "method not allowed\n",
+              "GET, HEAD"};
     }
     if (path == "/metrics") {
-      reply(conn, 200, metrics_content_type, reg.render(), head);
-      return 200;
+      return {200, metrics_content_type, reg.render()};
     }
     if (path == "/healthz") {
-      reply(conn, 200, text, "ok\n", head);
-      return 200;
+      return {200, "text/plain; charset=utf-8", "ok\n"};
     }
     if (path == "/readyz") {
       if (!handlers.ready) {
-        reply(conn, 200, text, "ready\n", head);
-        return 200;
+        return {200, "text/plain; charset=utf-8", "ready\n"};
       }
       auto [ok, detail] = handlers.ready();
       if (detail.empty() || detail.back() != '\n') {
         detail += '\n';
       }
-      auto code = ok ? 200 : 503;
-      reply(conn, code, text, detail, head);
-      return code;
+      return {ok ? 200u : 503u, "text/plain; charset=utf-8", detail};
     }
     // path == "/sd"
     if (!handlers.service_discovery) {
-      reply(conn, 404, text, "not found\n", head);
-      return 404;
+      return {404, "text/plain; charset=utf-8", "not found\n"};
     }
-    reply(conn, 200, "application/json", handlers.service_discovery(), head);
-    return 200;
+    return {200, "application/json", handlers.service_discovery()};
   }
 
-  static int begin_request(mg_connection* conn) {
-    auto* ri = mg_get_request_info(conn);
-    auto* self = static_cast<impl*>(ri->user_data);
-    // An exception must not unwind into civetweb's C frames.
-    try {
-      return self->serve(conn, ri);
-    } catch (const std::exception& e) {
-      reply(conn, 500, "text/plain; charset=utf-8",
-            std::string{"internal error: "} + e.what() + "\n", false);
-    } catch (...) {
-      reply(conn, 500, "text/plain; charset=utf-8", "internal error\n", false);
+  static MHD_Result send(MHD_Connection* conn, const answer& a) {
+    auto* resp = MHD_create_response_from_buffer(
+        a.body.size(), const_cast<char*>(a.body.data()), MHD_RESPMEM_MUST_COPY);
+    if (resp == nullptr) {
+      return MHD_NO;
     }
-    return 500;
+    MHD_add_response_header(resp, "Content-Type", a.content_type.c_str());
+    // Scrapes and probes must never see a cached answer.
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    // Scrapers and probes open one connection per request anyway.
+    MHD_add_response_header(resp, "Connection", "close");
+    if (a.allow != nullptr) {
+      MHD_add_response_header(resp, "Allow", a.allow);
+    }
+    auto rc = MHD_queue_response(conn, a.code, resp);
+    MHD_destroy_response(resp);
+    return rc;
+  }
+
+  // Called once the request's head is in (none of these paths takes a
+  // body, so the answer goes out at once).
+  static MHD_Result on_request(void* cls, MHD_Connection* conn, const char* url,
+                               const char* method, const char*, const char*,
+                               size_t* upload_size, void**) {
+    auto* self = static_cast<impl*>(cls);
+    // A body nobody asked for is discarded.
+    *upload_size = 0;
+    // An exception must not unwind into libmicrohttpd's C frames.
+    try {
+      return send(conn, self->serve(method ? method : "", url ? url : ""));
+    } catch (const std::exception& e) {
+      return send(conn, {500, "text/plain; charset=utf-8",
+                         std::string{"internal error: "} + e.what() + "\n"});
+    } catch (...) {
+      return send(conn, {500, "text/plain; charset=utf-8", "internal error\n"});
+    }
   }
 };
 
 caf::expected<std::unique_ptr<http_server>>
 http_server::start(const std::string& listen, metrics::registry& reg,
-                   http_handlers h, int threads) {
-  static std::once_flag init_once;
-  std::call_once(init_once, [] { mg_init_library(0); });
+                   http_handlers h, const http_limits& limits) {
   auto ep = parse_listen(listen);
   if (!ep) {
     return ep.error();
   }
   std::unique_ptr<http_server> srv{new http_server};
   srv->impl_.reset(new impl{reg, std::move(h)});
-  auto num_threads = std::to_string(threads > 0 ? threads : 1);
-  mg_callbacks callbacks{};
-  callbacks.begin_request = &impl::begin_request;
-  // With port 0 another process may grab our pick before civetweb binds it;
-  // a few fresh picks make that practically impossible.
-  int attempts = ep->port == 0 ? 5 : 1;
-  std::string last_error;
-  for (int attempt = 0; attempt < attempts; ++attempt) {
-    int port = ep->port;
-    if (port == 0) {
-      auto picked = pick_free_port(*ep);
-      if (!picked) {
-        return io_error("cannot listen on " + listen + " for HTTP: " +
-                        picked.error().context().get_as<std::string>(0));
-      }
-      port = *picked;
-    }
-    auto ports = format_listen(*ep, port);
-    const char* options[] = {"listening_ports",
-                             ports.c_str(),
-                             "num_threads",
-                             num_threads.c_str(),
-                             "request_timeout_ms",
-                             "10000",
-                             "enable_keep_alive",
-                             "yes",
-                             nullptr};
-    char err_text[256] = {};
-    unsigned err_code = 0;
-    mg_error_data err{&err_code, err_text, sizeof(err_text)};
-    mg_init_data init{&callbacks, srv->impl_.get(), options};
-    srv->impl_->ctx = mg_start2(&init, &err);
-    if (srv->impl_->ctx != nullptr) {
-      srv->impl_->ep = *ep;
-      srv->port_ = port;
-      return srv;
-    }
-    last_error = err_text[0] != '\0' ? err_text : "civetweb failed to start";
+  sockaddr_storage ss;
+  make_sockaddr(*ep, ep->port, ss);
+  // One epoll loop per thread: an idle or half-open connection costs a
+  // descriptor, never a thread, so hundreds of them cannot starve a probe.
+  // The timeout closes connections that send nothing; the cap bounds
+  // descriptors (past it, new connections are closed at once).
+  unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD;
+  if (ep->family == AF_INET6) {
+    flags |= MHD_USE_IPv6;
   }
-  return io_error("cannot listen on " + listen + " for HTTP: " + last_error);
+  auto timeout_s = static_cast<unsigned>(
+      std::max<uint64_t>(1, (limits.timeout_ms + 999) / 1000));
+  srv->impl_->daemon = MHD_start_daemon(
+      flags, static_cast<uint16_t>(ep->port), nullptr, nullptr,
+      &impl::on_request, srv->impl_.get(), MHD_OPTION_SOCK_ADDR,
+      reinterpret_cast<sockaddr*>(&ss), MHD_OPTION_THREAD_POOL_SIZE,
+      static_cast<unsigned>(std::max(1, limits.threads)),
+      MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+      static_cast<unsigned>(std::max<uint64_t>(1, limits.max_connections)),
+      MHD_OPTION_END);
+  if (srv->impl_->daemon == nullptr) {
+    return io_error("cannot listen on " + listen +
+                    " for HTTP: " + std::strerror(errno));
+  }
+  auto* info =
+      MHD_get_daemon_info(srv->impl_->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  srv->port_ = info != nullptr ? info->port : ep->port;
+  return srv;
 }
 
 http_server::~http_server() {
-  if (!impl_ || impl_->ctx == nullptr) {
-    return;
+  if (impl_ && impl_->daemon != nullptr) {
+    // Joins the daemon's threads, so no handler runs once impl_ goes away.
+    MHD_stop_daemon(impl_->daemon);
   }
-  // civetweb's accept loop polls with a 2 s timeout and only then sees the
-  // stop flag, so mg_stop alone takes up to 2 s. Connecting wakes the poll;
-  // we repeat because a connection that arrives before the flag is set is
-  // just served (and closed at once) instead.
-  std::atomic<bool> stopped{false};
-  std::thread waker{[&] {
-    auto ep = impl_->ep;
-    if (ep.host == "0.0.0.0") {
-      ep.host = "127.0.0.1";
-    } else if (ep.host == "::") {
-      ep.host = "::1";
-    }
-    while (!stopped.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      poke(ep, port_);
-    }
-  }};
-  // Joins civetweb's threads, so no handler runs once impl_ goes away.
-  mg_stop(impl_->ctx);
-  stopped = true;
-  waker.join();
 }
 
 } // namespace shoal

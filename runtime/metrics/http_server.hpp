@@ -1,5 +1,5 @@
-// The node's HTTP endpoint (civetweb): /metrics, /healthz, /readyz, and on
-// the head node /sd (Prometheus HTTP service discovery).
+// The node's HTTP endpoint (libmicrohttpd): /metrics, /healthz, /readyz,
+// and on the head node /sd (Prometheus HTTP service discovery).
 #pragma once
 
 #include <functional>
@@ -20,13 +20,23 @@ struct http_handlers {
   std::function<std::string()> service_discovery;
 };
 
+struct http_limits {
+  // Threads, each with its own event loop.
+  int threads = 2;
+  // A connection that completes no request within this is closed (rounded
+  // up to whole seconds).
+  uint64_t timeout_ms = 10000;
+  // Open connections at most; past it new ones are closed at once.
+  uint64_t max_connections = 1024;
+};
+
 class http_server {
 public:
   // `listen` is "HOST:PORT" (e.g. "127.0.0.1:9310"); port 0 picks a free
   // port. Fails with errc::io_error naming the address when it can't bind.
   static caf::expected<std::unique_ptr<http_server>>
   start(const std::string& listen, metrics::registry& reg, http_handlers h,
-        int threads = 2);
+        const http_limits& limits = {});
 
   ~http_server();
   http_server(const http_server&) = delete;

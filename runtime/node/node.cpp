@@ -16,6 +16,7 @@
 #include "net/wire/error.hpp"
 #include "runtime/model/repository.hpp"
 #include "runtime/node/node_impl.hpp"
+#include "runtime/node/node_security.hpp"
 #include "runtime/node/service_discovery.hpp"
 
 namespace shoal {
@@ -25,6 +26,7 @@ void block_signals() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
@@ -257,6 +259,10 @@ caf::error start_serving(impl& d) {
   gc.node_name = c.node.name;
   gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
   gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;
+  if (auto err = configure_gateway_security(c, d.registry, gc)) {
+    return err;
+  }
+  d.clients = gc.clients;
   gateway_env ge{d.router,
                  d.catalog,
                  d.cache,
@@ -313,8 +319,11 @@ caf::error start_http(impl& d) {
   if (d.head()) {
     h.service_discovery = [&d] { return service_discovery(d); };
   }
-  auto http =
-      http_server::start(d.cfg.http.listen, d.registry, h, d.cfg.http.threads);
+  http_limits limits;
+  limits.threads = d.cfg.http.threads;
+  limits.timeout_ms = d.cfg.http.timeout_ms;
+  limits.max_connections = d.cfg.http.max_connections;
+  auto http = http_server::start(d.cfg.http.listen, d.registry, h, limits);
   if (!http) {
     return http.error();
   }
@@ -429,12 +438,16 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
 namespace {
 
 // Waits for SIGINT/SIGTERM or a drain request. Returns the signal, or 0.
+// SIGHUP re-reads the clients file.
 int wait_for_stop(const node::impl& d, const sigset_t& set) {
   timespec poll{0, 100'000'000};
   while (!d.drain_requested) {
     int sig = sigtimedwait(&set, nullptr, &poll);
     if (sig == SIGINT || sig == SIGTERM) {
       return sig;
+    }
+    if (sig == SIGHUP && d.clients) {
+      d.clients->reload();
     }
   }
   return 0;
@@ -449,7 +462,8 @@ uint64_t wait_drained(node::impl& d, caf::scoped_actor& self,
   uint64_t open = d.open_requests(self);
   while (open > 0 && clock_type::now() < deadline) {
     timespec step{0, 20'000'000};
-    if (sigtimedwait(&set, nullptr, &step) > 0) {
+    int sig = sigtimedwait(&set, nullptr, &step);
+    if (sig == SIGINT || sig == SIGTERM) {
       break;
     }
     open = d.open_requests(self);
@@ -465,6 +479,7 @@ int node::run() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   int sig = wait_for_stop(d, set);
   spdlog::info("node {}: {}, draining (grace {} ms)", d.cfg.node.name,
                sig > 0 ? strsignal(sig) : "drain requested",

@@ -13,28 +13,11 @@
 #include "net/link/cluster_codec.hpp"
 #include "net/wire/error.hpp"
 #include "runtime/node/node_impl.hpp"
+#include "runtime/node/node_security.hpp"
 
 namespace shoal {
 
 namespace {
-
-// cluster.secret, or the first line of cluster.secret_file.
-caf::expected<std::string> cluster_secret(const node_config& c) {
-  if (c.cluster.secret_file.empty()) {
-    return c.cluster.secret;
-  }
-  std::ifstream in{c.cluster.secret_file};
-  std::string line;
-  if (!in || !std::getline(in, line)) {
-    return make_error(errc::config_invalid,
-                      "cluster.secret_file: cannot read " +
-                          c.cluster.secret_file);
-  }
-  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-    line.pop_back();
-  }
-  return line;
-}
 
 // Model versions whose files this node already holds verified, which the
 // coordinator prefers when it places them.
@@ -116,16 +99,20 @@ link_handlers make_link_handlers(node::impl& d, link_events_handle target) {
 } // namespace
 
 caf::error node::impl::start_cluster() {
-  auto secret = cluster_secret(cfg);
+  auto secret = read_cluster_secret(cfg);
   if (!secret) {
     return secret.error();
   }
-  if (secret->empty()) {
-    spdlog::warn("cluster.secret is empty: node messages are not "
-                 "authenticated; use this on a trusted network only");
+  if (secret->empty() && cfg.cluster.curve_secret_key_file.empty()) {
+    spdlog::warn("cluster.secret is empty: node messages are neither "
+                 "authenticated nor encrypted; use this on a trusted network "
+                 "only");
+  }
+  auto lc = link_config(cfg, std::move(*secret));
+  if (auto err = configure_link_security(cfg, lc)) {
+    return err;
   }
   box = std::make_shared<link_box>();
-  auto lc = link_config(cfg, std::move(*secret));
   link_events_handle target;
   if (worker()) {
     auto hello = make_hello(cfg, *catalog->get());

@@ -60,6 +60,8 @@ struct node::impl {
   coordinator_handle coordinator;
   worker_agent_handle agent;
   std::unique_ptr<gateway> gw;
+  // With CURVE: the gateway's clients list (SIGHUP re-reads it).
+  std::shared_ptr<client_registry> clients;
   std::unique_ptr<http_server> http;
   std::unique_ptr<preemption_watcher> preemption;
   std::atomic<bool> drain_requested{false};

@@ -10,6 +10,8 @@
 
 #include <unistd.h>
 
+#include "net/security/curve_keys.hpp"
+#include "net/wire/error.hpp"
 #include "runtime/shoalctl/bench_load.hpp"
 #include "runtime/shoalctl/input_spec.hpp"
 #include "runtime/shoalctl/load_progress_bar.hpp"
@@ -464,6 +466,28 @@ void add_bench(CLI::App& app, const global_options& g, int& rc) {
 
 } // namespace
 
+// keygen PREFIX: a CURVE key pair for a gateway, a node or a client.
+void add_keygen(CLI::App& app, int& rc) {
+  auto prefix = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand(
+      "keygen", "write a CURVE key pair: PREFIX.key (secret, mode 0600) and "
+                "PREFIX.pub");
+  cmd->add_option("prefix", *prefix, "path prefix of the two files")
+      ->required();
+  cmd->callback([&rc, prefix] {
+    auto pair = generate_key_pair();
+    caf::error err = pair ? write_key_pair(*prefix, *pair) : pair.error();
+    if (err) {
+      std::cerr << "error: " << reason_of(err) << '\n';
+      rc = exit_status;
+      return;
+    }
+    std::cout << *prefix << ".key (secret) and " << *prefix
+              << ".pub (public: " << z85_of(pair->public_key) << ")\n";
+    rc = exit_ok;
+  });
+}
+
 void add_commands(CLI::App& app, const global_options& g, int& rc) {
   add_simple(app, g, rc, "status", "list the cluster's nodes", op_kind::status);
   add_simple(app, g, rc, "models", "list the models", op_kind::models);
@@ -478,6 +502,7 @@ void add_commands(CLI::App& app, const global_options& g, int& rc) {
              "retire removed ones",
              op_kind::reload);
   add_bench(app, g, rc);
+  add_keygen(app, rc);
 }
 
 } // namespace shoal::ctl

@@ -2,15 +2,46 @@
 
 #include <iostream>
 
+#include "net/security/curve_keys.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal::ctl {
+
+bool set_curve_options(const global_options& g, client_options& opts) {
+  if (g.server_public_key.empty() && g.client_key.empty()) {
+    return true;
+  }
+  if (g.server_public_key.empty() || g.client_key.empty()) {
+    std::cerr << "error: CURVE needs both --server-public-key and "
+                 "--client-key\n";
+    return false;
+  }
+  auto server = read_public_key(g.server_public_key, "--server-public-key");
+  if (!server) {
+    std::cerr << "error: " << reason_of(server.error()) << '\n';
+    return false;
+  }
+  auto pair = read_secret_key(g.client_key, "--client-key");
+  if (!pair) {
+    std::cerr << "error: " << reason_of(pair.error()) << '\n';
+    return false;
+  }
+  opts.curve = true;
+  opts.server_public_key = *server;
+  opts.public_key = pair->public_key;
+  opts.secret_key = pair->secret_key;
+  return true;
+}
 
 std::unique_ptr<client> open_client(const global_options& g, int& rc) {
   client_options opts;
   opts.endpoint = g.endpoint;
   opts.timeout = std::chrono::milliseconds{g.timeout_ms};
   opts.retries = g.retries;
+  if (!set_curve_options(g, opts)) {
+    rc = exit_usage;
+    return nullptr;
+  }
   auto c = client::connect(opts);
   if (!c) {
     std::cerr << "error: " << reason_of(c.error()) << '\n';

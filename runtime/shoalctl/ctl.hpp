@@ -23,11 +23,19 @@ struct global_options {
   int64_t timeout_ms = 5000;
   int retries = 0;
   bool json = false;
+  // CURVE: the gateway's public key and this client's secret key, each a
+  // file or 40 Z85 characters.
+  std::string server_public_key;
+  std::string client_key;
 };
 
 // A client connected to the gateway; null (with the reason printed and `rc`
 // set) when the options are unusable.
 std::unique_ptr<client> open_client(const global_options& g, int& rc);
+
+// Sets the CURVE keys of `opts` from --server-public-key and --client-key;
+// false (having said why) when they are unusable.
+bool set_curve_options(const global_options& g, client_options& opts);
 
 // Prints why no reply came and returns the exit code for it.
 int report_client_error(const caf::error& err);

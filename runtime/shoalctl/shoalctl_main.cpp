@@ -27,6 +27,12 @@ void add_global_options(CLI::App& app, global_options& g) {
       ->check(CLI::Range(0, 100))
       ->capture_default_str();
   app.add_flag("--json", g.json, "machine-readable output");
+  app.add_option("--server-public-key", g.server_public_key,
+                 "CURVE: the gateway's public key (a .pub file or Z85)")
+      ->envname("SHOAL_SERVER_PUBLIC_KEY");
+  app.add_option("--client-key", g.client_key,
+                 "CURVE: this client's secret key (a .key file or Z85)")
+      ->envname("SHOAL_CLIENT_KEY");
 }
 
 } // namespace

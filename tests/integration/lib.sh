@@ -60,17 +60,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_node [extra shoald args...]: sets ENDPOINT and HTTP_PORT.
+# start_node [extra shoald args...]: sets ENDPOINT and HTTP_PORT (and PORT,
+# the gateway's).
 start_node() {
   local port
   port=$(free_port)
   HTTP_PORT=$(free_port)
   ENDPOINT="tcp://127.0.0.1:$port"
+  PORT=$port
   local models=()
   if [[ -n "${SOURCE_ROOT:-}" ]]; then
     models=(--set "models.root=$SOURCE_ROOT/examples/models")
   fi
-  "$SHOALD" --set "gateway.endpoint=$ENDPOINT" \
+  # GATEWAY_BIND=0.0.0.0 also takes clients from other addresses.
+  "$SHOALD" --set "gateway.endpoint=tcp://${GATEWAY_BIND:-127.0.0.1}:$port" \
     --set "http.listen=127.0.0.1:$HTTP_PORT" --set node.name=script-node \
     --set "models.cache_dir=$NODE_CACHE" "${models[@]}" "$@" \
     >>"$NODE_LOG" 2>&1 &

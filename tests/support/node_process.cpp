@@ -35,7 +35,7 @@ bool lost_port_race(const child_process& proc) {
 node_process::node_process(std::vector<std::string> args)
     : node_process(node_options{{}, {}, "test-node", std::move(args), {}}) {}
 
-node_process::node_process(node_options opts) {
+node_process::node_process(node_options opts) : ping_(opts.ping) {
   int port = free_port();
   http_port_ = free_port();
   endpoint_ = "tcp://127.0.0.1:" + std::to_string(port);
@@ -70,7 +70,7 @@ node_process::~node_process() {
 
 bool node_process::wait_ready(std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
-  client_options opts;
+  client_options opts = ping_;
   opts.endpoint = endpoint_;
   opts.timeout = std::chrono::milliseconds{200};
   opts.retries = 0;

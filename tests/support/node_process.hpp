@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include "net/client/client.hpp"
 #include "tests/support/process.hpp"
 
 namespace shoal::test {
@@ -35,6 +36,9 @@ struct node_options {
   // Extra arguments, after the port, name and model settings.
   std::vector<std::string> args;
   spawn_options spawn;
+  // How wait_ready's ping connects (its CURVE keys, for a node with
+  // security.curve_secret_key_file); the endpoint is the node's.
+  client_options ping;
 };
 
 class node_process {
@@ -73,6 +77,7 @@ private:
   std::string endpoint_;
   int http_port_ = 0;
   std::string log_path_;
+  client_options ping_;
   temp_dir cache_dir_{"shoald-cache"};
   std::unique_ptr<child_process> proc_;
 };

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -366,7 +367,7 @@ TEST(http_server, ready_and_service_discovery) {
   h.service_discovery = [] {
     return std::string{R"([{"targets":["10.0.0.1:9310"],"labels":{}}])"};
   };
-  auto srv = http_server::start("127.0.0.1:0", reg, h, 1);
+  auto srv = http_server::start("127.0.0.1:0", reg, h, http_limits{1});
   ASSERT_TRUE(srv) << caf::to_string(srv.error());
   auto port = (*srv)->port();
   // No ready callback: always ready.
@@ -407,6 +408,52 @@ TEST(http_server, port_in_use_is_an_error) {
       << reason;
   // The first server is unharmed.
   EXPECT_EQ(http_get((*first)->port(), "/healthz").status, 200);
+}
+
+// Opens a TCP connection to the port and, when `partial` is set, sends the
+// start of a request that never ends; -1 on failure.
+int open_idle(int port, bool partial) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa))) {
+    if (fd >= 0) {
+      close(fd);
+    }
+    return -1;
+  }
+  if (partial) {
+    const char head[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    [[maybe_unused]] auto n = write(fd, head, sizeof(head) - 1);
+  }
+  return fd;
+}
+
+// A kubelet's liveness probe must not time out because hundreds of idle
+// or half-sent connections sit on the port.
+TEST(http_server, slow_clients_do_not_starve_probes) {
+  registry reg;
+  auto srv = http_server::start("127.0.0.1:0", reg, {});
+  ASSERT_TRUE(srv) << caf::to_string(srv.error());
+  auto port = (*srv)->port();
+  std::vector<int> fds;
+  for (int i = 0; i < 300; ++i) {
+    auto fd = open_idle(port, i % 2 == 1);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    fds.push_back(fd);
+  }
+  for (auto path : {"/healthz", "/readyz", "/metrics"}) {
+    auto start = std::chrono::steady_clock::now();
+    auto rep = http_get(port, path);
+    auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_EQ(rep.status, 200) << path;
+    EXPECT_LT(took, std::chrono::seconds{1}) << path;
+  }
+  for (auto fd : fds) {
+    close(fd);
+  }
 }
 
 TEST(http_server, bad_listen_address) {
