@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <sodium.h>
@@ -34,10 +35,11 @@ void trim_right(std::string& line) {
 
 // Whether `text` looks like a key rather than a file name: exactly 40
 // characters with no '/' and no '.', which Z85 has but paths rarely lack.
+// Z85's alphabet has '/' and '.', so a key can look like a path: 40
+// characters that name no existing file are taken as the key itself.
 bool looks_like_z85(const std::string& text) {
-  return text.size() == z85_key_chars && text.find('/') == std::string::npos &&
-         text.rfind(".pub") == std::string::npos &&
-         text.rfind(".key") == std::string::npos;
+  std::error_code ec;
+  return text.size() == z85_key_chars && !std::filesystem::exists(text, ec);
 }
 
 caf::error write_file(const std::string& path, const std::string& text,
