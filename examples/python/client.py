@@ -26,6 +26,7 @@ A client whose key is not listed gets no session at all: no reply, only
 timeouts.
 """
 
+import os
 import argparse
 import random
 import struct
@@ -116,9 +117,11 @@ class Client:
 
 
 def read_key(text_or_file):
-    """A Z85 key (40 characters), or the first line of a key file."""
-    if len(text_or_file) == 40 and "/" not in text_or_file and \
-            not text_or_file.endswith((".key", ".pub")):
+    """A Z85 key (40 characters), or the first line of a key file.
+
+    Z85 has '/' and '.' in its alphabet, so 40 characters that name no
+    existing file are the key itself."""
+    if len(text_or_file) == 40 and not os.path.exists(text_or_file):
         return text_or_file.encode()
     with open(text_or_file, encoding="ascii") as f:
         return f.readline().strip().encode()
