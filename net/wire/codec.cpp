@@ -1068,12 +1068,14 @@ enum reply_key : size_t {
   rp_node,
   rp_models,
   rp_nodes,
+  rp_retry_after,
   rp_count,
 };
 
 constexpr std::array<std::string_view, rp_count> reply_keys{
-    "v",     "id",      "status",    "error", "outputs", "source",
-    "model", "version", "timing_us", "node",  "models",  "nodes"};
+    "v",      "id",    "status",        "error",     "outputs",
+    "source", "model", "version",       "timing_us", "node",
+    "models", "nodes", "retry_after_ms"};
 
 // Parses a request or reply frame into its top-level map, and reads first
 // what every later failure is answered with: the id and the protocol
@@ -1229,7 +1231,8 @@ uint32_t reply_map_size(const reply& r) {
   bool has_outputs = !r.outputs_encoded.empty() || !r.outputs.empty();
   return 3 + !r.error.empty() + has_outputs + (r.source != reply_source::none) +
          !r.model.empty() + r.version.has_value() + r.timing_us.has_value() +
-         !r.node.empty() + r.has_models + r.has_nodes;
+         !r.node.empty() + r.has_models + r.has_nodes +
+         r.retry_after_ms.has_value();
 }
 
 // A reply's timing, node, models and nodes, after its other keys.
@@ -1262,6 +1265,10 @@ void put_reply_tail(packer& pk, const reply& r) {
       put_node(pk, x);
     }
   }
+  if (r.retry_after_ms) {
+    pk.key("retry_after_ms");
+    pk.pack_uint64(*r.retry_after_ms);
+  }
 }
 
 // A reply's timing, node, models and nodes.
@@ -1275,6 +1282,10 @@ caf::error decode_reply_lists(const std::array<const object*, rp_count>& v,
     out.timing_us = t;
   }
   if (auto err = get_opt_str(v[rp_node], "node", out.node)) {
+    return err;
+  }
+  if (auto err = get_opt_uint(v[rp_retry_after], "retry_after_ms",
+                              out.retry_after_ms)) {
     return err;
   }
   if (!absent(v[rp_models])) {

@@ -192,6 +192,8 @@ struct reply {
   std::vector<node_info> nodes;   // op status
   bool has_models = false;
   bool has_nodes = false;
+  // A refusal for a tenant limit: when a retry may succeed.
+  std::optional<uint64_t> retry_after_ms;
 };
 
 } // namespace shoal
