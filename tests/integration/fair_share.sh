@@ -8,7 +8,7 @@ require_python_modules
 
 scratch_dir DIR fair-share
 mkdir -p "$DIR/models/fair/1"
-# 10 ms a request, one at a time: 100 requests/s.
+# 20 ms a request, one at a time: 50 requests/s.
 cat >"$DIR/models/fair/1/model.toml" <<'TOML'
 backend = "synthetic"
 pinned = true
@@ -32,7 +32,7 @@ max_delay_us = 0
 enabled = false
 
 [synthetic]
-cost_per_batch_us = 10000
+cost_per_batch_us = 20000
 TOML
 cat >"$DIR/tenants.toml" <<'TOML'
 [tenants.flood]
@@ -61,7 +61,7 @@ def req(i, tenant):
         "inputs": [{"name": "x", "dtype": "f32", "shape": [1, 16],
                     "data": np.full(16, i % 1000, "<f4").tobytes()}]})
 
-CAPACITY = 100  # requests/s
+CAPACITY = 50  # requests/s
 
 def trickle(seconds):
     """10% of capacity, one request at a time; latencies in ms."""
@@ -99,12 +99,12 @@ def flood():
 
 # Warm up, then trickle alone.
 trickle(0.5)
-alone, refused_alone = trickle(5)
+alone, refused_alone = trickle(6)
 assert not refused_alone, refused_alone
 thread = threading.Thread(target=flood)
 thread.start()
 time.sleep(1.5)  # the flood fills the queue
-shared, refused_shared = trickle(5)
+shared, refused_shared = trickle(6)
 stop.set()
 thread.join()
 

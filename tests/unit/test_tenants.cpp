@@ -44,7 +44,9 @@ TEST(tenants, names_resolve_to_their_limits_or_to_default_as_other) {
 TEST(tenants, many_tenants_resolve_through_the_hash) {
   std::map<std::string, tenant_limits> cfg;
   for (int i = 0; i < 20; ++i) {
-    cfg["t" + std::to_string(i)].weight = static_cast<uint64_t>(i + 1);
+    std::string name = "t";
+    name += std::to_string(i);
+    cfg[name].weight = static_cast<uint64_t>(i + 1);
   }
   tenant_table t{cfg};
   EXPECT_EQ(t.weight(t.resolve("t7").index), 8u);
