@@ -45,7 +45,7 @@ struct gateway::impl : client_socket::handler {
     encode_reply(r, out);
     sock.send(route, out);
     if (tenant_counts) {
-      env.tenants->count(tenant.label, r.code);
+      env.tenants->count_on_gateway(tenant.label, r.code);
     }
     if (logged) {
       log_reply(r);

@@ -48,6 +48,7 @@ void tenant_table::add(std::string name, const tenant_limits& limits) {
     t->limits.burst = burst;
     t->tolerance_ns = static_cast<int64_t>(burst) * t->interval_ns;
   }
+  names_.push_back(name);
   index_.emplace(std::move(name), static_cast<uint16_t>(tenants_.size()));
   tenants_.push_back(std::move(t));
 }
@@ -57,9 +58,9 @@ tenant_table::id tenant_table::resolve(std::string_view name) const noexcept {
     return {0, 0};
   }
   // A linear look at a handful of names beats hashing; a long list hashes.
-  if (tenants_.size() <= 8) {
-    for (size_t i = 0; i < tenants_.size(); ++i) {
-      if (tenants_[i]->name == name) {
+  if (names_.size() <= 8) {
+    for (size_t i = 0; i < names_.size(); ++i) {
+      if (names_[i] == name) {
         return {static_cast<uint16_t>(i), static_cast<uint16_t>(i)};
       }
     }
@@ -146,14 +147,21 @@ void tenant_table::count(uint16_t label, status s) noexcept {
       1, std::memory_order_relaxed);
 }
 
+void tenant_table::count_on_gateway(uint16_t label, status s) noexcept {
+  auto& c = counters_[label].gateway[static_cast<size_t>(s)];
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 void tenant_table::rejected(uint16_t label, tenant_reject r) noexcept {
   counters_[label].rejected[static_cast<size_t>(r)].fetch_add(
       1, std::memory_order_relaxed);
 }
 
 uint64_t tenant_table::requests(uint16_t label, status s) const noexcept {
-  return counters_[label].requests[static_cast<size_t>(s)].load(
-      std::memory_order_relaxed);
+  auto& c = counters_[label];
+  auto i = static_cast<size_t>(s);
+  return c.gateway[i].load(std::memory_order_relaxed) +
+         c.requests[i].load(std::memory_order_relaxed);
 }
 
 uint64_t tenant_table::rejections(uint16_t label,

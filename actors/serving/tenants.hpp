@@ -76,6 +76,9 @@ public:
   // Counters for shoal_tenant_requests_total and
   // shoal_tenant_rejected_total; any thread.
   void count(uint16_t label, status s) noexcept;
+  // The same from the gateway thread, its only writer: a plain store, no
+  // locked instruction on the hit path.
+  void count_on_gateway(uint16_t label, status s) noexcept;
   void rejected(uint16_t label, tenant_reject r) noexcept;
   uint64_t requests(uint16_t label, status s) const noexcept;
   uint64_t rejections(uint16_t label, tenant_reject r) const noexcept;
@@ -90,6 +93,7 @@ private:
     std::atomic<uint64_t> inflight{0};
   };
   struct alignas(64) label_counters {
+    std::array<std::atomic<uint64_t>, status_count> gateway{};
     std::array<std::atomic<uint64_t>, status_count> requests{};
     std::array<std::atomic<uint64_t>, tenant_reject_count> rejected{};
   };
@@ -106,6 +110,7 @@ private:
 
   std::vector<std::unique_ptr<tenant>> tenants_;
   std::unique_ptr<label_counters[]> counters_;
+  std::vector<std::string> names_; // tenants_' names, side by side
   std::unordered_map<std::string, uint16_t, name_hash, std::equal_to<>> index_;
   std::string other_ = "other";
 };
