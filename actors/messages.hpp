@@ -32,5 +32,6 @@ using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using link_msg_atom = caf::atom_constant<caf::atom("linkmsg")>;
 using peer_atom = caf::atom_constant<caf::atom("peer")>;
 using set_router_atom = caf::atom_constant<caf::atom("setrouter")>;
+using reload_atom = caf::atom_constant<caf::atom("reload")>;
 
 } // namespace shoal

@@ -238,6 +238,10 @@ std::vector<setting> models_settings() {
       declare("models.max_file_bytes",
               "Largest model file the store accepts from a repository.",
               &c::models, &c::models_section::max_file_bytes),
+      declare("models.poll_ms",
+              "Re-read the repository this often for new and removed model "
+              "versions (0: only at start and on `shoalctl reload`).",
+              &c::models, &c::models_section::poll_ms),
   };
 }
 
@@ -351,6 +355,17 @@ std::vector<setting> log_settings() {
   };
 }
 
+std::vector<setting> torch_settings() {
+  using c = node_config;
+  return {
+      declare("torch.threads",
+              "Intra-op threads of libtorch's one process-wide pool, set once "
+              "when the first torch model loads (0: every core this process "
+              "may run on); [torch] threads in a manifest can only lower it.",
+              &c::torch, &c::torch_section::threads),
+  };
+}
+
 // Every setting, declared once with its documentation, section by section
 // in the order --print-config shows them.
 const std::vector<setting>& settings() {
@@ -360,7 +375,7 @@ const std::vector<setting>& settings() {
          {&node_settings, &cluster_settings, &gateway_settings, &http_settings,
           &models_settings, &cache_settings, &router_settings,
           &executor_settings, &supervisor_settings, &runtime_settings,
-          &log_settings}) {
+          &log_settings, &torch_settings}) {
       auto more = section();
       out.insert(out.end(), more.begin(), more.end());
     }
@@ -795,6 +810,9 @@ caf::error validate_models(const node_config& cfg) {
   }
   if (cfg.models.fetch_timeout_ms < 100) {
     return invalid("models.fetch_timeout_ms", "must be at least 100");
+  }
+  if (cfg.models.poll_ms > 0 && cfg.models.poll_ms < 100) {
+    return invalid("models.poll_ms", "must be 0 (off) or at least 100");
   }
   return {};
 }

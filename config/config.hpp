@@ -61,6 +61,7 @@ struct node_config {
     uint64_t fetch_timeout_ms = 300000;
     uint64_t fetch_retries = 3;
     uint64_t max_file_bytes = uint64_t{64} << 30;
+    uint64_t poll_ms = 0;
   } models;
   struct cache_section {
     uint64_t max_bytes = 256u << 20;
@@ -98,6 +99,9 @@ struct node_config {
   } log;
   // [tenants.NAME]; names without a table share [tenants.default].
   std::map<std::string, tenant_limits> tenants;
+  struct torch_section {
+    uint64_t threads = 0; // 0: every core the process may run on
+  } torch;
   // Where each value that is not a default came from, by "section.key": a
   // file, "environment SHOAL_...", or "--set". --print-config shows it.
   std::map<std::string, std::string> sources;

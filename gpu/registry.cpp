@@ -15,6 +15,7 @@
 #include "gpu/device/device_ledger.hpp"
 #include "gpu/model/manifest.hpp"
 #include "gpu/synthetic/synthetic.hpp"
+#include "gpu/torch/torch_backend.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {
@@ -28,6 +29,7 @@ std::vector<backend_info> builtin_backends() {
   out.push_back(synthetic_backend_info());
   out.push_back(cpu_backend_info());
   out.push_back(cuda_backend_info());
+  out.push_back(torch_backend_info());
   return out;
 }
 
@@ -230,6 +232,15 @@ std::vector<std::string> backend_names() {
 
 caf::error register_backend(backend_info info) {
   return registry::instance().add(std::move(info));
+}
+
+void configure_backends(const node_config& cfg) {
+  for (auto& name : backend_names()) {
+    auto* info = find_backend(name);
+    if (info->configure) {
+      info->configure(cfg);
+    }
+  }
 }
 
 bool register_backend_or_abort(backend_info info) {

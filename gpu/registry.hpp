@@ -30,6 +30,7 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "config/config.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/model/model_spec.hpp"
 
@@ -72,6 +73,8 @@ struct backend_info {
   using load_fn = std::function<caf::expected<backend_ptr>(
       const model_spec& spec, device_choice where, const load_options& opts)>;
   using may_block_fn = std::function<bool(const model_spec& spec)>;
+  // Takes the node's settings that concern the backend, once at start.
+  using configure_fn = std::function<void(const node_config& cfg)>;
 
   // What `backend =` says.
   std::string name;
@@ -91,6 +94,8 @@ struct backend_info {
   // Whether loading or running a model may block its thread (sleeps,
   // long kernels, device syncs); empty means always.
   may_block_fn may_block;
+  // Empty: the backend has no node-wide settings.
+  configure_fn configure;
 
   bool accepts(device_kind kind) const noexcept;
 };
@@ -100,6 +105,10 @@ const backend_info* find_backend(std::string_view name);
 
 // Every backend's name, sorted.
 std::vector<std::string> backend_names();
+
+// Hands the node's settings to every backend that has a configure
+// function; the node calls it once, before any model loads.
+void configure_backends(const node_config& cfg);
 
 // Adds a backend. Refuses (errc::config_invalid, naming it) an empty name
 // or load function, a name taken, a default device it does not accept,

@@ -3,7 +3,16 @@
 
 Run with Debian's python3 and python3-numpy (nothing else, no torch):
 
-    /usr/bin/python3 scripts/make_models.py [--out DIR]
+    /usr/bin/python3 scripts/make_models.py [--out DIR] [--torch]
+
+--torch also writes the TorchScript examples (needs python3-torch and
+python3-torchvision): `resnet18` (torchvision's, image [-1, 3, 224, 224] ->
+logits [-1, 1000]) and `text` (an nn.TransformerEncoder classifier over i64
+token ids [-1, 64] -> a dict {logits [-1, 4], embedding [-1, 64]}), each a
+frozen TorchScript module `model.pt` with `reference.safetensors` holding
+inputs and the outputs PyTorch computed (resnet18 for batches 1, 3 and 8,
+text for 1, 7 and 32). Their weights are random (seeded), nothing is
+downloaded.
 
 DIR defaults to examples/models under the repository root. For each model it
 writes <DIR>/<name>/1/ with
@@ -38,6 +47,7 @@ ST_DTYPES = {
     np.dtype("<f4"): "F32",
     np.dtype("<f2"): "F16",
     np.dtype("<f8"): "F64",
+    np.dtype("<i8"): "I64",
 }
 
 
@@ -383,8 +393,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(REPO_ROOT, "examples", "models"),
                     help="model repository root (default: examples/models)")
+    ap.add_argument("--torch", action="store_true",
+                    help="also write the TorchScript examples (resnet18, text)")
     args = ap.parse_args()
     t0 = time.monotonic()
+    if args.torch:
+        import make_torch_models  # beside this file; needs python3-torch
+        make_torch_models.main(args.out)
     for model in (make_mlp(), make_cnn()):
         sha, results, stats = build(model, args.out)
         nparams = sum(int(v.size) for v in model["weights"].values())

@@ -29,6 +29,12 @@ HTTP_PORT=9310
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '\n==> %s\n' "$*"; }
 
+# Beside it, where the build has the torch backend: torchvision's resnet18
+# (TorchScript on libtorch, CPU), under a lighter load, since one batch of
+# it costs tens of milliseconds.
+TORCH_MODEL="resnet18"
+TORCH_BENCH_ARGS=(--concurrency 4 --duration 5 --hot-ratio 0.9 --distinct 100)
+
 # -- set up and build -------------------------------------------------------
 scripts/setup.sh
 
@@ -154,6 +160,17 @@ say "shoalctl --endpoint $ENDPOINT models"
 say "shoalctl --endpoint $ENDPOINT bench --model $MODEL ${BENCH_ARGS[*]}"
 bench_rc=0
 "${CTL[@]}" bench --model "$MODEL" "${BENCH_ARGS[@]}" || bench_rc=$?
+
+if [[ -f $MODELS/$TORCH_MODEL/1/model.pt ]]; then
+  # Loaded first (plugin, module, warm-up: seconds on a small machine), so
+  # that the benchmark measures serving, not the cold start.
+  say "shoalctl --endpoint $ENDPOINT load $TORCH_MODEL"
+  "${CTL[@]}" --timeout-ms 300000 load "$TORCH_MODEL" || bench_rc=$?
+  say "shoalctl --endpoint $ENDPOINT bench --model $TORCH_MODEL ${TORCH_BENCH_ARGS[*]}"
+  "${CTL[@]}" bench --model "$TORCH_MODEL" "${TORCH_BENCH_ARGS[@]}" || bench_rc=$?
+else
+  say "no $TORCH_MODEL example (built without the torch feature): skipped"
+fi
 
 say "metrics ($METRICS_URL)"
 curl -fsS --max-time 5 "$METRICS_URL" |

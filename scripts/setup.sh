@@ -19,6 +19,10 @@ PACKAGES=(
   libcaf-dev libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libcivetweb-dev
   libtomlplusplus-dev libspdlog-dev libcli11-dev libsodium-dev
   libcurl4-openssl-dev libssl-dev libxxhash-dev libopenblas-dev
+  # the torch backend's plugin (libtorch 1.13, CPU), and what writes its
+  # example models and reference outputs; installed without recommends,
+  # like everything here
+  libtorch-dev python3-torch python3-torchvision
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-zmq python3-msgpack python3-numpy

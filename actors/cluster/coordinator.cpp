@@ -134,7 +134,7 @@ choice choose(self_ptr self, const model_spec& spec) {
 void place(self_ptr self, const std::string& model, uint64_t version,
            const std::string& reason) {
   auto& st = self->state;
-  auto spec = st.catalog->resolve(model, version);
+  auto spec = st.catalog->get()->resolve(model, version);
   if (!spec) {
     self->send(st.router, spawn_fail_atom::value, model, version,
                std::string{"model not in the head's repository"});
@@ -214,7 +214,7 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   w.gpu_spawning.erase({d.model, d.version});
   // A spawn that waited for a worker is satisfied by an adopted replica too.
   st.waiting.erase({d.model, d.version});
-  auto spec = st.catalog->resolve(d.model, d.version);
+  auto spec = st.catalog->get()->resolve(d.model, d.version);
   if (!spec) {
     st.link->send(name, retire_msg{d.id, d.model, d.version});
     return;
@@ -561,7 +561,7 @@ void on_tick(self_ptr self) {
 
 coordinator_handle::behavior_type
 coordinator_actor(self_ptr self, coordinator_config cfg,
-                  std::shared_ptr<link_box> link, model_catalog_ptr catalog,
+                  std::shared_ptr<link_box> link, live_catalog_ptr catalog,
                   std::shared_ptr<reply_sink> sink,
                   std::shared_ptr<serving_metrics> metrics,
                   std::shared_ptr<cluster_view> view) {

@@ -41,6 +41,7 @@
 #include "actors/serving/router.hpp"
 #include "actors/serving/serving_metrics.hpp"
 #include "actors/serving/supervisor.hpp"
+#include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/reply_sink.hpp"
 
@@ -119,7 +120,7 @@ struct coordinator_state {
   coordinator_config cfg;
   std::shared_ptr<link_box> link;
   router_handle router;
-  model_catalog_ptr catalog;
+  live_catalog_ptr catalog;
   std::shared_ptr<reply_sink> sink;
   std::shared_ptr<serving_metrics> metrics;
   std::shared_ptr<cluster_view> view;
@@ -134,7 +135,7 @@ struct coordinator_state {
 coordinator_handle::behavior_type
 coordinator_actor(coordinator_handle::stateful_pointer<coordinator_state> self,
                   coordinator_config cfg, std::shared_ptr<link_box> link,
-                  model_catalog_ptr catalog, std::shared_ptr<reply_sink> sink,
+                  live_catalog_ptr catalog, std::shared_ptr<reply_sink> sink,
                   std::shared_ptr<serving_metrics> metrics,
                   std::shared_ptr<cluster_view> view);
 

@@ -129,6 +129,16 @@ void on_spawn(self_ptr self, const std::string& body) {
       return send_head(self, r.desc);
     }
   }
+  if (st.catalog && !st.catalog->get()->resolve(m.model, m.version)) {
+    spdlog::info("worker: {} v{} is not in this worker's catalog yet; "
+                 "re-reading the model repository",
+                 m.model, m.version);
+    auto agent = caf::actor_cast<worker_agent_handle>(self);
+    st.catalog->reread([agent, m](const caf::expected<catalog_update>&) {
+      caf::anon_send(agent, spawn_atom::value, m.model, m.version, m.reason);
+    });
+    return;
+  }
   self->send(st.supervisor, spawn_atom::value, m.model, m.version, m.reason);
 }
 
@@ -238,8 +248,9 @@ void on_done(self_ptr self, std::vector<exec_result>& results) {
 worker_agent_handle::behavior_type
 worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
                    replica_source_handle supervisor, worker_hello hello,
-                   std::function<void()> on_drain) {
+                   std::function<void()> on_drain, live_catalog_ptr catalog) {
   auto& st = self->state;
+  st.catalog = std::move(catalog);
   st.on_drain = std::move(on_drain);
   st.link = std::move(link);
   st.supervisor = std::move(supervisor);
@@ -283,6 +294,11 @@ worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
       [=](tick_atom) {
         report_devices(self);
         self->delayed_send(self, devices_period, tick_atom::value);
+      },
+      [=](spawn_atom, const std::string& model, uint64_t version,
+          const std::string& reason) {
+        self->send(self->state.supervisor, spawn_atom::value, model, version,
+                   reason);
       },
   };
 }

@@ -22,6 +22,7 @@
 #include "actors/messages.hpp"
 #include "actors/serving/executor.hpp"
 #include "actors/serving/supervisor.hpp"
+#include "gpu/model/live_catalog.hpp"
 #include "net/link/cluster_codec.hpp"
 
 namespace shoal {
@@ -53,7 +54,12 @@ using worker_agent_handle = caf::typed_actor<
     caf::replies_to<count_atom>::with<uint64_t>,
     // From itself, every second when the node has GPUs: tells the head
     // (`devices`) when they changed. Nothing comes back.
-    caf::reacts_to<tick_atom>>;
+    caf::reacts_to<tick_atom>,
+    // From itself, when the re-read of the repository that a spawn of a
+    // version this worker had not seen asked for is done: the spawn goes
+    // on to the supervisor (which answers spawn_fail, sent on to the head,
+    // if the version is still unknown). Nothing comes back.
+    caf::reacts_to<spawn_atom, std::string, uint64_t, std::string>>;
 
 struct worker_agent_state {
   struct local_replica {
@@ -63,6 +69,9 @@ struct worker_agent_state {
 
   std::shared_ptr<link_box> link;
   replica_source_handle supervisor;
+  // This worker's view of the repository: a spawn of a version not in it
+  // re-reads it first, so that a version the head has just read is found.
+  live_catalog_ptr catalog;
   worker_hello hello; // kept current: a restarted head adopts from it
   std::map<uint64_t, local_replica> replicas;
   uint64_t next_id = 1;
@@ -80,6 +89,7 @@ struct worker_agent_state {
 worker_agent_handle::behavior_type worker_agent_actor(
     worker_agent_handle::stateful_pointer<worker_agent_state> self,
     std::shared_ptr<link_box> link, replica_source_handle supervisor,
-    worker_hello hello, std::function<void()> on_drain);
+    worker_hello hello, std::function<void()> on_drain,
+    live_catalog_ptr catalog);
 
 } // namespace shoal

@@ -38,6 +38,19 @@ struct gateway::impl : client_socket::handler {
   // Whether the current frame goes into the request log, and its size.
   bool logged = false;
   uint64_t frame_bytes = 0;
+  // The catalog as of `catalog_gen`: taken again only when a re-read
+  // replaced it, so the hot path does not lock per request.
+  model_catalog_ptr catalog;
+  uint64_t catalog_gen = 0;
+
+  const model_catalog& current_catalog() {
+    auto gen = env.catalog->generation();
+    if (!catalog || gen != catalog_gen) {
+      catalog = env.catalog->get();
+      catalog_gen = gen;
+    }
+    return *catalog;
+  }
 
   void send_reply(client_socket& sock, const reply_route& route,
                   const reply& r) {
@@ -200,7 +213,7 @@ struct gateway::impl : client_socket::handler {
     if (!admit_tenant(sock, route, recv_ns)) {
       return;
     }
-    auto spec = env.catalog->resolve(req.model, req.version);
+    auto spec = current_catalog().resolve(req.model, req.version);
     if (!spec) {
       auto what = "model " + req.model +
                   (req.version ? " v" + std::to_string(*req.version) : "") +
@@ -261,6 +274,30 @@ struct gateway::impl : client_socket::handler {
     env.metrics->op_reply(op_kind::drain, status::ok);
   }
 
+  // `reload`: the re-read runs on the repository watcher's thread, which
+  // answers through the reply sink when it is done.
+  void handle_reload(reply_route& route) {
+    env.catalog->reread(
+        [id = std::move(req.id), route = std::move(route), sink = env.sink,
+         metrics = env.metrics](const caf::expected<catalog_update>& up) {
+          reply r;
+          r.id = id;
+          if (!up) {
+            r.code = to_status(up.error());
+            r.error = reason_of(up.error());
+          } else {
+            r.has_changes = true;
+            r.added = up->added;
+            r.removed = up->removed;
+            r.refused = up->refused;
+          }
+          std::string body;
+          encode_reply(r, body);
+          sink->push(route, std::move(body));
+          metrics->op_reply(op_kind::reload, r.code);
+        });
+  }
+
   void handle_admin(reply_route& route) {
     admin_job job;
     job.id = std::move(req.id);
@@ -307,6 +344,8 @@ struct gateway::impl : client_socket::handler {
     }
     case op_kind::drain:
       return handle_drain(sock, route);
+    case op_kind::reload:
+      return handle_reload(route);
     case op_kind::models:
     case op_kind::status:
     case op_kind::load:

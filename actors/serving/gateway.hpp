@@ -18,6 +18,7 @@
 #include "actors/serving/router.hpp"
 #include "actors/serving/serving_metrics.hpp"
 #include "actors/serving/tenants.hpp"
+#include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/client_socket.hpp"
 #include "net/wire/codec.hpp"
@@ -35,7 +36,8 @@ struct gateway_config {
 // What the gateway needs from the node around it.
 struct gateway_env {
   router_handle router; // takes infer_job and admin_job
-  model_catalog_ptr catalog;
+  // Requests are validated against it; the `reload` op re-reads it.
+  live_catalog_ptr catalog;
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
   std::shared_ptr<serving_metrics> metrics;

@@ -132,7 +132,9 @@ void schedule_tick(self_ptr self) {
 model_entry& entry_for(self_ptr self, const model_spec_ptr& spec) {
   auto& st = self->state;
   auto& m = st.models[{spec->name, spec->version}];
-  if (!m.spec) {
+  // A version removed from the repository and published again is a new
+  // spec; the old one's entry holds no replica by then.
+  if (!m.spec || (m.spec != spec && m.replicas.empty() && !m.spawn_requested)) {
     m.spec = spec;
     m.pinned = spec->pinned;
     m.vfinish.resize(st.cfg.tenants->size());
@@ -440,7 +442,7 @@ void on_infer(self_ptr self, infer_job& job) {
   if (absorb_retry(self, job, w, rkey)) {
     return;
   }
-  auto spec = st.catalog->resolve(job.model, job.version);
+  auto spec = st.catalog->get()->resolve(job.model, job.version);
   if (!spec) {
     fail_waiter(self, w, job.model, status::not_found,
                 "model " + job.model + " v" + std::to_string(job.version) +
@@ -567,7 +569,7 @@ void on_results(self_ptr self, std::vector<exec_result>& results) {
 void on_ready(self_ptr self, const std::string& model, uint64_t version,
               replica_handle handle, std::string device, std::string node) {
   auto& st = self->state;
-  auto spec = st.catalog->resolve(model, version);
+  auto spec = st.catalog->get()->resolve(model, version);
   if (!spec) {
     self->send(st.replicas, idle_atom::value, model, version);
     return;
@@ -753,12 +755,16 @@ void on_tick(self_ptr self) {
   schedule_tick(self);
 }
 
-void on_idle_check(self_ptr self) {
+void retire_idle(self_ptr self) {
   auto& st = self->state;
   auto now = now_ns();
+  auto catalog = st.catalog->get();
   for (auto& [key, m] : st.models) {
-    auto ttl = m.spec->idle_ttl.value_or(st.cfg.idle_ttl);
-    if (m.pinned || !m.queue.empty() || m.replicas.empty()) {
+    // A version gone from the repository retires as soon as it is idle.
+    bool removed = !catalog->resolve(key.first, key.second);
+    auto ttl = removed ? std::chrono::milliseconds{0}
+                       : m.spec->idle_ttl.value_or(st.cfg.idle_ttl);
+    if ((m.pinned && !removed) || !m.queue.empty() || m.replicas.empty()) {
       continue;
     }
     bool idle = true;
@@ -769,8 +775,8 @@ void on_idle_check(self_ptr self) {
     if (!idle) {
       continue;
     }
-    spdlog::info("router: retiring idle replicas of {} v{}", key.first,
-                 key.second);
+    spdlog::info("router: retiring {} replicas of {} v{}",
+                 removed ? "removed" : "idle", key.first, key.second);
     for (auto& r : m.replicas) {
       self->demonitor(r.handle.address());
       st.metrics->executors(key.first, -1);
@@ -778,6 +784,11 @@ void on_idle_check(self_ptr self) {
     m.replicas.clear();
     self->send(st.replicas, idle_atom::value, key.first, key.second);
   }
+}
+
+void on_idle_check(self_ptr self) {
+  auto& st = self->state;
+  retire_idle(self);
   auto period = std::min<std::chrono::milliseconds>(
       std::chrono::milliseconds{1000},
       std::max(st.cfg.idle_ttl / 4, std::chrono::milliseconds{10}));
@@ -799,12 +810,28 @@ void on_retire(self_ptr self, const replica_handle& handle) {
   }
 }
 
+// The catalog changed: versions pinned by their manifest that are new get
+// a replica, and replicas of removed versions retire (the idle check, now
+// for those already idle, later for the others).
+void on_catalog_changed(self_ptr self) {
+  auto& st = self->state;
+  auto catalog = st.catalog->get();
+  for (auto& [name, versions] : catalog->models) {
+    for (auto& [v, spec] : versions) {
+      if (spec->pinned) {
+        request_replica(self, entry_for(self, spec), "load");
+      }
+    }
+  }
+  retire_idle(self);
+}
+
 } // namespace
 
 void router_admin(self_ptr self, admin_job& job);
 
 router_handle::behavior_type router_actor(
-    self_ptr self, router_config cfg, model_catalog_ptr catalog,
+    self_ptr self, router_config cfg, live_catalog_ptr catalog,
     std::shared_ptr<result_cache> cache, std::shared_ptr<reply_sink> sink,
     std::shared_ptr<serving_metrics> metrics, replica_source_handle replicas,
     cluster_status_handle cluster_status) {
@@ -822,13 +849,7 @@ router_handle::behavior_type router_actor(
   self->set_down_handler([=](caf::down_msg& dm) { on_down(self, dm); });
   self->send(self, idle_atom::value);
   // Pinned models are loaded at start, so their first request is warm.
-  for (auto& [name, versions] : st.catalog->models) {
-    for (auto& [v, spec] : versions) {
-      if (spec->pinned) {
-        request_replica(self, entry_for(self, spec), "load");
-      }
-    }
-  }
+  on_catalog_changed(self);
   return {
       [=](infer_job& job) { on_infer(self, job); },
       [=](admin_job& job) { router_admin(self, job); },
@@ -854,6 +875,7 @@ router_handle::behavior_type router_actor(
       },
       [=](tick_atom) { on_tick(self); },
       [=](idle_atom) { on_idle_check(self); },
+      [=](reload_atom) { on_catalog_changed(self); },
       [=](drain_atom) {
         self->state.draining = true;
         return static_cast<uint64_t>(self->state.tickets.size());

@@ -37,6 +37,7 @@
 #include "actors/serving/serving_metrics.hpp"
 #include "actors/serving/supervisor.hpp"
 #include "actors/serving/tenants.hpp"
+#include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/reply_sink.hpp"
 #include "net/wire/exec.hpp"
@@ -131,6 +132,10 @@ using router_handle = caf::typed_actor<
     caf::reacts_to<tick_atom>,
     // From itself: idle replica retirement; nothing comes back.
     caf::reacts_to<idle_atom>,
+    // From the node after a re-read of the repository changed the catalog:
+    // new versions pinned by their manifest get a replica, replicas of
+    // removed versions retire once idle. Nothing comes back.
+    caf::reacts_to<reload_atom>,
     // From the node on SIGTERM or `drain`: new requests get UNAVAILABLE;
     // returns the number of requests still open.
     caf::replies_to<drain_atom>::with<uint64_t>,
@@ -233,7 +238,7 @@ struct router_state {
   using model_key = std::pair<std::string, uint64_t>;
 
   router_config cfg;
-  model_catalog_ptr catalog;
+  live_catalog_ptr catalog;
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
   std::shared_ptr<serving_metrics> metrics;
@@ -258,7 +263,7 @@ struct router_state {
 // `cluster_status` answers the status op when cfg.cluster (null otherwise).
 router_handle::behavior_type router_actor(
     router_handle::stateful_pointer<router_state> self, router_config cfg,
-    model_catalog_ptr catalog, std::shared_ptr<result_cache> cache,
+    live_catalog_ptr catalog, std::shared_ptr<result_cache> cache,
     std::shared_ptr<reply_sink> sink, std::shared_ptr<serving_metrics> metrics,
     replica_source_handle replicas, cluster_status_handle cluster_status);
 

@@ -34,7 +34,8 @@ void models_reply(self_ptr self, const admin_job& job) {
   auto& st = self->state;
   reply r;
   r.has_models = true;
-  for (auto& [name, versions] : st.catalog->models) {
+  auto catalog = st.catalog->get();
+  for (auto& [name, versions] : catalog->models) {
     model_info info;
     info.name = name;
     info.state = "available";
@@ -158,7 +159,7 @@ void router_admin(self_ptr self, admin_job& job) {
   if (job.version > 0) {
     version = job.version;
   }
-  auto spec = st.catalog->resolve(job.model, version);
+  auto spec = st.catalog->get()->resolve(job.model, version);
   if (!spec) {
     return fail(self, job, status::not_found,
                 "model " + job.model +

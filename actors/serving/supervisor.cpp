@@ -50,7 +50,8 @@ void start_child(self_ptr self, uint64_t id, std::string_view reason) {
   s.child = st.factory(self, s.model, s.version, s.listener);
   if (!s.child) {
     self->send(s.listener, spawn_fail_atom::value, s.model, s.version,
-               std::string{"no such model"});
+               "model " + s.model + " v" + std::to_string(s.version) +
+                   " is not in this node's model repository");
     st.slots.erase(i);
     return;
   }

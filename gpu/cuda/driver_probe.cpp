@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <string_view>
 
-#include "gpu/cuda/shared_library.hpp"
+#include "gpu/plugin/shared_library.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {

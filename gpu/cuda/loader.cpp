@@ -4,25 +4,19 @@
 // when there is none. Registers the cuda backend in every build.
 #include "gpu/cuda/loader.hpp"
 
-#include <unistd.h>
-
-#include <algorithm>
-#include <climits>
-#include <filesystem>
 #include <mutex>
 
 #include "gpu/cuda/driver_probe.hpp"
 #include "gpu/cuda/plugin_api.hpp"
-#include "gpu/cuda/shared_library.hpp"
 #include "gpu/device/device.hpp"
 #include "gpu/graph/graph_options.hpp"
+#include "gpu/plugin/plugin_file.hpp"
+#include "gpu/plugin/shared_library.hpp"
 #include "net/wire/error.hpp"
 
 namespace shoal {
 
 namespace {
-
-namespace fs = std::filesystem;
 
 struct plugin_state {
   const cuda_plugin_api* api = nullptr;
@@ -30,73 +24,36 @@ struct plugin_state {
 };
 
 #ifdef SHOAL_CUDA_PLUGIN
-// Where the plugin may be: beside the executable as built (build/shoald,
-// build/tests/x, build/bench/x) or installed (bin/ and lib/shoal/), then
-// the build tree's absolute path.
-std::vector<fs::path> plugin_candidates() {
-  std::vector<fs::path> out;
-  char buf[PATH_MAX];
-  auto n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n > 0) {
-    auto dir = fs::path{std::string{buf, static_cast<size_t>(n)}}.parent_path();
-    out.push_back(dir / "gpu/cuda/libshoal_cuda.so");
-    out.push_back(dir / "../gpu/cuda/libshoal_cuda.so");
-    out.push_back(dir / "../lib/shoal/libshoal_cuda.so");
-  }
-  out.emplace_back(SHOAL_CUDA_PLUGIN);
-  return out;
-}
-#endif
-
-#ifdef SHOAL_CUDA_PLUGIN
-// The plugin at `path`, or why that file is not one.
-caf::expected<const cuda_plugin_api*> open_plugin_at(const fs::path& path) {
-  auto lib = shared_library::open(path.string());
+// The first libshoal_cuda.so found that is a plugin of this version.
+plugin_state find_plugin() {
+  plugin_state st;
+  auto lib = open_plugin(
+      {"libshoal_cuda.so", "gpu/cuda", SHOAL_CUDA_PLUGIN},
+      [&st](const shared_library& lib, const std::string& path) {
+        using entry_fn = const cuda_plugin_api* (*)();
+        auto entry = lib.function<entry_fn>("shoal_cuda_plugin");
+        st.api = entry != nullptr ? entry() : nullptr;
+        if (st.api == nullptr || st.api->abi_version != cuda_plugin_abi) {
+          st.api = nullptr;
+          return make_error(errc::unavailable,
+                            path + ": not a shoal CUDA plugin of this version");
+        }
+        return caf::error{};
+      });
   if (!lib) {
-    return lib.error();
-  }
-  using entry_fn = const cuda_plugin_api* (*)();
-  auto entry = lib->function<entry_fn>("shoal_cuda_plugin");
-  const cuda_plugin_api* api = entry != nullptr ? entry() : nullptr;
-  if (api == nullptr || api->abi_version != cuda_plugin_abi) {
-    return make_error(errc::unavailable,
-                      path.string() +
-                          ": not a shoal CUDA plugin of this version");
+    st.api = nullptr;
+    st.why = "the CUDA plugin could not be loaded: " + reason_of(lib.error());
+    return st;
   }
   // Never closed: backends and their vtables live in it.
   lib->keep();
-  return api;
-}
-
-// The first candidate that is a plugin of this version.
-plugin_state find_plugin() {
-  plugin_state st;
-  std::string errors;
-  std::vector<fs::path> tried;
-  for (auto& candidate : plugin_candidates()) {
-    std::error_code ec;
-    auto path = fs::canonical(candidate, ec);
-    if (ec || std::find(tried.begin(), tried.end(), path) != tried.end()) {
-      continue;
-    }
-    tried.push_back(path);
-    auto api = open_plugin_at(path);
-    if (api) {
-      st.api = *api;
-      return st;
-    }
-    errors += (errors.empty() ? "" : "; ") + reason_of(api.error());
-  }
-  st.why =
-      "the CUDA plugin could not be loaded: " +
-      (errors.empty() ? std::string{"libshoal_cuda.so not found"} : errors);
   return st;
 }
 #endif
 
 // Asks the driver first: only a machine with a GPU loads the plugin (and
 // cuBLAS and cuDNN with it).
-plugin_state open_plugin() {
+plugin_state load_plugin() {
 #ifndef SHOAL_CUDA_PLUGIN
   return {nullptr, "this node was built without the cuda feature"};
 #else
@@ -109,7 +66,7 @@ plugin_state open_plugin() {
 }
 
 const plugin_state& plugin() {
-  static const plugin_state st = open_plugin();
+  static const plugin_state st = load_plugin();
   return st;
 }
 

@@ -53,6 +53,9 @@ struct model_spec {
   // Cluster placement: keep at least this many of the model's replicas on
   // workers labelled capacity=on-demand (spot nodes may vanish at once).
   uint64_t min_replicas_on_demand = 0;
+  // sha256 of the model.toml this spec was read from: a re-read of the
+  // repository tells an unchanged version from a changed one by it.
+  std::string manifest_sha256;
   // What the backend's own sections said ([synthetic], [[layers]], ...);
   // null for a spec built in code. Read with options_of<T>().
   backend_options_ptr options;

@@ -1003,6 +1003,44 @@ caf::error decode_nodes(const object& o, std::vector<node_info>& out) {
   return {};
 }
 
+caf::error decode_changes(const object& o, std::string_view key,
+                          std::vector<catalog_change>& out) {
+  static constexpr std::array<std::string_view, 3> keys{"model", "version",
+                                                        "error"};
+  std::string path{key};
+  if (o.type != mt::ARRAY) {
+    return type_mismatch(path, "array of maps", o);
+  }
+  out.resize(o.via.array.size);
+  for (uint32_t i = 0; i < o.via.array.size; ++i) {
+    auto p = elem_path(path, i);
+    const auto& e = o.via.array.ptr[i];
+    if (e.type != mt::MAP) {
+      return type_mismatch(p, "map", e);
+    }
+    std::array<const object*, keys.size()> v;
+    if (auto err = collect(e, keys, v, p + ": ")) {
+      return err;
+    }
+    if (v[0] == nullptr || v[1] == nullptr) {
+      return invalid(p + ": model and version are required");
+    }
+    auto& c = out[i];
+    if (auto err = get_str(*v[0], p + ".model", c.model)) {
+      return err;
+    }
+    if (auto err = get_uint(*v[1], p + ".version", c.version)) {
+      return err;
+    }
+    if (!absent(v[2])) {
+      if (auto err = get_str(*v[2], p + ".error", c.error)) {
+        return err;
+      }
+    }
+  }
+  return {};
+}
+
 caf::error decode_timing(const object& o, timing& out) {
   static constexpr std::array<std::string_view, 3> keys{"queue", "compute",
                                                         "total"};
@@ -1068,14 +1106,17 @@ enum reply_key : size_t {
   rp_node,
   rp_models,
   rp_nodes,
+  rp_added,
+  rp_removed,
+  rp_refused,
   rp_retry_after,
   rp_count,
 };
 
 constexpr std::array<std::string_view, rp_count> reply_keys{
-    "v",      "id",    "status",        "error",     "outputs",
-    "source", "model", "version",       "timing_us", "node",
-    "models", "nodes", "retry_after_ms"};
+    "v",     "id",      "status",    "error",         "outputs", "source",
+    "model", "version", "timing_us", "node",          "models",  "nodes",
+    "added", "removed", "refused",   "retry_after_ms"};
 
 // Parses a request or reply frame into its top-level map, and reads first
 // what every later failure is answered with: the id and the protocol
@@ -1176,7 +1217,7 @@ caf::error decode_request_fields(const std::array<const object*, rq_count>& v,
                                  const codec_limits& limits, request& out) {
   if (auto err = get_opt_enum(
           v[rq_op], "op", parse_op, "op",
-          "infer, ping, models, status, load, unload, drain", out.op)) {
+          "infer, ping, models, status, load, unload, drain, reload", out.op)) {
     return err;
   }
   if (auto err = get_opt_str(v[rq_model], "model", out.model)) {
@@ -1221,6 +1262,7 @@ caf::error check_model_given(const request& r) {
   case op_kind::models:
   case op_kind::status:
   case op_kind::drain:
+  case op_kind::reload:
     return {};
   }
   return {};
@@ -1231,8 +1273,26 @@ uint32_t reply_map_size(const reply& r) {
   bool has_outputs = !r.outputs_encoded.empty() || !r.outputs.empty();
   return 3 + !r.error.empty() + has_outputs + (r.source != reply_source::none) +
          !r.model.empty() + r.version.has_value() + r.timing_us.has_value() +
-         !r.node.empty() + r.has_models + r.has_nodes +
+         !r.node.empty() + r.has_models + r.has_nodes + 3 * r.has_changes +
          r.retry_after_ms.has_value();
+}
+
+// A `reload` reply's list of model versions.
+void put_changes(packer& pk, std::string_view key,
+                 const std::vector<catalog_change>& xs) {
+  pk.key(key);
+  pk.pack_array(static_cast<uint32_t>(xs.size()));
+  for (const auto& c : xs) {
+    pk.pack_map(c.error.empty() ? 2 : 3);
+    pk.key("model");
+    put_str(pk, c.model);
+    pk.key("version");
+    pk.pack_uint64(c.version);
+    if (!c.error.empty()) {
+      pk.key("error");
+      put_str(pk, c.error);
+    }
+  }
 }
 
 // A reply's timing, node, models and nodes, after its other keys.
@@ -1264,6 +1324,11 @@ void put_reply_tail(packer& pk, const reply& r) {
     for (const auto& x : r.nodes) {
       put_node(pk, x);
     }
+  }
+  if (r.has_changes) {
+    put_changes(pk, "added", r.added);
+    put_changes(pk, "removed", r.removed);
+    put_changes(pk, "refused", r.refused);
   }
   if (r.retry_after_ms) {
     pk.key("retry_after_ms");
@@ -1299,6 +1364,18 @@ caf::error decode_reply_lists(const std::array<const object*, rp_count>& v,
       return err;
     }
     out.has_nodes = true;
+  }
+  std::pair<size_t, std::vector<catalog_change>*> changes[] = {
+      {rp_added, &out.added},
+      {rp_removed, &out.removed},
+      {rp_refused, &out.refused}};
+  for (auto [key, dst] : changes) {
+    if (!absent(v[key])) {
+      if (auto err = decode_changes(*v[key], reply_keys[key], *dst)) {
+        return err;
+      }
+      out.has_changes = true;
+    }
   }
   return {};
 }

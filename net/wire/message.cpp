@@ -19,8 +19,8 @@ constexpr std::array<std::string_view, 10> status_names{"OK",
                                                         "PERMISSION_DENIED",
                                                         "INTERNAL",
                                                         "CANCELLED"};
-constexpr std::array<std::string_view, 7> op_names{
-    "infer", "ping", "models", "status", "load", "unload", "drain"};
+constexpr std::array<std::string_view, 8> op_names{
+    "infer", "ping", "models", "status", "load", "unload", "drain", "reload"};
 constexpr std::array<std::string_view, 3> cache_names{"use", "bypass",
                                                       "refresh"};
 constexpr std::array<std::string_view, 4> source_names{"", "cache", "executor",

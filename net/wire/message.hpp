@@ -92,7 +92,8 @@ enum class op_kind : uint8_t {
   status,
   load,
   unload,
-  drain
+  drain,
+  reload
 };
 
 std::string_view to_string(op_kind o) noexcept;
@@ -161,6 +162,16 @@ struct node_device {
   friend bool operator==(const node_device&, const node_device&) = default;
 };
 
+// One model version in a `reload` reply (keys `added`, `removed`,
+// `refused`); `error` says why a refused one was refused.
+struct catalog_change {
+  std::string model;
+  uint64_t version = 0;
+  std::string error;
+  friend bool operator==(const catalog_change&,
+                         const catalog_change&) = default;
+};
+
 // Entries of the `status` op reply.
 struct node_info {
   std::string name;
@@ -194,6 +205,11 @@ struct reply {
   bool has_nodes = false;
   // A refusal for a tenant limit: when a retry may succeed.
   std::optional<uint64_t> retry_after_ms;
+  // op reload: what the re-read of the model repository changed.
+  std::vector<catalog_change> added;
+  std::vector<catalog_change> removed;
+  std::vector<catalog_change> refused;
+  bool has_changes = false;
 };
 
 } // namespace shoal

@@ -42,7 +42,8 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
       op_requests_(reg.counters("shoal_op_requests_total",
                                 "Replies to every op but a served model's "
                                 "infer (ping, models, status, load, unload, "
-                                "drain; infer of an unknown model; invalid "
+                                "drain, reload; infer of an unknown model; "
+                                "invalid "
                                 "for frames that could not be decoded), by "
                                 "op and status.",
                                 {"op", "status"})),

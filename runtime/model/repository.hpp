@@ -6,6 +6,7 @@
 
 #include <caf/expected.hpp>
 
+#include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "runtime/model/model_store.hpp"
 
@@ -25,5 +26,13 @@ caf::expected<model_catalog_ptr> scan_repository(const std::string& root);
 // reached, the index and manifests cached by an earlier start are used,
 // with a warning, so that a node restarts while its repository is down.
 caf::expected<model_catalog_ptr> open_repository(const store_config& cfg);
+
+// Reads the repository again for a running node whose catalog is
+// `current`, and merges (merge_catalogs): new versions are parsed, a known
+// version whose manifest is unchanged keeps its spec without a parse, a
+// changed one is refused. Unlike at start, an unreachable repository or a
+// broken new manifest is an error and the node keeps `current`.
+caf::expected<catalog_update> reread_repository(const store_config& cfg,
+                                                const model_catalog& current);
 
 } // namespace shoal

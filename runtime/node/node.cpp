@@ -12,6 +12,7 @@
 #include "config/human_bytes.hpp"
 #include "gpu/backend.hpp"
 #include "gpu/device/node_devices.hpp"
+#include "gpu/registry.hpp"
 #include "net/wire/error.hpp"
 #include "runtime/model/repository.hpp"
 #include "runtime/node/node_impl.hpp"
@@ -79,6 +80,7 @@ using impl = node::impl;
 
 // The model repository, and how executors bring a version's files in.
 caf::error open_models(impl& d) {
+  configure_backends(d.cfg);
   auto store = store_config_of(d.cfg);
   d.env = std::make_shared<load_env>();
   d.env->prepare = [store](const model_spec& spec,
@@ -96,10 +98,34 @@ caf::error open_models(impl& d) {
   if (!catalog) {
     return catalog.error();
   }
-  d.catalog = *catalog;
+  d.catalog = std::make_shared<live_catalog>(*catalog);
   spdlog::info("model repository {}: {} model(s)", d.cfg.models.root,
-               d.catalog->models.size());
+               (*catalog)->models.size());
   return {};
+}
+
+// Re-reads of the repository (models.poll_ms, the `reload` op, a worker's
+// spawn of a version it has not seen) and what a change means here.
+void watch_models(impl& d) {
+  auto on_change = [&d](const catalog_update& up) {
+    if (d.router) {
+      caf::anon_send(d.router, reload_atom::value);
+    }
+    // A version number removed and later published again must not answer
+    // from the old version's cached results.
+    if (!up.removed.empty()) {
+      d.cache->clear();
+    }
+  };
+  d.watcher = repository_watcher::start(
+      store_config_of(d.cfg), std::chrono::milliseconds{d.cfg.models.poll_ms},
+      d.catalog, on_change);
+  d.catalog->set_rereader(
+      [w = std::weak_ptr<repository_watcher>{d.watcher}](reread_done done) {
+        if (auto p = w.lock()) {
+          p->request(std::move(done));
+        }
+      });
 }
 
 // Metrics, the result cache and the reply sink: what every part shares.
@@ -167,7 +193,7 @@ void start_supervisor(impl& d) {
                               caf::local_actor* self, const std::string& model,
                               uint64_t version,
                               replica_listener_handle listener) -> caf::actor {
-    auto spec = catalog->resolve(model, version);
+    auto spec = catalog->get()->resolve(model, version);
     if (!spec) {
       return {};
     }
@@ -272,7 +298,8 @@ std::pair<bool, std::string> readiness(const impl& d) {
                    : std::pair{false, "not joined to " + join + "\n"};
   } else {
     out = {true, "ready: gateway " + d.endpoint + ", " +
-                     std::to_string(d.catalog->models.size()) + " model(s)\n"};
+                     std::to_string(d.catalog->get()->models.size()) +
+                     " model(s)\n"};
   }
   out.second += local_devices_text();
   return out;
@@ -344,6 +371,11 @@ node::node() : impl_(std::make_unique<impl>()) {
 node::~node() {
   auto& d = *impl_;
   d.preemption.reset();
+  // Its callbacks send to the actors and the cache.
+  if (d.catalog) {
+    d.catalog->set_rereader({});
+  }
+  d.watcher.reset();
   if (d.gw) {
     d.gw->stop();
   }
@@ -402,6 +434,7 @@ caf::expected<std::unique_ptr<node>> node::start(node_config cfg) {
       return err;
     }
   }
+  watch_models(d);
   watch_preemption(d);
   log_started(d);
   return n;

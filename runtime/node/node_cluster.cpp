@@ -128,12 +128,13 @@ caf::error node::impl::start_cluster() {
   auto lc = link_config(cfg, std::move(*secret));
   link_events_handle target;
   if (worker()) {
-    auto hello = make_hello(cfg, *catalog);
+    auto hello = make_hello(cfg, *catalog->get());
     std::string body;
     encode(hello, body);
     lc.hello = std::move(body);
-    agent = system->spawn(worker_agent_actor, box, supervisor, std::move(hello),
-                          [this] { drain_requested = true; });
+    agent = system->spawn(
+        worker_agent_actor, box, supervisor, std::move(hello),
+        [this] { drain_requested = true; }, catalog);
     target = agent;
   } else {
     view = std::make_shared<cluster_view>();

@@ -25,12 +25,14 @@
 #include "actors/serving/router.hpp"
 #include "actors/serving/supervisor.hpp"
 #include "config/config.hpp"
+#include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/reply_sink.hpp"
 #include "net/link/node_link.hpp"
 #include "runtime/metrics/http_server.hpp"
 #include "runtime/metrics/node_metrics.hpp"
 #include "runtime/metrics/registry.hpp"
+#include "runtime/model/repository_watcher.hpp"
 #include "runtime/node/node.hpp"
 #include "runtime/node/preemption.hpp"
 
@@ -38,7 +40,9 @@ namespace shoal {
 
 struct node::impl {
   node_config cfg;
-  model_catalog_ptr catalog;
+  // The catalog now; the watcher re-reads the repository into it.
+  live_catalog_ptr catalog;
+  std::shared_ptr<repository_watcher> watcher;
   std::shared_ptr<load_env> env;
   metrics::registry registry;
   std::shared_ptr<node_metrics> metrics;

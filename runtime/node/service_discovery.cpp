@@ -17,7 +17,8 @@ std::string quote(const std::string& s) {
       out += ch;
     }
   }
-  return out + "\"";
+  out += '"';
+  return out;
 }
 
 std::string label_name(const std::string& key) {
@@ -29,13 +30,22 @@ std::string label_name(const std::string& key) {
 }
 
 std::string group(const sd_target& t) {
-  std::string out = "{\"targets\":[" + quote(t.target) +
-                    "],\"labels\":{\"node\":" + quote(t.node) +
-                    ",\"role\":" + quote(t.role);
+  std::string out = "{\"targets\":[";
+  out += quote(t.target);
+  out += "],\"labels\":{\"node\":";
+  out += quote(t.node);
+  out += ",\"role\":";
+  out += quote(t.role);
+  // Appends rather than "literal" + temporary: GCC 12 warns falsely
+  // (-Wrestrict) on the inlined operator+(const char*, string&&).
   for (auto& [k, v] : t.labels) {
-    out += "," + quote(label_name(k)) + ":" + quote(v);
+    out += ',';
+    out += quote(label_name(k));
+    out += ':';
+    out += quote(v);
   }
-  return out + "}}";
+  out += "}}";
+  return out;
 }
 
 } // namespace
@@ -48,7 +58,8 @@ std::string render_service_discovery(const std::vector<sd_target>& targets) {
     }
     out += group(t);
   }
-  return out + "]\n";
+  out += "]\n";
+  return out;
 }
 
 } // namespace shoal

@@ -43,6 +43,10 @@ int show(const global_options& g, const reply& rep, op_kind op,
   case op_kind::infer:
     print_infer(rep, took);
     break;
+  case op_kind::reload:
+    print_changes(rep);
+    // A refused manifest is an operator's mistake to look at.
+    return rep.refused.empty() ? exit_ok : exit_status;
   case op_kind::load:
   case op_kind::unload:
   case op_kind::drain:
@@ -469,6 +473,10 @@ void add_commands(CLI::App& app, const global_options& g, int& rc) {
   add_load_unload(app, g, rc);
   add_index(app, rc);
   add_drain(app, g, rc);
+  add_simple(app, g, rc, "reload",
+             "re-read the model repository: serve new model versions, "
+             "retire removed ones",
+             op_kind::reload);
   add_bench(app, g, rc);
 }
 

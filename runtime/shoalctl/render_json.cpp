@@ -160,6 +160,15 @@ void append_node(std::string& out, const node_info& n) {
                     [&](const node_device& d) { append_device(out, d); });
 }
 
+void append_change(std::string& out, const catalog_change& c) {
+  json_object o{out};
+  append_json_string(o.key("model"), c.model);
+  o.key("version") += std::to_string(c.version);
+  if (!c.error.empty()) {
+    append_json_string(o.key("error"), c.error);
+  }
+}
+
 } // namespace
 
 std::string reply_json(const reply& rep) {
@@ -178,6 +187,12 @@ std::string reply_json(const reply& rep) {
     if (rep.has_nodes) {
       append_json_array(o.key("nodes"), rep.nodes,
                         [&](const node_info& n) { append_node(out, n); });
+    }
+    if (rep.has_changes) {
+      auto change = [&](const catalog_change& c) { append_change(out, c); };
+      append_json_array(o.key("added"), rep.added, change);
+      append_json_array(o.key("removed"), rep.removed, change);
+      append_json_array(o.key("refused"), rep.refused, change);
     }
   }
   out += '\n';

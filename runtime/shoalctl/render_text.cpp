@@ -113,6 +113,24 @@ void print_models(const reply& rep) {
   print_table(rows);
 }
 
+void print_changes(const reply& rep) {
+  auto lines = [](const char* what, const std::vector<catalog_change>& xs) {
+    for (auto& c : xs) {
+      std::cout << what << ' ' << c.model << " version " << c.version;
+      if (!c.error.empty()) {
+        std::cout << ": " << c.error;
+      }
+      std::cout << '\n';
+    }
+  };
+  lines("added", rep.added);
+  lines("removed", rep.removed);
+  lines("refused", rep.refused);
+  if (rep.added.empty() && rep.removed.empty() && rep.refused.empty()) {
+    std::cout << "reload: no change\n";
+  }
+}
+
 void print_nodes(const reply& rep) {
   if (rep.nodes.empty()) {
     std::cout << "no nodes\n";

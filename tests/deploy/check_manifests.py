@@ -95,6 +95,11 @@ def check_pod(obj, by_kind, drain_grace_ms):
                          f"sleep ({sleep} s) plus runtime.drain_grace_ms ({drain_grace_ms} ms)")
         if not get(c, "resources.requests"):
             problem(obj, f"container {c.get('name')} has no resource requests")
+    volumes = {v["name"] for v in spec.get("volumes", [])}
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in volumes:
+                problem(obj, f"container {c.get('name')} mounts {m['name']}, no such volume")
     for v in spec.get("volumes", []):
         if "configMap" in v and v["configMap"]["name"] not in by_kind["ConfigMap"]:
             problem(obj, f"volume {v['name']}: no ConfigMap {v['configMap']['name']}")
@@ -130,6 +135,14 @@ def check_shape(objs, by_kind, env):
                    for c in get(d, "spec.template.spec.containers"))]
     if bool(gpus) != want["gpu"]:
         problems.append(f"{env}: GPU workers {'missing' if want['gpu'] else 'not expected'}")
+    # Only the GPU image (TAG-gpu, scripts/image.sh --gpu) has the CUDA plugin.
+    for d in by_kind["Deployment"].values():
+        pod = get(d, "spec.template.spec")
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            gpu_image = c.get("image", "").endswith("-gpu")
+            if gpu_image != (d in gpus):
+                problem(d, f"container {c['name']}: image {c.get('image')} on a "
+                           f"{'GPU' if d in gpus else 'CPU'} pod")
 
 
 def drain_grace(by_kind):

@@ -12,19 +12,18 @@ if ! command -v clang-format-16 >/dev/null; then
   exit 77
 fi
 
-bad=0
-checked=0
-while IFS= read -r file; do
-  checked=$((checked + 1))
-  if ! clang-format-16 --style=file --dry-run --Werror "$file" >/dev/null 2>&1; then
-    echo "$file: not formatted (clang-format-16 -i $file)"
-    bad=$((bad + 1))
-  fi
-done < <(find net config gpu actors runtime tests bench -type f \
-           \( -name '*.hpp' -o -name '*.cpp' -o -name '*.cu' -o -name '*.h' \) | sort)
+mapfile -t files < <(find net config gpu actors runtime tests bench -type f \
+  \( -name '*.hpp' -o -name '*.cpp' -o -name '*.cu' -o -name '*.h' \) | sort)
 
-if ((bad > 0)); then
-  echo "format: $bad of $checked file(s) differ from clang-format-16"
+# One clang-format process for all files (one per file takes minutes on a
+# busy 2-core machine); its warnings start with the file's path.
+bad=$(clang-format-16 --style=file --dry-run "${files[@]}" 2>&1 |
+        grep -oP '^[^:]+(?=:[0-9]+:[0-9]+: (warning|error))' | sort -u || true)
+if [[ -n $bad ]]; then
+  while IFS= read -r file; do
+    echo "$file: not formatted (clang-format-16 -i $file)"
+  done <<<"$bad"
+  echo "format: $(wc -l <<<"$bad") of ${#files[@]} file(s) differ from clang-format-16"
   exit 1
 fi
-echo "format: $checked files, all formatted"
+echo "format: ${#files[@]} files, all formatted"

@@ -284,7 +284,7 @@ TEST(codec_request, round_trip_all_fields_string_id) {
 TEST(codec_request, round_trip_every_op) {
   for (auto op :
        {op_kind::infer, op_kind::ping, op_kind::models, op_kind::status,
-        op_kind::load, op_kind::unload, op_kind::drain}) {
+        op_kind::load, op_kind::unload, op_kind::drain, op_kind::reload}) {
     bool needs_model =
         op == op_kind::infer || op == op_kind::load || op == op_kind::unload;
     request in;
@@ -512,6 +512,28 @@ TEST(codec_reply, round_trip_nodes_list) {
   auto d = decode_rep(encoded(in));
   ASSERT_FALSE(d.err) << d.reason;
   expect_same(in, d.rep);
+}
+
+TEST(codec_reply, round_trip_reload_changes) {
+  reply in;
+  in.id = request_id::of(9);
+  in.has_changes = true;
+  in.added = {{"mlp", 2, {}}, {"new", 1, {}}};
+  in.removed = {{"old", 3, {}}};
+  in.refused = {{"mlp", 1, "/repo/mlp/1/model.toml changed"}};
+  auto d = decode_rep(encoded(in));
+  ASSERT_FALSE(d.err) << d.reason;
+  EXPECT_TRUE(d.rep.has_changes);
+  EXPECT_EQ(d.rep.added, in.added);
+  EXPECT_EQ(d.rep.removed, in.removed);
+  EXPECT_EQ(d.rep.refused, in.refused);
+  // Nothing changed: the three keys are there, empty.
+  reply none;
+  none.has_changes = true;
+  auto e = decode_rep(encoded(none));
+  ASSERT_FALSE(e.err) << e.reason;
+  EXPECT_TRUE(e.rep.has_changes);
+  EXPECT_TRUE(e.rep.added.empty());
 }
 
 TEST(codec_reply, nodes_without_devices_key_decode) {
@@ -1020,6 +1042,12 @@ TEST(codec_malformed, large_valid_frame_passes_the_prescan) {
 // -- malformed replies -------------------------------------------------------
 
 TEST(codec_malformed_reply, bad_fields_name_their_key) {
+  {
+    mp m;
+    m.map(3).str("id").u(1).str("status").str("OK").str("added").arr(1);
+    m.map(1).str("model").str("m");
+    EXPECT_REJECTED(decode_rep(m.buf), "added[0]", "version are required");
+  }
   {
     mp m;
     m.map(2).str("id").u(1).str("status").str("FINE");

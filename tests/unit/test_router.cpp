@@ -84,6 +84,7 @@ struct router_test : ::testing::Test {
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
   router_handle router;
+  live_catalog_ptr live;
   model_spec_ptr spec;
   std::vector<reply> replies;
 
@@ -109,8 +110,9 @@ struct router_test : ::testing::Test {
     auto cat = std::make_shared<model_catalog>();
     cat->models["m"][1] = spec;
     auto sup = sys->spawn(fake_supervisor, caf::actor{*obs});
-    router = sys->spawn(router_actor, rc, model_catalog_ptr{cat}, cache, sink,
-                        metrics, sup, cluster_status_handle{});
+    live = std::make_shared<live_catalog>(model_catalog_ptr{cat});
+    router = sys->spawn(router_actor, rc, live, cache, sink, metrics, sup,
+                        cluster_status_handle{});
   }
 
   void TearDown() override {
@@ -456,4 +458,38 @@ TEST_F(router_test, a_full_queue_makes_room_for_the_tenant_holding_less) {
   EXPECT_EQ(ok, (std::set<uint64_t>{1, 2, 3, 6}));
   EXPECT_EQ(rc.tenants->rejections(a.label, tenant_reject::queue), 2u);
   EXPECT_EQ(rc.tenants->rejections(b.label, tenant_reject::queue), 0u);
+TEST_F(router_test, a_version_removed_by_a_reload_is_refused_and_retires) {
+  start({});
+  caf::anon_send(router, job(1, 1.0f));
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  ASSERT_EQ(seen(1).size(), 1u);
+  caf::anon_send(exec, release_atom::value);
+  collect(1);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].code, status::ok);
+  auto executors = [&] {
+    auto text = reg.render();
+    auto pos = text.find("\nshoal_executors{");
+    if (pos == std::string::npos) {
+      return -1.0;
+    }
+    pos = text.find("} ", pos);
+    return std::strtod(text.c_str() + pos + 2, nullptr);
+  };
+  EXPECT_EQ(executors(), 1.0);
+  // The repository no longer has m v1: the node installs the new catalog
+  // and tells the router.
+  live->set(std::make_shared<model_catalog>());
+  caf::anon_send(router, reload_atom::value);
+  caf::anon_send(router, job(2, 2.0f));
+  collect(2);
+  ASSERT_EQ(replies.size(), 2u);
+  EXPECT_EQ(replies[1].code, status::not_found) << replies[1].error;
+  // Its replica was idle: it retires at once, whatever its idle TTL.
+  auto deadline = clock_type::now() + 2s;
+  while (executors() != 0.0 && clock_type::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(executors(), 0.0);
 }

@@ -1,4 +1,4 @@
-#include "gpu/cuda/shared_library.hpp"
+#include "gpu/plugin/shared_library.hpp"
 
 #include <dlfcn.h>
 
