@@ -458,6 +458,8 @@ TEST_F(router_test, a_full_queue_makes_room_for_the_tenant_holding_less) {
   EXPECT_EQ(ok, (std::set<uint64_t>{1, 2, 3, 6}));
   EXPECT_EQ(rc.tenants->rejections(a.label, tenant_reject::queue), 2u);
   EXPECT_EQ(rc.tenants->rejections(b.label, tenant_reject::queue), 0u);
+}
+
 TEST_F(router_test, a_version_removed_by_a_reload_is_refused_and_retires) {
   start({});
   caf::anon_send(router, job(1, 1.0f));
