@@ -9,6 +9,12 @@
 //   cache_get_hit     result_cache::get of a resident key
 //   cache_put_churn   result_cache::put of distinct keys into a full cache
 //   hit_path          all of the above the gateway does for one hit
+//   hit_path_plain    the hit path of a request naming a tenant, with the
+//                     receipt time the gateway takes, without tenants
+//   hit_path_tenants  the same with the tenant accounting the gateway does
+//                     (resolve, models, rate bucket, priority, counter);
+//                     its ratio to hit_path_plain is printed at the end
+//   tenant_accounting the accounting alone, as a share of hit_path_plain
 //
 // After the Google Benchmark output, a table gives each time as a multiple
 // of the memcpy baseline; --json FILE writes that table, --quick runs each
@@ -28,12 +34,14 @@
 #include <unistd.h>
 
 #include "actors/serving/result_cache.hpp"
+#include "actors/serving/tenants.hpp"
 #include "bench/harness/cli.hpp"
 #include "bench/harness/json.hpp"
 #include "bench/harness/load.hpp"
 #include "bench/harness/report.hpp"
 #include "bench/harness/run.hpp"
 #include "net/wire/codec.hpp"
+#include "net/wire/exec.hpp"
 #include "net/wire/message.hpp"
 
 namespace {
@@ -262,6 +270,113 @@ void hit_path(benchmark::State& state) {
 }
 BENCHMARK(hit_path);
 
+// -- tenant accounting on the hit path
+// ----------------------------------------------
+
+std::string tenant_frame() {
+  shoal::request r;
+  r.id = shoal::request_id::of(1);
+  r.model = "echo";
+  r.tenant = "paid";
+  r.inputs.push_back(make_tensor("x", 0));
+  std::string out;
+  shoal::encode_request(r, out);
+  return out;
+}
+
+// Four tenants, as a platform might have; "paid" has a rate far above what
+// one thread sends (so every request passes) and a models allowlist.
+std::unique_ptr<shoal::tenant_table> bench_tenants() {
+  std::map<std::string, shoal::tenant_limits> cfg;
+  cfg["default"].rate = 10;
+  cfg["free"].rate = 100;
+  cfg["batch"].weight = 2;
+  auto& paid = cfg["paid"];
+  paid.rate = 1e9;
+  paid.burst = 1000000;
+  paid.models = {"resnet", "echo"};
+  paid.weight = 4;
+  return std::make_unique<shoal::tenant_table>(cfg);
+}
+
+// The gateway's hit path for `frame`, with its tenant accounting when
+// `tenants` is set.
+void hit_path_with(benchmark::State& state, shoal::tenant_table* tenants) {
+  auto frame = tenant_frame();
+  shoal::codec_limits limits;
+  shoal::cache_key hot;
+  auto cache = filled_cache(64u << 20, 10000, hot);
+  shoal::request req;
+  std::string out;
+  for (auto _ : state) {
+    auto recv_ns = shoal::now_ns();
+    req = shoal::request{};
+    if (shoal::decode_request(reinterpret_cast<const uint8_t*>(frame.data()),
+                              frame.size(), limits, req)) {
+      state.SkipWithError("decode_request failed");
+      break;
+    }
+    shoal::tenant_table::id who;
+    if (tenants) {
+      who = tenants->resolve(req.tenant);
+      if (!tenants->allows_model(who.index, req.model) ||
+          tenants->take_token(who.index, recv_ns) != 0) {
+        state.SkipWithError("tenant refused");
+        break;
+      }
+      req.priority = tenants->cap_priority(who.index, req.priority);
+    }
+    auto key = shoal::make_cache_key(req.model, 2, req.inputs);
+    auto hit = cache->get(key);
+    if (!hit) {
+      state.SkipWithError("miss");
+      break;
+    }
+    auto r = hit_reply(*hit);
+    r.id = req.id;
+    out.clear();
+    shoal::encode_reply(r, out);
+    if (tenants) {
+      tenants->count_on_gateway(who.label, r.code);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+
+// The accounting alone, for one request: what hit_path_tenants adds.
+void tenant_accounting(benchmark::State& state) {
+  auto tenants = bench_tenants();
+  std::string name = "paid";
+  std::string model = "echo";
+  uint8_t priority = 5;
+  int64_t now = shoal::now_ns();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(name.data());
+    auto who = tenants->resolve(name);
+    now += 1000; // a request a microsecond, far below paid's rate
+    if (!tenants->allows_model(who.index, model) ||
+        tenants->take_token(who.index, now) != 0) {
+      state.SkipWithError("tenant refused");
+      break;
+    }
+    priority = tenants->cap_priority(who.index, priority);
+    tenants->count_on_gateway(who.label, shoal::status::ok);
+    benchmark::DoNotOptimize(priority);
+  }
+}
+BENCHMARK(tenant_accounting);
+
+void hit_path_plain(benchmark::State& state) {
+  hit_path_with(state, nullptr);
+}
+BENCHMARK(hit_path_plain);
+
+void hit_path_tenants(benchmark::State& state) {
+  auto tenants = bench_tenants();
+  hit_path_with(state, tenants.get());
+}
+BENCHMARK(hit_path_tenants);
+
 // One benchmark's times and their multiples of the baseline's.
 struct ratio_row {
   std::string name;
@@ -325,8 +440,9 @@ private:
   };
 
   std::vector<std::string> order_{
-      "memcpy_frame",  "decode_request",  "encode_reply", "make_cache_key",
-      "cache_get_hit", "cache_put_churn", "hit_path"};
+      "memcpy_frame",     "decode_request",   "encode_reply", "make_cache_key",
+      "cache_get_hit",    "cache_put_churn",  "hit_path",     "hit_path_plain",
+      "hit_path_tenants", "tenant_accounting"};
   std::map<std::string, times> times_;
 };
 
@@ -342,6 +458,24 @@ void print_ratios(const std::vector<ratio_row>& rows) {
   for (const auto& r : rows) {
     std::printf("%-18s %10.1f %10.1f %10.2f %10.2f\n", r.name.c_str(), r.real,
                 r.cpu, r.x_real, r.x_cpu);
+  }
+  const ratio_row* plain = nullptr;
+  const ratio_row* tenants = nullptr;
+  const ratio_row* alone = nullptr;
+  for (const auto& r : rows) {
+    plain = r.name == "hit_path_plain" ? &r : plain;
+    tenants = r.name == "hit_path_tenants" ? &r : tenants;
+    alone = r.name == "tenant_accounting" ? &r : alone;
+  }
+  if (plain && alone && plain->cpu > 0) {
+    std::printf("tenant accounting alone / hit_path_plain = %.4f (cpu), "
+                "%.4f (real)\n",
+                alone->cpu / plain->cpu, alone->real / plain->real);
+  }
+  if (plain && tenants && plain->cpu > 0) {
+    std::printf("\ntenant accounting: hit_path_tenants / hit_path_plain = "
+                "%.4f (cpu), %.4f (real)\n",
+                tenants->cpu / plain->cpu, tenants->real / plain->real);
   }
 }
 

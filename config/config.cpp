@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
@@ -396,6 +397,17 @@ std::vector<setting> log_settings() {
   return {
       declare("log.level", "trace, debug, info, warn, error or off.", &c::log,
               &c::log_section::level),
+      declare("log.requests",
+              "Write one JSON line per request (time, id, tenant, model, "
+              "status, timings, bytes; never tensor data).",
+              &c::log, &c::log_section::requests),
+      declare("log.requests_file",
+              "File the request lines are appended to (empty: the node's "
+              "log).",
+              &c::log, &c::log_section::requests_file),
+      declare("log.requests_sample",
+              "Share of requests logged, 0..1 (1: every request).", &c::log,
+              &c::log_section::requests_sample),
   };
 }
 
@@ -437,6 +449,156 @@ const setting* find_setting(std::string_view key) {
   return nullptr;
 }
 
+// One key of a [tenants.NAME] table, declared once with its documentation.
+struct tenant_setting {
+  std::string key;
+  std::string doc;
+  std::function<const char*(tenant_limits&, const toml::node&)> from_toml;
+  std::function<caf::error(tenant_limits&, const std::string&)> from_string;
+  std::function<std::string(const tenant_limits&)> render;
+};
+
+template <class T>
+tenant_setting declare_tenant(std::string key, std::string doc,
+                              T tenant_limits::*field) {
+  return {std::move(key), std::move(doc),
+          [=](tenant_limits& t, const toml::node& n) {
+            return read_toml_value(n, t.*field);
+          },
+          [=](tenant_limits& t, const std::string& s) {
+            return parse_string(s, t.*field);
+          },
+          [=](const tenant_limits& t) { return render_value(t.*field); }};
+}
+
+// `models`: a TOML array of names, or a comma-separated string (--set).
+tenant_setting tenant_models_setting() {
+  tenant_setting s;
+  s.key = "models";
+  s.doc = "Models it may use, e.g. [\"echo\"]; others get PERMISSION_DENIED "
+          "(empty: every model).";
+  s.from_toml = [](tenant_limits& t, const toml::node& n) -> const char* {
+    auto* arr = n.as_array();
+    if (!arr) {
+      return "expected an array of model names";
+    }
+    std::vector<std::string> names;
+    for (auto& item : *arr) {
+      auto v = item.value_exact<std::string>();
+      if (!v) {
+        return "expected an array of model names";
+      }
+      names.push_back(*v);
+    }
+    t.models = std::move(names);
+    return nullptr;
+  };
+  s.from_string = [](tenant_limits& t, const std::string& str) -> caf::error {
+    std::string_view rest{str};
+    t.models.clear();
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      if (auto name = rest.substr(0, comma); !name.empty()) {
+        t.models.emplace_back(name);
+      }
+      rest = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
+    }
+    return {};
+  };
+  s.render = [](const tenant_limits& t) {
+    std::string out = "[";
+    for (size_t i = 0; i < t.models.size(); ++i) {
+      out += (i ? ", " : "") + render_value(t.models[i]);
+    }
+    return out + "]";
+  };
+  return s;
+}
+
+// The keys of [tenants.NAME], in the order --print-config shows them.
+const std::vector<tenant_setting>& tenant_settings() {
+  using t = tenant_limits;
+  static const std::vector<tenant_setting> all{
+      declare_tenant("rate",
+                     "Requests per second it may send, a token bucket "
+                     "refilled at this rate (0: unlimited).",
+                     &t::rate),
+      declare_tenant("burst",
+                     "Requests it may send at once above the rate: the "
+                     "bucket's size (0: one second's worth, at least 1).",
+                     &t::burst),
+      declare_tenant("max_inflight",
+                     "Requests it may have executing or queued at once; "
+                     "cache hits take no slot (0: unlimited).",
+                     &t::max_inflight),
+      declare_tenant("max_priority",
+                     "Most urgent priority it may use (0..9, 0 most urgent); "
+                     "a more urgent request is served at this one.",
+                     &t::max_priority),
+      tenant_models_setting(),
+      declare_tenant("weight",
+                     "Its share of a model's queue within one priority, "
+                     "served in weighted round robin (1..1000).",
+                     &t::weight),
+  };
+  return all;
+}
+
+const tenant_setting* find_tenant_setting(std::string_view key) {
+  for (auto& s : tenant_settings()) {
+    if (s.key == key) {
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+// [tenants.NAME] tables: a name the operator chooses, then its keys.
+caf::error apply_tenants(node_config& cfg, const toml::table& tenants,
+                         const std::string& file) {
+  for (auto& [name_key, node] : tenants) {
+    auto name = std::string{name_key.str()};
+    auto* tbl = node.as_table();
+    if (!tbl) {
+      return bad(file, "tenants." + name,
+                 "expected a table [tenants." + name + "]");
+    }
+    auto& limits = cfg.tenants[name];
+    for (auto& [key, value] : *tbl) {
+      auto dotted = "tenants." + name + "." + std::string{key.str()};
+      auto* s = find_tenant_setting(key.str());
+      if (!s) {
+        return bad(file, dotted, "unknown key");
+      }
+      if (auto* what = s->from_toml(limits, value)) {
+        return bad(file, dotted, what);
+      }
+      cfg.sources[dotted] = file;
+    }
+  }
+  return {};
+}
+
+// "tenants.NAME.KEY" from a string (--set).
+caf::error set_tenant_value(node_config& cfg, const std::string& dotted,
+                            const std::string& value,
+                            const std::string& origin) {
+  auto last = dotted.rfind('.');
+  auto name = dotted.substr(
+      8, last == std::string::npos || last < 8 ? std::string::npos : last - 8);
+  auto* s = last == std::string::npos || last < 8
+                ? nullptr
+                : find_tenant_setting(dotted.substr(last + 1));
+  if (!s || name.empty()) {
+    return bad(origin, dotted, "unknown key (expected tenants.NAME.KEY)");
+  }
+  if (auto err = s->from_string(cfg.tenants[name], value)) {
+    return bad(origin, dotted, reason_of(err) + ", got '" + value + "'");
+  }
+  cfg.sources[dotted] = origin;
+  return {};
+}
+
 caf::error apply_toml(node_config& cfg, const toml::table& root,
                       const std::string& file) {
   for (auto& [section, node] : root) {
@@ -444,6 +606,12 @@ caf::error apply_toml(node_config& cfg, const toml::table& root,
     auto* tbl = node.as_table();
     if (!tbl) {
       return bad(file, sec, "expected a table [" + sec + "]");
+    }
+    if (sec == "tenants") {
+      if (auto err = apply_tenants(cfg, *tbl, file)) {
+        return err;
+      }
+      continue;
     }
     for (auto& [key, value] : *tbl) {
       auto dotted = sec + "." + std::string{key.str()};
@@ -560,6 +728,9 @@ caf::expected<node_config> load_config(const std::vector<std::string>& files) {
 caf::error set_config_value(node_config& cfg, const std::string& dotted,
                             const std::string& value,
                             const std::string& origin) {
+  if (dotted.rfind("tenants.", 0) == 0) {
+    return set_tenant_value(cfg, dotted, value, origin);
+  }
   auto* s = find_setting(dotted);
   if (!s) {
     return bad(origin, dotted, "unknown key");
@@ -734,17 +905,86 @@ caf::error validate_models(const node_config& cfg) {
   return {};
 }
 
+// Tenant names become metric label values: short, plain, and never the
+// label of the tenants that are not configured.
+caf::error validate_tenant_name(const std::string& name) {
+  auto plain = [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' ||
+           ch == '-' || ch == '.';
+  };
+  if (name.empty() || name.size() > 64 ||
+      !std::all_of(name.begin(), name.end(), plain)) {
+    return invalid("tenants." + name,
+                   "a tenant name is 1..64 letters, digits, '_', '-' or '.'");
+  }
+  if (name == "other") {
+    return invalid("tenants.other", "'other' is reserved: it labels the "
+                                    "metrics of tenants not configured");
+  }
+  return {};
+}
+
+// [tenants.NAME] tables and the request log.
+caf::error validate_tenants(const node_config& cfg) {
+  if (cfg.tenants.size() > 1000) {
+    return invalid("tenants", "at most 1000 tenants");
+  }
+  for (auto& [name, t] : cfg.tenants) {
+    auto key = "tenants." + name + ".";
+    if (auto err = validate_tenant_name(name)) {
+      return err;
+    }
+    if (!(t.rate >= 0) || t.rate > 1e9) {
+      return invalid(key + "rate", "must be in 0..1e9 requests per second");
+    }
+    if (t.max_priority > 9) {
+      return invalid(key + "max_priority", "must be in 0..9");
+    }
+    if (t.weight < 1 || t.weight > 1000) {
+      return invalid(key + "weight", "must be in 1..1000");
+    }
+  }
+  if (!(cfg.log.requests_sample >= 0) || cfg.log.requests_sample > 1) {
+    return invalid("log.requests_sample", "must be in 0..1");
+  }
+  return {};
+}
+
 } // namespace
 
 caf::error validate(const node_config& cfg) {
   for (auto* check : {&validate_cluster, &validate_serving, &validate_security,
-                      &validate_models}) {
+                      &validate_models, &validate_tenants}) {
     if (auto err = check(cfg)) {
       return err;
     }
   }
   return {};
 }
+
+namespace {
+
+void render_tenants(const node_config& cfg, bool with_sources,
+                    std::string& out) {
+  if (cfg.tenants.empty()) {
+    out += "\n# [tenants.NAME]: none; every request is tenant 'default', "
+           "without limits\n";
+  }
+  for (auto& [name, t] : cfg.tenants) {
+    out += "\n[tenants." + name + "]\n";
+    for (auto& s : tenant_settings()) {
+      auto dotted = "tenants." + name + "." + s.key;
+      out += "# " + s.doc + "\n" + s.key + " = " + s.render(t);
+      if (with_sources) {
+        auto i = cfg.sources.find(dotted);
+        out += i == cfg.sources.end() ? "  # default" : "  # from " + i->second;
+      }
+      out += "\n";
+    }
+  }
+}
+
+} // namespace
 
 std::string render_config(const node_config& cfg, bool with_sources) {
   std::string out = "# shoald effective configuration\n";
@@ -764,6 +1004,7 @@ std::string render_config(const node_config& cfg, bool with_sources) {
     }
     out += "\n";
   }
+  render_tenants(cfg, with_sources, out);
   return out;
 }
 

@@ -13,6 +13,16 @@
 
 namespace shoal {
 
+// One tenant's limits ([tenants.NAME]); config.cpp documents each.
+struct tenant_limits {
+  double rate = 0;                 // requests per second; 0: unlimited
+  uint64_t burst = 0;              // 0: one second's worth, at least 1
+  uint64_t max_inflight = 0;       // 0: unlimited
+  uint64_t max_priority = 0;       // most urgent priority it may use
+  std::vector<std::string> models; // empty: every model
+  uint64_t weight = 1;
+};
+
 struct node_config {
   struct node_section {
     std::string name;
@@ -93,7 +103,12 @@ struct node_config {
   } security;
   struct log_section {
     std::string level = "info";
+    bool requests = false;
+    std::string requests_file;
+    double requests_sample = 1.0;
   } log;
+  // [tenants.NAME]; names without a table share [tenants.default].
+  std::map<std::string, tenant_limits> tenants;
   struct torch_section {
     uint64_t threads = 0; // 0: every core the process may run on
   } torch;

@@ -14,6 +14,20 @@
 
 namespace shoal {
 
+namespace {
+
+// A rate as an operator wrote it: 100, or 0.5.
+std::string fmt_rate(double rate) {
+  auto text = std::to_string(rate);
+  text.erase(text.find_last_not_of('0') + 1);
+  if (!text.empty() && text.back() == '.') {
+    text.pop_back();
+  }
+  return text;
+}
+
+} // namespace
+
 struct gateway::impl : client_socket::handler {
   gateway_config cfg;
   gateway_env env;
@@ -22,6 +36,14 @@ struct gateway::impl : client_socket::handler {
   // Reused per frame, so the hot path does not allocate for them.
   request req;
   std::string out;
+  // The current frame's tenant: its name (the key's, else the request's),
+  // and whether its reply counts in the tenant's metrics (infer only).
+  std::string_view tenant_name;
+  tenant_table::id tenant;
+  bool tenant_counts = false;
+  // Whether the current frame goes into the request log, and its size.
+  bool logged = false;
+  uint64_t frame_bytes = 0;
   // The catalog as of `catalog_gen`: taken again only when a re-read
   // replaced it, so the hot path does not lock per request.
   model_catalog_ptr catalog;
@@ -41,6 +63,95 @@ struct gateway::impl : client_socket::handler {
     out.clear();
     encode_reply(r, out);
     sock.send(route, out);
+    if (tenant_counts) {
+      env.tenants->count_on_gateway(tenant.label, r.code);
+    }
+    if (logged) {
+      log_reply(r);
+    }
+  }
+
+  void log_reply(const reply& r) {
+    request_record rec;
+    rec.id = &r.id;
+    rec.tenant = tenant_name;
+    rec.model = r.model.empty() ? std::string_view{req.model} : r.model;
+    rec.version = r.version;
+    rec.op = req.op;
+    rec.code = r.code;
+    rec.source = r.source;
+    rec.timing_us = r.timing_us.value_or(timing{});
+    rec.bytes_in = frame_bytes;
+    rec.bytes_out = out.size();
+    env.requests->write(rec);
+  }
+
+  // Answers a request over one of its tenant's limits.
+  void refuse(client_socket& sock, const reply_route& route, status code,
+              tenant_reject why, std::string reason, int64_t retry_ns) {
+    auto r = error_reply(code, "tenant '" + std::string{tenant_name} + "' " +
+                                   std::move(reason));
+    if (code == status::resource_exhausted) {
+      r.retry_after_ms = std::max<uint64_t>(
+          1, static_cast<uint64_t>(retry_ns + 999999) / 1000000);
+    }
+    env.tenants->rejected(tenant.label, why);
+    send_reply(sock, route, r);
+    env.metrics->op_reply(op_kind::infer, code);
+  }
+
+  // The tenant's models and rate (cache hits count too) and its priority
+  // ceiling. False when refused (and answered).
+  bool admit_tenant(client_socket& sock, const reply_route& route,
+                    int64_t recv_ns) {
+    auto& t = *env.tenants;
+    auto i = tenant.index;
+    tenant_counts = true;
+    if (!t.allows_model(i, req.model)) {
+      refuse(sock, route, status::permission_denied, tenant_reject::model,
+             "may not use model " + req.model + " (tenants." + t.name(i) +
+                 ".models)",
+             0);
+      return false;
+    }
+    if (auto wait = t.take_token(i, recv_ns)) {
+      refuse(sock, route, status::resource_exhausted, tenant_reject::rate,
+             "is over its rate limit of " + fmt_rate(t.rate(i)) +
+                 " requests/s (tenants." + t.name(i) + ".rate, burst " +
+                 std::to_string(t.burst(i)) + ")",
+             wait);
+      return false;
+    }
+    req.priority = t.cap_priority(i, req.priority);
+    return true;
+  }
+
+  // An in-flight slot for a request that goes on to the router. False
+  // when refused (and answered).
+  bool take_slot(client_socket& sock, const reply_route& route,
+                 infer_job& job) {
+    auto& t = *env.tenants;
+    auto i = tenant.index;
+    job.tenant = i;
+    job.tenant_label = tenant.label;
+    if (logged) {
+      job.log_tenant = tenant_name;
+      job.bytes_in = frame_bytes;
+    }
+    if (t.max_inflight(i) == 0) {
+      return true;
+    }
+    if (!t.acquire_slot(i)) {
+      // Nothing says when a slot frees; a short pause spreads retries.
+      refuse(sock, route, status::resource_exhausted, tenant_reject::inflight,
+             "has " + std::to_string(t.inflight(i)) +
+                 " requests in flight, its limit (tenants." + t.name(i) +
+                 ".max_inflight)",
+             10'000'000);
+      return false;
+    }
+    job.tenant_slot = true;
+    return true;
   }
 
   reply error_reply(status code, std::string reason) {
@@ -105,6 +216,9 @@ struct gateway::impl : client_socket::handler {
   }
 
   void handle_infer(client_socket& sock, reply_route& route, int64_t recv_ns) {
+    if (!admit_tenant(sock, route, recv_ns)) {
+      return;
+    }
     auto spec = current_catalog().resolve(req.model, req.version);
     if (!spec) {
       auto what = "model " + req.model +
@@ -133,6 +247,9 @@ struct gateway::impl : client_socket::handler {
       if (req.cache == cache_mode::refresh) {
         env.cache->erase(job.key);
       }
+    }
+    if (!take_slot(sock, route, job)) {
+      return;
     }
     job.id = std::move(req.id);
     job.model = spec->name;
@@ -224,6 +341,11 @@ struct gateway::impl : client_socket::handler {
                 const client_peer& peer, std::string_view frame) override {
     auto recv_ns = now_ns();
     req = request{};
+    tenant_counts = false;
+    tenant_name = peer.tenant.empty() ? std::string_view{"default"}
+                                      : std::string_view{peer.tenant};
+    logged = env.requests && env.requests->sampled();
+    frame_bytes = frame.size();
     if (auto err =
             decode_request(reinterpret_cast<const uint8_t*>(frame.data()),
                            frame.size(), cfg.limits, req)) {
@@ -237,6 +359,10 @@ struct gateway::impl : client_socket::handler {
     if (refuse(sock, route, peer)) {
       return;
     }
+    tenant_name = !peer.tenant.empty()  ? std::string_view{peer.tenant}
+                  : !req.tenant.empty() ? std::string_view{req.tenant}
+                                        : std::string_view{"default"};
+    tenant = env.tenants->resolve(tenant_name);
     switch (req.op) {
     case op_kind::infer:
       return handle_infer(sock, route, recv_ns);
@@ -325,6 +451,9 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(gateway_config cfg,
   auto& d = *gw->impl_;
   d.cfg = std::move(cfg);
   d.env = std::move(env);
+  if (!d.env.tenants) {
+    d.env.tenants = std::make_shared<tenant_table>();
+  }
   d.policy.curve = d.cfg.clients != nullptr;
   d.policy.admin_from_any = d.cfg.admin_from_any;
   auto sock = client_socket::start(socket_config_of(d.cfg), d.env.sink, d);

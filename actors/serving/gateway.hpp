@@ -13,9 +13,11 @@
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
 
+#include "actors/serving/request_log.hpp"
 #include "actors/serving/result_cache.hpp"
 #include "actors/serving/router.hpp"
 #include "actors/serving/serving_metrics.hpp"
+#include "actors/serving/tenants.hpp"
 #include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/client_socket.hpp"
@@ -51,6 +53,11 @@ struct gateway_env {
   // Runs on the gateway thread for a `drain` op; returns an error reason,
   // or empty when the drain started.
   std::function<std::string(const std::string& node)> on_drain;
+  // Tenants' limits and counters, shared with the router (null: one
+  // `default` tenant without limits).
+  std::shared_ptr<tenant_table> tenants;
+  // The request log (null: off).
+  std::shared_ptr<request_log> requests;
 };
 
 class gateway {

@@ -37,6 +37,22 @@ std::string retry_key(const reply_route& route, const request_id& id) {
   return key;
 }
 
+void log_reply(request_log& log, const waiter& w, const reply& r,
+               size_t bytes_out) {
+  request_record rec;
+  rec.id = &w.id;
+  rec.tenant = w.log_tenant;
+  rec.model = r.model;
+  rec.version = r.version;
+  rec.op = w.op;
+  rec.code = r.code;
+  rec.source = r.source;
+  rec.timing_us = r.timing_us.value_or(timing{});
+  rec.bytes_in = w.bytes_in;
+  rec.bytes_out = bytes_out;
+  log.write(rec);
+}
+
 // Encodes one reply and hands it to the gateway. Every reply to a client
 // passes here, so this is also where its retry key is released.
 void send_reply(self_ptr self, const waiter& w, reply& r) {
@@ -50,8 +66,15 @@ void send_reply(self_ptr self, const waiter& w, reply& r) {
   st.sink->push(w.route, st.encode_buf);
   auto total = r.timing_us ? r.timing_us->total_us / 1e6
                            : us_since(w.recv_ns, now_ns()) / 1e6;
+  if (!w.log_tenant.empty() && st.cfg.requests) {
+    log_reply(*st.cfg.requests, w, r, st.encode_buf.size());
+  }
   if (w.op == op_kind::infer) {
     st.metrics->reply(r.model, r.code, r.source, total);
+    st.cfg.tenants->count(w.tenant_label, r.code);
+    if (w.tenant_slot) {
+      st.cfg.tenants->release_slot(w.tenant);
+    }
   } else {
     st.metrics->op_reply(w.op, r.code);
   }
@@ -107,12 +130,15 @@ void schedule_tick(self_ptr self) {
 }
 
 model_entry& entry_for(self_ptr self, const model_spec_ptr& spec) {
-  auto& m = self->state.models[{spec->name, spec->version}];
+  auto& st = self->state;
+  auto& m = st.models[{spec->name, spec->version}];
   // A version removed from the repository and published again is a new
   // spec; the old one's entry holds no replica by then.
   if (!m.spec || (m.spec != spec && m.replicas.empty() && !m.spawn_requested)) {
     m.spec = spec;
     m.pinned = spec->pinned;
+    m.vfinish.resize(st.cfg.tenants->size());
+    m.queued_by_tenant.resize(st.cfg.tenants->size());
   }
   return m;
 }
@@ -132,6 +158,30 @@ uint64_t capacity(const router_state& st, const model_entry& m) {
     return st.cfg.inflight_per_replica;
   }
   return 2 * std::max<uint64_t>(1, m.spec->max_batch);
+}
+
+router_state::queue_key key_of(const pending& p) {
+  return {p.priority, p.vstart, p.seq};
+}
+
+// Takes a ticket out of its model's queue, if it is there.
+void unqueue(model_entry& m, const pending& p) {
+  if (m.queue.erase(key_of(p)) > 0) {
+    --m.queued_by_tenant[p.job.tenant];
+  }
+}
+
+// Fair share within a priority, by start-time fair queueing: a ticket
+// starts at the later of the priority's virtual time (the tag of the last
+// ticket dispatched) and its tenant's previous finish, and finishes
+// 2^16 / weight later. Serving the smallest start tag first serves the
+// tenants with work queued in weighted round robin, and a tenant that was
+// idle starts at the current virtual time: idling earns no credit.
+void tag(const router_state& st, model_entry& m, pending& p) {
+  auto& finish = m.vfinish[p.job.tenant][p.priority];
+  p.vstart = std::max(m.vtime[p.priority], finish);
+  finish =
+      p.vstart + (uint64_t{1} << 16) / st.cfg.tenants->weight(p.job.tenant);
 }
 
 // Hands queued requests to replicas while any has room, least outstanding
@@ -154,8 +204,10 @@ void dispatch(self_ptr self, model_entry& m) {
       break;
     }
     auto ticket = m.queue.begin()->second;
-    m.queue.erase(m.queue.begin());
     auto& p = st.tickets.at(ticket);
+    unqueue(m, p);
+    auto& vt = m.vtime[p.priority];
+    vt = std::max(vt, p.vstart);
     exec_item item;
     item.ticket = ticket;
     item.inputs = p.job.inputs;
@@ -207,9 +259,13 @@ void retire_drained(self_ptr self, const router_state::model_key& key,
   }
 }
 
+// Queues a ticket under the tag it has (a re-dispatched one keeps its
+// place ahead of newer work).
 void enqueue(self_ptr self, model_entry& m, uint64_t ticket) {
   auto& p = self->state.tickets.at(ticket);
-  m.queue.emplace(std::make_pair(p.priority, p.seq), ticket);
+  if (m.queue.emplace(key_of(p), ticket).second) {
+    ++m.queued_by_tenant[p.job.tenant];
+  }
 }
 
 // A client's retry of a request that is still open joins nothing and gets
@@ -226,6 +282,10 @@ bool absorb_retry(self_ptr self, const infer_job& job, const waiter& w,
   if (t != st.tickets.end() && t->second.job.model == job.model &&
       t->second.job.version == job.version &&
       t->second.job.inputs == job.inputs) {
+    // No reply of its own: the slot it took goes back now.
+    if (w.tenant_slot) {
+      st.cfg.tenants->release_slot(w.tenant);
+    }
     return true;
   }
   // Not a retry but a different request under an id that is still open:
@@ -260,16 +320,61 @@ bool join_identical(self_ptr self, model_entry& m, const infer_job& job,
   p.waiters.push_back(std::move(w));
   // A more urgent joiner lifts a queued execution's priority.
   if (!p.running && job.priority < p.priority) {
-    m.queue.erase({p.priority, p.seq});
+    unqueue(m, p);
     p.priority = job.priority;
-    m.queue.emplace(std::make_pair(p.priority, p.seq), c->second);
+    tag(st, m, p);
+    enqueue(self, m, c->second);
   }
   return true;
 }
 
+// The tenant that holds the most of a model's queue for its weight.
+uint16_t greediest(const router_state& st, const model_entry& m) {
+  auto& tenants = *st.cfg.tenants;
+  uint16_t top = 0;
+  for (uint16_t i = 1; i < m.queued_by_tenant.size(); ++i) {
+    if (uint64_t{m.queued_by_tenant[i]} * tenants.weight(top) >
+        uint64_t{m.queued_by_tenant[top]} * tenants.weight(i)) {
+      top = i;
+    }
+  }
+  return top;
+}
+
+// A full queue makes room for `tenant` when another tenant holds more than
+// its share: that tenant's newest queued request is refused instead, so a
+// flood can fill the queue but not keep a trickle out of it.
+bool push_out(self_ptr self, model_entry& m, uint16_t tenant) {
+  auto& st = self->state;
+  auto& tenants = *st.cfg.tenants;
+  auto top = greediest(st, m);
+  auto held = uint64_t{m.queued_by_tenant[top]};
+  if (top == tenant ||
+      (uint64_t{m.queued_by_tenant[tenant]} + 1) * tenants.weight(top) >=
+          held * tenants.weight(tenant)) {
+    return false;
+  }
+  for (auto q = m.queue.rbegin(); q != m.queue.rend(); ++q) {
+    auto ticket = q->second;
+    auto& p = st.tickets.at(ticket);
+    if (p.job.tenant != top) {
+      continue;
+    }
+    unqueue(m, p);
+    tenants.rejected(p.job.tenant_label, tenant_reject::queue);
+    fail_ticket(self, ticket, status::resource_exhausted,
+                "queue of model " + p.job.model + " is full and tenant '" +
+                    tenants.name(top) + "' held " + std::to_string(held) +
+                    " of its places; its newest request made room for "
+                    "another tenant");
+    return true;
+  }
+  return false;
+}
+
 // Whether a new execution may open: the node's and the model's bounds.
 // False when refused (and answered).
-bool admit(self_ptr self, const model_entry& m, const infer_job& job,
+bool admit(self_ptr self, model_entry& m, const infer_job& job,
            const waiter& w) {
   auto& st = self->state;
   if (st.tickets.size() >= st.cfg.max_open) {
@@ -279,7 +384,8 @@ bool admit(self_ptr self, const model_entry& m, const infer_job& job,
     return false;
   }
   auto cap = m.spec->queue_capacity.value_or(st.cfg.queue_capacity);
-  if (m.queue.size() >= cap) {
+  if (m.queue.size() >= cap && !push_out(self, m, job.tenant)) {
+    st.cfg.tenants->rejected(job.tenant_label, tenant_reject::queue);
     fail_waiter(self, w, job.model, status::resource_exhausted,
                 "queue of model " + job.model + " is full (" +
                     std::to_string(cap) + " requests waiting)");
@@ -308,6 +414,7 @@ void open_ticket(self_ptr self, model_entry& m, infer_job& job, waiter& w,
                      ticket)
             .second;
   }
+  tag(st, m, p);
   enqueue(self, m, ticket);
   dispatch(self, m);
   schedule_tick(self);
@@ -315,8 +422,17 @@ void open_ticket(self_ptr self, model_entry& m, infer_job& job, waiter& w,
 
 void on_infer(self_ptr self, infer_job& job) {
   auto& st = self->state;
-  waiter w{job.id, job.route, job.recv_ns, job.deadline_ns,
-           reply_source::executor};
+  waiter w{job.id,
+           job.route,
+           job.recv_ns,
+           job.deadline_ns,
+           reply_source::executor,
+           op_kind::infer,
+           job.tenant,
+           job.tenant_label,
+           job.tenant_slot,
+           std::move(job.log_tenant),
+           job.bytes_in};
   if (st.draining) {
     fail_waiter(self, w, job.model, status::unavailable,
                 "node " + st.cfg.node_name + " is draining");
@@ -501,6 +617,7 @@ void on_spawn_fail(self_ptr self, const std::string& model, uint64_t version,
     queued.push_back(t);
   }
   m.queue.clear();
+  std::fill(m.queued_by_tenant.begin(), m.queued_by_tenant.end(), 0);
   for (auto t : queued) {
     fail_ticket(self, t, status::unavailable, why);
   }
@@ -630,7 +747,7 @@ void on_tick(self_ptr self) {
     auto& p = st.tickets.at(t);
     auto mi = st.models.find({p.job.model, p.job.version});
     if (mi != st.models.end()) {
-      mi->second.queue.erase({p.priority, p.seq});
+      unqueue(mi->second, p);
       update_waiting(self, mi->second);
     }
     erase_ticket(self, t);
@@ -720,6 +837,9 @@ router_handle::behavior_type router_actor(
     cluster_status_handle cluster_status) {
   auto& st = self->state;
   st.cfg = std::move(cfg);
+  if (!st.cfg.tenants) {
+    st.cfg.tenants = std::make_shared<tenant_table>();
+  }
   st.catalog = std::move(catalog);
   st.cache = std::move(cache);
   st.sink = std::move(sink);

@@ -13,12 +13,14 @@
 // re-dispatches what that replica was running.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -30,9 +32,11 @@
 #include "actors/messages.hpp"
 #include "actors/serving/executor.hpp"
 #include "actors/serving/load_progress.hpp"
+#include "actors/serving/request_log.hpp"
 #include "actors/serving/result_cache.hpp"
 #include "actors/serving/serving_metrics.hpp"
 #include "actors/serving/supervisor.hpp"
+#include "actors/serving/tenants.hpp"
 #include "gpu/model/live_catalog.hpp"
 #include "gpu/model/model_spec.hpp"
 #include "net/gateway/reply_sink.hpp"
@@ -60,12 +64,22 @@ struct infer_job {
   bool cacheable = false; // the model caches and the node has a budget
   cache_key key;          // set when cacheable
   reply_route route;
+  // Its tenant (tenant_table::id) and whether it holds one of the tenant's
+  // in-flight slots, which its reply gives back.
+  uint16_t tenant = 0;
+  uint16_t tenant_label = 0;
+  bool tenant_slot = false;
+  // For the request log: the tenant's name when this request is logged
+  // (empty: not logged), and the request frame's size.
+  std::string log_tenant;
+  uint64_t bytes_in = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, infer_job& x) {
   return f(x.id, x.model, x.version, x.inputs, x.rows, x.priority, x.recv_ns,
-           x.deadline_ns, x.cache, x.cacheable, x.key, x.route);
+           x.deadline_ns, x.cache, x.cacheable, x.key, x.route, x.tenant,
+           x.tenant_label, x.tenant_slot, x.log_tenant, x.bytes_in);
 }
 
 // A non-infer op the router answers (models, status, load, unload).
@@ -149,6 +163,11 @@ struct router_config {
   uint64_t max_replicas = 4;
   // Loads under way, for the `models` op (may be null).
   std::shared_ptr<load_progress> progress;
+  // Tenants: weights for the fair share, slots and counters (null: one
+  // `default` tenant).
+  std::shared_ptr<tenant_table> tenants;
+  // The request log (null: off).
+  std::shared_ptr<request_log> requests;
 };
 
 struct router_state {
@@ -161,6 +180,11 @@ struct router_state {
     reply_source source = reply_source::executor;
     // What the client asked for: infer, or load (a load_waiter).
     op_kind op = op_kind::infer;
+    uint16_t tenant = 0;
+    uint16_t tenant_label = 0;
+    bool tenant_slot = false;
+    std::string log_tenant; // empty: not in the request log
+    uint64_t bytes_in = 0;
   };
 
   // One execution: a request and everyone coalesced onto it.
@@ -169,6 +193,7 @@ struct router_state {
     std::vector<waiter> waiters;
     uint8_t priority = 5;
     uint64_t seq = 0;
+    uint64_t vstart = 0; // fair-share start tag within its priority
     uint32_t attempts = 0;
     bool running = false;
     bool indexed = false; // in the coalescing index
@@ -187,10 +212,19 @@ struct router_state {
     bool retiring = false;
   };
 
+  // (priority, fair-share start tag, seq): the smallest runs first.
+  using queue_key = std::tuple<uint8_t, uint64_t, uint64_t>;
+
   struct model_entry {
     model_spec_ptr spec;
-    // (priority, seq) -> ticket; the smallest runs first.
-    std::map<std::pair<uint8_t, uint64_t>, uint64_t> queue;
+    std::map<queue_key, uint64_t> queue; // -> ticket
+    // Fair share between tenants within a priority (start-time fair
+    // queueing): per priority the start tag of the last ticket dispatched,
+    // per tenant and priority the finish tag of its last ticket, and per
+    // tenant its tickets queued.
+    std::array<uint64_t, 10> vtime{};
+    std::vector<std::array<uint64_t, 10>> vfinish;
+    std::vector<uint32_t> queued_by_tenant;
     std::vector<replica> replicas;
     bool spawn_requested = false;
     int64_t queue_high_since_ns = 0; // 0: queue not above the target

@@ -1109,13 +1109,14 @@ enum reply_key : size_t {
   rp_added,
   rp_removed,
   rp_refused,
+  rp_retry_after,
   rp_count,
 };
 
 constexpr std::array<std::string_view, rp_count> reply_keys{
-    "v",      "id",    "status",  "error",     "outputs",
-    "source", "model", "version", "timing_us", "node",
-    "models", "nodes", "added",   "removed",   "refused"};
+    "v",     "id",      "status",    "error",         "outputs", "source",
+    "model", "version", "timing_us", "node",          "models",  "nodes",
+    "added", "removed", "refused",   "retry_after_ms"};
 
 // Parses a request or reply frame into its top-level map, and reads first
 // what every later failure is answered with: the id and the protocol
@@ -1272,7 +1273,8 @@ uint32_t reply_map_size(const reply& r) {
   bool has_outputs = !r.outputs_encoded.empty() || !r.outputs.empty();
   return 3 + !r.error.empty() + has_outputs + (r.source != reply_source::none) +
          !r.model.empty() + r.version.has_value() + r.timing_us.has_value() +
-         !r.node.empty() + r.has_models + r.has_nodes + 3 * r.has_changes;
+         !r.node.empty() + r.has_models + r.has_nodes + 3 * r.has_changes +
+         r.retry_after_ms.has_value();
 }
 
 // A `reload` reply's list of model versions.
@@ -1328,6 +1330,10 @@ void put_reply_tail(packer& pk, const reply& r) {
     put_changes(pk, "removed", r.removed);
     put_changes(pk, "refused", r.refused);
   }
+  if (r.retry_after_ms) {
+    pk.key("retry_after_ms");
+    pk.pack_uint64(*r.retry_after_ms);
+  }
 }
 
 // A reply's timing, node, models and nodes.
@@ -1341,6 +1347,10 @@ caf::error decode_reply_lists(const std::array<const object*, rp_count>& v,
     out.timing_us = t;
   }
   if (auto err = get_opt_str(v[rp_node], "node", out.node)) {
+    return err;
+  }
+  if (auto err = get_opt_uint(v[rp_retry_after], "retry_after_ms",
+                              out.retry_after_ms)) {
     return err;
   }
   if (!absent(v[rp_models])) {

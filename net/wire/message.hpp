@@ -203,6 +203,8 @@ struct reply {
   std::vector<node_info> nodes;   // op status
   bool has_models = false;
   bool has_nodes = false;
+  // A refusal for a tenant limit: when a retry may succeed.
+  std::optional<uint64_t> retry_after_ms;
   // op reload: what the re-read of the model repository changed.
   std::vector<catalog_change> added;
   std::vector<catalog_change> removed;

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "actors/serving/result_cache.hpp"
+#include "actors/serving/tenants.hpp"
 
 namespace shoal {
 
@@ -249,6 +250,49 @@ void node_metrics::watch_cache(std::shared_ptr<result_cache> cache) {
     cache_bytes_.set(static_cast<double>(s.bytes));
     cache_entries_.set(static_cast<double>(s.entries));
     *last = s;
+  });
+}
+
+void node_metrics::watch_tenants(std::shared_ptr<tenant_table> tenants) {
+  auto& requests = reg_.counters(
+      "shoal_tenant_requests_total",
+      "Infer requests answered, by tenant (configured names; other for the "
+      "rest) and status.",
+      {"tenant", "status"});
+  auto& rejected = reg_.counters(
+      "shoal_tenant_rejected_total",
+      "Infer requests refused for a tenant limit, by tenant and reason "
+      "(rate, inflight, model, queue).",
+      {"tenant", "reason"});
+  struct seen {
+    std::mutex mtx; // two scrapes at once must not both add the delta
+    std::vector<uint64_t> counts;
+  };
+  auto last_seen = std::make_shared<seen>();
+  auto labels = tenants->labels();
+  last_seen->counts.assign(labels * (status_count + tenant_reject_count), 0);
+  reg_.on_collect([&requests, &rejected, tenants, last_seen, labels] {
+    std::lock_guard<std::mutex> guard{last_seen->mtx};
+    auto* last = last_seen->counts.data();
+    for (uint16_t l = 0; l < labels; ++l) {
+      auto& name = tenants->label_name(l);
+      for (size_t s = 0; s < status_count; ++s, ++last) {
+        auto now = tenants->requests(l, static_cast<status>(s));
+        if (now != *last) {
+          auto code = std::string{to_string(static_cast<status>(s))};
+          requests.with({name, code}).inc(static_cast<double>(now - *last));
+          *last = now;
+        }
+      }
+      for (size_t r = 0; r < tenant_reject_count; ++r, ++last) {
+        auto now = tenants->rejections(l, static_cast<tenant_reject>(r));
+        if (now != *last) {
+          auto why = std::string{to_string(static_cast<tenant_reject>(r))};
+          rejected.with({name, why}).inc(static_cast<double>(now - *last));
+          *last = now;
+        }
+      }
+    }
   });
 }
 

@@ -20,6 +20,7 @@
 namespace shoal {
 
 class result_cache;
+class tenant_table;
 
 class node_metrics : public serving_metrics {
 public:
@@ -45,6 +46,10 @@ public:
 
   // Exports the cache's statistics at every scrape.
   void watch_cache(std::shared_ptr<result_cache> cache);
+
+  // Exports the tenants' request and rejection counters at every scrape
+  // (shoal_tenant_requests_total, shoal_tenant_rejected_total).
+  void watch_tenants(std::shared_ptr<tenant_table> tenants);
 
   // Exports the GPUs that `source` returns at every scrape (memory used and
   // total, this node's bytes and replicas there); a GPU it stops returning

@@ -141,6 +141,8 @@ void make_shared_state(impl& d) {
   d.metrics->watch_cache(d.cache);
   d.metrics->watch_devices(local_device_samples);
   d.sink = std::make_shared<reply_sink>();
+  d.tenants = std::make_shared<tenant_table>(c.tenants);
+  d.metrics->watch_tenants(d.tenants);
 }
 
 // What this node can place GPU models on, once, for whoever reads the log
@@ -233,6 +235,8 @@ router_config router_config_of(const impl& d) {
   rc.scale_out_queue = c.router.scale_out_queue;
   rc.scale_out_after = std::chrono::milliseconds{c.router.scale_out_after_ms};
   rc.max_replicas = std::max<uint64_t>(1, c.router.max_replicas);
+  rc.tenants = d.tenants;
+  rc.requests = d.requests;
   return rc;
 }
 
@@ -240,6 +244,13 @@ router_config router_config_of(const impl& d) {
 // supervisor otherwise), the cache's maintenance and the gateway.
 caf::error start_serving(impl& d) {
   auto& c = d.cfg;
+  if (c.log.requests) {
+    auto log = request_log::open(c.log.requests_file, c.log.requests_sample);
+    if (!log) {
+      return log.error();
+    }
+    d.requests = std::move(*log);
+  }
   auto replicas = d.head() ? replica_source_handle{d.coordinator}
                            : replica_source_handle{d.supervisor};
   auto cluster_status =
@@ -270,6 +281,8 @@ caf::error start_serving(impl& d) {
                  d.metrics,
                  [&d](const std::string& target) {
                    return d.drain_node(target); }};
+  ge.tenants = d.tenants;
+  ge.requests = d.requests;
   auto gw = gateway::start(gc, std::move(ge));
   if (!gw) {
     return gw.error();

@@ -48,6 +48,8 @@ struct node::impl {
   std::shared_ptr<node_metrics> metrics;
   std::shared_ptr<result_cache> cache;
   std::shared_ptr<reply_sink> sink;
+  std::shared_ptr<tenant_table> tenants;
+  std::shared_ptr<request_log> requests; // log.requests; null: off
   std::unique_ptr<caf::actor_system_config> sys_cfg;
   std::unique_ptr<caf::actor_system> system;
   supervisor_handle supervisor;

@@ -167,6 +167,59 @@ TEST(config, printed_config_reads_back_identically) {
   EXPECT_EQ(render_config(*back), render_config(*cfg));
 }
 
+TEST(config, tenants_are_tables_of_limits_and_print_back) {
+  temp_dir d;
+  auto file = d.write("t.toml", "[tenants.paid]\nrate = 100\nburst = 20\n"
+                                "max_inflight = 8\nmax_priority = 2\n"
+                                "models = [\"echo\", \"slow\"]\n"
+                                "weight = 4\n[tenants.default]\nrate = 5\n"
+                                "[log]\nrequests = true\n"
+                                "requests_sample = 0.5\n");
+  auto cfg = load_config(file);
+  ASSERT_TRUE(cfg) << reason_of(cfg.error());
+  ASSERT_FALSE(validate(*cfg)) << reason_of(validate(*cfg));
+  ASSERT_EQ(cfg->tenants.size(), 2u);
+  auto& paid = cfg->tenants.at("paid");
+  EXPECT_EQ(paid.rate, 100);
+  EXPECT_EQ(paid.burst, 20u);
+  EXPECT_EQ(paid.max_inflight, 8u);
+  EXPECT_EQ(paid.max_priority, 2u);
+  EXPECT_EQ(paid.models, (std::vector<std::string>{"echo", "slow"}));
+  EXPECT_EQ(paid.weight, 4u);
+  EXPECT_EQ(cfg->tenants.at("default").rate, 5);
+  EXPECT_TRUE(cfg->log.requests);
+  ASSERT_FALSE(set_config_value(*cfg, "tenants.free.models", "echo", "--set"));
+  EXPECT_EQ(cfg->tenants.at("free").models, (std::vector<std::string>{"echo"}));
+  auto text = render_config(*cfg, true);
+  EXPECT_NE(text.find("[tenants.paid]"), std::string::npos) << text;
+  EXPECT_NE(text.find("weight = 4  # from " + file), std::string::npos);
+  auto back = load_config(d.write("p.toml", render_config(*cfg)));
+  ASSERT_TRUE(back) << reason_of(back.error());
+  EXPECT_EQ(render_config(*back), render_config(*cfg));
+}
+
+TEST(config, tenant_mistakes_name_the_file_and_field) {
+  temp_dir d;
+  auto check = [&](const std::string& text, const std::string& want) {
+    auto file = d.write("bad.toml", text);
+    auto cfg = load_config(file);
+    auto why = cfg ? reason_of(validate(*cfg)) : reason_of(cfg.error());
+    EXPECT_NE(why.find(want), std::string::npos) << why;
+    if (!cfg) {
+      EXPECT_NE(why.find(file), std::string::npos) << why;
+    }
+  };
+  check("[tenants.a]\nrat = 1\n", "tenants.a.rat: unknown key");
+  check("[tenants.a]\nrate = \"fast\"\n", "tenants.a.rate: expected");
+  check("[tenants.a]\nmodels = \"echo\"\n", "tenants.a.models: expected");
+  check("[tenants]\na = 1\n", "tenants.a: expected a table");
+  check("[tenants.a]\nmax_priority = 10\n", "tenants.a.max_priority");
+  check("[tenants.a]\nweight = 0\n", "tenants.a.weight");
+  check("[tenants.other]\nrate = 1\n", "reserved");
+  check("[tenants.\"a b\"]\nrate = 1\n", "tenant name");
+  check("[log]\nrequests_sample = 2.0\n", "log.requests_sample");
+}
+
 TEST(manifest, good_manifest_parses) {
   temp_dir d;
   auto spec = parse_manifest(d.write("m/1/model.toml", good_manifest), "m", 1);

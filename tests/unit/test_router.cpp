@@ -361,6 +361,105 @@ TEST_F(router_test, a_retry_of_an_open_request_gets_one_reply) {
   EXPECT_EQ(seen(1).size(), 1u);
 }
 
+namespace {
+
+std::shared_ptr<tenant_table> two_tenants(uint64_t weight_a) {
+  std::map<std::string, tenant_limits> cfg;
+  cfg["a"].weight = weight_a;
+  cfg["b"].weight = 1;
+  return std::make_shared<tenant_table>(cfg);
+}
+
+} // namespace
+
+TEST_F(router_test, tenants_take_turns_by_weight_within_a_priority) {
+  router_config rc;
+  rc.inflight_per_replica = 1;
+  rc.tenants = two_tenants(2);
+  auto a = rc.tenants->resolve("a");
+  auto b = rc.tenants->resolve("b");
+  start(rc);
+  auto send = [&](uint64_t id, tenant_table::id who) {
+    auto j = job(id, static_cast<float>(id));
+    j.tenant = who.index;
+    j.tenant_label = who.label;
+    caf::anon_send(router, j);
+  };
+  send(1, a);
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  ASSERT_EQ(seen(1).size(), 1u);
+  for (uint64_t id = 2; id <= 5; ++id) {
+    send(id, a); // a flood, queued first
+  }
+  send(6, b);
+  send(7, b);
+  std::this_thread::sleep_for(50ms);
+  std::vector<uint64_t> order;
+  for (int i = 0; i < 6; ++i) {
+    caf::anon_send(exec, release_atom::value);
+    auto next = seen(1);
+    ASSERT_EQ(next.size(), 1u);
+    order.push_back(next[0]);
+  }
+  caf::anon_send(exec, release_atom::value);
+  collect(7);
+  // b's first goes ahead of a's backlog; then two of a's per one of b's.
+  EXPECT_EQ(order, (std::vector<uint64_t>{6, 2, 3, 7, 4, 5}));
+  EXPECT_EQ(rc.tenants->requests(a.label, status::ok), 5u);
+  EXPECT_EQ(rc.tenants->requests(b.label, status::ok), 2u);
+}
+
+TEST_F(router_test, a_full_queue_makes_room_for_the_tenant_holding_less) {
+  router_config rc;
+  rc.inflight_per_replica = 1;
+  rc.queue_capacity = 3;
+  rc.tenants = two_tenants(1);
+  auto a = rc.tenants->resolve("a");
+  auto b = rc.tenants->resolve("b");
+  start(rc);
+  auto send = [&](uint64_t id, tenant_table::id who) {
+    auto j = job(id, static_cast<float>(id));
+    j.tenant = who.index;
+    j.tenant_label = who.label;
+    caf::anon_send(router, j);
+  };
+  send(1, a);
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  ASSERT_EQ(seen(1).size(), 1u);
+  for (uint64_t id = 2; id <= 5; ++id) {
+    send(id, a); // 2..4 fill the queue, 5 is refused
+  }
+  send(6, b); // pushes a's newest (4) out
+  collect(2);
+  ASSERT_EQ(replies.size(), 2u);
+  std::map<uint64_t, reply> by_id;
+  for (auto& r : replies) {
+    by_id[r.id.num] = r;
+  }
+  ASSERT_TRUE(by_id.count(5) && by_id.count(4));
+  EXPECT_EQ(by_id[5].code, status::resource_exhausted);
+  EXPECT_EQ(by_id[4].code, status::resource_exhausted);
+  EXPECT_NE(by_id[4].error.find("made room"), std::string::npos)
+      << by_id[4].error;
+  for (int i = 0; i < 3; ++i) {
+    caf::anon_send(exec, release_atom::value);
+    EXPECT_EQ(seen(1).size(), 1u);
+  }
+  caf::anon_send(exec, release_atom::value);
+  collect(6);
+  std::set<uint64_t> ok;
+  for (auto& r : replies) {
+    if (r.code == status::ok) {
+      ok.insert(r.id.num);
+    }
+  }
+  EXPECT_EQ(ok, (std::set<uint64_t>{1, 2, 3, 6}));
+  EXPECT_EQ(rc.tenants->rejections(a.label, tenant_reject::queue), 2u);
+  EXPECT_EQ(rc.tenants->rejections(b.label, tenant_reject::queue), 0u);
+}
+
 TEST_F(router_test, a_version_removed_by_a_reload_is_refused_and_retires) {
   start({});
   caf::anon_send(router, job(1, 1.0f));
