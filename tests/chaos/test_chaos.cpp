@@ -1508,6 +1508,10 @@ TEST_F(chaos, head_places_gpu_models_by_reported_gpu_memory) {
   lc.role = link_role::member;
   lc.name = "g1";
   lc.secret = cluster_->secret();
+  // A node that knows the secret derives the link's CURVE keys from it.
+  lc.curve.enabled = true;
+  lc.curve.own = derive_key_pair(lc.secret, "member");
+  lc.curve.hub_public_key = derive_key_pair(lc.secret, "hub").public_key;
   lc.endpoint = cluster_->link_endpoint();
   encode(hello, lc.hello);
   std::mutex mtx;
