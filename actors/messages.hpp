@@ -33,5 +33,8 @@ using link_msg_atom = caf::atom_constant<caf::atom("linkmsg")>;
 using peer_atom = caf::atom_constant<caf::atom("peer")>;
 using set_router_atom = caf::atom_constant<caf::atom("setrouter")>;
 using reload_atom = caf::atom_constant<caf::atom("reload")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using progress_atom = caf::atom_constant<caf::atom("progress")>;
+using job_atom = caf::atom_constant<caf::atom("job")>;
 
 } // namespace shoal

@@ -392,6 +392,32 @@ std::vector<setting> security_settings() {
   };
 }
 
+std::vector<setting> jobs_settings() {
+  using c = node_config;
+  return {
+      declare("jobs.path",
+              "Head: the durable job store, a SQLite file (default: "
+              "<models.cache_dir>/jobs/jobs.db).",
+              &c::jobs, &c::jobs_section::path),
+      declare("jobs.result_ttl_ms",
+              "How long a finished job and its result are kept; then it "
+              "answers NOT_FOUND (0: forever).",
+              &c::jobs, &c::jobs_section::result_ttl_ms),
+      declare("jobs.max_result_bytes",
+              "Results larger than this are kept in files under "
+              "jobs.results_dir instead of the database.",
+              &c::jobs, &c::jobs_section::max_result_bytes),
+      declare("jobs.results_dir",
+              "Where large job results are kept (default: beside jobs.path, "
+              "<jobs.path>.results).",
+              &c::jobs, &c::jobs_section::results_dir),
+      declare("jobs.max_queued",
+              "Open (queued or running) jobs per tenant before submit gets "
+              "RESOURCE_EXHAUSTED.",
+              &c::jobs, &c::jobs_section::max_queued),
+  };
+}
+
 std::vector<setting> log_settings() {
   using c = node_config;
   return {
@@ -431,7 +457,7 @@ const std::vector<setting>& settings() {
          {&node_settings, &cluster_settings, &gateway_settings, &http_settings,
           &models_settings, &cache_settings, &router_settings,
           &executor_settings, &supervisor_settings, &runtime_settings,
-          &security_settings, &log_settings, &torch_settings}) {
+          &security_settings, &log_settings, &torch_settings, &jobs_settings}) {
       auto more = section();
       out.insert(out.end(), more.begin(), more.end());
     }

@@ -112,6 +112,13 @@ struct node_config {
   struct torch_section {
     uint64_t threads = 0; // 0: every core the process may run on
   } torch;
+  struct jobs_section {
+    std::string path; // empty: <models.cache_dir>/jobs/jobs.db
+    uint64_t result_ttl_ms = 86'400'000;
+    uint64_t max_result_bytes = 1u << 20;
+    std::string results_dir; // empty: beside the database
+    uint64_t max_queued = 10000;
+  } jobs;
   // Where each value that is not a default came from, by "section.key": a
   // file, "environment SHOAL_...", or "--set". --print-config shows it.
   std::map<std::string, std::string> sources;

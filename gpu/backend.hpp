@@ -26,9 +26,18 @@ struct backend_profile {
   double copy_out_s = 0; // device to host, outputs
 };
 
+// Progress of the batch being run, `done` of `total` steps, reported by a
+// backend that works in steps (from the thread running it, between two
+// steps). Returns false when the batch should stop: every request in it
+// was cancelled.
+using progress_fn = std::function<bool(uint64_t done, uint64_t total)>;
+
 class backend {
 public:
   virtual ~backend() = default;
+
+  // Set by the executor before each batch (empty: nobody listens).
+  void set_progress(progress_fn fn) { progress_ = std::move(fn); }
 
   // Runs one batch. `inputs` follow the model's declared inputs, already
   // concatenated along the batch axis (axis 0 holds the sum of the rows of
@@ -55,8 +64,16 @@ public:
 
   virtual backend_profile profile() const { return {}; }
 
+protected:
+  // A step finished: reports it, and says whether to go on. A backend
+  // told to stop returns errc::cancelled for the batch.
+  bool step_done(uint64_t done, uint64_t total) const {
+    return !progress_ || progress_(done, total);
+  }
+
 private:
   std::deque<caf::expected<std::vector<tensor>>> done_;
+  progress_fn progress_;
 };
 
 using backend_ptr = std::unique_ptr<backend>;

@@ -24,6 +24,7 @@ PACKAGES=(
   # example models and reference outputs; installed without recommends,
   # like everything here
   libtorch-dev python3-torch python3-torchvision
+  libsqlite3-dev # the durable job store on the head
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-zmq python3-msgpack python3-numpy

@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/serving/cancel_board.hpp"
 #include "net/link/cluster_codec.hpp"
 #include "net/wire/error.hpp"
 
@@ -27,6 +28,10 @@ remote_replica_handle::behavior_type remote_replica_actor(
                                 "worker " + st.worker +
                                     " unreachable: " + reason_of(err)));
         }
+      },
+      [=](cancel_atom, uint64_t ticket) {
+        // Posted by the router for a local replica; this one is remote.
+        cancel_board::instance().forget(ticket);
       },
       [=](done_atom, std::vector<exec_result>& results) {
         self->send(self->state.router, done_atom::value, std::move(results));

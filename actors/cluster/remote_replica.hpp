@@ -27,6 +27,9 @@ using remote_replica_handle = caf::typed_actor<
     // message. Its result comes back later as done_atom from the
     // coordinator, and goes on to the router as this proxy's.
     caf::reacts_to<exec_atom, exec_item>,
+    // From the router: a cancelled ticket. The worker finishes it (its
+    // result is dropped by the router). Nothing comes back.
+    caf::reacts_to<cancel_atom, uint64_t>,
     // From the coordinator (a decoded `done` from the worker): forwarded
     // to the router, with this proxy as the sender. Nothing comes back.
     caf::reacts_to<done_atom, std::vector<exec_result>>>;

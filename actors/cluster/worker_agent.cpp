@@ -280,6 +280,9 @@ worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
       [=](done_atom, std::vector<exec_result>& results) {
         on_done(self, results);
       },
+      [=](progress_atom, const std::vector<uint64_t>&, uint64_t, uint64_t) {
+        // Progress stays on the worker: the node link does not carry it.
+      },
       [=](drain_atom) {
         auto& st = self->state;
         st.draining = true;

@@ -45,6 +45,8 @@ using worker_agent_handle = caf::typed_actor<
     caf::reacts_to<spawn_fail_atom, std::string, uint64_t, std::string>,
     // From a local executor: one batch's results, sent on (`done`).
     caf::reacts_to<done_atom, std::vector<exec_result>>,
+    // From a local executor: progress of its running batch; dropped.
+    caf::reacts_to<progress_atom, std::vector<uint64_t>, uint64_t, uint64_t>,
     // From the node (SIGTERM): announce the drain (`drain`); nothing comes
     // back.
     caf::reacts_to<drain_atom>,

@@ -20,6 +20,16 @@ public:
   void push(exec_item item, time_point now);
 
   size_t size() const noexcept { return queue_.size(); }
+
+  // Whether the item of `ticket` waits here.
+  bool contains(uint64_t ticket) const noexcept {
+    for (auto& [item, t] : queue_) {
+      if (item.ticket == ticket) {
+        return true;
+      }
+    }
+    return false;
+  }
   bool empty() const noexcept { return queue_.empty(); }
 
   // True when the queued rows fill a batch (requests may carry many rows).

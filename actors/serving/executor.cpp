@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/serving/cancel_board.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/error.hpp"
 
@@ -134,7 +135,13 @@ executor_state::started take_batch(self_ptr self) {
   p.live.reserve(items.size());
   auto now = now_ns();
   for (size_t i = 0; i < items.size(); ++i) {
-    if (items[i].deadline_ns > 0 && items[i].deadline_ns <= now) {
+    if (st.cancelled.erase(items[i].ticket) > 0) {
+      exec_result r;
+      r.ticket = items[i].ticket;
+      r.code = static_cast<uint8_t>(status::cancelled);
+      r.error = "cancelled before it ran";
+      p.results.push_back(std::move(r));
+    } else if (items[i].deadline_ns > 0 && items[i].deadline_ns <= now) {
       exec_result r;
       r.ticket = items[i].ticket;
       r.code = static_cast<uint8_t>(status::deadline_exceeded);
@@ -148,6 +155,26 @@ executor_state::started take_batch(self_ptr self) {
   return p;
 }
 
+// Progress of a batch in steps goes to the listener, at most every 50 ms
+// (a client's progress bar needs no more); the batch stops between steps
+// once every request in it was cancelled.
+void watch_progress(self_ptr self, const executor_state::started& p) {
+  std::vector<uint64_t> tickets;
+  for (auto& item : p.live) {
+    tickets.push_back(item.ticket);
+  }
+  auto last = std::make_shared<time_point>();
+  self->state.impl->set_progress(
+      [self, tickets, last](uint64_t done, uint64_t total) {
+        auto now = clock_type::now();
+        if (now - *last >= std::chrono::milliseconds{50} && done < total) {
+          *last = now;
+          self->state.listener.progress(self, tickets, done, total);
+        }
+        return !cancel_board::instance().all_cancelled(tickets);
+      });
+}
+
 // Hands a batch's live requests to the backend, then collects it at once
 // (synchronous backend) or through the mailbox (pipelined). False when the
 // backend threw and the replica is quitting.
@@ -156,6 +183,7 @@ bool start_batch(self_ptr self, executor_state::started&& p) {
   uint64_t rows = 0;
   auto inputs = concat_inputs(p.live, rows);
   p.start = clock_type::now();
+  watch_progress(self, p);
   caf::error err;
   try {
     err = st.impl->start(inputs, rows);
@@ -264,6 +292,16 @@ void on_exec(self_ptr self, exec_item& item) {
   }
 }
 
+// A cancel that finds its ticket still queued keeps it from running; one
+// that comes after the run has nothing left to do.
+void on_cancel(self_ptr self, uint64_t ticket) {
+  cancel_board::instance().forget(ticket);
+  auto& st = self->state;
+  if (st.queue->contains(ticket)) {
+    st.cancelled.insert(ticket);
+  }
+}
+
 void on_collect(self_ptr self) {
   auto& st = self->state;
   st.collect_scheduled = false;
@@ -316,6 +354,17 @@ void executor_listener::ready(executor_handle::pointer self,
   }
 }
 
+void executor_listener::progress(executor_handle::pointer self,
+                                 const std::vector<uint64_t>& tickets,
+                                 uint64_t done, uint64_t total) const {
+  if (typed_) {
+    self->send(typed_, progress_atom::value, tickets, done, total);
+  } else if (dynamic_) {
+    caf::unsafe_send_as(self, dynamic_, progress_atom::value, tickets, done,
+                        total);
+  }
+}
+
 void executor_listener::done(executor_handle::pointer self,
                              std::vector<exec_result>&& results) const {
   if (results.empty()) {
@@ -343,6 +392,7 @@ executor_actor(self_ptr self, model_spec_ptr spec, executor_listener listener,
   st.listener.ready(self, *spec, st.impl->device());
   return {
       [=](exec_atom, exec_item& item) { on_exec(self, item); },
+      [=](cancel_atom, uint64_t ticket) { on_cancel(self, ticket); },
       [=](collect_atom) { on_collect(self); },
       [=](flush_atom, uint64_t gen) { on_flush(self, gen); },
   };

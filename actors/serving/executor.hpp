@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_set>
 
 #include <caf/actor.hpp>
 #include <caf/stateful_actor.hpp>
@@ -65,7 +66,11 @@ using replica_handle = caf::typed_actor<
     // From the router (or a worker's agent, relaying its head's `exec`):
     // one request to run. Nothing comes back directly: its result comes
     // later in its batch's (done_atom, results) to the replica's listener.
-    caf::reacts_to<exec_atom, exec_item>>;
+    caf::reacts_to<exec_atom, exec_item>,
+    // From the router (or a worker's agent): the request of this ticket
+    // was cancelled; dropped if still queued, stopped between steps if
+    // running. Its result, if any, is dropped by the router.
+    caf::reacts_to<cancel_atom, uint64_t>>;
 
 // Whoever a replica reports to: the router on a node that serves, the
 // worker agent on a worker (which relays to its head). The supervisor
@@ -77,6 +82,9 @@ using replica_listener_handle = caf::typed_actor<
                    std::string>,
     // From a replica: the results of one batch; nothing comes back.
     caf::reacts_to<done_atom, std::vector<exec_result>>,
+    // From a replica: progress (done of total steps) of its running
+    // batch's tickets; nothing comes back.
+    caf::reacts_to<progress_atom, std::vector<uint64_t>, uint64_t, uint64_t>,
     // From the supervisor: no replica of (model, version) will come, and
     // why; nothing comes back.
     caf::reacts_to<spawn_fail_atom, std::string, uint64_t, std::string>>;
@@ -87,6 +95,9 @@ using executor_handle = caf::typed_actor<
     // its result comes later in (done_atom, results) to the listener, one
     // message per batch.
     caf::reacts_to<exec_atom, exec_item>,
+    // From the router or a worker's agent: a cancelled ticket (see
+    // replica_handle); nothing comes back.
+    caf::reacts_to<cancel_atom, uint64_t>,
     // From itself: the batch delay of generation `gen` ran out; nothing
     // comes back.
     caf::reacts_to<flush_atom, uint64_t>,
@@ -122,6 +133,11 @@ public:
   void done(executor_handle::pointer self,
             std::vector<exec_result>&& results) const;
 
+  // (progress_atom, tickets, done, total).
+  void progress(executor_handle::pointer self,
+                const std::vector<uint64_t>& tickets, uint64_t done,
+                uint64_t total) const;
+
 private:
   replica_listener_handle typed_;
   caf::actor dynamic_;
@@ -145,6 +161,8 @@ struct executor_state {
   std::deque<started> in_flight;
   bool collect_scheduled = false;
   bool faulted = false; // the backend threw; the actor is quitting
+  // Tickets cancelled before they ran: answered CANCELLED, not run.
+  std::unordered_set<uint64_t> cancelled;
   static inline const char* name = "executor";
 };
 

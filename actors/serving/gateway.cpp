@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "actors/jobs/job_ops.hpp"
 #include "gpu/model/manifest.hpp"
 #include "net/gateway/access.hpp"
 #include "net/wire/error.hpp"
@@ -97,7 +98,7 @@ struct gateway::impl : client_socket::handler {
     }
     env.tenants->rejected(tenant.label, why);
     send_reply(sock, route, r);
-    env.metrics->op_reply(op_kind::infer, code);
+    env.metrics->op_reply(req.op, code);
   }
 
   // The tenant's models and rate (cache hits count too) and its priority
@@ -199,6 +200,9 @@ struct gateway::impl : client_socket::handler {
     r.node = hit->node;
     auto total = static_cast<uint64_t>((now_ns() - recv_ns) / 1000);
     r.timing_us = timing{0, 0, total};
+    if (req.stream) {
+      r.event = "done";
+    }
     send_reply(sock, route, r);
     env.metrics->reply(spec.name, status::ok, reply_source::cache, total / 1e6);
     return true;
@@ -261,6 +265,7 @@ struct gateway::impl : client_socket::handler {
     job.deadline_ns = deadline_of(recv_ns);
     job.cache = static_cast<uint8_t>(req.cache);
     job.cacheable = cacheable;
+    job.stream = req.stream;
     job.route = std::move(route);
     caf::anon_send(env.router, std::move(job));
   }
@@ -382,6 +387,25 @@ struct gateway::impl : client_socket::handler {
     case op_kind::load:
     case op_kind::unload:
       return handle_admin(route);
+    case op_kind::submit:
+      // A job is the tenant's request as much as an infer is: the same
+      // models, rate and priority ceiling. Its reply counts for the tenant
+      // when the job ends (the router answers it), not at the ack.
+      if (!admit_tenant(sock, route, recv_ns)) {
+        return;
+      }
+      tenant_counts = false;
+      [[fallthrough]];
+    case op_kind::job:
+    case op_kind::wait:
+    case op_kind::cancel:
+    case op_kind::jobs:
+      if (auto r = forward_job_op(env.jobs, env.router, *env.catalog->get(),
+                                  *env.cache, req, peer, route, frame)) {
+        send_reply(sock, route, *r);
+        env.metrics->op_reply(req.op, r->code);
+      }
+      return;
     }
   }
 

@@ -13,6 +13,7 @@
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
 
+#include "actors/jobs/job_manager.hpp"
 #include "actors/serving/request_log.hpp"
 #include "actors/serving/result_cache.hpp"
 #include "actors/serving/router.hpp"
@@ -58,6 +59,8 @@ struct gateway_env {
   std::shared_ptr<tenant_table> tenants;
   // The request log (null: off).
   std::shared_ptr<request_log> requests;
+  // The head's job manager (null: no job ops here).
+  job_manager_handle jobs;
 };
 
 class gateway {

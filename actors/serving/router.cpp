@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/serving/cancel_board.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/error.hpp"
 
@@ -61,9 +62,23 @@ void send_reply(self_ptr self, const waiter& w, reply& r) {
     st.open_requests.erase(key);
   }
   r.id = w.id;
+  if (w.stream) {
+    r.event = "done";
+  }
   st.encode_buf.clear();
   encode_reply(r, st.encode_buf);
-  st.sink->push(w.route, st.encode_buf);
+  if (w.listener) {
+    job_event ev{w.id,
+                 job_event_kind::finished,
+                 0,
+                 0,
+                 static_cast<uint8_t>(r.code),
+                 r.error,
+                 st.encode_buf};
+    self->send(w.listener, job_atom::value, std::move(ev));
+  } else {
+    st.sink->push(w.route, st.encode_buf);
+  }
   auto total = r.timing_us ? r.timing_us->total_us / 1e6
                            : us_since(w.recv_ns, now_ns()) / 1e6;
   if (!w.log_tenant.empty() && st.cfg.requests) {
@@ -184,6 +199,16 @@ void tag(const router_state& st, model_entry& m, pending& p) {
       p.vstart + (uint64_t{1} << 16) / st.cfg.tenants->weight(p.job.tenant);
 }
 
+// Tells the job listeners among a ticket's waiters that it runs.
+void notify_running(self_ptr self, const pending& p) {
+  for (auto& w : p.waiters) {
+    if (w.listener) {
+      self->send(w.listener, job_atom::value,
+                 job_event{w.id, job_event_kind::running, 0, 0, 0, {}, {}});
+    }
+  }
+}
+
 // Hands queued requests to replicas while any has room, least outstanding
 // work first.
 void dispatch(self_ptr self, model_entry& m) {
@@ -224,6 +249,7 @@ void dispatch(self_ptr self, model_entry& m) {
       item.deadline_ns = 0;
     }
     item.sent_ns = now;
+    notify_running(self, p);
     p.running = true;
     p.replica = best->handle.address();
     p.sent_ns = now;
@@ -377,6 +403,10 @@ bool push_out(self_ptr self, model_entry& m, uint16_t tenant) {
 bool admit(self_ptr self, model_entry& m, const infer_job& job,
            const waiter& w) {
   auto& st = self->state;
+  // A durable job is bounded by its tenant's jobs.max_queued, not here.
+  if (job.listener) {
+    return true;
+  }
   if (st.tickets.size() >= st.cfg.max_open) {
     fail_waiter(self, w, job.model, status::resource_exhausted,
                 "node has " + std::to_string(st.tickets.size()) +
@@ -432,7 +462,9 @@ void on_infer(self_ptr self, infer_job& job) {
            job.tenant_label,
            job.tenant_slot,
            std::move(job.log_tenant),
-           job.bytes_in};
+           job.bytes_in,
+           job.stream,
+           job.listener};
   if (st.draining) {
     fail_waiter(self, w, job.model, status::unavailable,
                 "node " + st.cfg.node_name + " is draining");
@@ -826,6 +858,80 @@ void on_catalog_changed(self_ptr self) {
   retire_idle(self);
 }
 
+// A client's or the job manager's cancel of the open request `id`.
+void on_cancel(self_ptr self, const reply_route& route, const request_id& id) {
+  auto& st = self->state;
+  auto i = st.open_requests.find(retry_key(route, id));
+  if (i == st.open_requests.end()) {
+    // A client's cancel is answered; the job manager's needs no answer.
+    if (!route.identity.empty()) {
+      fail_waiter(self, waiter{id, route, now_ns()}, {}, status::not_found,
+                  "no open request with id " + id.to_string());
+    }
+    return;
+  }
+  auto ticket = i->second;
+  auto& p = st.tickets.at(ticket);
+  auto w = std::find_if(p.waiters.begin(), p.waiters.end(), [&](auto& x) {
+    return x.id == id && x.route.identity == route.identity;
+  });
+  if (w == p.waiters.end()) {
+    st.open_requests.erase(i);
+    return;
+  }
+  auto gone = *w;
+  p.waiters.erase(w);
+  fail_waiter(self, gone, p.job.model, status::cancelled, "cancelled");
+  if (!p.waiters.empty()) {
+    return;
+  }
+  if (p.running) {
+    // The result is dropped when it comes; the replica stops early when
+    // it can (between steps).
+    if (auto h = caf::actor_cast<replica_handle>(p.replica)) {
+      cancel_board::instance().cancel(ticket);
+      self->send(h, cancel_atom::value, ticket);
+    }
+    return;
+  }
+  auto mi = st.models.find({p.job.model, p.job.version});
+  if (mi != st.models.end()) {
+    unqueue(mi->second, p);
+    update_waiting(self, mi->second);
+  }
+  erase_ticket(self, ticket);
+}
+
+// Progress of running tickets: a frame to each streaming waiter, an event
+// to each job listener.
+void on_progress(self_ptr self, const std::vector<uint64_t>& tickets,
+                 uint64_t done, uint64_t total) {
+  auto& st = self->state;
+  for (auto t : tickets) {
+    auto i = st.tickets.find(t);
+    if (i == st.tickets.end()) {
+      continue;
+    }
+    for (auto& w : i->second.waiters) {
+      if (w.listener) {
+        self->send(
+            w.listener, job_atom::value,
+            job_event{w.id, job_event_kind::progress, done, total, 0, {}, {}});
+      } else if (w.stream) {
+        reply r;
+        r.id = w.id;
+        r.event = "progress";
+        r.job.has_progress = true;
+        r.job.done = done;
+        r.job.total = total;
+        st.encode_buf.clear();
+        encode_reply(r, st.encode_buf);
+        st.sink->push(w.route, st.encode_buf);
+      }
+    }
+  }
+}
+
 } // namespace
 
 void router_admin(self_ptr self, admin_job& job);
@@ -873,6 +979,11 @@ router_handle::behavior_type router_actor(
       [=](retire_atom, const replica_handle& handle) {
         on_retire(self, handle);
       },
+      [=](cancel_atom, const reply_route& route, const request_id& id) {
+        on_cancel(self, route, id);
+      },
+      [=](progress_atom, const std::vector<uint64_t>& tickets, uint64_t done,
+          uint64_t total) { on_progress(self, tickets, done, total); },
       [=](tick_atom) { on_tick(self); },
       [=](idle_atom) { on_idle_check(self); },
       [=](reload_atom) { on_catalog_changed(self); },

@@ -31,6 +31,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/serving/executor.hpp"
+#include "actors/serving/job_listener.hpp"
 #include "actors/serving/load_progress.hpp"
 #include "actors/serving/request_log.hpp"
 #include "actors/serving/result_cache.hpp"
@@ -73,13 +74,17 @@ struct infer_job {
   // (empty: not logged), and the request frame's size.
   std::string log_tenant;
   uint64_t bytes_in = 0;
+  bool stream = false; // progress frames before the final reply
+  // Set for a durable job's request: the router tells it instead of
+  // replying through the reply sink (not serialized: local only).
+  job_listener_handle listener;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, infer_job& x) {
   return f(x.id, x.model, x.version, x.inputs, x.rows, x.priority, x.recv_ns,
            x.deadline_ns, x.cache, x.cacheable, x.key, x.route, x.tenant,
-           x.tenant_label, x.tenant_slot, x.log_tenant, x.bytes_in);
+           x.tenant_label, x.tenant_slot, x.log_tenant, x.bytes_in, x.stream);
 }
 
 // A non-infer op the router answers (models, status, load, unload).
@@ -128,6 +133,15 @@ using router_handle = caf::typed_actor<
     // From the coordinator: drain that replica. Once idle and replaceable
     // it is handed back with (retire_atom, replica) to the replica source.
     caf::reacts_to<retire_atom, replica_handle>,
+    // From the job manager: cancel the open request `id` of `route` (a job's
+    // or a client's infer). Its waiter gets CANCELLED; an execution left
+    // without waiters is dropped from its queue or, when running, its
+    // replica is told to stop. Nothing comes back.
+    caf::reacts_to<cancel_atom, reply_route, request_id>,
+    // From a replica: progress (done of total steps) of the tickets of its
+    // running batch, passed on to streaming clients and job listeners.
+    // Nothing comes back.
+    caf::reacts_to<progress_atom, std::vector<uint64_t>, uint64_t, uint64_t>,
     // From itself: deadline checks (and scale-out); nothing comes back.
     caf::reacts_to<tick_atom>,
     // From itself: idle replica retirement; nothing comes back.
@@ -185,6 +199,8 @@ struct router_state {
     bool tenant_slot = false;
     std::string log_tenant; // empty: not in the request log
     uint64_t bytes_in = 0;
+    bool stream = false;          // progress frames, then event "done"
+    job_listener_handle listener; // a job's: told instead of the sink
   };
 
   // One execution: a request and everyone coalesced onto it.

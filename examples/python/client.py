@@ -24,6 +24,9 @@ key and this client's secret key (files from `shoalctl keygen`, or Z85):
 
 A client whose key is not listed gets no session at all: no reply, only
 timeouts.
+With --job it also submits the same inputs as a durable job (op `submit`,
+the job id being the idempotency key), waits for it with progress frames
+(op `wait`, `progress: true`) and prints its result.
 """
 
 import os
@@ -82,8 +85,11 @@ class Client:
     def close(self):
         self.socket.close()
 
-    def call(self, op, **fields):
-        """Sends one request and returns the reply map (any status)."""
+    def call(self, op, on_progress=None, **fields):
+        """Sends one request and returns the reply map (any status).
+
+        Progress frames (`event: "progress"`) of a request that asked for
+        them go to on_progress; each one restarts the attempt's timeout."""
         request_id = self.next_id
         self.next_id += 1
         request = {"v": PROTOCOL_VERSION, "id": request_id, "op": op}
@@ -94,13 +100,13 @@ class Client:
         for _ in range(attempts):
             self.socket.send(frame)
             deadline = time.monotonic() + self.timeout_ms / 1000.0
-            reply = self._wait_for(request_id, deadline)
+            reply = self._wait_for(request_id, deadline, on_progress)
             if reply is not None:
                 return reply
         raise NoReply(
             f"no reply from {self.endpoint} after {attempts} attempts")
 
-    def _wait_for(self, request_id, deadline):
+    def _wait_for(self, request_id, deadline, on_progress=None):
         while True:
             left_ms = (deadline - time.monotonic()) * 1000.0
             if left_ms <= 0 or not self.socket.poll(left_ms, zmq.POLLIN):
@@ -112,8 +118,14 @@ class Client:
             except Exception:
                 continue  # not MessagePack: ignore it
             # A late reply to an earlier attempt or request has another id.
-            if isinstance(reply, dict) and reply.get("id") == request_id:
-                return reply
+            if not isinstance(reply, dict) or reply.get("id") != request_id:
+                continue
+            if reply.get("event") == "progress":
+                if on_progress:
+                    on_progress(reply)
+                deadline = time.monotonic() + self.timeout_ms / 1000.0
+                continue
+            return reply
 
 
 def read_key(text_or_file):
@@ -212,6 +224,27 @@ def print_reply(label, reply):
               f"{head}{more}")
 
 
+# -- durable jobs -------------------------------------------------------------
+
+def run_job(client, job_id, model, inputs):
+    """Submits a job (submitting the same id again returns the same job),
+    then waits for it, printing its progress frames."""
+    sub = client.call("submit", job=job_id, model=model, inputs=inputs)
+    print(f"submit {job_id}: {sub.get('status')} {sub.get('state', '')}")
+    if sub.get("status") != "OK":
+        print(f"error: {sub.get('error')}", file=sys.stderr)
+        return 1
+
+    def progress(frame):
+        p = frame.get("progress", {})
+        print(f"  {job_id}: {p.get('done')}/{p.get('total')}")
+
+    done = client.call("wait", on_progress=progress, job=job_id,
+                       timeout_ms=60000, progress=True)
+    print_reply(f"job {job_id} {done.get('state')}", done)
+    return 0 if done.get("status") == "OK" else 1
+
+
 # -- main -------------------------------------------------------------------
 
 def main():
@@ -228,6 +261,9 @@ def main():
                         help="CURVE: the gateway's public key (.pub or Z85)")
     parser.add_argument("--client-key",
                         help="CURVE: this client's secret key (.key or Z85)")
+    parser.add_argument("--job", metavar="ID",
+                        help="also submit the inputs as durable job ID and "
+                             "wait for it")
     args = parser.parse_args()
 
     if (args.server_public_key is None) != (args.client_key is None):
@@ -261,6 +297,8 @@ def main():
         print_reply("first", first)
         second = client.call("infer", model=name, inputs=inputs, cache="use")
         print_reply("second", second)
+        if args.job and run_job(client, args.job, name, inputs) != 0:
+            return 1
     except NoReply as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -165,13 +165,20 @@ cpu_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
   std::memcpy(a_.data(), x.data.data(), x.data.size());
   float* cur = a_.data();
   float* next = b_.data();
-  for (auto& s : steps_) {
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    auto& s = steps_[i];
     auto* out = run_step(s, rows, cur, next);
     if (out == next) {
       std::swap(cur, next);
     }
     if (!s.save.empty()) {
       save(s, rows, cur);
+    }
+    // Progress by layers; a cancelled batch stops before the next one.
+    if (i + 1 < steps_.size() && !step_done(i + 1, steps_.size())) {
+      return make_error(errc::cancelled, "cancelled after layer " +
+                                             std::to_string(i + 1) + " of " +
+                                             std::to_string(steps_.size()));
     }
   }
   tensor out;

@@ -74,14 +74,17 @@ caf::expected<backend_options_ptr> parse_synthetic(const manifest_reader& rd,
   caf::error err;
   (err = rd.only(t, prefix,
                  {"cost_per_batch_us", "cost_per_item_us", "scale", "offset",
-                  "crash_after_batches", "load_ms"})) ||
+                  "crash_after_batches", "load_ms", "steps",
+                  "cost_per_step_us"})) ||
       (err = rd.get(t, prefix, "cost_per_batch_us", p->cost_per_batch_us)) ||
       (err = rd.get(t, prefix, "cost_per_item_us", p->cost_per_item_us)) ||
       (err = rd.get(t, prefix, "scale", p->scale)) ||
       (err = rd.get(t, prefix, "offset", p->offset)) ||
       (err =
            rd.get(t, prefix, "crash_after_batches", p->crash_after_batches)) ||
-      (err = rd.get(t, prefix, "load_ms", p->load_ms));
+      (err = rd.get(t, prefix, "load_ms", p->load_ms)) ||
+      (err = rd.get(t, prefix, "steps", p->steps)) ||
+      (err = rd.get(t, prefix, "cost_per_step_us", p->cost_per_step_us));
   if (err) {
     return err;
   }
@@ -108,7 +111,7 @@ caf::expected<backend_ptr> load_synthetic(const model_spec& spec, device_choice,
 bool synthetic_may_block(const model_spec& spec) {
   auto p = options_of<synthetic_options>(spec);
   return !p || (*p)->cost_per_batch_us > 0 || (*p)->cost_per_item_us > 0 ||
-         (*p)->load_ms > 0;
+         (*p)->load_ms > 0 || (*p)->steps > 0;
 }
 
 } // namespace
@@ -165,6 +168,9 @@ synthetic_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
                           std::to_string(batches_)};
   }
   spin_or_sleep(cost);
+  if (auto err = run_steps()) {
+    return err;
+  }
   std::vector<tensor> outputs;
   outputs.reserve(spec_.outputs.size());
   for (size_t i = 0; i < spec_.outputs.size(); ++i) {
@@ -178,6 +184,19 @@ synthetic_backend::run(const std::vector<tensor>& inputs, uint64_t rows) {
     outputs.push_back(std::move(out));
   }
   return outputs;
+}
+
+caf::error synthetic_backend::run_steps() {
+  auto& p = params_;
+  for (uint64_t i = 1; i <= p.steps; ++i) {
+    spin_or_sleep(std::chrono::microseconds{p.cost_per_step_us});
+    if (!step_done(i, p.steps)) {
+      return make_error(errc::cancelled, "cancelled after step " +
+                                             std::to_string(i) + " of " +
+                                             std::to_string(p.steps));
+    }
+  }
+  return {};
 }
 
 uint64_t synthetic_backend::memory_bytes() const noexcept {

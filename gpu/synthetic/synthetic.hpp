@@ -1,6 +1,7 @@
 // The synthetic backend: deterministic outputs computed from the inputs
 // (output i = scale * input i + offset, elementwise, in the output's dtype),
-// a configurable cost per batch and per item, and a fault hook that crashes
+// a configurable cost per batch and per item, an optional run in steps that
+// reports progress, and a fault hook that crashes
 // the replica in the middle of its Nth batch. Used by tests and benchmarks.
 #pragma once
 
@@ -19,6 +20,10 @@ struct synthetic_options : backend_options {
   double offset = 1.0;
   uint64_t crash_after_batches = 0; // fault hook: 0 = never
   uint64_t load_ms = 0;             // simulated model load time
+  // A long run in steps, each reporting progress (and where a cancelled
+  // batch stops): `steps` times cost_per_step_us, after the costs above.
+  uint64_t steps = 0;
+  uint64_t cost_per_step_us = 0;
 };
 
 // Thrown by the fault hook: the executor treats it like a device fault and
@@ -40,6 +45,9 @@ public:
   uint64_t batches_run() const noexcept { return batches_; }
 
 private:
+  // The run's steps; errc::cancelled when told to stop between two.
+  caf::error run_steps();
+
   model_spec spec_;
   synthetic_options params_;
   uint64_t batches_ = 0;

@@ -67,6 +67,7 @@ struct client::impl {
   uint64_t next_timer_seq = 1;
   uint64_t unmatched = 0;
   std::unordered_map<request_id, pending, id_hash> in_flight;
+  std::function<void(const reply&)> on_progress;
   std::vector<timer> timers;
   // Requests that ended inside submit() (duplicate id, send failure): their
   // handlers run in the next poll(), as the header promises.
@@ -186,6 +187,14 @@ struct client::impl {
       ++unmatched;
       return true;
     }
+    // A progress frame: the request is alive and stays open.
+    if (rep.event == "progress") {
+      if (on_progress) {
+        on_progress(rep);
+      }
+      push_timer(i->first, i->second);
+      return true;
+    }
     finish(i, std::move(rep));
     ++ended;
     return true;
@@ -303,6 +312,10 @@ request_id client::submit(request r, reply_handler on_reply,
   d.send(p.frame);
   d.push_timer(i->first, p);
   return r.id;
+}
+
+void client::on_progress(std::function<void(const reply&)> fn) {
+  impl_->on_progress = std::move(fn);
 }
 
 size_t client::poll(std::chrono::milliseconds wait) {

@@ -66,6 +66,11 @@ public:
 
   size_t in_flight() const noexcept;
 
+  // Progress frames (`event: "progress"`, sent before the final reply of a
+  // request that asked for them) go to `fn`, inside poll(); each one also
+  // restarts its request's timeout. Without a handler they are dropped.
+  void on_progress(std::function<void(const reply&)> fn);
+
   // Replies whose id matched no request in flight (late duplicates of a
   // retried request): counted and dropped.
   uint64_t unmatched_replies() const noexcept;

@@ -1086,12 +1086,18 @@ enum request_key : size_t {
   rq_cache,
   rq_tenant,
   rq_node,
+  rq_job,
+  rq_progress,
+  rq_stream,
+  rq_limit,
+  rq_after,
   rq_count,
 };
 
 constexpr std::array<std::string_view, rq_count> request_keys{
     "v",        "id",         "op",    "model",  "version", "inputs",
-    "priority", "timeout_ms", "cache", "tenant", "node"};
+    "priority", "timeout_ms", "cache", "tenant", "node",    "job",
+    "progress", "stream",     "limit", "after"};
 
 enum reply_key : size_t {
   rp_v,
@@ -1110,13 +1116,23 @@ enum reply_key : size_t {
   rp_removed,
   rp_refused,
   rp_retry_after,
+  rp_job,
+  rp_state,
+  rp_progress,
+  rp_created,
+  rp_updated,
+  rp_jobs,
+  rp_event,
   rp_count,
 };
 
 constexpr std::array<std::string_view, rp_count> reply_keys{
-    "v",     "id",      "status",    "error",         "outputs", "source",
-    "model", "version", "timing_us", "node",          "models",  "nodes",
-    "added", "removed", "refused",   "retry_after_ms"};
+    "v",          "id",      "status",   "error",
+    "outputs",    "source",  "model",    "version",
+    "timing_us",  "node",    "models",   "nodes",
+    "added",      "removed", "refused",  "retry_after_ms",
+    "job",        "state",   "progress", "created_ms",
+    "updated_ms", "jobs",    "event"};
 
 // Parses a request or reply frame into its top-level map, and reads first
 // what every later failure is answered with: the id and the protocol
@@ -1211,13 +1227,50 @@ caf::error get_priority(const object* o, uint8_t& out) {
   return {};
 }
 
+caf::error get_opt_bool(const object* o, const char* field, bool& out) {
+  if (absent(o)) {
+    return {};
+  }
+  if (o->type != mt::BOOLEAN) {
+    return type_mismatch(field, "bool", *o);
+  }
+  out = o->via.boolean;
+  return {};
+}
+
+// The keys of the job ops (and `stream`, which any request may set).
+caf::error decode_job_fields(const std::array<const object*, rq_count>& v,
+                             const codec_limits& limits, request& out) {
+  if (auto err = get_opt_str(v[rq_job], "job", out.job)) {
+    return err;
+  }
+  if (out.job.size() > limits.max_id_bytes) {
+    return invalid("job longer than " + std::to_string(limits.max_id_bytes) +
+                   " bytes (" + std::to_string(out.job.size()) + ")");
+  }
+  if (auto err = get_opt_bool(v[rq_progress], "progress", out.progress)) {
+    return err;
+  }
+  if (auto err = get_opt_bool(v[rq_stream], "stream", out.stream)) {
+    return err;
+  }
+  std::optional<uint64_t> limit;
+  if (auto err = get_opt_uint(v[rq_limit], "limit", limit)) {
+    return err;
+  }
+  out.limit = limit.value_or(0);
+  return get_opt_str(v[rq_after], "after", out.after);
+}
+
 // The fields of a request after its id and version, in the order their
 // errors are reported.
 caf::error decode_request_fields(const std::array<const object*, rq_count>& v,
                                  const codec_limits& limits, request& out) {
   if (auto err = get_opt_enum(
           v[rq_op], "op", parse_op, "op",
-          "infer, ping, models, status, load, unload, drain, reload", out.op)) {
+          "infer, ping, models, status, load, unload, drain, reload, "
+          "submit, job, wait, cancel, jobs",
+          out.op)) {
     return err;
   }
   if (auto err = get_opt_str(v[rq_model], "model", out.model)) {
@@ -1245,19 +1298,35 @@ caf::error decode_request_fields(const std::array<const object*, rq_count>& v,
   if (auto err = get_opt_str(v[rq_tenant], "tenant", out.tenant)) {
     return err;
   }
-  return get_opt_str(v[rq_node], "node", out.node);
+  if (auto err = get_opt_str(v[rq_node], "node", out.node)) {
+    return err;
+  }
+  return decode_job_fields(v, limits, out);
 }
 
 // The ops that name a model.
 caf::error check_model_given(const request& r) {
   switch (r.op) {
   case op_kind::infer:
+  case op_kind::submit:
   case op_kind::load:
   case op_kind::unload:
     if (r.model.empty()) {
       return invalid("model: required for op " + std::string{to_string(r.op)});
     }
     return {};
+  case op_kind::job:
+  case op_kind::wait:
+    if (r.job.empty()) {
+      return invalid("job: required for op " + std::string{to_string(r.op)});
+    }
+    return {};
+  case op_kind::cancel:
+    if (r.job.empty() && r.id.k == request_id::kind::nil) {
+      return invalid("cancel: needs a job, or the id of an open request");
+    }
+    return {};
+  case op_kind::jobs:
   case op_kind::ping:
   case op_kind::models:
   case op_kind::status:
@@ -1268,13 +1337,69 @@ caf::error check_model_given(const request& r) {
   return {};
 }
 
+// How many keys put_job writes.
+uint32_t job_keys(const job_info& j) {
+  return !j.job.empty() + !j.state.empty() + j.has_progress +
+         (j.created_ms > 0) + (j.updated_ms > 0);
+}
+
+void put_progress(packer& pk, uint64_t done, uint64_t total) {
+  pk.key("progress");
+  pk.pack_map(2);
+  pk.key("done");
+  pk.pack_uint64(done);
+  pk.key("total");
+  pk.pack_uint64(total);
+}
+
+// A job's keys, each when set (inside a reply map, or a `jobs` entry).
+void put_job(packer& pk, const job_info& j) {
+  if (!j.job.empty()) {
+    pk.key("job");
+    put_str(pk, j.job);
+  }
+  if (!j.state.empty()) {
+    pk.key("state");
+    put_str(pk, j.state);
+  }
+  if (j.has_progress) {
+    put_progress(pk, j.done, j.total);
+  }
+  if (j.created_ms > 0) {
+    pk.key("created_ms");
+    pk.pack_uint64(j.created_ms);
+  }
+  if (j.updated_ms > 0) {
+    pk.key("updated_ms");
+    pk.pack_uint64(j.updated_ms);
+  }
+}
+
+void put_jobs(packer& pk, const std::vector<job_info>& jobs) {
+  pk.key("jobs");
+  pk.pack_array(static_cast<uint32_t>(jobs.size()));
+  for (auto& j : jobs) {
+    pk.pack_map(job_keys(j) + !j.model.empty() + j.version.has_value());
+    put_job(pk, j);
+    if (!j.model.empty()) {
+      pk.key("model");
+      put_str(pk, j.model);
+    }
+    if (j.version) {
+      pk.key("version");
+      pk.pack_uint64(*j.version);
+    }
+  }
+}
+
 // How many keys encode_reply writes.
 uint32_t reply_map_size(const reply& r) {
   bool has_outputs = !r.outputs_encoded.empty() || !r.outputs.empty();
   return 3 + !r.error.empty() + has_outputs + (r.source != reply_source::none) +
          !r.model.empty() + r.version.has_value() + r.timing_us.has_value() +
          !r.node.empty() + r.has_models + r.has_nodes + 3 * r.has_changes +
-         r.retry_after_ms.has_value();
+         r.retry_after_ms.has_value() + job_keys(r.job) + r.has_jobs +
+         !r.event.empty();
 }
 
 // A `reload` reply's list of model versions.
@@ -1334,6 +1459,104 @@ void put_reply_tail(packer& pk, const reply& r) {
     pk.key("retry_after_ms");
     pk.pack_uint64(*r.retry_after_ms);
   }
+  put_job(pk, r.job);
+  if (r.has_jobs) {
+    put_jobs(pk, r.jobs);
+  }
+  if (!r.event.empty()) {
+    pk.key("event");
+    put_str(pk, r.event);
+  }
+}
+
+// The keys of one job (a reply's, or an entry of `jobs`), by position:
+// job, state, progress, created_ms, updated_ms.
+caf::error decode_job(const object* const* v, const std::string& path,
+                      job_info& out) {
+  if (auto err = get_opt_str(v[0], "job", out.job)) {
+    return err;
+  }
+  if (auto err = get_opt_str(v[1], "state", out.state)) {
+    return err;
+  }
+  if (!absent(v[2])) {
+    static constexpr std::array<std::string_view, 2> keys{"done", "total"};
+    if (v[2]->type != mt::MAP) {
+      return type_mismatch(path + "progress", "map", *v[2]);
+    }
+    std::array<const object*, keys.size()> p;
+    if (auto err = collect(*v[2], keys, p, "progress: ")) {
+      return err;
+    }
+    for (size_t i = 0; i < 2; ++i) {
+      if (!absent(p[i])) {
+        if (auto err =
+                get_uint(*p[i], path + "progress." + std::string{keys[i]},
+                         i == 0 ? out.done : out.total)) {
+          return err;
+        }
+      }
+    }
+    out.has_progress = true;
+  }
+  for (size_t i = 3; i < 5; ++i) {
+    if (!absent(v[i])) {
+      if (auto err =
+              get_uint(*v[i], path + (i == 3 ? "created_ms" : "updated_ms"),
+                       i == 3 ? out.created_ms : out.updated_ms)) {
+        return err;
+      }
+    }
+  }
+  return {};
+}
+
+caf::error decode_jobs(const object& o, std::vector<job_info>& out) {
+  static constexpr std::array<std::string_view, 7> keys{
+      "job",        "state", "progress", "created_ms",
+      "updated_ms", "model", "version"};
+  if (o.type != mt::ARRAY) {
+    return type_mismatch("jobs", "array of maps", o);
+  }
+  out.resize(o.via.array.size);
+  for (uint32_t i = 0; i < o.via.array.size; ++i) {
+    auto p = elem_path("jobs", i);
+    const auto& e = o.via.array.ptr[i];
+    if (e.type != mt::MAP) {
+      return type_mismatch(p, "map", e);
+    }
+    std::array<const object*, keys.size()> v;
+    if (auto err = collect(e, keys, v, p + ": ")) {
+      return err;
+    }
+    if (auto err = decode_job(v.data(), p + ".", out[i])) {
+      return err;
+    }
+    if (auto err = get_opt_str(v[5], "model", out[i].model)) {
+      return err;
+    }
+    if (auto err = get_opt_uint(v[6], "version", out[i].version)) {
+      return err;
+    }
+  }
+  return {};
+}
+
+caf::error decode_reply_jobs(const std::array<const object*, rp_count>& v,
+                             reply& out) {
+  const object* job_keys[] = {v[rp_job], v[rp_state], v[rp_progress],
+                              v[rp_created], v[rp_updated]};
+  if (auto err = decode_job(job_keys, "", out.job)) {
+    return err;
+  }
+  out.has_job = !out.job.job.empty() || !out.job.state.empty();
+  if (!absent(v[rp_jobs])) {
+    if (auto err = decode_jobs(*v[rp_jobs], out.jobs)) {
+      return err;
+    }
+    out.has_jobs = true;
+  }
+  return get_opt_str(v[rp_event], "event", out.event);
 }
 
 // A reply's timing, node, models and nodes.
@@ -1377,7 +1600,7 @@ caf::error decode_reply_lists(const std::array<const object*, rp_count>& v,
       out.has_changes = true;
     }
   }
-  return {};
+  return decode_reply_jobs(v, out);
 }
 
 // The fields of a reply after its id and version, in the order their
@@ -1411,6 +1634,29 @@ caf::error decode_reply_fields(const std::array<const object*, rp_count>& v,
     return err;
   }
   return decode_reply_lists(v, limits, out);
+}
+
+void put_request_jobs(packer& pk, const request& r) {
+  if (!r.job.empty()) {
+    pk.key("job");
+    put_str(pk, r.job);
+  }
+  if (r.progress) {
+    pk.key("progress");
+    pk.pack_true();
+  }
+  if (r.stream) {
+    pk.key("stream");
+    pk.pack_true();
+  }
+  if (r.limit > 0) {
+    pk.key("limit");
+    pk.pack_uint64(r.limit);
+  }
+  if (!r.after.empty()) {
+    pk.key("after");
+    put_str(pk, r.after);
+  }
 }
 
 } // namespace
@@ -1486,7 +1732,8 @@ void encode_request(const request& r, std::string& out) {
   uint32_t n = 3 + !r.model.empty() + r.version.has_value() +
                !r.inputs.empty() + (r.priority != 5) +
                r.timeout_ms.has_value() + (r.cache != cache_mode::use) +
-               !r.tenant.empty() + !r.node.empty();
+               !r.tenant.empty() + !r.node.empty() + !r.job.empty() +
+               r.progress + r.stream + (r.limit > 0) + !r.after.empty();
   out.reserve(out.size() + 96 + r.model.size() + r.tenant.size() +
               tensors_size_hint(r.inputs));
   string_writer w{out};
@@ -1530,6 +1777,7 @@ void encode_request(const request& r, std::string& out) {
     pk.key("node");
     put_str(pk, r.node);
   }
+  put_request_jobs(pk, r);
 }
 
 caf::error decode_reply(const uint8_t* data, size_t size,

@@ -19,8 +19,9 @@ constexpr std::array<std::string_view, 10> status_names{"OK",
                                                         "PERMISSION_DENIED",
                                                         "INTERNAL",
                                                         "CANCELLED"};
-constexpr std::array<std::string_view, 8> op_names{
-    "infer", "ping", "models", "status", "load", "unload", "drain", "reload"};
+constexpr std::array<std::string_view, 13> op_names{
+    "infer",  "ping",   "models", "status", "load",   "unload", "drain",
+    "reload", "submit", "job",    "wait",   "cancel", "jobs"};
 constexpr std::array<std::string_view, 3> cache_names{"use", "bypass",
                                                       "refresh"};
 constexpr std::array<std::string_view, 4> source_names{"", "cache", "executor",

@@ -93,7 +93,13 @@ enum class op_kind : uint8_t {
   load,
   unload,
   drain,
-  reload
+  reload,
+  // Durable jobs (actors/jobs/job_manager.hpp).
+  submit,
+  job,
+  wait,
+  cancel,
+  jobs
 };
 
 std::string_view to_string(op_kind o) noexcept;
@@ -118,6 +124,16 @@ struct request {
   std::string tenant;
   // `node` argument of the admin op `drain`.
   std::string node;
+  // submit: the client's job id (empty: the node picks one); job, wait,
+  // cancel: which job.
+  std::string job;
+  // Progress frames before the final reply: `progress` (wait) or `stream`
+  // (any request).
+  bool progress = false;
+  bool stream = false;
+  // jobs: page size (0: the default) and the job id the page starts after.
+  uint64_t limit = 0;
+  std::string after;
 };
 
 struct timing {
@@ -182,6 +198,19 @@ struct node_info {
   std::vector<node_device> devices; // its GPUs; empty without
 };
 
+// One job as the `job` and `jobs` ops show it.
+struct job_info {
+  std::string job;
+  std::string state; // queued, running, done, failed, cancelled
+  std::string model;
+  std::optional<uint64_t> version;
+  bool has_progress = false;
+  uint64_t done = 0;
+  uint64_t total = 0;
+  uint64_t created_ms = 0; // Unix time
+  uint64_t updated_ms = 0;
+};
+
 // A reply to any op. Fields that do not apply to the op stay empty and are
 // not encoded.
 struct reply {
@@ -210,6 +239,14 @@ struct reply {
   std::vector<catalog_change> removed;
   std::vector<catalog_change> refused;
   bool has_changes = false;
+  // Jobs: `job`, `state`, `progress`, `created_ms` and `updated_ms` of one
+  // job (has_job), the `jobs` list (has_jobs), and a streamed frame's
+  // `event` (progress, done).
+  bool has_job = false;
+  job_info job;
+  bool has_jobs = false;
+  std::vector<job_info> jobs;
+  std::string event;
 };
 
 } // namespace shoal

@@ -261,6 +261,9 @@ caf::error start_serving(impl& d) {
   if (d.head()) {
     caf::anon_send(d.coordinator, set_router_atom::value, d.router);
   }
+  if (auto err = d.start_jobs()) {
+    return err;
+  }
   d.cache_maint =
       d.system->spawn(cache_actor, d.cache, std::chrono::milliseconds{1000});
   gateway_config gc;
@@ -283,6 +286,7 @@ caf::error start_serving(impl& d) {
                    return d.drain_node(target); }};
   ge.tenants = d.tenants;
   ge.requests = d.requests;
+  ge.jobs = d.jobs;
   auto gw = gateway::start(gc, std::move(ge));
   if (!gw) {
     return gw.error();
@@ -388,6 +392,9 @@ node::~node() {
   if (d.gw) {
     d.gw->stop();
   }
+  // The gateway holds the job manager's handle, and CAF waits for a
+  // detached actor until its last handle is gone.
+  d.gw.reset();
   d.http.reset();
   // The link's callbacks send to actors: stop it before they go.
   if (d.link) {
@@ -406,6 +413,7 @@ node::~node() {
       }
       a = nullptr;
     };
+    stop(d.jobs);
     stop(d.router);
     stop(d.supervisor);
     stop(d.cache_maint);
@@ -504,6 +512,8 @@ int node::run() {
     // one here once it is idle; open_requests counts what is left.
     caf::anon_send(d.agent, drain_atom::value);
   } else {
+    // Jobs not done by the end of the drain stay stored for the next start.
+    caf::anon_send(d.jobs, drain_atom::value);
     self->request(d.router, std::chrono::seconds{5}, drain_atom::value)
         .receive([](uint64_t) {}, [](caf::error&) {});
   }

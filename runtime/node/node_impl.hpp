@@ -17,6 +17,7 @@
 #include "actors/cluster/coordinator.hpp"
 #include "actors/cluster/link_box.hpp"
 #include "actors/cluster/worker_agent.hpp"
+#include "actors/jobs/job_manager.hpp"
 #include "actors/serving/cache.hpp"
 #include "actors/serving/executor.hpp"
 #include "actors/serving/gateway.hpp"
@@ -55,6 +56,7 @@ struct node::impl {
   supervisor_handle supervisor;
   router_handle router;
   cache_handle cache_maint;
+  job_manager_handle jobs; // head (and standalone): durable jobs
   // Cluster roles (head: coordinator; worker: agent), over one node link.
   std::shared_ptr<link_box> box;
   std::shared_ptr<node_link> link;
@@ -85,6 +87,10 @@ struct node::impl {
   // Cluster roles (node_cluster.cpp): the coordinator on a head, the worker
   // agent on a worker, and the node link between them.
   caf::error start_cluster();
+
+  // The job store and the job manager (node_jobs.cpp), after the router.
+  // Fails naming the store file when it cannot be opened or is damaged.
+  caf::error start_jobs();
 };
 
 } // namespace shoal

@@ -14,6 +14,7 @@
 #include "net/wire/error.hpp"
 #include "runtime/shoalctl/bench_load.hpp"
 #include "runtime/shoalctl/input_spec.hpp"
+#include "runtime/shoalctl/job_commands.hpp"
 #include "runtime/shoalctl/load_progress_bar.hpp"
 #include "runtime/shoalctl/render.hpp"
 
@@ -49,6 +50,11 @@ int show(const global_options& g, const reply& rep, op_kind op,
     print_changes(rep);
     // A refused manifest is an operator's mistake to look at.
     return rep.refused.empty() ? exit_ok : exit_status;
+  case op_kind::submit:
+  case op_kind::job:
+  case op_kind::wait:
+  case op_kind::cancel:
+  case op_kind::jobs:
   case op_kind::load:
   case op_kind::unload:
   case op_kind::drain:
@@ -503,6 +509,7 @@ void add_commands(CLI::App& app, const global_options& g, int& rc) {
              op_kind::reload);
   add_bench(app, g, rc);
   add_keygen(app, rc);
+  add_job_commands(app, g, rc);
 }
 
 } // namespace shoal::ctl

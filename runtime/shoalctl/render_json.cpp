@@ -169,6 +169,29 @@ void append_change(std::string& out, const catalog_change& c) {
   }
 }
 
+// A job's keys, each when set.
+void append_job(json_object& o, const job_info& j) {
+  if (!j.job.empty()) {
+    append_json_string(o.key("job"), j.job);
+  }
+  if (!j.state.empty()) {
+    append_json_string(o.key("state"), j.state);
+  }
+  if (!j.model.empty()) {
+    append_json_string(o.key("model"), j.model);
+  }
+  if (j.has_progress) {
+    o.key("progress") += "{\"done\":" + std::to_string(j.done) +
+                         ",\"total\":" + std::to_string(j.total) + "}";
+  }
+  if (j.created_ms > 0) {
+    o.key("created_ms") += std::to_string(j.created_ms);
+  }
+  if (j.updated_ms > 0) {
+    o.key("updated_ms") += std::to_string(j.updated_ms);
+  }
+}
+
 } // namespace
 
 std::string reply_json(const reply& rep) {
@@ -193,6 +216,13 @@ std::string reply_json(const reply& rep) {
       append_json_array(o.key("added"), rep.added, change);
       append_json_array(o.key("removed"), rep.removed, change);
       append_json_array(o.key("refused"), rep.refused, change);
+    }
+    append_job(o, rep.job);
+    if (rep.has_jobs) {
+      append_json_array(o.key("jobs"), rep.jobs, [&](const job_info& j) {
+        json_object jo{out};
+        append_job(jo, j);
+      });
     }
   }
   out += '\n';

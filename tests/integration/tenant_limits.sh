@@ -89,6 +89,25 @@ assert r[2000]["status"] == "PERMISSION_DENIED", r[2000]
 assert "tenant 'echoer'" in r[2000]["error"] and "slow" in r[2000]["error"]
 assert r[2001]["status"] == "OK", r[2001]
 print("models:", r[2000]["error"])
+# A job is held to the same allowlist: refused at submit, nothing stored.
+def submit(i, model, tenant, job):
+    m = msgpack.unpackb(req(i, model, tenant, cache="bypass"), raw=False)
+    m["op"], m["job"] = "submit", job
+    return msgpack.packb(m)
+s.send(submit(2010, "slow", "echoer", "echoer-slow"))
+s.send(submit(2011, "echo", "echoer", "echoer-echo"))
+r = collect(s, 2)
+assert r[2010]["status"] == "PERMISSION_DENIED", r[2010]
+assert "tenant 'echoer'" in r[2010]["error"], r[2010]
+assert r[2011]["status"] == "OK" and r[2011]["job"] == "echoer-echo", r[2011]
+s.send(msgpack.packb({"v": 1, "id": 2012, "op": "wait", "job": "echoer-echo",
+                      "tenant": "echoer", "timeout_ms": 10000}))
+s.send(msgpack.packb({"v": 1, "id": 2013, "op": "job", "job": "echoer-slow",
+                      "tenant": "echoer"}))
+r = collect(s, 2)
+assert r[2012]["status"] == "OK" and r[2012]["state"] == "done", r[2012]
+assert r[2013]["status"] == "NOT_FOUND", r[2013]
+print("models (jobs):", r[2010]["error"])
 
 # max_inflight = 2: ten slow requests at once, two get in.
 for i in range(10):
@@ -136,7 +155,7 @@ for pattern in 'shoal_tenant_requests_total\{tenant="metered",status="OK"\} [0-9
                'shoal_tenant_requests_total\{tenant="metered",status="RESOURCE_EXHAUSTED"\} [0-9]+' \
                'shoal_tenant_rejected_total\{tenant="metered",reason="rate"\} [0-9]+' \
                'shoal_tenant_rejected_total\{tenant="narrow",reason="inflight"\} [0-9]+' \
-               'shoal_tenant_rejected_total\{tenant="echoer",reason="model"\} 1' \
+               'shoal_tenant_rejected_total\{tenant="echoer",reason="model"\} 2' \
                'shoal_tenant_requests_total\{tenant="other",status="OK"\} 1' \
                'shoal_tenant_requests_total\{tenant="lowly",status="OK"\} 1'; do
   grep -Eq "^$pattern\$" <<<"$metrics" || { echo "missing sample: $pattern"; exit 1; }
