@@ -614,11 +614,7 @@ struct node_link::impl {
       auto& p = it->second;
       bool live = p.state != peer_state::down;
       if (!live && now < p.held_until) {
-        return drop(d_stale, e.from,
-                    fmt::format("hello held back {} ms more: {} short "
-                                "sessions in a row ended with a closed "
-                                "connection",
-                                ms_of(p.held_until - now), p.flaps));
+        return drop(d_stale, e.from, held_back(p, now));
       }
       if (p.inc == e.inc) {
         if (e.seq <= p.last_seq) {
@@ -642,17 +638,7 @@ struct node_link::impl {
       if (it == peers.end()) {
         it = peers.emplace(std::string{e.from}, peer_rec{}).first;
       }
-      auto& p = it->second;
-      p.name = std::string{e.from};
-      p.inc = e.inc;
-      p.state = peer_state::up;
-      p.last_seen = now;
-      p.last_seq = e.seq;
-      p.routing_id = rid;
-      p.hello = std::string{e.body};
-      if (fresh) {
-        p.up_since = now;
-      }
+      open_session(it->second, rid, e, now, fresh);
     }
     note_fd(it->second);
     rejoin_sent.erase(rid);
@@ -660,6 +646,32 @@ struct node_link::impl {
     if (report) {
       notify(it->second, peer_state::up, reason);
     }
+  }
+
+  // Hub, under peers_mtx: `p` is (still) the session of hello `e`.
+  void open_session(peer_rec& p, const std::string& rid, const link_envelope& e,
+                    time_point now, bool fresh) {
+    p.name = std::string{e.from};
+    p.inc = e.inc;
+    p.state = peer_state::up;
+    p.last_seen = now;
+    p.last_seq = e.seq;
+    p.routing_id = rid;
+    p.hello = std::string{e.body};
+    if (fresh) {
+      // A session that lasted, however it ended, was not a flap.
+      if (p.down_at - p.up_since >=
+          cfg.heartbeat_timeout * flap_window_timeouts) {
+        p.flaps = 0;
+      }
+      p.up_since = now;
+    }
+  }
+
+  std::string held_back(const peer_rec& p, time_point now) const {
+    return fmt::format("hello held back {} ms more: {} short sessions in a "
+                       "row ended with a closed connection",
+                       ms_of(p.held_until - now), p.flaps);
   }
 
   void member_receive(const link_envelope& e) {
