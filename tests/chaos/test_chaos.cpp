@@ -580,6 +580,8 @@ TEST_F(chaos, sigkill_worker_is_detected_by_its_closed_connection) {
   bool down = cluster_->wait_state(victim, "down", 3s);
   auto down_ms = ms_between(killed_at, steady::now());
   EXPECT_TRUE(down) << victim << " not reported down 3 s after SIGKILL";
+  ASSERT_EQ(cluster_->node(victim)->wait_exit(2s),
+            std::optional<int>{128 + SIGKILL});
   EXPECT_TRUE(load.wait_ok(200, 10s)) << "serving stalled after the kill";
   load.join();
 
