@@ -857,7 +857,9 @@ void add_checks(const results& res, report& rep) {
 // Failover targets, against the failure detector's timeout (1000 ms): a
 // SIGKILLed worker's closed connection is noticed at once, so what it had
 // in flight is answered well before the timeout; a frozen one closes
-// nothing and is declared down by the timeout itself.
+// nothing and is declared down by the timeout itself, counted from its
+// last message (under load, the moment of the freeze), so the target is
+// the timeout plus 50 ms for the status op's 10 ms polling and scheduling.
 void add_failover_checks(const results& res, report& rep) {
   auto kill = column(res.kill_runs, &failover_run::last_ms);
   auto stop = column(res.stop_runs, &failover_run::down_ms);
@@ -868,7 +870,7 @@ void add_failover_checks(const results& res, report& rep) {
                           max_of(kill), 1000)
               .decimals(1));
   rep.add(check_row::at_most("SIGSTOP -> declared down, median (ms)",
-                             median(stop), 1000, 1.0)
+                             median(stop), 1000, 1.05)
               .decimals(1));
   rep.add(
       check_row::info("SIGSTOP -> declared down, max (ms)", max_of(stop), 1000)
