@@ -349,6 +349,21 @@ void on_done(self_ptr self, worker& w, const std::string& name,
   }
 }
 
+// Progress of a batch: to the proxy of the replica that runs it, which
+// hands it to the router as itself, like a local executor's.
+void on_progress(self_ptr self, worker& w, const std::string& name,
+                 const std::string& body) {
+  progress_msg m;
+  if (!decode_from(name, body, m)) {
+    return;
+  }
+  auto r = w.replicas.find(m.replica);
+  if (r != w.replicas.end() && r->second.proxy) {
+    self->send(r->second.proxy, progress_atom::value, std::move(m.tickets),
+               m.done, m.total);
+  }
+}
+
 void on_ready(self_ptr self, worker& w, const std::string& name,
               const std::string& body) {
   replica_desc d;
@@ -428,6 +443,8 @@ void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
   switch (*op) {
   case cluster_op::done:
     return on_done(self, w, name, body);
+  case cluster_op::progress:
+    return on_progress(self, w, name, body);
   case cluster_op::ready:
     return on_ready(self, w, name, body);
   case cluster_op::spawn_fail:
@@ -443,6 +460,7 @@ void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
   case cluster_op::spawn:
   case cluster_op::retire:
   case cluster_op::exec:
+  case cluster_op::cancel:
     // The head's own ops: a worker that sends one is confused.
     spdlog::warn("coordinator: {}: {} is a head-to-worker op; dropped", name,
                  to_string(*op));

@@ -68,8 +68,8 @@ using coordinator_handle = caf::typed_actor<
     caf::reacts_to<peer_atom, std::string, uint64_t, uint8_t, std::string,
                    std::string>,
     // From the link thread: a worker's message (name, inc, op, body); the
-    // ops it handles are ready, spawn_fail, done, replica_down, drain,
-    // leave, devices. Nothing comes back.
+    // ops it handles are ready, spawn_fail, done, progress, replica_down,
+    // drain, leave, devices. Nothing comes back.
     caf::reacts_to<link_msg_atom, std::string, uint64_t, std::string,
                    std::string>,
     // From the node at start: the router (spawned after this actor).

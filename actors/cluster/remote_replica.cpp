@@ -8,6 +8,24 @@
 
 namespace shoal {
 
+namespace {
+
+using self_ptr = remote_replica_handle::stateful_pointer<remote_replica_state>;
+
+// Sends one message to the worker; a refused send means the worker is
+// gone, and the proxy quits so that the router re-dispatches at once.
+template <class Body>
+void send_worker(self_ptr self, const Body& body) {
+  auto& st = self->state;
+  if (auto err = st.link->send(st.worker, body)) {
+    self->quit(
+        make_error(errc::unavailable,
+                   "worker " + st.worker + " unreachable: " + reason_of(err)));
+  }
+}
+
+} // namespace
+
 remote_replica_handle::behavior_type remote_replica_actor(
     remote_replica_handle::stateful_pointer<remote_replica_state> self,
     std::shared_ptr<link_box> link, std::string worker, uint64_t replica,
@@ -19,22 +37,24 @@ remote_replica_handle::behavior_type remote_replica_actor(
   st.router = std::move(router);
   return {
       [=](exec_atom, exec_item& item) {
-        auto& st = self->state;
         exec_msg msg;
-        msg.replica = st.replica;
+        msg.replica = self->state.replica;
         msg.items.push_back(std::move(item));
-        if (auto err = st.link->send(st.worker, msg)) {
-          self->quit(make_error(errc::unavailable,
-                                "worker " + st.worker +
-                                    " unreachable: " + reason_of(err)));
-        }
+        send_worker(self, msg);
       },
       [=](cancel_atom, uint64_t ticket) {
-        // Posted by the router for a local replica; this one is remote.
+        // The router posted it on this process's board for a local
+        // replica; the worker's agent posts it on the worker's.
         cancel_board::instance().forget(ticket);
+        send_worker(self, cancel_msg{self->state.replica, ticket});
       },
       [=](done_atom, std::vector<exec_result>& results) {
         self->send(self->state.router, done_atom::value, std::move(results));
+      },
+      [=](progress_atom, std::vector<uint64_t>& tickets, uint64_t done,
+          uint64_t total) {
+        self->send(self->state.router, progress_atom::value, std::move(tickets),
+                   done, total);
       },
   };
 }

@@ -27,12 +27,17 @@ using remote_replica_handle = caf::typed_actor<
     // message. Its result comes back later as done_atom from the
     // coordinator, and goes on to the router as this proxy's.
     caf::reacts_to<exec_atom, exec_item>,
-    // From the router: a cancelled ticket. The worker finishes it (its
-    // result is dropped by the router). Nothing comes back.
+    // From the router: a cancelled ticket, sent to the worker in a
+    // `cancel` message; its executor stops between steps. The result still
+    // comes (done_atom), and the router drops it. Nothing comes back.
     caf::reacts_to<cancel_atom, uint64_t>,
     // From the coordinator (a decoded `done` from the worker): forwarded
     // to the router, with this proxy as the sender. Nothing comes back.
-    caf::reacts_to<done_atom, std::vector<exec_result>>>;
+    caf::reacts_to<done_atom, std::vector<exec_result>>,
+    // From the coordinator (a decoded `progress` from the worker): the
+    // tickets, done and total, forwarded to the router as a local
+    // executor's progress. Nothing comes back.
+    caf::reacts_to<progress_atom, std::vector<uint64_t>, uint64_t, uint64_t>>;
 
 struct remote_replica_state {
   std::shared_ptr<link_box> link;

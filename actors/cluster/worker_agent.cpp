@@ -3,6 +3,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/serving/cancel_board.hpp"
 #include "gpu/device/node_devices.hpp"
 #include "net/wire/error.hpp"
 
@@ -98,6 +99,9 @@ bool decode_from_head(const std::string& body, Body& out) {
   return true;
 }
 
+// The executors here run under the head's tickets (items go on with the
+// ticket they came with), so done, progress and cancel name the same
+// tickets on both nodes and need no mapping.
 void on_exec(self_ptr self, const std::string& body) {
   auto& st = self->state;
   exec_msg m;
@@ -115,6 +119,26 @@ void on_exec(self_ptr self, const std::string& body) {
   for (auto& item : m.items) {
     self->send(r->second.executor, exec_atom::value, std::move(item));
   }
+}
+
+// The head cancelled a ticket it sent to one of our replicas: posted on
+// this process's board, which the executor reads between steps while it
+// runs (it reads no messages then), and sent to it as the router sends a
+// local replica, so a ticket still queued does not run at all. Its result
+// still goes back in `done`; the head's router drops it.
+void on_cancel(self_ptr self, const std::string& body) {
+  auto& st = self->state;
+  cancel_msg m;
+  if (!decode_from_head(body, m)) {
+    return;
+  }
+  auto r = st.replicas.find(m.replica);
+  if (r == st.replicas.end()) {
+    // Gone already: the head's proxy of it quits on replica_down.
+    return;
+  }
+  cancel_board::instance().cancel(m.ticket);
+  self->send(r->second.executor, cancel_atom::value, m.ticket);
 }
 
 void on_spawn(self_ptr self, const std::string& body) {
@@ -174,12 +198,15 @@ void on_link_msg(self_ptr self, const std::string& type,
     }
     return;
   }
+  case cluster_op::cancel:
+    return on_cancel(self, body);
   case cluster_op::drain:
     return on_drain_request(self);
   case cluster_op::ready:
   case cluster_op::spawn_fail:
   case cluster_op::replica_down:
   case cluster_op::done:
+  case cluster_op::progress:
   case cluster_op::leave:
   case cluster_op::devices:
     // A worker's own ops: a head that sends one is confused.
@@ -243,6 +270,22 @@ void on_done(self_ptr self, std::vector<exec_result>& results) {
   }
 }
 
+// A local executor's progress, sent on under the replica's id. The executor
+// already sends at most one per batch per 50 ms (and none for the last
+// step, which its `done` stands for), so the link sees no more than that.
+void on_progress(self_ptr self, std::vector<uint64_t>& tickets, uint64_t done,
+                 uint64_t total) {
+  auto& st = self->state;
+  if (!st.head_up) {
+    return; // advisory: nothing is kept for a head that is away
+  }
+  auto* r = by_executor(
+      self, caf::actor_cast<caf::actor_addr>(self->current_sender()));
+  if (r) {
+    send_head(self, progress_msg{r->desc.id, std::move(tickets), done, total});
+  }
+}
+
 } // namespace
 
 worker_agent_handle::behavior_type
@@ -280,9 +323,8 @@ worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
       [=](done_atom, std::vector<exec_result>& results) {
         on_done(self, results);
       },
-      [=](progress_atom, const std::vector<uint64_t>&, uint64_t, uint64_t) {
-        // Progress stays on the worker: the node link does not carry it.
-      },
+      [=](progress_atom, std::vector<uint64_t>& tickets, uint64_t done,
+          uint64_t total) { on_progress(self, tickets, done, total); },
       [=](drain_atom) {
         auto& st = self->state;
         st.draining = true;

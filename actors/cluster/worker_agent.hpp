@@ -29,8 +29,8 @@ namespace shoal {
 
 using worker_agent_handle = caf::typed_actor<
     // From the link thread: a message of the head (name, inc, op, body);
-    // the ops it handles are spawn, exec, retire, drain. Nothing comes
-    // back.
+    // the ops it handles are spawn, exec, cancel, retire, drain. Nothing
+    // comes back.
     caf::reacts_to<link_msg_atom, std::string, uint64_t, std::string,
                    std::string>,
     // From the link thread: the head's state (name, inc, peer_state,
@@ -45,7 +45,8 @@ using worker_agent_handle = caf::typed_actor<
     caf::reacts_to<spawn_fail_atom, std::string, uint64_t, std::string>,
     // From a local executor: one batch's results, sent on (`done`).
     caf::reacts_to<done_atom, std::vector<exec_result>>,
-    // From a local executor: progress of its running batch; dropped.
+    // From a local executor: progress of its running batch, sent on
+    // (`progress`). Nothing comes back.
     caf::reacts_to<progress_atom, std::vector<uint64_t>, uint64_t, uint64_t>,
     // From the node (SIGTERM): announce the drain (`drain`); nothing comes
     // back.

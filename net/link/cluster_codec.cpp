@@ -302,6 +302,10 @@ std::string_view to_string(cluster_op op) noexcept {
     return "leave";
   case cluster_op::devices:
     return "devices";
+  case cluster_op::progress:
+    return "progress";
+  case cluster_op::cancel:
+    return "cancel";
   }
   return "?";
 }
@@ -309,7 +313,7 @@ std::string_view to_string(cluster_op op) noexcept {
 std::optional<cluster_op> parse_cluster_op(std::string_view name) noexcept {
   // Every op, in declaration order; to_string's switch keeps the names.
   for (auto i = static_cast<uint8_t>(cluster_op::spawn);
-       i <= static_cast<uint8_t>(cluster_op::devices); ++i) {
+       i <= static_cast<uint8_t>(cluster_op::cancel); ++i) {
     auto op = static_cast<cluster_op>(i);
     if (to_string(op) == name) {
       return op;
@@ -576,6 +580,65 @@ caf::error decode(const std::string& body, devices_msg& x) {
   });
 }
 
+void encode(const progress_msg& x, std::string& out) {
+  string_writer w{out};
+  packer pk{w};
+  pk.pack_array(4);
+  pk.pack_uint64(x.replica);
+  pk.pack_array(static_cast<uint32_t>(x.tickets.size()));
+  for (auto t : x.tickets) {
+    pk.pack_uint64(t);
+  }
+  pk.pack_uint64(x.done);
+  pk.pack_uint64(x.total);
+}
+
+caf::error decode(const std::string& body, progress_msg& x) {
+  return unpack(body, "progress", [&](const reader& rd) -> caf::error {
+    const object* a = nullptr;
+    SHOAL_TRY(rd.array(rd.root(), 4, "progress", a));
+    SHOAL_TRY(rd.u64(a[0], "replica", x.replica));
+    if (a[1].type != mt::ARRAY) {
+      return rd.fail("tickets: expected an array");
+    }
+    if (a[1].via.array.size > max_progress_tickets) {
+      return rd.fail("tickets: " + std::to_string(a[1].via.array.size) +
+                     " tickets, at most " +
+                     std::to_string(max_progress_tickets));
+    }
+    x.tickets.resize(a[1].via.array.size);
+    for (uint32_t i = 0; i < a[1].via.array.size; ++i) {
+      SHOAL_TRY(rd.u64(a[1].via.array.ptr[i], "tickets", x.tickets[i]));
+    }
+    SHOAL_TRY(rd.u64(a[2], "done", x.done));
+    SHOAL_TRY(rd.u64(a[3], "total", x.total));
+    // Clients are promised done <= total; a body that breaks it is not
+    // passed on.
+    if (x.done > x.total) {
+      return rd.fail("done: " + std::to_string(x.done) + " exceeds total " +
+                     std::to_string(x.total));
+    }
+    return {};
+  });
+}
+
+void encode(const cancel_msg& x, std::string& out) {
+  string_writer w{out};
+  packer pk{w};
+  pk.pack_array(2);
+  pk.pack_uint64(x.replica);
+  pk.pack_uint64(x.ticket);
+}
+
+caf::error decode(const std::string& body, cancel_msg& x) {
+  return unpack(body, "cancel", [&](const reader& rd) -> caf::error {
+    const object* a = nullptr;
+    SHOAL_TRY(rd.array(rd.root(), 2, "cancel", a));
+    SHOAL_TRY(rd.u64(a[0], "replica", x.replica));
+    return rd.u64(a[1], "ticket", x.ticket);
+  });
+}
+
 void encode(const drain_msg&, std::string&) {
   // nop: the op is the message
 }
@@ -633,6 +696,15 @@ caf::error send(node_link& link, const std::string& peer, const leave_msg& x) {
 
 caf::error send(node_link& link, const std::string& peer,
                 const devices_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer,
+                const progress_msg& x) {
+  return send_body(link, peer, x);
+}
+
+caf::error send(node_link& link, const std::string& peer, const cancel_msg& x) {
   return send_body(link, peer, x);
 }
 

@@ -22,6 +22,9 @@
 //                                  timeout needed)
 //   devices       worker -> head   devices_msg: its GPUs now (sent when they
 //                                  changed)
+//   progress      worker -> head   progress_msg: steps done of a replica's
+//                                  running batch
+//   cancel        head -> worker   cancel_msg: stop a ticket between steps
 //
 // On the wire an op stays the string that to_string gives (the envelope's
 // `t`), not a number: a node that meets an op it does not know (one a newer
@@ -58,6 +61,8 @@ enum class cluster_op : uint8_t {
   drain,
   leave,
   devices,
+  progress,
+  cancel,
 };
 
 // The op's name on the wire.
@@ -133,6 +138,25 @@ struct done_msg {
   std::vector<exec_result> results;
 };
 
+// At most this many tickets per progress message: a batch holds at most
+// max_batch (<= 4096) rows, and every request has at least one.
+constexpr size_t max_progress_tickets = 4096;
+
+// Steps `done` of `total` of the batch running the head's `tickets` (the
+// worker's executors run under the head's tickets; see worker_agent).
+struct progress_msg {
+  uint64_t replica = 0;
+  std::vector<uint64_t> tickets;
+  uint64_t done = 0;
+  uint64_t total = 0;
+};
+
+// The head cancelled `ticket`, which it sent to `replica` in an `exec`.
+struct cancel_msg {
+  uint64_t replica = 0;
+  uint64_t ticket = 0;
+};
+
 // The empty bodies: their op says it all. Decoding one ignores whatever
 // body came, so that a later version may add fields.
 struct drain_msg {};
@@ -169,6 +193,12 @@ constexpr cluster_op op_of(const leave_msg&) noexcept {
 constexpr cluster_op op_of(const devices_msg&) noexcept {
   return cluster_op::devices;
 }
+constexpr cluster_op op_of(const progress_msg&) noexcept {
+  return cluster_op::progress;
+}
+constexpr cluster_op op_of(const cancel_msg&) noexcept {
+  return cluster_op::cancel;
+}
 
 void encode(const worker_hello& x, std::string& out);
 void encode(const spawn_msg& x, std::string& out);
@@ -181,6 +211,8 @@ void encode(const done_msg& x, std::string& out);
 void encode(const devices_msg& x, std::string& out);
 void encode(const drain_msg& x, std::string& out);
 void encode(const leave_msg& x, std::string& out);
+void encode(const progress_msg& x, std::string& out);
+void encode(const cancel_msg& x, std::string& out);
 
 caf::error decode(const std::string& body, worker_hello& out);
 caf::error decode(const std::string& body, spawn_msg& out);
@@ -193,6 +225,8 @@ caf::error decode(const std::string& body, done_msg& out);
 caf::error decode(const std::string& body, devices_msg& out);
 caf::error decode(const std::string& body, drain_msg& out);
 caf::error decode(const std::string& body, leave_msg& out);
+caf::error decode(const std::string& body, progress_msg& out);
+caf::error decode(const std::string& body, cancel_msg& out);
 
 // Sends one cluster message to `peer` (hub: a worker's name; member: "" for
 // the hub) under its body's op (op_of): there is one overload per body, so
@@ -211,6 +245,9 @@ caf::error send(node_link& link, const std::string& peer, const done_msg& x);
 caf::error send(node_link& link, const std::string& peer, const drain_msg& x);
 caf::error send(node_link& link, const std::string& peer, const leave_msg& x);
 caf::error send(node_link& link, const std::string& peer, const devices_msg& x);
+caf::error send(node_link& link, const std::string& peer,
+                const progress_msg& x);
+caf::error send(node_link& link, const std::string& peer, const cancel_msg& x);
 
 // Makes `x` the body of the member's later hellos (node_link::set_hello).
 caf::error set_hello(node_link& link, const worker_hello& x);

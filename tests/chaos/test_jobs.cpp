@@ -1,10 +1,11 @@
 // Durable jobs against real shoald processes: the head (a standalone node,
 // or a cluster's head) is SIGKILLed with jobs queued and running and
 // restarted, a worker running jobs is SIGKILLed, progress frames are
-// counted, queued and running jobs are cancelled, large results go through
-// files, finished jobs expire, and a damaged store stops the node. Each
-// test asserts what a client notices. Measured numbers are printed (lines
-// starting with "[measured]").
+// counted and queued and running jobs are cancelled (on a standalone node
+// and on a cluster's worker), large results go through files, finished jobs
+// expire, and a damaged store stops the node. Each test asserts what a
+// client notices. Measured numbers are printed (lines starting with
+// "[measured]").
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -143,6 +144,43 @@ private:
   zmq::socket_t sock_;
 };
 
+// Reads the frames of request `id` (a 20-step stepper job for input `n`):
+// progress frames with rising `done`, then exactly one final with the right
+// outputs and nothing after it. Returns the number of progress frames; the
+// final goes to `final` when given.
+uint64_t count_frames(raw_client& raw, uint64_t id, uint64_t n,
+                      reply* final = nullptr) {
+  uint64_t frames = 0;
+  uint64_t last_done = 0;
+  int finals = 0;
+  reply last;
+  while (auto f = raw.recv(5s)) {
+    EXPECT_EQ(f->id, request_id::of(id));
+    if (f->event == "progress") {
+      EXPECT_GT(f->job.done, last_done);
+      EXPECT_EQ(f->job.total, 20u);
+      last_done = f->job.done;
+      ++frames;
+      EXPECT_EQ(finals, 0) << "progress after the final frame";
+    } else {
+      EXPECT_EQ(f->event, "done");
+      ++finals;
+      last = *f;
+      // Anything after the final frame would arrive soon.
+      if (auto more = raw.recv(300ms)) {
+        ADD_FAILURE() << "a frame after the final one";
+      }
+      break;
+    }
+  }
+  EXPECT_EQ(finals, 1);
+  EXPECT_EQ(check_outputs(n, last), "");
+  if (final != nullptr) {
+    *final = std::move(last);
+  }
+  return frames;
+}
+
 class jobs : public ::testing::Test {
 protected:
   void TearDown() override {
@@ -156,6 +194,16 @@ protected:
     cluster_ = std::make_unique<cluster>(std::move(opts));
     cluster_->start_standalone();
     ASSERT_TRUE(cluster_->wait_head_ready(15s)) << "the node did not answer";
+  }
+
+  // A head and one worker, w1. The head (role head) runs no replicas, so
+  // every model runs on the worker.
+  void start_head_and_worker(cluster_options opts) {
+    cluster_ = std::make_unique<cluster>(std::move(opts));
+    cluster_->start_head();
+    ASSERT_TRUE(cluster_->wait_head_ready(15s)) << "the head did not answer";
+    worker_ = cluster_->add_worker().name();
+    ASSERT_TRUE(cluster_->wait_up({worker_}, 15s)) << "the worker is not up";
   }
 
   reply call(request r, std::chrono::milliseconds limit = 10s) {
@@ -180,6 +228,7 @@ protected:
   }
 
   std::unique_ptr<cluster> cluster_;
+  std::string worker_; // start_head_and_worker's worker
 };
 
 // Submits jobs `first`..`last` with mixed priorities, many in flight at once.
@@ -303,42 +352,14 @@ TEST_F(jobs, wait_and_stream_report_progress) {
   w.progress = true;
   w.timeout_ms = 20000;
   raw.send(w);
-  auto count = [&](uint64_t id, uint64_t n) {
-    uint64_t frames = 0;
-    uint64_t last_done = 0;
-    int finals = 0;
-    reply final;
-    while (auto f = raw.recv(5s)) {
-      EXPECT_EQ(f->id, request_id::of(id));
-      if (f->event == "progress") {
-        EXPECT_GT(f->job.done, last_done);
-        EXPECT_EQ(f->job.total, 20u);
-        last_done = f->job.done;
-        ++frames;
-        EXPECT_EQ(finals, 0) << "progress after the final frame";
-      } else {
-        EXPECT_EQ(f->event, "done");
-        ++finals;
-        final = *f;
-        // Anything after the final frame would arrive soon.
-        if (auto more = raw.recv(300ms)) {
-          ADD_FAILURE() << "a frame after the final one";
-        }
-        break;
-      }
-    }
-    EXPECT_EQ(finals, 1);
-    EXPECT_EQ(check_outputs(n, final), "");
-    return frames;
-  };
-  auto frames = count(77, 3);
+  auto frames = count_frames(raw, 77, 3);
   EXPECT_GE(frames, 5u);
   auto inf = make_submit("stepper", "", 4);
   inf.op = op_kind::infer;
   inf.id = request_id::of(uint64_t{78});
   inf.stream = true;
   raw.send(inf);
-  auto stream_frames = count(78, 4);
+  auto stream_frames = count_frames(raw, 78, 4);
   EXPECT_GE(stream_frames, 5u);
   std::cout << "[measured] 20-step job (60 ms a step): " << frames
             << " progress frames to wait, " << stream_frames
@@ -386,6 +407,84 @@ TEST_F(jobs, cancel_queued_and_running) {
   EXPECT_LT(took, 3400) << "the cancelled job's steps ran on";
   std::cout << "[measured] after cancelling a running 20 x 100 ms job, the "
                "next 2000 ms job was done "
+            << took << " ms later" << std::endl;
+}
+
+// In a cluster the replica runs on a worker: wait with progress and a
+// streamed infer get the worker's progress frames (through the head), with
+// rising `done`, then exactly one final.
+TEST_F(jobs, cluster_wait_and_stream_report_worker_progress) {
+  test::temp_dir dir{"shoal-jobs"};
+  cluster_options co;
+  co.models_root = make_models(dir, 20, 60000, 1);
+  ASSERT_NO_FATAL_FAILURE(start_head_and_worker(co));
+  auto sub = call(make_submit("stepper", "cp1", 3));
+  ASSERT_EQ(sub.code, status::ok) << sub.error;
+  raw_client raw{cluster_->endpoint()};
+  auto w = job_op(op_kind::wait, "cp1");
+  w.id = request_id::of(uint64_t{91});
+  w.progress = true;
+  w.timeout_ms = 30000;
+  raw.send(w);
+  reply final;
+  auto frames = count_frames(raw, 91, 3, &final);
+  EXPECT_GE(frames, 5u);
+  EXPECT_EQ(final.node, worker_) << "the job did not run on the worker";
+  auto inf = make_submit("stepper", "", 4);
+  inf.op = op_kind::infer;
+  inf.id = request_id::of(uint64_t{92});
+  inf.stream = true;
+  raw.send(inf);
+  auto stream_frames = count_frames(raw, 92, 4, &final);
+  EXPECT_GE(stream_frames, 5u);
+  EXPECT_EQ(final.node, worker_);
+  std::cout << "[measured] 20-step job (60 ms a step) on a worker: " << frames
+            << " progress frames to wait, " << stream_frames
+            << " to a streamed infer" << std::endl;
+}
+
+// In a cluster, cancelling a job that runs on a worker stops the worker's
+// replica within a step: the job ends cancelled, its waiter gets CANCELLED
+// and nothing else, and the replica serves the next job at once.
+TEST_F(jobs, cluster_cancel_stops_the_worker) {
+  test::temp_dir dir{"shoal-jobs"};
+  cluster_options co;
+  co.models_root = make_models(dir, 20, 100000, 1);
+  ASSERT_NO_FATAL_FAILURE(start_head_and_worker(co));
+  ASSERT_EQ(call(make_submit("stepper", "crun", 1)).code, status::ok);
+  raw_client raw{cluster_->endpoint()};
+  auto w = job_op(op_kind::wait, "crun");
+  w.id = request_id::of(uint64_t{6});
+  w.timeout_ms = 30000;
+  raw.send(w);
+  // A few steps in on the worker (its progress reaches the head's jobs).
+  auto until = steady::now() + 15s;
+  uint64_t done = 0;
+  while ((done = call(job_op(op_kind::job, "crun")).job.done) < 2 &&
+         steady::now() < until) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(done, 2u) << "no progress from the worker";
+  auto cancelled_at = steady::now();
+  auto r = call(job_op(op_kind::cancel, "crun"));
+  EXPECT_EQ(r.job.state, "cancelled");
+  auto waited = raw.recv(5s);
+  ASSERT_TRUE(waited) << "the waiter got nothing";
+  EXPECT_EQ(waited->code, status::cancelled);
+  // The replica is free again at once: a new job runs its 20 steps (2 s)
+  // without waiting for the cancelled one's remaining ~17 (1.7 s).
+  ASSERT_EQ(call(make_submit("stepper", "cnext", 9)).code, status::ok);
+  auto next = wait_final("cnext", 20s);
+  auto took = ms_between(cancelled_at, steady::now());
+  EXPECT_EQ(next.job.state, "done");
+  EXPECT_EQ(check_outputs(9, next), "");
+  EXPECT_EQ(next.node, worker_);
+  EXPECT_LT(took, 3400) << "the cancelled job's steps ran on";
+  // The stopped batch's result came back long ago and answered no one.
+  EXPECT_FALSE(raw.recv(300ms)) << "a second reply to the cancelled wait";
+  EXPECT_EQ(call(job_op(op_kind::job, "crun")).job.state, "cancelled");
+  std::cout << "[measured] after cancelling a running 20 x 100 ms job on a "
+               "worker, the next 2000 ms job was done "
             << took << " ms later" << std::endl;
 }
 

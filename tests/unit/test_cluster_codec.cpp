@@ -348,6 +348,64 @@ TEST(cluster_codec, small_messages_round_trip) {
   EXPECT_EQ(f.reason, "sha256 mismatch");
 }
 
+TEST(cluster_codec, progress_and_cancel_round_trip) {
+  progress_msg p;
+  p.replica = 7;
+  p.tickets = {3, 41, uint64_t{1} << 40};
+  p.done = 12;
+  p.total = 20;
+  std::string body;
+  encode(p, body);
+  progress_msg pout;
+  ASSERT_FALSE(decode(body, pout));
+  EXPECT_EQ(pout.replica, 7u);
+  EXPECT_EQ(pout.tickets, p.tickets);
+  EXPECT_EQ(pout.done, 12u);
+  EXPECT_EQ(pout.total, 20u);
+  expect_prefixes_fail<progress_msg>(body);
+  body.clear();
+  encode(cancel_msg{7, 41}, body);
+  cancel_msg c;
+  ASSERT_FALSE(decode(body, c));
+  EXPECT_EQ(c.replica, 7u);
+  EXPECT_EQ(c.ticket, 41u);
+  expect_prefixes_fail<cancel_msg>(body);
+}
+
+TEST(cluster_codec, bad_progress_and_cancel_are_refused) {
+  // More tickets than a batch can hold.
+  progress_msg p;
+  p.replica = 1;
+  p.tickets.assign(max_progress_tickets + 1, 5);
+  p.done = 1;
+  p.total = 2;
+  std::string body;
+  encode(p, body);
+  progress_msg out;
+  auto err = decode(body, out);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("tickets"), std::string::npos)
+      << reason_of(err);
+  // done past total.
+  p.tickets = {5};
+  p.done = 21;
+  p.total = 20;
+  body.clear();
+  encode(p, body);
+  err = decode(body, out);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("done"), std::string::npos) << reason_of(err);
+  // A ticket that is a string; a cancel whose ticket is negative.
+  err = decode(std::string{"\x94\x01\x91\xa1x\x01\x02"}, out);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("tickets"), std::string::npos)
+      << reason_of(err);
+  cancel_msg c;
+  err = decode(std::string{"\x92\x01\xff"}, c);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("ticket"), std::string::npos) << reason_of(err);
+}
+
 // The names are the wire format: nodes of other versions must keep reading
 // them, so they may never change.
 TEST(cluster_codec, ops_keep_their_wire_names) {
@@ -362,6 +420,8 @@ TEST(cluster_codec, ops_keep_their_wire_names) {
       {cluster_op::drain, "drain"},
       {cluster_op::leave, "leave"},
       {cluster_op::devices, "devices"},
+      {cluster_op::progress, "progress"},
+      {cluster_op::cancel, "cancel"},
   };
   for (auto& [op, name] : names) {
     EXPECT_EQ(to_string(op), name);
@@ -384,6 +444,8 @@ TEST(cluster_codec, each_body_knows_its_op) {
   EXPECT_EQ(op_of(drain_msg{}), cluster_op::drain);
   EXPECT_EQ(op_of(leave_msg{}), cluster_op::leave);
   EXPECT_EQ(op_of(devices_msg{}), cluster_op::devices);
+  EXPECT_EQ(op_of(progress_msg{}), cluster_op::progress);
+  EXPECT_EQ(op_of(cancel_msg{}), cluster_op::cancel);
   // The empty bodies encode to nothing and accept whatever a later version
   // adds.
   std::string body;
@@ -438,9 +500,13 @@ TEST(cluster_codec, random_bytes_never_crash) {
     exec_msg e;
     done_msg d;
     devices_msg g;
+    progress_msg p;
+    cancel_msg c;
     (void)decode(body, h);
     (void)decode(body, e);
     (void)decode(body, d);
     (void)decode(body, g);
+    (void)decode(body, p);
+    (void)decode(body, c);
   }
 }
