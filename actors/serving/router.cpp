@@ -1,5 +1,7 @@
 #include "actors/serving/router.hpp"
 
+#include <algorithm>
+
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
@@ -120,6 +122,31 @@ void erase_ticket(self_ptr self, uint64_t ticket) {
     st.coalesce.erase({i->second.job.key.hash_lo, i->second.job.key.hash_hi});
   }
   st.tickets.erase(i);
+}
+
+// Draining: a queued ticket that only jobs wait on is put back, not run.
+// Its jobs stay queued in the job store for the next start, so the drain
+// waits for what runs and for clients' requests only.
+void shelve_queued_jobs(self_ptr self) {
+  auto& st = self->state;
+  auto jobs_only = [](const pending& p) {
+    return !p.running &&
+           std::all_of(p.waiters.begin(), p.waiters.end(),
+                       [](const waiter& w) { return bool{w.listener}; });
+  };
+  for (auto& [key, m] : st.models) {
+    for (auto q = m.queue.begin(); q != m.queue.end();) {
+      auto t = st.tickets.find(q->second);
+      if (t == st.tickets.end() || !jobs_only(t->second)) {
+        ++q;
+        continue;
+      }
+      --m.queued_by_tenant[t->second.job.tenant];
+      q = m.queue.erase(q);
+      erase_ticket(self, t->first);
+    }
+    update_waiting(self, m);
+  }
 }
 
 void fail_ticket(self_ptr self, uint64_t ticket, status code,
@@ -989,6 +1016,7 @@ router_handle::behavior_type router_actor(
       [=](reload_atom) { on_catalog_changed(self); },
       [=](drain_atom) {
         self->state.draining = true;
+        shelve_queued_jobs(self);
         return static_cast<uint64_t>(self->state.tickets.size());
       },
       [=](count_atom) {

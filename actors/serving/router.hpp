@@ -150,8 +150,9 @@ using router_handle = caf::typed_actor<
     // new versions pinned by their manifest get a replica, replicas of
     // removed versions retire once idle. Nothing comes back.
     caf::reacts_to<reload_atom>,
-    // From the node on SIGTERM or `drain`: new requests get UNAVAILABLE;
-    // returns the number of requests still open.
+    // From the node on SIGTERM or `drain`: new requests get UNAVAILABLE,
+    // queued jobs go back to the job store unrun; returns the number of
+    // requests still open.
     caf::replies_to<drain_atom>::with<uint64_t>,
     // From the node while draining: returns the number of requests open.
     caf::replies_to<count_atom>::with<uint64_t>>;
