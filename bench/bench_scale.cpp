@@ -679,7 +679,9 @@ void measure_steady(const options& opts, zmq::context_t& ctx,
   for (size_t i = 0; i < res.workers; ++i) {
     before[i] = drv.execs(i);
   }
-  auto src = frame_source::distinct(uint64_t{1} << 40);
+  // Inputs no earlier phase sent: every request misses the cache.
+  auto src = frame_source::distinct((uint64_t{1} << 40) +
+                                    (uint64_t{res.workers} << 32));
   auto chk = reply_checker::shoal_replies(shoal::reply_source::executor, "",
                                           16);
   auto warm = std::chrono::duration<double>{std::min(0.5, opts.duration_s)};
@@ -817,6 +819,8 @@ int run(const options& opts) {
   if (!cl.wait_head_ready(30s)) {
     throw bench_error{"the head did not answer a ping:\n" + cl.logs(4000)};
   }
+  std::printf("head pid %d, link %s\n", static_cast<int>(cl.head().pid()),
+              cl.link_endpoint().c_str());
   if (opts.keep) {
     std::printf("head log and caches kept in %s\n", cl.dir().c_str());
   }
