@@ -247,6 +247,9 @@ private:
                 m->name + "/" + fmt::format("{:x}", m->inc));
     m->sock.set(zmq::sockopt::immediate, 1);
     m->sock.set(zmq::sockopt::reconnect_ivl, 100);
+    // ZMTP pings as a member's link sends them: the head answers each.
+    m->sock.set(zmq::sockopt::heartbeat_ivl, 100);
+    m->sock.set(zmq::sockopt::heartbeat_timeout, 1000);
     m->sock.connect(endpoint_);
     m->fd = m->sock.get(zmq::sockopt::fd);
     add_fd(m->fd, index);

@@ -261,6 +261,7 @@ struct node_link::impl {
   uint64_t seq = 0;
   time_point next_hb{};
   time_point last_tick{};
+  time_point detect_due{}; // the earliest peer deadline, or earlier
   std::string frame;
   std::vector<command> batch;
   std::vector<zmq::message_t> parts;
@@ -336,6 +337,7 @@ struct node_link::impl {
         p.down_at = clock_type::now();
       }
     }
+    schedule(p);
     notify(p, s, reason);
   }
 
@@ -606,6 +608,7 @@ struct node_link::impl {
       p.routing_id = rid;
       p.hello = std::string{e.body};
     }
+    schedule(it->second);
     rejoin_sent.erase(rid);
     send_to(it->second, t_welcome, {});
     if (report) {
@@ -694,6 +697,7 @@ struct node_link::impl {
       p->last_seq = e.seq;
       hub = p->name;
     }
+    schedule(*p);
     notify(*p, peer_state::up, same ? "rejoined" : "joined");
   }
 
@@ -742,7 +746,34 @@ struct node_link::impl {
     }
   }
 
+  // When a peer's timer (suspect, down, forget) is next due, or earlier.
+  time_point deadline_of(const peer_rec& p) const {
+    switch (p.state) {
+    case peer_state::up:
+      return p.last_seen + cfg.suspect_after;
+    case peer_state::suspect:
+      return p.last_seen + cfg.heartbeat_timeout;
+    case peer_state::down:
+      break;
+    }
+    return is_hub() ? p.down_at + cfg.forget_after : time_point::max();
+  }
+
+  // A peer's timer may now be due before the next scan: a new session, a
+  // state change.
+  void schedule(const peer_rec& p) {
+    detect_due = std::min(detect_due, deadline_of(p));
+  }
+
+  // Scans the peers only once one of them is due: a hub hears from every
+  // member every interval, and a scan on every read would cost O(members)
+  // per message. Deadlines only move later (messages, stalls), so the
+  // earliest one of the last scan is never late.
   void detect(time_point now) {
+    if (now < detect_due) {
+      return;
+    }
+    detect_due = time_point::max();
     std::vector<std::string> forget;
     for (auto& [name, p] : peers) {
       auto age = now - p.last_seen;
@@ -752,6 +783,7 @@ struct node_link::impl {
       if (p.state == peer_state::down) {
         if (is_hub() && now - p.down_at >= cfg.forget_after) {
           forget.push_back(name);
+          continue;
         }
       } else if (age >= cfg.heartbeat_timeout) {
         if (is_hub()) {
@@ -762,6 +794,7 @@ struct node_link::impl {
       } else if (p.state == peer_state::up && age >= cfg.suspect_after) {
         set_state(p, peer_state::suspect, silent());
       }
+      schedule(p);
     }
     if (!forget.empty()) {
       std::lock_guard<std::mutex> guard{peers_mtx};
@@ -772,16 +805,7 @@ struct node_link::impl {
   }
 
   time_point next_deadline() const {
-    auto d = next_hb;
-    for (const auto& [name, p] : peers) {
-      if (p.state == peer_state::up) {
-        d = std::min(d, p.last_seen + cfg.suspect_after);
-      } else if (p.state == peer_state::suspect) {
-        d = std::min(d, p.last_seen + cfg.heartbeat_timeout);
-      } else if (is_hub()) {
-        d = std::min(d, p.down_at + cfg.forget_after);
-      }
-    }
+    auto d = std::min(next_hb, detect_due);
     if (!is_hub() && !hub_live()) {
       d = std::min(d, hello_due);
     }
@@ -1119,6 +1143,20 @@ std::vector<peer_info> node_link::peers() const {
                    p.hello});
   }
   return out;
+}
+
+std::optional<peer_info> node_link::peer(std::string_view name) const {
+  auto& d = *impl_;
+  std::lock_guard<std::mutex> guard{d.peers_mtx};
+  auto it = d.peers.find(name);
+  if (it == d.peers.end()) {
+    return std::nullopt;
+  }
+  const auto& p = it->second;
+  return peer_info{p.name, p.inc, p.state,
+                   std::chrono::duration_cast<milliseconds>(clock_type::now() -
+                                                            p.last_seen),
+                   p.hello};
 }
 
 link_stats node_link::stats() const {

@@ -75,6 +75,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -214,6 +215,9 @@ public:
   caf::error set_hello(std::string body);
 
   std::vector<peer_info> peers() const;
+  // What peers() lists for `name`, or nullopt, without copying the others
+  // (a hub may have a thousand members, each with its hello).
+  std::optional<peer_info> peer(std::string_view name) const;
   link_stats stats() const;
 
   // The endpoint actually bound (hub) or connected to (member).
