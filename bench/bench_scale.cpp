@@ -842,13 +842,15 @@ int run(const options& opts) {
   std::printf("phase 2: %" PRIu64 " simulated workers\n", opts.workers);
   all.workers = opts.workers;
   drv.set_members(opts.workers);
-  all.join_ms = wait_workers_up(sc, opts.workers, 120s);
+  all.join_ms = wait_workers_up(sc, opts.workers, 60s);
   if (std::isnan(all.join_ms)) {
-    throw bench_error{"not every simulated worker joined in 120 s:\n" +
-                      cl.logs(4000)};
+    // A head that cannot keep up: measured as it is, join time NaN.
+    std::printf("  only %zu of %" PRIu64 " listed up after 60 s\n",
+                sc.call().up, opts.workers);
+  } else {
+    std::printf("  all %" PRIu64 " listed up after %.0f ms\n", opts.workers,
+                all.join_ms);
   }
-  std::printf("  all %" PRIu64 " listed up after %.0f ms\n", opts.workers,
-              all.join_ms);
   measure_steady(opts, ctx, cl, drv, "place-n", all);
   measure_detection(ctx, cl, drv, opts.workers / 2, all);
   std::printf("driver: %" PRIu64 " rejoins asked by the head, %" PRIu64

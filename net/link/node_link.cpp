@@ -964,8 +964,12 @@ struct node_link::impl {
       sock.set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(cfg.max_frame_bytes));
       // ZMTP pings drop dead TCP connections (a vanished host sends no
-      // FIN), so that a member reconnects to a hub that comes back.
-      sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_interval));
+      // FIN), so that a member reconnects to a hub that comes back. The hub
+      // pings each member only every timeout: libzmq cancels a ping's
+      // timer with a scan of every timer of its I/O thread, so pings every
+      // interval cost the hub O(members^2) a second.
+      sock.set(zmq::sockopt::heartbeat_ivl,
+               ms(is_hub() ? cfg.heartbeat_timeout : cfg.heartbeat_interval));
       sock.set(zmq::sockopt::heartbeat_timeout, ms(cfg.heartbeat_timeout));
       if (cfg.curve.enabled) {
         if (auto err = set_curve()) {
