@@ -74,11 +74,12 @@ struct options {
   common_options common;
   bool keep = false;
   uint64_t workers = 1000;
-  double idle_s = 5;           // CPU sampling window
-  uint64_t status_calls = 40;  // status op round trips per phase
-  double duration_s = 3;       // throughput window
-  uint64_t inflight = 64;      // throughput
-  uint64_t timeout_ms = 1000;  // cluster.timeout_ms of the head
+  double idle_s = 5;          // CPU sampling window
+  uint64_t status_calls = 40; // status op round trips per phase
+  double duration_s = 3;      // throughput window
+  uint64_t inflight = 64;     // throughput
+  uint64_t timeout_ms = 1000; // cluster.timeout_ms of the head
+  int ping_ms = 1000;         // ZMTP heartbeat interval of the members
 };
 
 options parse_args(int argc, char** argv) {
@@ -91,10 +92,12 @@ options parse_args(int argc, char** argv) {
   p.option("--idle", "S", o.idle_s, "CPU sampling window (5; quick 2)");
   p.option("--status-calls", "N", o.status_calls,
            "status round trips per phase (40; quick 15)");
-  p.option("--duration", "S", o.duration_s,
-           "throughput window (3; quick 1)");
+  p.option("--duration", "S", o.duration_s, "throughput window (3; quick 1)");
   p.option("--inflight", "N", o.inflight,
            "requests in flight for throughput (64)");
+  p.option("--member-ping-ms", "MS", o.ping_ms,
+           "ZMTP ping interval of the simulated workers (1000, as a "
+           "member link's; 100 for shoald before it)");
   p.flag("--keep", o.keep, "keep the temporary directory with the head's log");
   p.parse(argc, argv);
   if (o.common.quick) {
@@ -159,9 +162,11 @@ struct sim_member {
 // targets (how many, which one to freeze) and reads counters.
 class member_driver {
 public:
-  member_driver(std::string endpoint, std::string secret, size_t max_members)
+  member_driver(std::string endpoint, std::string secret, size_t max_members,
+                int ping_ms)
       : endpoint_(std::move(endpoint)), secret_(std::move(secret)),
-        execs_(new std::atomic<uint64_t>[max_members]), max_(max_members) {
+        ping_ms_(ping_ms), execs_(new std::atomic<uint64_t>[max_members]),
+        max_(max_members) {
     for (size_t i = 0; i < max_; ++i) {
       execs_[i] = 0;
     }
@@ -248,7 +253,7 @@ private:
     m->sock.set(zmq::sockopt::immediate, 1);
     m->sock.set(zmq::sockopt::reconnect_ivl, 100);
     // ZMTP pings as a member's link sends them: the head answers each.
-    m->sock.set(zmq::sockopt::heartbeat_ivl, 100);
+    m->sock.set(zmq::sockopt::heartbeat_ivl, ping_ms_);
     m->sock.set(zmq::sockopt::heartbeat_timeout, 1000);
     m->sock.connect(endpoint_);
     m->fd = m->sock.get(zmq::sockopt::fd);
@@ -278,8 +283,7 @@ private:
   void send_op(size_t i, const Body& body) {
     std::string b;
     shoal::encode(body, b);
-    transmit(i, shoal::to_string(shoal::op_of(body)), members_[i]->hub_inc,
-             b);
+    transmit(i, shoal::to_string(shoal::op_of(body)), members_[i]->hub_inc, b);
   }
 
   void send_hello(size_t i) {
@@ -377,8 +381,8 @@ private:
 
   void handle(size_t i, const zmq::message_t& msg) {
     auto& m = *members_[i];
-    auto env = shoal::decode_envelope(msg.data<uint8_t>(), msg.size(),
-                                      secret_, limits_);
+    auto env = shoal::decode_envelope(msg.data<uint8_t>(), msg.size(), secret_,
+                                      limits_);
     if (!env) {
       ++bad_;
       return;
@@ -482,6 +486,7 @@ private:
   using timer = std::pair<bench_clock::time_point, size_t>;
 
   std::string endpoint_, secret_;
+  int ping_ms_;
   shoal::curve_key_pair own_;
   shoal::curve_key hub_public_{};
   shoal::envelope_limits limits_;
@@ -526,10 +531,10 @@ std::string write_models(const std::string& dir) {
 
 struct status_sample {
   double ms = 0;
-  size_t up = 0;      // workers listed up
-  size_t nodes = 0;   // every node listed, the head included
-  std::string state;  // of the node asked about
-  size_t bytes = 0;   // reply frame
+  size_t up = 0;     // workers listed up
+  size_t nodes = 0;  // every node listed, the head included
+  std::string state; // of the node asked about
+  size_t bytes = 0;  // reply frame
 };
 
 // The `status` op on a DEALER of its own, one at a time.
@@ -591,17 +596,17 @@ double wait_workers_up(status_client& sc, size_t n,
 
 struct phase_result {
   size_t workers = 0;
-  double join_ms = nan_v;      // until the head listed them all up
-  double cpu_pct = nan_v;      // head CPU while idle, % of one core
+  double join_ms = nan_v; // until the head listed them all up
+  double cpu_pct = nan_v; // head CPU while idle, % of one core
   double driver_cpu_pct = nan_v;
-  percentiles status_ms;       // status op round trip
+  percentiles status_ms; // status op round trip
   size_t status_bytes = 0;
-  double place_ms = nan_v;     // first request of an unplaced model
-  double next_ms = nan_v;      // the request after it
-  double tput = nan_v;         // miss throughput, req/s
-  size_t served_by = 0;        // workers that ran part of it
-  double detect_ms = nan_v;    // frozen worker -> listed down
-  double suspect_ms = nan_v;   // frozen worker -> listed suspect
+  double place_ms = nan_v;   // first request of an unplaced model
+  double next_ms = nan_v;    // the request after it
+  double tput = nan_v;       // miss throughput, req/s
+  size_t served_by = 0;      // workers that ran part of it
+  double detect_ms = nan_v;  // frozen worker -> listed down
+  double suspect_ms = nan_v; // frozen worker -> listed suspect
 };
 
 double head_cpu_pct(pid_t head, const member_driver& drv, double seconds,
@@ -643,10 +648,10 @@ double timed_call(client& c, const std::string& model, uint64_t id) {
   double ms = ms_since(start);
   auto r = decode(msg);
   if (!r || r->code != shoal::status::ok) {
-    throw bench_error{model + ": " +
-                      (r ? std::string{shoal::to_string(r->code)} + " " +
-                               r->error
-                         : std::string{"undecodable reply"})};
+    throw bench_error{
+        model + ": " +
+        (r ? std::string{shoal::to_string(r->code)} + " " + r->error
+           : std::string{"undecodable reply"})};
   }
   return ms;
 }
@@ -655,8 +660,8 @@ void measure_steady(const options& opts, zmq::context_t& ctx,
                     shoal::test::cluster& cl, member_driver& drv,
                     const std::string& place_model, phase_result& res) {
   std::this_thread::sleep_for(1s); // let joins and adoptions settle
-  res.cpu_pct = head_cpu_pct(cl.head().pid(), drv, opts.idle_s,
-                             &res.driver_cpu_pct);
+  res.cpu_pct =
+      head_cpu_pct(cl.head().pid(), drv, opts.idle_s, &res.driver_cpu_pct);
   std::printf("  head CPU while idle: %.2f %% of a core (driver thread %.1f "
               "%%)\n",
               res.cpu_pct, res.driver_cpu_pct);
@@ -685,8 +690,8 @@ void measure_steady(const options& opts, zmq::context_t& ctx,
   // Inputs no earlier phase sent: every request misses the cache.
   auto src = frame_source::distinct((uint64_t{1} << 40) +
                                     (uint64_t{res.workers} << 32));
-  auto chk = reply_checker::shoal_replies(shoal::reply_source::executor, "",
-                                          16);
+  auto chk =
+      reply_checker::shoal_replies(shoal::reply_source::executor, "", 16);
   auto warm = std::chrono::duration<double>{std::min(0.5, opts.duration_s)};
   auto r = run_stream(c, src, chk, opts.inflight, warm,
                       std::chrono::duration<double>{opts.duration_s}, 0,
@@ -748,19 +753,19 @@ void add_checks(const options& opts, const phase_result& one,
   rep.add(check_row::info("status p99, " + n + " workers (ms)",
                           all.status_ms.p99, one.status_ms.p99)
               .decimals(2));
-  rep.add(check_row::info("first replica placed and served (ms)",
-                          all.place_ms, one.place_ms)
+  rep.add(check_row::info("first replica placed and served (ms)", all.place_ms,
+                          one.place_ms)
               .decimals(2));
   rep.add(absolute("frozen worker listed down (ms)", all.detect_ms,
                    static_cast<double>(opts.timeout_ms), "<= 1500",
                    all.detect_ms <= 1500)
               .decimals(0));
-  rep.add(check_row::info("miss throughput over " + std::to_string(
-                              all.served_by) + " workers (req/s)",
+  rep.add(check_row::info("miss throughput over " +
+                              std::to_string(all.served_by) +
+                              " workers (req/s)",
                           all.tput, one.tput)
               .decimals(0));
-  rep.add(check_row::info("join of " + n + " workers (ms)", all.join_ms,
-                          nan_v)
+  rep.add(check_row::info("join of " + n + " workers (ms)", all.join_ms, nan_v)
               .decimals(0));
 }
 
@@ -801,8 +806,8 @@ shoal::test::cluster_options cluster_opts(const options& opts,
 void stop_head(shoal::test::cluster& cl) {
   for (auto& e : cl.shutdown(15s)) {
     if (e.code != 0) {
-      throw bench_error{e.name + " did not stop cleanly (" + e.how +
-                        "); log " + e.log_path + ":\n" +
+      throw bench_error{e.name + " did not stop cleanly (" + e.how + "); log " +
+                        e.log_path + ":\n" +
                         shoal::test::read_tail(e.log_path)};
     }
   }
@@ -828,7 +833,8 @@ int run(const options& opts) {
     std::printf("head log and caches kept in %s\n", cl.dir().c_str());
   }
   zmq::context_t ctx{1};
-  member_driver drv{cl.link_endpoint(), cl.secret(), opts.workers};
+  member_driver drv{cl.link_endpoint(), cl.secret(), opts.workers,
+                    opts.ping_ms};
   status_client sc{ctx, cl.endpoint()};
   phase_result one, all;
   std::printf("phase 1: one simulated worker (the baseline)\n");
@@ -871,6 +877,7 @@ int run(const options& opts) {
       .set("duration_s", opts.duration_s)
       .set("inflight", opts.inflight)
       .set("timeout_ms", opts.timeout_ms)
+      .set("member_ping_ms", opts.ping_ms)
       .set("shoald", opts.common.shoald);
   rep.doc().set("one_worker", to_json(one)).set("all_workers", to_json(all));
   rep.write(opts.common.json);

@@ -27,27 +27,27 @@ std::string label_of(const worker& w, const std::string& key) {
 }
 
 // The node counts by state, and the view's entry of the worker whose state
-// changed (`name`; empty: none, e.g. one was forgotten). Only that entry is
-// copied: with a thousand workers, rewriting every entry on each worker's
-// event made joins and state changes quadratic.
+// changed (`name`; empty: none). Only that worker is looked at: with a
+// thousand workers, recounting and copying them all on each worker's event
+// made joins and state changes quadratic.
 void publish(self_ptr self, const std::string& name = {}) {
   auto& st = self->state;
-  uint64_t up = st.draining ? 0 : 1, suspect = 0, draining = st.draining;
-  uint64_t down = 0;
-  for (auto& [n, w] : st.workers) {
-    up += w.state == "up";
-    suspect += w.state == "suspect";
-    draining += w.state == "draining";
-    down += w.state == "down";
-  }
   if (auto i = st.workers.find(name); i != st.workers.end()) {
     auto& w = i->second;
+    if (w.counted_state != w.state) {
+      if (!w.counted_state.empty()) {
+        --st.worker_counts[w.counted_state];
+      }
+      ++st.worker_counts[w.state];
+      w.counted_state = w.state;
+    }
     st.view->set(name, {w.state, w.metrics_target, w.labels});
   }
-  st.metrics->cluster_nodes("up", up);
-  st.metrics->cluster_nodes("suspect", suspect);
-  st.metrics->cluster_nodes("draining", draining);
-  st.metrics->cluster_nodes("down", down);
+  auto& c = st.worker_counts;
+  st.metrics->cluster_nodes("up", c["up"] + (st.draining ? 0 : 1));
+  st.metrics->cluster_nodes("suspect", c["suspect"]);
+  st.metrics->cluster_nodes("draining", c["draining"] + (st.draining ? 1 : 0));
+  st.metrics->cluster_nodes("down", c["down"]);
 }
 
 bool hosts(const worker& w, const coordinator_state::model_key& key) {
@@ -551,6 +551,9 @@ void on_tick(self_ptr self) {
     if (it->second.state == "down" &&
         now - it->second.down_since_ns > forget_ns) {
       st.view->erase(it->first);
+      if (!it->second.counted_state.empty()) {
+        --st.worker_counts[it->second.counted_state];
+      }
       it = st.workers.erase(it);
       changed = true;
     } else {

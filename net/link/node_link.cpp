@@ -964,12 +964,12 @@ struct node_link::impl {
       sock.set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(cfg.max_frame_bytes));
       // ZMTP pings drop dead TCP connections (a vanished host sends no
-      // FIN), so that a member reconnects to a hub that comes back. The hub
-      // pings each member only every timeout: libzmq cancels a ping's
-      // timer with a scan of every timer of its I/O thread, so pings every
-      // interval cost the hub O(members^2) a second.
-      sock.set(zmq::sockopt::heartbeat_ivl,
-               ms(is_hub() ? cfg.heartbeat_timeout : cfg.heartbeat_interval));
+      // FIN), so that a member reconnects to a hub that comes back. Every
+      // timeout is enough for that (the link's heartbeats detect failures):
+      // each ping is a CURVE message both ways for the hub, per member,
+      // and libzmq cancels a ping's timer with a scan of every timer of
+      // its I/O thread, so pings every interval cost the hub O(members^2).
+      sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_timeout));
       sock.set(zmq::sockopt::heartbeat_timeout, ms(cfg.heartbeat_timeout));
       if (cfg.curve.enabled) {
         if (auto err = set_curve()) {
@@ -1157,10 +1157,10 @@ std::optional<peer_info> node_link::peer(std::string_view name) const {
     return std::nullopt;
   }
   const auto& p = it->second;
-  return peer_info{p.name, p.inc, p.state,
-                   std::chrono::duration_cast<milliseconds>(clock_type::now() -
-                                                            p.last_seen),
-                   p.hello};
+  return peer_info{
+      p.name, p.inc, p.state,
+      std::chrono::duration_cast<milliseconds>(clock_type::now() - p.last_seen),
+      p.hello};
 }
 
 link_stats node_link::stats() const {
