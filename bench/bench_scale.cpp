@@ -601,6 +601,7 @@ struct phase_result {
   double driver_cpu_pct = nan_v;
   percentiles status_ms; // status op round trip
   size_t status_bytes = 0;
+  double ping_ms = nan_v;    // ping op round trip, p50
   double place_ms = nan_v;   // first request of an unplaced model
   double next_ms = nan_v;    // the request after it
   double tput = nan_v;       // miss throughput, req/s
@@ -678,6 +679,16 @@ void measure_steady(const options& opts, zmq::context_t& ctx,
               res.status_ms.p50, res.status_ms.p99, max_of(lat),
               res.status_bytes);
   client c{ctx, cl.endpoint()};
+  std::vector<double> pings;
+  for (uint64_t k = 0; k < opts.status_calls; ++k) {
+    auto start = bench_clock::now();
+    c.send(op_frame(shoal::op_kind::ping, k + 1));
+    zmq::message_t msg;
+    c.recv(msg);
+    pings.push_back(ms_since(start));
+  }
+  res.ping_ms = median(pings);
+  std::printf("  ping (the gateway alone): p50 %.2f ms\n", res.ping_ms);
   res.place_ms = timed_call(c, place_model, 1);
   res.next_ms = timed_call(c, place_model, 2);
   std::printf("  first request of %s (placement, spawn, ready, exec): %.2f "
@@ -780,6 +791,7 @@ shoal::bench::json to_json(const phase_result& p) {
                             .set("p99", p.status_ms.p99)
                             .set("mean", p.status_ms.mean))
       .set("status_bytes", static_cast<uint64_t>(p.status_bytes))
+      .set("ping_ms", p.ping_ms)
       .set("place_ms", p.place_ms)
       .set("next_ms", p.next_ms)
       .set("throughput_rps", p.tput)
