@@ -60,9 +60,11 @@
 // hellos every interval. A member told to rejoin reports the hub down
 // ("declared down by the hub") and up again once re-welcomed. Defaults:
 // heartbeats every 100 ms, suspect after 300 ms, down after 1 s.
-// ZeroMQ's own ZMTP heartbeats (same interval and timeout) additionally drop
-// dead TCP connections so that the member reconnects (every 100 ms or less,
-// backing off to 1 s) to a hub that came back.
+// ZeroMQ's own ZMTP heartbeats (a ping every heartbeat_timeout, the same
+// timeout) additionally drop dead TCP connections so that the member
+// reconnects (every 100 ms or less, backing off to 1 s) to a hub that came
+// back; they are not the failure detector, so they are sparse: each is a
+// message both ways per member on the hub.
 //
 // Bad input: malformed, unauthenticated, wrong-version and oversized frames
 // are dropped, counted, and logged (warn) at most once per second per
