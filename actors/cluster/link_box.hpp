@@ -47,10 +47,22 @@ public:
     cv_.notify_all();
   }
 
+  // At shutdown: the link is gone for good, so callers stop waiting for
+  // it (every executor's exit makes the agent send; two seconds each kept
+  // a stopping worker alive for many seconds).
+  void close() {
+    {
+      std::lock_guard guard{mtx_};
+      link_ = nullptr;
+      closed_ = true;
+    }
+    cv_.notify_all();
+  }
+
   std::shared_ptr<node_link> get() const {
     std::unique_lock guard{mtx_};
     cv_.wait_for(guard, std::chrono::seconds{2},
-                 [&] { return link_ != nullptr; });
+                 [&] { return link_ != nullptr || closed_; });
     return link_;
   }
 
@@ -76,6 +88,7 @@ private:
   mutable std::mutex mtx_;
   mutable std::condition_variable cv_;
   std::shared_ptr<node_link> link_;
+  bool closed_ = false;
 };
 
 // A message whose op this node does not know: a newer peer's, which an

@@ -45,6 +45,14 @@ constexpr size_t max_queued = 1u << 16;
 // Frames up to this size are copied into ZeroMQ; larger ones are handed
 // over without a copy.
 constexpr size_t copy_threshold = 4096;
+// The hub's damping of members whose sessions keep ending with a closed
+// connection (see node_link.hpp): a session that lasted this many
+// heartbeat timeouts was stable, and no hold lasts longer than the cap.
+constexpr int flap_window_timeouts = 10;
+constexpr int max_hold_timeouts = 30;
+// The socket monitor's address: inproc names are per context, and each
+// link has its own.
+constexpr const char* monitor_endpoint = "inproc://link-monitor";
 
 int64_t ms_of(clock_type::duration d) {
   return std::chrono::duration_cast<milliseconds>(d).count();
@@ -104,7 +112,24 @@ struct peer_rec {
   uint64_t last_seq = 0;
   std::string routing_id; // hub: the member's ROUTER identity
   std::string hello;      // hub: the member's last hello body
+  // Hub: flap damping (see node_link.hpp).
+  time_point up_since{};   // the session's start
+  uint32_t flaps = 0;      // short sessions ended by a closed connection
+  time_point held_until{}; // no welcome before
 };
+
+// Hub: the session whose messages last came over a connection (by fd).
+struct fd_owner {
+  std::string name;
+  uint64_t inc = 0;
+};
+
+// The file descriptor of the TCP (or IPC) connection a message came in on;
+// -1 where the transport has none. ZMQ_SRCFD is deprecated in favour of
+// message properties, which carry no fd; 4.3 still fills it, CURVE or not.
+int source_fd(const zmq::message_t& m) {
+  return zmq_msg_get(m.handle(), ZMQ_SRCFD);
+}
 
 struct command {
   enum class kind : uint8_t { send, pause } what = kind::send;
@@ -235,6 +260,8 @@ struct node_link::impl {
   std::string bound;
   zmq::context_t ctx;
   zmq::socket_t sock;
+  // The socket monitor's events: connections accepted and closed.
+  zmq::socket_t mon;
   int wake_fd = -1;
   int stop_fd = -1;
   std::thread thread;
@@ -270,6 +297,11 @@ struct node_link::impl {
   time_point hello_due{};                                  // member
   time_point last_hello_at{};                              // member
   std::unordered_map<std::string, time_point> rejoin_sent; // hub, by id
+  int msg_fd = -1; // the connection of the message being handled
+  std::unordered_map<int, fd_owner> fd_owners; // hub
+  // Sessions whose connection closed, ended once what they sent before the
+  // close has been read (member: at most the hub's).
+  std::vector<fd_owner> closed;
 
   bool is_hub() const { return cfg.role == link_role::hub; }
 
@@ -468,6 +500,7 @@ struct node_link::impl {
                         std::to_string(parts.size() - 1));
       }
       body = &parts[1];
+      msg_fd = source_fd(*body);
     } else if (parts.size() != 1) {
       return drop(d_malformed, "hub",
                   "expected one frame, got " + std::to_string(parts.size()));
@@ -502,6 +535,9 @@ struct node_link::impl {
       if (was_suspect) {
         p.state = peer_state::up;
       }
+    }
+    if (is_hub()) {
+      note_fd(p);
     }
     if (was_suspect) {
       notify(p, peer_state::up, "heard from again");
@@ -572,10 +608,16 @@ struct node_link::impl {
   void hub_hello(const std::string& rid, const link_envelope& e) {
     std::string reason = "joined";
     bool report = true;
+    auto now = clock_type::now();
     auto it = peers.find(e.from);
+    bool fresh = it == peers.end() || it->second.inc != e.inc ||
+                 it->second.state == peer_state::down;
     if (it != peers.end()) {
       auto& p = it->second;
       bool live = p.state != peer_state::down;
+      if (!live && now < p.held_until) {
+        return drop(d_stale, e.from, held_back(p, now));
+      }
       if (p.inc == e.inc) {
         if (e.seq <= p.last_seq) {
           return drop(d_stale, e.from, "replayed hello");
@@ -593,27 +635,46 @@ struct node_link::impl {
         set_state(p, peer_state::down, restart_reason(p.inc, e.inc));
       }
     }
-    auto now = clock_type::now();
     {
       std::lock_guard<std::mutex> guard{peers_mtx};
       if (it == peers.end()) {
         it = peers.emplace(std::string{e.from}, peer_rec{}).first;
       }
-      auto& p = it->second;
-      p.name = std::string{e.from};
-      p.inc = e.inc;
-      p.state = peer_state::up;
-      p.last_seen = now;
-      p.last_seq = e.seq;
-      p.routing_id = rid;
-      p.hello = std::string{e.body};
+      open_session(it->second, rid, e, now, fresh);
     }
     schedule(it->second);
+    note_fd(it->second);
     rejoin_sent.erase(rid);
     send_to(it->second, t_welcome, {});
     if (report) {
       notify(it->second, peer_state::up, reason);
     }
+  }
+
+  // Hub, under peers_mtx: `p` is (still) the session of hello `e`.
+  void open_session(peer_rec& p, const std::string& rid, const link_envelope& e,
+                    time_point now, bool fresh) {
+    p.name = std::string{e.from};
+    p.inc = e.inc;
+    p.state = peer_state::up;
+    p.last_seen = now;
+    p.last_seq = e.seq;
+    p.routing_id = rid;
+    p.hello = std::string{e.body};
+    if (fresh) {
+      // A session that lasted, however it ended, was not a flap.
+      if (p.down_at - p.up_since >=
+          cfg.heartbeat_timeout * flap_window_timeouts) {
+        p.flaps = 0;
+      }
+      p.up_since = now;
+    }
+  }
+
+  std::string held_back(const peer_rec& p, time_point now) const {
+    return fmt::format("hello held back {} ms more: {} short sessions in a "
+                       "row ended with a closed connection",
+                       ms_of(p.held_until - now), p.flaps);
   }
 
   void member_receive(const link_envelope& e) {
@@ -673,6 +734,9 @@ struct node_link::impl {
     if (same && e.seq <= cur->last_seq) {
       return drop(d_stale, e.from, "replayed welcome");
     }
+    // A close of the connection before this one must not end the session
+    // this welcome opens: its event is read while the hub is not live.
+    read_events();
     if (same && cur->state != peer_state::down) {
       // Several hellos were in flight; the session is open already.
       std::lock_guard<std::mutex> guard{peers_mtx};
@@ -699,6 +763,117 @@ struct node_link::impl {
     }
     schedule(*p);
     notify(*p, peer_state::up, same ? "rejoined" : "joined");
+  }
+
+  // -- connections -----------------------------------------------------------
+
+  // Reads the socket monitor's events. A closed connection queues the
+  // session whose messages last came over it (member: the hub's) for
+  // end_closed(). An accepted one means that the previous connection with
+  // that fd number is gone without an event (ROUTER_HANDOVER ends an old
+  // one itself), so the fd no longer names its session.
+  void read_events() {
+    for (;;) {
+      zmq::message_t head;
+      if (!mon.recv(head, zmq::recv_flags::dontwait)) {
+        return;
+      }
+      if (head.more()) {
+        zmq::message_t address; // ZeroMQ sends both frames at once
+        [[maybe_unused]] auto r = mon.recv(address, zmq::recv_flags::dontwait);
+      }
+      uint16_t event = 0;
+      uint32_t fd = 0;
+      if (head.size() >= sizeof(event) + sizeof(fd)) {
+        std::memcpy(&event, head.data(), sizeof(event));
+        std::memcpy(&fd, head.data<char>() + sizeof(event), sizeof(fd));
+        on_event(event, static_cast<int>(fd));
+      }
+    }
+  }
+
+  void on_event(uint16_t event, int fd) {
+    if (!is_hub()) {
+      if (event == ZMQ_EVENT_DISCONNECTED && hub_live()) {
+        closed.push_back({hub, current_hub()->inc});
+      }
+      return;
+    }
+    auto it = fd_owners.find(fd);
+    if (it == fd_owners.end()) {
+      return;
+    }
+    if (event == ZMQ_EVENT_DISCONNECTED) {
+      closed.push_back(std::move(it->second));
+    }
+    fd_owners.erase(it);
+  }
+
+  // Hub: `p`'s latest message came over connection msg_fd. The events not
+  // read yet may be about an earlier connection with the same fd number
+  // (its close is reported before the fd is reused): they are read first,
+  // so that a close is never blamed on the fd's next owner.
+  void note_fd(const peer_rec& p) {
+    if (msg_fd < 0) {
+      return;
+    }
+    auto it = fd_owners.find(msg_fd);
+    if (it != fd_owners.end() && it->second.inc == p.inc &&
+        it->second.name == p.name) {
+      return;
+    }
+    read_events();
+    fd_owners[msg_fd] = {p.name, p.inc};
+  }
+
+  // Ends the sessions whose connection closed, at once rather than after
+  // the heartbeat timeout, with the same report (so that callers re-run
+  // what was in flight there). What a peer sent before the close was
+  // queued before the event: it is read, and delivered, first.
+  void end_closed() {
+    if (closed.empty()) {
+      return;
+    }
+    read_some();
+    auto gone = std::move(closed);
+    closed.clear();
+    auto now = clock_type::now();
+    for (auto& c : gone) {
+      auto it = peers.find(c.name);
+      if (it == peers.end() || it->second.inc != c.inc ||
+          it->second.state == peer_state::down) {
+        continue; // ended already, or replaced by a new session
+      }
+      auto& p = it->second;
+      auto heard = ms_of(now - p.last_seen);
+      if (!is_hub()) {
+        hub_lost(p, fmt::format("connection to the hub closed (last heard "
+                                "{} ms ago)",
+                                heard));
+        continue;
+      }
+      damp(p, now);
+      set_state(p, peer_state::down,
+                fmt::format("connection closed: process gone or connection "
+                            "reset (last heard {} ms ago)",
+                            heard));
+    }
+  }
+
+  // Hub: a member whose sessions keep ending with a closed connection (a
+  // flapping network, a crash loop) is welcomed again only after a hold
+  // that doubles with each short session, so that work is not sent to it
+  // and re-dispatched over and over.
+  void damp(peer_rec& p, time_point now) {
+    auto t = cfg.heartbeat_timeout;
+    std::lock_guard<std::mutex> guard{peers_mtx};
+    p.flaps = now - p.up_since >= t * flap_window_timeouts ? 1 : p.flaps + 1;
+    if (p.flaps < 2) {
+      p.held_until = time_point{};
+      return;
+    }
+    auto doublings = std::min<uint32_t>(p.flaps - 2, 5);
+    p.held_until = now + std::min(t * (1 << doublings), t * max_hold_timeouts);
   }
 
   // -- timers ----------------------------------------------------------------
@@ -878,19 +1053,24 @@ struct node_link::impl {
         {static_cast<void*>(sock), 0, ZMQ_POLLIN, 0},
         {nullptr, wake_fd, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
+        {static_cast<void*>(mon), 0, ZMQ_POLLIN, 0},
     };
     next_hb = hello_due = clock_type::now();
     for (;;) {
       try {
         auto wait = std::chrono::ceil<milliseconds>(next_deadline() -
                                                     clock_type::now());
-        zmq::poll(items, 3, std::max(wait, milliseconds{0}));
+        zmq::poll(items, 4, std::max(wait, milliseconds{0}));
         if (items[2].revents & ZMQ_POLLIN) {
           return;
+        }
+        if (items[3].revents & ZMQ_POLLIN) {
+          read_events();
         }
         if (items[0].revents & ZMQ_POLLIN) {
           read_some();
         }
+        end_closed();
         if ((items[1].revents & ZMQ_POLLIN) && !drain_queue()) {
           return;
         }
@@ -952,6 +1132,26 @@ struct node_link::impl {
     return {};
   }
 
+  // The events of the socket's connections, before it binds or connects so
+  // that none is missed: on the hub which connections are accepted and
+  // closed, on a member when its connection to the hub closes.
+  caf::error start_monitor() {
+    int events = ZMQ_EVENT_DISCONNECTED;
+    if (is_hub()) {
+      events |= ZMQ_EVENT_ACCEPTED;
+    }
+    if (zmq_socket_monitor(sock.handle(), monitor_endpoint, events) != 0) {
+      return make_error(errc::io_error,
+                        std::string{"node link: socket monitor: "} +
+                            zmq_strerror(zmq_errno()));
+    }
+    mon = zmq::socket_t{ctx, zmq::socket_type::pair};
+    mon.set(zmq::sockopt::linger, 0);
+    mon.set(zmq::sockopt::rcvhwm, 0);
+    mon.connect(monitor_endpoint);
+    return {};
+  }
+
   caf::error open() {
     auto ms = [](milliseconds d) { return static_cast<int>(d.count()); };
     try {
@@ -975,6 +1175,9 @@ struct node_link::impl {
         if (auto err = set_curve()) {
           return err;
         }
+      }
+      if (auto err = start_monitor()) {
+        return err;
       }
       if (is_hub()) {
         // A member that reconnects (same identity) takes over its old
@@ -1009,6 +1212,10 @@ struct node_link::impl {
   }
 
   void close_all() {
+    if (sock.handle() != nullptr && mon.handle() != nullptr) {
+      zmq_socket_monitor(sock.handle(), nullptr, 0);
+    }
+    mon.close();
     sock.close();
     if (zap) {
       zap->stop();

@@ -66,6 +66,27 @@
 // back; they are not the failure detector, so they are sparse: each is a
 // message both ways per member on the hub.
 //
+// Closed connections. A process that dies (SIGKILL, a crash) has its TCP
+// connection closed by the kernel, which the link sees at once through
+// ZeroMQ's socket monitor; it does not wait for the timeout. The hub learns
+// which session each connection carries from the messages it accepts
+// (ZMQ_SRCFD, the connection's fd; ROUTER_NOTIFY is a draft API Debian's
+// libzmq lacks), and when a connection closes it reports that session
+// down, reason "connection closed: ...", after delivering what was read
+// before the close. A member whose hub connection closes treats it as a
+// hub timeout (new incarnation, hello). The session is over either way: a
+// member that reconnects must hello again (its old session's messages get
+// link.rejoin), as after any down. A freeze or a network cut closes
+// nothing, so heartbeats still catch those.
+// Flapping: a session that ended with a closed connection less than
+// 10 x heartbeat_timeout after it opened counts as short. After the second
+// short session in a row the hub holds the member's hellos back (no
+// welcome, so no new work for it) for heartbeat_timeout, doubling with
+// each further one up to 30 x heartbeat_timeout; a session that lasts the
+// 10 timeouts starts the count again. So the first crash or reset costs
+// nothing, and a flapping or crash-looping member is tried ever less often
+// instead of having work re-dispatched off it on every flap.
+//
 // Bad input: malformed, unauthenticated, wrong-version and oversized frames
 // are dropped, counted, and logged (warn) at most once per second per
 // reason, with the number suppressed in between. Frames over

@@ -403,7 +403,7 @@ node::~node() {
   // The link's callbacks hold the box that holds the link: break the
   // cycle, or the link (and what it still queued) is never freed.
   if (d.box) {
-    d.box->set(nullptr);
+    d.box->close();
   }
   d.link.reset();
   if (d.system) {

@@ -560,6 +560,52 @@ TEST_F(chaos, sigkill_worker_under_load_loses_nothing) {
   }
 }
 
+// A worker SIGKILLed under load is noticed through its closed connection,
+// not the heartbeat timeout: with the default detector (down after 1 s of
+// silence) every request in flight at the kill, those on the victim
+// included, is answered OK within 600 ms of it, once each.
+TEST_F(chaos, sigkill_worker_is_detected_by_its_closed_connection) {
+  ASSERT_NO_FATAL_FAILURE(start(3));
+  ASSERT_NO_FATAL_FAILURE(warm_up({&echo_model, &slow_model}));
+  auto victim = holder_of("slow");
+  ASSERT_FALSE(victim.empty()) << "no worker reports a replica of slow";
+
+  auto opts = load_opts();
+  opts.duration = 8s;
+  load_driver load{opts};
+  load.start();
+  ASSERT_TRUE(load.wait_ok(200, 10s)) << "the load did not get going";
+  auto killed_at = steady::now();
+  cluster_->node(victim)->signal(SIGKILL);
+  bool down = cluster_->wait_state(victim, "down", 3s);
+  auto down_ms = ms_between(killed_at, steady::now());
+  EXPECT_TRUE(down) << victim << " not reported down 3 s after SIGKILL";
+  ASSERT_EQ(cluster_->node(victim)->wait_exit(2s),
+            std::optional<int>{128 + SIGKILL});
+  EXPECT_TRUE(load.wait_ok(200, 10s)) << "serving stalled after the kill";
+  load.join();
+
+  expect_all_ok(load);
+  auto [straddled, last_ms] = load.straddling(killed_at);
+  auto [on_victim, victim_last_ms] = load.straddling(killed_at, "slow");
+  std::cout << "[measured] sigkill " << victim << " (closed connection): "
+            << "reported down in status after " << down_ms << " ms; "
+            << straddled << " requests in flight at the kill (" << on_victim
+            << " of slow, held by " << victim << "), the last answered "
+            << last_ms << " ms after it (slow: " << victim_last_ms
+            << " ms); cluster.timeout_ms default 1000" << std::endl;
+  load.print_summary("sigkill, closed connection");
+  EXPECT_GT(on_victim, 0u) << "nothing was in flight on the victim";
+  EXPECT_LE(last_ms, 600.0)
+      << "requests in flight at the kill were answered only after " << last_ms
+      << " ms: the head waited for the heartbeat timeout?";
+  // The head says why: the connection, not the timeout.
+  auto log = cluster_->head().log();
+  EXPECT_NE(log.find("worker " + victim + " down: connection closed"),
+            std::string::npos)
+      << "the head did not report " << victim << "'s closed connection";
+}
+
 // (b) A frozen worker (SIGSTOP: alive, silent) is declared down within the
 // failure detector's timeout; its work is re-dispatched; after SIGCONT its
 // stale results never reach a client twice.

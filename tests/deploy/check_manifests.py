@@ -26,9 +26,12 @@ REQUIRED = {
     "PodDisruptionBudget": ["metadata.name", "spec.selector.matchLabels"],
     "HorizontalPodAutoscaler": ["metadata.name", "spec.scaleTargetRef.name", "spec.maxReplicas",
                                 "spec.metrics"],
+    "PersistentVolumeClaim": ["metadata.name", "spec.accessModes",
+                              "spec.resources.requests.storage"],
 }
 API = {"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "Secret": "v1",
-       "PodDisruptionBudget": "policy/v1", "HorizontalPodAutoscaler": "autoscaling/v2"}
+       "PodDisruptionBudget": "policy/v1", "HorizontalPodAutoscaler": "autoscaling/v2",
+       "PersistentVolumeClaim": "v1"}
 # What each environment must and must not have.
 SHAPE = {
     "dev": {"pools": {"on-demand"}, "pdb": False, "hpa": False, "gpu": False},
@@ -105,6 +108,14 @@ def check_pod(obj, by_kind, drain_grace_ms):
             problem(obj, f"volume {v['name']}: no ConfigMap {v['configMap']['name']}")
         if "secret" in v and v["secret"]["secretName"] not in by_kind["Secret"]:
             problem(obj, f"volume {v['name']}: no Secret {v['secret']['secretName']}")
+        claim = get(v, "persistentVolumeClaim.claimName")
+        if claim is not None:
+            if claim not in by_kind["PersistentVolumeClaim"]:
+                problem(obj, f"volume {v['name']}: no PersistentVolumeClaim {claim}")
+            # A second pod on a ReadWriteOnce claim waits forever, and two
+            # heads must never share a job store.
+            if get(obj, "spec.strategy.type") != "Recreate" or get(obj, "spec.replicas") != 1:
+                problem(obj, f"volume {v['name']}: a claim needs one replica and Recreate")
 
 
 def check_refs(objs, by_kind):

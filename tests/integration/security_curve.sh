@@ -1,6 +1,7 @@
 # CURVE on the client port, against a live node: unknown keys and plain
 # clients get no session (and are counted), listed clients are served, a
-# client key's admin ops are PERMISSION_DENIED, a key removed from the
+# client key's admin ops are PERMISSION_DENIED, a key's tenant (not the
+# request's) decides its limits, a key removed from the
 # clients file (no restart) is refused within 2 s, the Python example
 # client connects with CURVE, and an admin key's drain stops the node.
 source "$(dirname "$0")/lib.sh"
@@ -33,14 +34,25 @@ fi
 grep -q "server.key" "$KEYS/refused.log" || { cat "$KEYS/refused.log"; exit 1; }
 chmod 600 "$KEYS/server.key"
 
+# alice's key names tenant team-a, which may use echo only.
+printf '[tenants.team-a]\nmodels = ["echo"]\n' >"$KEYS/tenants.toml"
+
 # start_node's ping (and every shoalctl below) uses alice's key.
 export SHOAL_SERVER_PUBLIC_KEY="$KEYS/server.pub" SHOAL_CLIENT_KEY="$KEYS/alice.key"
 start_node --set "security.curve_secret_key_file=$KEYS/server.key" \
-  --set "security.clients_file=$KEYS/clients.toml"
+  --set "security.clients_file=$KEYS/clients.toml" --config "$KEYS/tenants.toml"
 if grep -qF -e "$(head -c 40 "$KEYS/server.key")" "$NODE_LOG"; then
   echo "the secret key reached the log"; exit 1
 fi
 "$SHOALCTL" --endpoint "$ENDPOINT" infer echo >/dev/null
+
+# The key's tenant holds whatever tenant the request names: alice is
+# team-a, so slow is refused even when she says she is ops.
+if "$SHOALCTL" --endpoint "$ENDPOINT" infer slow --tenant ops >"$KEYS/out" 2>&1; then
+  echo "team-a was served a model outside its list"; exit 1
+fi
+grep -q "PERMISSION_DENIED" "$KEYS/out" && grep -q "tenant 'team-a'" "$KEYS/out" ||
+  { cat "$KEYS/out"; exit 1; }
 
 # No key, and a key not in the list: no reply at all; both counted.
 cat >"$KEYS/probe.py" <<'PY'
@@ -67,12 +79,16 @@ PY
 # pyzmq hangs in a refused handshake of its own; the node is not affected.
 env -u MALLOC_PERTURB_ timeout 60 "$PYTHON" "$KEYS/probe.py" "$ENDPOINT" "$KEYS"
 metrics=$(curl -sf "http://127.0.0.1:$HTTP_PORT/metrics")
-for reason in no_curve unknown_key; do
-  series="shoal_auth_failures_total{reason=\"$reason\"}"
-  count=$(awk -v k="$series" '$1 == k { print $2 }' <<<"$metrics")
-  [[ -n "$count" && "$count" != 0 ]] ||
-    { echo "not counted: $series"; grep auth_failures <<<"$metrics"; exit 1; }
-done
+# The plain client is no_curve when libzmq reads its greeting; a loaded
+# machine sometimes reports its handshake without that detail
+# (bad_handshake). Either way it must be counted.
+count_of() {
+  awk -v k="shoal_auth_failures_total{reason=\"$1\"}" '$1 == k { print $2 }' <<<"$metrics"
+}
+(( $(count_of unknown_key) >= 1 )) ||
+  { echo "not counted: the unknown key"; grep auth_failures <<<"$metrics"; exit 1; }
+(( $(count_of no_curve) + $(count_of bad_handshake) >= 1 )) ||
+  { echo "not counted: the plain client"; grep auth_failures <<<"$metrics"; exit 1; }
 
 # A client key may not run admin ops; the node keeps serving.
 for op in "drain script-node" "load echo" "unload echo"; do

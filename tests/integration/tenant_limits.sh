@@ -99,6 +99,7 @@ s.send(submit(2011, "echo", "echoer", "echoer-echo"))
 r = collect(s, 2)
 assert r[2010]["status"] == "PERMISSION_DENIED", r[2010]
 assert "tenant 'echoer'" in r[2010]["error"], r[2010]
+print("models (jobs):", r[2010]["error"])
 assert r[2011]["status"] == "OK" and r[2011]["job"] == "echoer-echo", r[2011]
 s.send(msgpack.packb({"v": 1, "id": 2012, "op": "wait", "job": "echoer-echo",
                       "tenant": "echoer", "timeout_ms": 10000}))
@@ -107,7 +108,6 @@ s.send(msgpack.packb({"v": 1, "id": 2013, "op": "job", "job": "echoer-slow",
 r = collect(s, 2)
 assert r[2012]["status"] == "OK" and r[2012]["state"] == "done", r[2012]
 assert r[2013]["status"] == "NOT_FOUND", r[2013]
-print("models (jobs):", r[2010]["error"])
 
 # max_inflight = 2: ten slow requests at once, two get in.
 for i in range(10):

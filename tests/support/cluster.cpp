@@ -58,7 +58,9 @@ std::string loopback_endpoint() {
 } // namespace
 
 cluster::cluster(cluster_options opts)
-    : opts_(std::move(opts)), dir_(opts_.dir_prefix, opts_.keep_dir),
+    : opts_(std::move(opts)),
+      dir_(opts_.dir_prefix,
+           opts_.keep_dir || std::getenv("SHOALTEST_KEEP_DIR") != nullptr),
       endpoint_(loopback_endpoint()), link_(loopback_endpoint()),
       secret_(random_secret()), head_http_port_(free_port()) {}
 

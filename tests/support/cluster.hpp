@@ -75,7 +75,9 @@ struct cluster_options {
   // See shoald_path().
   std::string shoald;
   // The temporary directory (logs, caches): $TMPDIR (or /tmp) /
-  // PREFIX-XXXXXX, removed by the destructor unless `keep_dir`.
+  // PREFIX-XXXXXX, removed by the destructor unless `keep_dir` or the
+  // environment sets SHOALTEST_KEEP_DIR (not SHOAL_*: shoald reads
+  // those as settings), to read the nodes' logs after a run.
   std::string dir_prefix = "shoal-chaos";
   bool keep_dir = false;
   spawn_options spawn;

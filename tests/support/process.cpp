@@ -23,6 +23,19 @@ namespace shoal::test {
 
 namespace {
 
+// Whether `sig` is pending for the whole process (/proc/PID/status ShdPnd).
+bool signal_pending(pid_t pid, int sig) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/status"};
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("ShdPnd:", 0) == 0) {
+      auto mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+      return (mask >> (sig - 1)) & 1;
+    }
+  }
+  return false;
+}
+
 sockaddr_in loopback(int port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -285,6 +298,14 @@ std::optional<int> child_process::await_stop(std::chrono::milliseconds limit) {
 std::optional<int> child_process::stop(std::chrono::milliseconds limit) {
   if (wait_status_ || pid_ <= 0) {
     return wait_exit(std::chrono::milliseconds{0});
+  }
+  // Signals do not queue: a SIGTERM sent while an earlier one is still
+  // pending merges with it, and shoald never sees the second SIGTERM that
+  // means "stop now" (it would drain for its whole grace period instead).
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds{1};
+  while (signal_pending(pid_, SIGTERM) &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
   }
   request_stop();
   return await_stop(limit);

@@ -672,7 +672,10 @@ TEST(node_link, restarted_member_replaces_its_old_incarnation) {
   auto m1 = member(r1, "worker-1", h->endpoint(), "first");
   ASSERT_TRUE(rh.got("worker-1", peer_state::up));
   auto old_inc = m1->incarnation();
-  m1.reset();
+  // The old process hangs on (its connection stays open and answers ZMTP
+  // pings), as when the new one starts on another host: only the new
+  // incarnation's hello tells the hub.
+  m1->pause_for_test(10s);
   auto m1b = member(r1b, "worker-1", h->endpoint(), "second");
   auto new_inc = m1b->incarnation();
   ASSERT_GT(new_inc, old_inc);
@@ -695,6 +698,120 @@ TEST(node_link, restarted_member_replaces_its_old_incarnation) {
   // The old incarnation is reported down once, not again by the timer.
   std::this_thread::sleep_for(timeout + 100ms);
   EXPECT_EQ(rh.count("worker-1", peer_state::down), 1u);
+}
+
+// A member's process goes away (its link stops, closing its connection)
+// while the hub's timeout is far off: the hub ends the session at once, as
+// a timeout would, and a replacement joins at once. With CURVE too, which
+// cluster links use whenever a secret is set.
+void closed_connection_ends_the_session(bool curve) {
+  auto hub_keys = derive_key_pair(key, "hub");
+  auto member_keys = derive_key_pair(key, "member");
+  recorder rh, r1, r2, r1b;
+  auto hc = config(link_role::hub, "head", "tcp://127.0.0.1:0");
+  hc.heartbeat_timeout = 60s;
+  hc.curve = {curve, hub_keys, {}, {member_keys.public_key}};
+  auto h = start(hc, rh);
+  ASSERT_TRUE(h);
+  auto member_config = [&](const std::string& name) {
+    auto c = config(link_role::member, name, h->endpoint());
+    c.curve = {curve, member_keys, hub_keys.public_key, {}};
+    return c;
+  };
+  auto m1 = start(member_config("worker-1"), r1);
+  auto m2 = start(member_config("worker-2"), r2);
+  ASSERT_TRUE(m1 && m2);
+  ASSERT_TRUE(rh.got("worker-1", peer_state::up, m1->incarnation()));
+  ASSERT_TRUE(rh.got("worker-2", peer_state::up, m2->incarnation()));
+  auto old_inc = m1->incarnation();
+  m1.reset();
+  ASSERT_TRUE(rh.got("worker-1", peer_state::down, old_inc));
+  {
+    std::lock_guard<std::mutex> g{rh.m};
+    const auto& why = rh.states[rh.find("worker-1", peer_state::down)].reason;
+    EXPECT_EQ(why.rfind("connection closed", 0), 0u) << why;
+  }
+  EXPECT_EQ(h->send("worker-1", "app.job", "x").code(),
+            static_cast<uint8_t>(errc::unavailable));
+  auto m1b = start(member_config("worker-1"), r1b);
+  ASSERT_TRUE(m1b);
+  ASSERT_TRUE(rh.got("worker-1", peer_state::up, m1b->incarnation()));
+  ASSERT_FALSE(h->send("worker-1", "app.job", "j"));
+  ASSERT_TRUE(r1b.got_msg("app.job", "j"));
+  EXPECT_EQ(rh.count("worker-1", peer_state::down), 1u);
+  EXPECT_EQ(rh.count("worker-2", peer_state::down), 0u);
+  EXPECT_EQ(r2.count("head", peer_state::down), 0u);
+}
+
+TEST(node_link, a_closed_connection_ends_the_session_at_once) {
+  closed_connection_ends_the_session(false);
+}
+
+TEST(node_link, a_closed_curve_connection_ends_the_session_at_once) {
+  closed_connection_ends_the_session(true);
+}
+
+TEST(node_link, member_sees_its_hub_connection_close_and_rejoins) {
+  recorder rh, rh2, r1;
+  auto h = hub(rh);
+  ASSERT_TRUE(h);
+  auto ep = h->endpoint();
+  auto mc = config(link_role::member, "worker-1", ep);
+  mc.heartbeat_timeout = 60s;
+  auto m1 = start(mc, r1);
+  ASSERT_TRUE(m1);
+  ASSERT_TRUE(r1.got("head", peer_state::up, h->incarnation()));
+  auto first_inc = m1->incarnation();
+  h.reset();
+  ASSERT_TRUE(r1.got("head", peer_state::down));
+  {
+    std::lock_guard<std::mutex> g{r1.m};
+    const auto& why = r1.states[r1.find("head", peer_state::down)].reason;
+    EXPECT_EQ(why.rfind("connection to the hub closed", 0), 0u) << why;
+  }
+  // As after a timeout: a new incarnation, so the hub ends the old session.
+  EXPECT_GT(m1->incarnation(), first_inc);
+  auto h2 = hub(rh2, ep);
+  ASSERT_TRUE(h2);
+  ASSERT_TRUE(r1.got("head", peer_state::up, h2->incarnation()));
+  ASSERT_TRUE(rh2.got("worker-1", peer_state::up, m1->incarnation()));
+}
+
+// Sessions that keep ending with a closed connection soon after they open
+// (a flapping network, a crash loop): the first is forgiven, after the
+// second the member's hellos are held back for a while (here the hub's
+// 1 s timeout), then it is let in.
+TEST(node_link, a_member_whose_connection_keeps_closing_is_held_back) {
+  recorder rh, r3;
+  auto hc = config(link_role::hub, "head", "tcp://127.0.0.1:0");
+  hc.heartbeat_timeout = 1s;
+  auto h = start(hc, rh);
+  ASSERT_TRUE(h);
+  for (int i = 0; i < 2; ++i) {
+    recorder r;
+    auto m = member(r, "worker-1", h->endpoint());
+    ASSERT_TRUE(m);
+    auto inc = m->incarnation();
+    ASSERT_TRUE(rh.got("worker-1", peer_state::up, inc)) << "session " << i;
+    m.reset();
+    ASSERT_TRUE(rh.got("worker-1", peer_state::down, inc)) << "session " << i;
+  }
+  auto refused_before = h->stats().dropped_stale;
+  auto m3 = member(r3, "worker-1", h->endpoint());
+  ASSERT_TRUE(m3);
+  auto deadline = steady::now() + 3s;
+  while (h->stats().dropped_stale == refused_before &&
+         steady::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_GT(h->stats().dropped_stale, refused_before) << "hello not held";
+  const auto* p = find_peer(h->peers(), "worker-1");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->state, peer_state::down);
+  EXPECT_NE(p->incarnation, m3->incarnation());
+  EXPECT_FALSE(r3.got("head", peer_state::up, 0, 0ms));
+  ASSERT_TRUE(rh.got("worker-1", peer_state::up, m3->incarnation(), 5s));
+  ASSERT_TRUE(r3.got("head", peer_state::up));
 }
 
 TEST(node_link, restarted_hub_is_rejoined_with_the_latest_hello) {
