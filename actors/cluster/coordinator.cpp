@@ -26,19 +26,28 @@ std::string label_of(const worker& w, const std::string& key) {
   return {};
 }
 
-void publish(self_ptr self) {
+// The node counts by state, and the view's entry of the worker whose state
+// changed (`name`; empty: none). Only that worker is looked at: with a
+// thousand workers, recounting and copying them all on each worker's event
+// made joins and state changes quadratic.
+void publish(self_ptr self, const std::string& name = {}) {
   auto& st = self->state;
-  std::map<std::string, uint64_t> counts{{"up", st.draining ? 0u : 1u},
-                                         {"suspect", 0},
-                                         {"draining", st.draining ? 1u : 0u},
-                                         {"down", 0}};
-  for (auto& [name, w] : st.workers) {
-    ++counts[w.state];
+  if (auto i = st.workers.find(name); i != st.workers.end()) {
+    auto& w = i->second;
+    if (w.counted_state != w.state) {
+      if (!w.counted_state.empty()) {
+        --st.worker_counts[w.counted_state];
+      }
+      ++st.worker_counts[w.state];
+      w.counted_state = w.state;
+    }
     st.view->set(name, {w.state, w.metrics_target, w.labels});
   }
-  for (auto& [state, n] : counts) {
-    st.metrics->cluster_nodes(state, n);
-  }
+  auto& c = st.worker_counts;
+  st.metrics->cluster_nodes("up", c["up"] + (st.draining ? 0 : 1));
+  st.metrics->cluster_nodes("suspect", c["suspect"]);
+  st.metrics->cluster_nodes("draining", c["draining"] + (st.draining ? 1 : 0));
+  st.metrics->cluster_nodes("down", c["down"]);
 }
 
 bool hosts(const worker& w, const coordinator_state::model_key& key) {
@@ -255,7 +264,7 @@ void start_drain(self_ptr self, const std::string& name, worker& w) {
     place(self, r.model, r.version, "drain");
     self->send(st.router, retire_atom::value, replica_handle{r.proxy});
   }
-  publish(self);
+  publish(self, name);
 }
 
 // A worker's session is up (a join, a re-join, or back from suspect): its
@@ -295,7 +304,7 @@ void on_worker_up(self_ptr self, const std::string& name, worker& w,
     spdlog::info("coordinator: worker {} up ({} replica(s))", name,
                  h.replicas.size());
   }
-  publish(self);
+  publish(self, name);
   retry_waiting(self);
 }
 
@@ -314,14 +323,14 @@ void on_peer(self_ptr self, const std::string& name, uint64_t inc,
     if (w.state == "up") {
       w.state = "suspect";
     }
-    publish(self);
+    publish(self, name);
     return;
   }
   spdlog::warn("coordinator: worker {} down: {}", name, reason);
   w.state = "down";
   w.down_since_ns = now_ns();
   lose_replicas(self, w, name, "down: " + reason);
-  publish(self);
+  publish(self, name);
 }
 
 // Decodes a worker's message body; a bad one is logged and dropped.
@@ -371,7 +380,7 @@ void on_ready(self_ptr self, worker& w, const std::string& name,
     return;
   }
   adopt(self, name, w, d);
-  publish(self);
+  publish(self, name);
 }
 
 void on_spawn_fail(self_ptr self, worker& w, const std::string& name,
@@ -422,7 +431,7 @@ void on_leave(self_ptr self, worker& w, const std::string& name) {
   w.state = "down";
   w.down_since_ns = now_ns();
   lose_replicas(self, w, name, "left");
-  publish(self);
+  publish(self, name);
 }
 
 void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
@@ -560,6 +569,9 @@ void on_tick(self_ptr self) {
     if (it->second.state == "down" &&
         now - it->second.down_since_ns > forget_ns) {
       st.view->erase(it->first);
+      if (!it->second.counted_state.empty()) {
+        --st.worker_counts[it->second.counted_state];
+      }
       it = st.workers.erase(it);
       changed = true;
     } else {

@@ -113,6 +113,8 @@ struct coordinator_state {
     // (GPU name, estimate) of GPU replicas that became ready after the
     // last report; the next report includes them.
     std::vector<std::pair<std::string, uint64_t>> gpu_unreported;
+    // The state publish() last counted it in ("": not counted yet).
+    std::string counted_state;
   };
 
   using model_key = std::pair<std::string, uint64_t>;
@@ -125,6 +127,8 @@ struct coordinator_state {
   std::shared_ptr<serving_metrics> metrics;
   std::shared_ptr<cluster_view> view;
   std::map<std::string, worker> workers;
+  // Workers by counted_state, for shoal_cluster_nodes.
+  std::map<std::string, uint64_t> worker_counts;
   // Spawns with no worker to take them yet, with their reason.
   std::map<model_key, std::string> waiting;
   bool draining = false;

@@ -288,6 +288,7 @@ struct node_link::impl {
   uint64_t seq = 0;
   time_point next_hb{};
   time_point last_tick{};
+  time_point detect_due{}; // the earliest peer deadline, or earlier
   std::string frame;
   std::vector<command> batch;
   std::vector<zmq::message_t> parts;
@@ -368,6 +369,7 @@ struct node_link::impl {
         p.down_at = clock_type::now();
       }
     }
+    schedule(p);
     notify(p, s, reason);
   }
 
@@ -640,6 +642,7 @@ struct node_link::impl {
       }
       open_session(it->second, rid, e, now, fresh);
     }
+    schedule(it->second);
     note_fd(it->second);
     rejoin_sent.erase(rid);
     send_to(it->second, t_welcome, {});
@@ -758,6 +761,7 @@ struct node_link::impl {
       p->last_seq = e.seq;
       hub = p->name;
     }
+    schedule(*p);
     notify(*p, peer_state::up, same ? "rejoined" : "joined");
   }
 
@@ -917,7 +921,34 @@ struct node_link::impl {
     }
   }
 
+  // When a peer's timer (suspect, down, forget) is next due, or earlier.
+  time_point deadline_of(const peer_rec& p) const {
+    switch (p.state) {
+    case peer_state::up:
+      return p.last_seen + cfg.suspect_after;
+    case peer_state::suspect:
+      return p.last_seen + cfg.heartbeat_timeout;
+    case peer_state::down:
+      break;
+    }
+    return is_hub() ? p.down_at + cfg.forget_after : time_point::max();
+  }
+
+  // A peer's timer may now be due before the next scan: a new session, a
+  // state change.
+  void schedule(const peer_rec& p) {
+    detect_due = std::min(detect_due, deadline_of(p));
+  }
+
+  // Scans the peers only once one of them is due: a hub hears from every
+  // member every interval, and a scan on every read would cost O(members)
+  // per message. Deadlines only move later (messages, stalls), so the
+  // earliest one of the last scan is never late.
   void detect(time_point now) {
+    if (now < detect_due) {
+      return;
+    }
+    detect_due = time_point::max();
     std::vector<std::string> forget;
     for (auto& [name, p] : peers) {
       auto age = now - p.last_seen;
@@ -927,6 +958,7 @@ struct node_link::impl {
       if (p.state == peer_state::down) {
         if (is_hub() && now - p.down_at >= cfg.forget_after) {
           forget.push_back(name);
+          continue;
         }
       } else if (age >= cfg.heartbeat_timeout) {
         if (is_hub()) {
@@ -937,6 +969,7 @@ struct node_link::impl {
       } else if (p.state == peer_state::up && age >= cfg.suspect_after) {
         set_state(p, peer_state::suspect, silent());
       }
+      schedule(p);
     }
     if (!forget.empty()) {
       std::lock_guard<std::mutex> guard{peers_mtx};
@@ -947,16 +980,7 @@ struct node_link::impl {
   }
 
   time_point next_deadline() const {
-    auto d = next_hb;
-    for (const auto& [name, p] : peers) {
-      if (p.state == peer_state::up) {
-        d = std::min(d, p.last_seen + cfg.suspect_after);
-      } else if (p.state == peer_state::suspect) {
-        d = std::min(d, p.last_seen + cfg.heartbeat_timeout);
-      } else if (is_hub()) {
-        d = std::min(d, p.down_at + cfg.forget_after);
-      }
-    }
+    auto d = std::min(next_hb, detect_due);
     if (!is_hub() && !hub_live()) {
       d = std::min(d, hello_due);
     }
@@ -1140,8 +1164,12 @@ struct node_link::impl {
       sock.set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(cfg.max_frame_bytes));
       // ZMTP pings drop dead TCP connections (a vanished host sends no
-      // FIN), so that a member reconnects to a hub that comes back.
-      sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_interval));
+      // FIN), so that a member reconnects to a hub that comes back. Every
+      // timeout is enough for that (the link's heartbeats detect failures):
+      // each ping is a CURVE message both ways for the hub, per member,
+      // and libzmq cancels a ping's timer with a scan of every timer of
+      // its I/O thread, so pings every interval cost the hub O(members^2).
+      sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_timeout));
       sock.set(zmq::sockopt::heartbeat_timeout, ms(cfg.heartbeat_timeout));
       if (cfg.curve.enabled) {
         if (auto err = set_curve()) {
@@ -1326,6 +1354,20 @@ std::vector<peer_info> node_link::peers() const {
                    p.hello});
   }
   return out;
+}
+
+std::optional<peer_info> node_link::peer(std::string_view name) const {
+  auto& d = *impl_;
+  std::lock_guard<std::mutex> guard{d.peers_mtx};
+  auto it = d.peers.find(name);
+  if (it == d.peers.end()) {
+    return std::nullopt;
+  }
+  const auto& p = it->second;
+  return peer_info{
+      p.name, p.inc, p.state,
+      std::chrono::duration_cast<milliseconds>(clock_type::now() - p.last_seen),
+      p.hello};
 }
 
 link_stats node_link::stats() const {

@@ -60,9 +60,11 @@
 // hellos every interval. A member told to rejoin reports the hub down
 // ("declared down by the hub") and up again once re-welcomed. Defaults:
 // heartbeats every 100 ms, suspect after 300 ms, down after 1 s.
-// ZeroMQ's own ZMTP heartbeats (same interval and timeout) additionally drop
-// dead TCP connections so that the member reconnects (every 100 ms or less,
-// backing off to 1 s) to a hub that came back.
+// ZeroMQ's own ZMTP heartbeats (a ping every heartbeat_timeout, the same
+// timeout) additionally drop dead TCP connections so that the member
+// reconnects (every 100 ms or less, backing off to 1 s) to a hub that came
+// back; they are not the failure detector, so they are sparse: each is a
+// message both ways per member on the hub.
 //
 // Closed connections. A process that dies (SIGKILL, a crash) has its TCP
 // connection closed by the kernel, which the link sees at once through
@@ -96,6 +98,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -235,6 +238,9 @@ public:
   caf::error set_hello(std::string body);
 
   std::vector<peer_info> peers() const;
+  // What peers() lists for `name`, or nullopt, without copying the others
+  // (a hub may have a thousand members, each with its hello).
+  std::optional<peer_info> peer(std::string_view name) const;
   link_stats stats() const;
 
   // The endpoint actually bound (hub) or connected to (member).

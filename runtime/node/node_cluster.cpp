@@ -80,10 +80,8 @@ link_handlers make_link_handlers(node::impl& d, link_events_handle target) {
     std::string hello;
     if (!worker && state == peer_state::up) {
       if (auto l = box->get()) {
-        for (auto& p : l->peers()) {
-          if (p.name == peer && p.incarnation == inc) {
-            hello = p.hello;
-          }
+        if (auto p = l->peer(peer); p && p->incarnation == inc) {
+          hello = std::move(p->hello);
         }
       }
     }
