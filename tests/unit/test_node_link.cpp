@@ -805,7 +805,8 @@ TEST(node_link, a_member_whose_connection_keeps_closing_is_held_back) {
     std::this_thread::sleep_for(5ms);
   }
   ASSERT_GT(h->stats().dropped_stale, refused_before) << "hello not held";
-  const auto* p = find_peer(h->peers(), "worker-1");
+  auto peers = h->peers(); // find_peer points into it
+  const auto* p = find_peer(peers, "worker-1");
   ASSERT_TRUE(p);
   EXPECT_EQ(p->state, peer_state::down);
   EXPECT_NE(p->incarnation, m3->incarnation());
