@@ -50,12 +50,6 @@ using namespace shoal::bench;
 using namespace std::chrono_literals;
 using ms_double = std::chrono::duration<double, std::milli>;
 
-const double nan_v = std::nan("");
-
-double ms_since(bench_clock::time_point t) {
-  return ms_double(bench_clock::now() - t).count();
-}
-
 // -- options ------------------------------------------------------------------
 
 struct options {

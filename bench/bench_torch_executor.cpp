@@ -51,6 +51,7 @@ namespace {
 
 using bench::bench_error;
 using bench::check_row;
+using bench::ms_since;
 
 struct options {
   bench::common_options common;
@@ -79,11 +80,6 @@ struct workload {
   std::string model;
   uint64_t rows;
 };
-
-double ms_since(bench_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(bench_clock::now() - t0)
-      .count();
-}
 
 model_spec_ptr read_spec(const std::string& model, uint64_t max_batch) {
   auto dir = fs::path{SHOAL_EXAMPLE_MODELS} / model / "1";

@@ -6,12 +6,6 @@
 
 namespace shoal::bench {
 
-namespace {
-
-const double nan_v = std::nan("");
-
-} // namespace
-
 double rank(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) {
     return nan_v;

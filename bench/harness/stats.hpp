@@ -1,12 +1,24 @@
 // Latency percentiles and medians of rounds, as every benchmark reports them.
 #pragma once
 
+#include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
 #include "bench/harness/json.hpp"
 
 namespace shoal::bench {
+
+// A figure that was not measured.
+inline const double nan_v = std::nan("");
+
+// Milliseconds from `t` (a steady_clock time, as bench_clock's) to now.
+inline double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - t)
+      .count();
+}
 
 struct percentiles {
   size_t n = 0;
