@@ -177,6 +177,10 @@ wait_up() {
     pending=()
     for n in "$@"; do
       if ! node_pid "$n" >/dev/null; then
+        if relaunch_on_port_clash "$n"; then
+          pending+=("$n")
+          continue
+        fi
         echo "cluster.sh: $n exited while starting; its log:" >&2
         tail -n 30 "$NODES/$n.log" >&2 || true
         return 1
@@ -227,6 +231,26 @@ launch() {
   setsid "$SHOALD" "${args[@]}" "${extra[@]}" </dev/null \
     >>"$NODES/$name.log" 2>&1 &
   echo $! >"$NODES/$name.pid"
+}
+
+# A worker's HTTP port was free when picked but taken before the node bound
+# it: the port range above CLUSTER_HTTP_PORT is usually the kernel's
+# ephemeral range, where every outgoing connection takes a local port. Such a
+# worker gets the next free port and starts again, a few times at most.
+relaunch_on_port_clash() {
+  local name=$1 tries_file="$NODES/$1.port_retries" tries=0
+  [[ $(<"$NODES/$name.role") == worker ]] || return 1
+  tail -n 3 "$NODES/$name.log" | grep -q "for HTTP: Address already in use" ||
+    return 1
+  [[ -e $tries_file ]] && tries=$(<"$tries_file")
+  ((tries < 3)) || return 1
+  echo $((tries + 1)) >"$tries_file"
+  echo "cluster.sh: $name lost its HTTP port to another socket; trying another" >&2
+  # pick_http_port skips ports recorded for nodes, this one's included.
+  local port
+  port=$(pick_http_port)
+  echo "$port" >"$NODES/$name.http"
+  launch "$name"
 }
 
 # Records a new worker (the next unused wN) and starts it; prints its name.
