@@ -125,8 +125,9 @@ image_exists() {
 # recommended packages, the security archive in its sources.
 make_debootstrap_base() {
   local cache=${XDG_CACHE_HOME:-$HOME/.cache}/shoal/image-base
-  local tarball=$cache/bookworm-minbase.tar
+  local tarball=$cache/bookworm-minbase.tar fresh=false
   if [[ ! -f $tarball ]]; then
+    fresh=true
     command -v debootstrap >/dev/null ||
       die "--base-from-debootstrap needs debootstrap (apt-get install debootstrap)"
     ((EUID == 0)) || die "debootstrap needs root (run image.sh as root, or give --base)"
@@ -156,6 +157,11 @@ deb $mirror bookworm main
 deb $mirror bookworm-updates main
 deb $security bookworm-security main
 EOF
+    # debootstrap installs the release as it was published; the security
+    # updates since (which debian:12-slim has) come from the archives just
+    # listed. The base is cached: remove the tarball to take newer ones.
+    chroot "$root" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get upgrade -y -q
     find "$root/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
     rm -rf "$root"/usr/share/{man,info}/* "$root"/var/lib/apt/lists/* \
       "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
@@ -167,7 +173,8 @@ EOF
     rm -rf "$root"
   fi
   local name=localhost/shoal-base:bookworm
-  if ! image_exists "$name"; then
+  # A new tarball replaces the image made from an older one.
+  if $fresh || ! image_exists "$name"; then
     echo "image.sh: importing $tarball as $name"
     case "$tool" in
       docker) docker import --change 'CMD ["/bin/bash"]' "$tarball" "$name" >/dev/null ;;
