@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include <chrono>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -33,6 +34,8 @@ struct gateway::impl : client_socket::handler {
   gateway_config cfg;
   gateway_env env;
   access_policy policy;
+  // Lookups into env.tenants, remembered from the frame before.
+  std::optional<tenant_memo> tenant_lookup;
 
   // Reused per frame, so the hot path does not allocate for them.
   request req;
@@ -108,7 +111,7 @@ struct gateway::impl : client_socket::handler {
     auto& t = *env.tenants;
     auto i = tenant.index;
     tenant_counts = true;
-    if (!t.allows_model(i, req.model)) {
+    if (!tenant_lookup->allows_model(i, req.model)) {
       refuse(sock, route, status::permission_denied, tenant_reject::model,
              "may not use model " + req.model + " (tenants." + t.name(i) +
                  ".models)",
@@ -367,7 +370,7 @@ struct gateway::impl : client_socket::handler {
     tenant_name = !peer.tenant.empty()  ? std::string_view{peer.tenant}
                   : !req.tenant.empty() ? std::string_view{req.tenant}
                                         : std::string_view{"default"};
-    tenant = env.tenants->resolve(tenant_name);
+    tenant = tenant_lookup->resolve(tenant_name);
     switch (req.op) {
     case op_kind::infer:
       return handle_infer(sock, route, recv_ns);
@@ -478,6 +481,7 @@ caf::expected<std::unique_ptr<gateway>> gateway::start(gateway_config cfg,
   if (!d.env.tenants) {
     d.env.tenants = std::make_shared<tenant_table>();
   }
+  d.tenant_lookup.emplace(*d.env.tenants);
   d.policy.curve = d.cfg.clients != nullptr;
   d.policy.admin_from_any = d.cfg.admin_from_any;
   auto sock = client_socket::start(socket_config_of(d.cfg), d.env.sink, d);

@@ -25,32 +25,45 @@ tenant_table::tenant_table()
 }
 
 tenant_table::tenant_table(const std::map<std::string, tenant_limits>& cfg) {
+  // `default` first: index 0 is every unconfigured tenant's bucket.
+  std::vector<std::pair<std::string, tenant_limits>> all;
   auto d = cfg.find("default");
-  add("default", d == cfg.end() ? tenant_limits{} : d->second);
+  all.emplace_back("default", d == cfg.end() ? tenant_limits{} : d->second);
   for (auto& [name, limits] : cfg) {
     if (name != "default") {
-      add(name, limits);
+      all.emplace_back(name, limits);
     }
+  }
+  size_ = all.size();
+  tenants_ = std::make_unique<tenant[]>(size_);
+  for (size_t i = 0; i < size_; ++i) {
+    init(tenants_[i], all[i].first, all[i].second);
+    names_.push_back(all[i].first);
+    index_.emplace(all[i].first, static_cast<uint16_t>(i));
   }
   counters_ = std::make_unique<label_counters[]>(labels());
 }
 
-void tenant_table::add(std::string name, const tenant_limits& limits) {
-  auto t = std::make_unique<tenant>();
-  t->name = name;
-  t->limits = limits;
+void tenant_table::init(tenant& t, const std::string& name,
+                        const tenant_limits& limits) {
+  t.name = name;
+  t.limits = limits;
+  t.max_priority =
+      static_cast<uint8_t>(std::min<uint64_t>(limits.max_priority, UINT8_MAX));
   if (limits.rate > 0) {
-    t->interval_ns = std::max<int64_t>(1, std::llround(1e9 / limits.rate));
+    t.interval_ns = std::max<int64_t>(1, std::llround(1e9 / limits.rate));
     auto burst = limits.burst > 0
                      ? limits.burst
                      : std::max<uint64_t>(
                            1, static_cast<uint64_t>(std::ceil(limits.rate)));
-    t->limits.burst = burst;
-    t->tolerance_ns = static_cast<int64_t>(burst) * t->interval_ns;
+    t.limits.burst = burst;
+    t.tolerance_ns = static_cast<int64_t>(burst) * t.interval_ns;
   }
-  names_.push_back(name);
-  index_.emplace(std::move(name), static_cast<uint16_t>(tenants_.size()));
-  tenants_.push_back(std::move(t));
+}
+
+bool tenant_table::listed(const std::vector<std::string>& models,
+                          std::string_view model) noexcept {
+  return std::find(models.begin(), models.end(), model) != models.end();
 }
 
 tenant_table::id tenant_table::resolve(std::string_view name) const noexcept {
@@ -67,39 +80,23 @@ tenant_table::id tenant_table::resolve(std::string_view name) const noexcept {
   } else if (auto i = index_.find(name); i != index_.end()) {
     return {i->second, i->second};
   }
-  return {0, static_cast<uint16_t>(tenants_.size())};
+  return {0, static_cast<uint16_t>(size_)};
 }
 
 const std::string& tenant_table::name(uint16_t index) const noexcept {
-  return tenants_[index]->name;
+  return tenants_[index].name;
 }
 
 const std::string& tenant_table::label_name(uint16_t label) const noexcept {
-  return label < tenants_.size() ? tenants_[label]->name : other_;
+  return label < size_ ? tenants_[label].name : other_;
 }
 
 uint64_t tenant_table::weight(uint16_t index) const noexcept {
-  return std::max<uint64_t>(1, tenants_[index]->limits.weight);
-}
-
-int64_t tenant_table::take_token(uint16_t index, int64_t now_ns) noexcept {
-  auto& t = *tenants_[index];
-  if (t.interval_ns == 0) {
-    return 0;
-  }
-  // GCRA: the bucket is one timestamp. A request may go when the time it
-  // would be due, less the burst, is not in the future.
-  auto tat = std::max(t.tat_ns.load(std::memory_order_relaxed), now_ns);
-  auto next = tat + t.interval_ns;
-  if (next - now_ns > t.tolerance_ns) {
-    return next - now_ns - t.tolerance_ns;
-  }
-  t.tat_ns.store(next, std::memory_order_relaxed);
-  return 0;
+  return std::max<uint64_t>(1, tenants_[index].limits.weight);
 }
 
 bool tenant_table::acquire_slot(uint16_t index) noexcept {
-  auto& t = *tenants_[index];
+  auto& t = tenants_[index];
   auto cap = t.limits.max_inflight;
   auto before = t.inflight.fetch_add(1, std::memory_order_relaxed);
   if (cap > 0 && before >= cap) {
@@ -110,46 +107,28 @@ bool tenant_table::acquire_slot(uint16_t index) noexcept {
 }
 
 void tenant_table::release_slot(uint16_t index) noexcept {
-  tenants_[index]->inflight.fetch_sub(1, std::memory_order_relaxed);
+  tenants_[index].inflight.fetch_sub(1, std::memory_order_relaxed);
 }
 
 uint64_t tenant_table::inflight(uint16_t index) const noexcept {
-  return tenants_[index]->inflight.load(std::memory_order_relaxed);
+  return tenants_[index].inflight.load(std::memory_order_relaxed);
 }
 
 uint64_t tenant_table::max_inflight(uint16_t index) const noexcept {
-  return tenants_[index]->limits.max_inflight;
-}
-
-bool tenant_table::allows_model(uint16_t index,
-                                std::string_view model) const noexcept {
-  auto& models = tenants_[index]->limits.models;
-  return models.empty() ||
-         std::find(models.begin(), models.end(), model) != models.end();
-}
-
-uint8_t tenant_table::cap_priority(uint16_t index,
-                                   uint8_t priority) const noexcept {
-  auto ceiling = static_cast<uint8_t>(tenants_[index]->limits.max_priority);
-  return std::max(priority, ceiling);
+  return tenants_[index].limits.max_inflight;
 }
 
 double tenant_table::rate(uint16_t index) const noexcept {
-  return tenants_[index]->limits.rate;
+  return tenants_[index].limits.rate;
 }
 
 uint64_t tenant_table::burst(uint16_t index) const noexcept {
-  return tenants_[index]->limits.burst;
+  return tenants_[index].limits.burst;
 }
 
 void tenant_table::count(uint16_t label, status s) noexcept {
   counters_[label].requests[static_cast<size_t>(s)].fetch_add(
       1, std::memory_order_relaxed);
-}
-
-void tenant_table::count_on_gateway(uint16_t label, status s) noexcept {
-  auto& c = counters_[label].gateway[static_cast<size_t>(s)];
-  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 void tenant_table::rejected(uint16_t label, tenant_reject r) noexcept {

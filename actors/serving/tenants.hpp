@@ -7,6 +7,7 @@
 // atomic on a per-tenant cache line: no lock, no allocation.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -52,23 +53,42 @@ public:
 
   // Buckets (configured tenants, `default` among them) and labels (those
   // plus `other`).
-  size_t size() const noexcept { return tenants_.size(); }
-  size_t labels() const noexcept { return tenants_.size() + 1; }
+  size_t size() const noexcept { return size_; }
+  size_t labels() const noexcept { return size_ + 1; }
   const std::string& name(uint16_t index) const noexcept;
   const std::string& label_name(uint16_t label) const noexcept;
   uint64_t weight(uint16_t index) const noexcept;
 
   // Gateway thread only. Takes one token at `now_ns`; returns 0 when the
   // request may go on, else the nanoseconds until a token is there.
-  int64_t take_token(uint16_t index, int64_t now_ns) noexcept;
+  int64_t take_token(uint16_t index, int64_t now_ns) noexcept {
+    auto& t = tenants_[index];
+    if (t.interval_ns == 0) {
+      return 0;
+    }
+    // GCRA: the bucket is one timestamp. A request may go when the time it
+    // would be due, less the burst, is not in the future.
+    auto tat = std::max(t.tat_ns.load(std::memory_order_relaxed), now_ns);
+    auto next = tat + t.interval_ns;
+    if (next - now_ns > t.tolerance_ns) {
+      return next - now_ns - t.tolerance_ns;
+    }
+    t.tat_ns.store(next, std::memory_order_relaxed);
+    return 0;
+  }
   // An in-flight slot, false when the tenant has max_inflight open.
   bool acquire_slot(uint16_t index) noexcept;
   void release_slot(uint16_t index) noexcept;
   uint64_t inflight(uint16_t index) const noexcept;
   uint64_t max_inflight(uint16_t index) const noexcept;
-  bool allows_model(uint16_t index, std::string_view model) const noexcept;
+  bool allows_model(uint16_t index, std::string_view model) const noexcept {
+    auto& models = tenants_[index].limits.models;
+    return models.empty() || listed(models, model);
+  }
   // The priority a request is served at: no more urgent than the ceiling.
-  uint8_t cap_priority(uint16_t index, uint8_t priority) const noexcept;
+  uint8_t cap_priority(uint16_t index, uint8_t priority) const noexcept {
+    return std::max(priority, tenants_[index].max_priority);
+  }
   // The configured rate (0: unlimited) and the bucket's size.
   double rate(uint16_t index) const noexcept;
   uint64_t burst(uint16_t index) const noexcept;
@@ -78,19 +98,24 @@ public:
   void count(uint16_t label, status s) noexcept;
   // The same from the gateway thread, its only writer: a plain store, no
   // locked instruction on the hit path.
-  void count_on_gateway(uint16_t label, status s) noexcept;
+  void count_on_gateway(uint16_t label, status s) noexcept {
+    auto& c = counters_[label].gateway[static_cast<size_t>(s)];
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
   void rejected(uint16_t label, tenant_reject r) noexcept;
   uint64_t requests(uint16_t label, status s) const noexcept;
   uint64_t rejections(uint16_t label, tenant_reject r) const noexcept;
 
 private:
+  // What the hit path reads comes first, on the record's first cache line.
   struct alignas(64) tenant {
-    std::string name;
-    tenant_limits limits;
     int64_t interval_ns = 0;        // 1 / rate; 0: unlimited
     int64_t tolerance_ns = 0;       // burst * interval
     std::atomic<int64_t> tat_ns{0}; // the bucket's theoretical arrival time
     std::atomic<uint64_t> inflight{0};
+    uint8_t max_priority = 0; // limits.max_priority, clamped to a priority
+    std::string name;
+    tenant_limits limits;
   };
   struct alignas(64) label_counters {
     std::array<std::atomic<uint64_t>, status_count> gateway{};
@@ -98,7 +123,10 @@ private:
     std::array<std::atomic<uint64_t>, tenant_reject_count> rejected{};
   };
 
-  void add(std::string name, const tenant_limits& limits);
+  static void init(tenant& t, const std::string& name,
+                   const tenant_limits& limits);
+  static bool listed(const std::vector<std::string>& models,
+                     std::string_view model) noexcept;
 
   // Looks names up without making a std::string of them.
   struct name_hash {
@@ -108,11 +136,54 @@ private:
     }
   };
 
-  std::vector<std::unique_ptr<tenant>> tenants_;
+  // One array, in place: the hit path reaches a tenant in one step.
+  std::unique_ptr<tenant[]> tenants_;
+  size_t size_ = 0;
   std::unique_ptr<label_counters[]> counters_;
   std::vector<std::string> names_; // tenants_' names, side by side
   std::unordered_map<std::string, uint16_t, name_hash, std::equal_to<>> index_;
   std::string other_ = "other";
+};
+
+// The gateway's last lookups: consecutive requests mostly name the same
+// tenant and model, and a repeat costs one comparison of each name instead
+// of a pass over the tenants and the allowlist (measured in situ, those
+// passes were most of what tenant accounting adds to a cache hit). One per
+// gateway thread; not thread-safe.
+class tenant_memo {
+public:
+  explicit tenant_memo(const tenant_table& table) : table_(&table) {
+    // nop
+  }
+
+  tenant_table::id resolve(std::string_view name) {
+    if (!has_name_ || name != name_) {
+      id_ = table_->resolve(name);
+      name_.assign(name);
+      has_name_ = true;
+    }
+    return id_;
+  }
+
+  bool allows_model(uint16_t index, std::string_view model) {
+    if (!has_model_ || index != model_index_ || model != model_) {
+      allowed_ = table_->allows_model(index, model);
+      model_.assign(model);
+      model_index_ = index;
+      has_model_ = true;
+    }
+    return allowed_;
+  }
+
+private:
+  const tenant_table* table_;
+  std::string name_;
+  tenant_table::id id_;
+  bool has_name_ = false;
+  std::string model_;
+  uint16_t model_index_ = 0;
+  bool allowed_ = false;
+  bool has_model_ = false;
 };
 
 } // namespace shoal

@@ -1,6 +1,7 @@
 // Tenants: the rate bucket lets `burst` through at once and then `rate`
 // per second, slots bound what is in flight, names resolve to their own
-// limits or to default's (labelled other), and a request-log line is one
+// limits or to default's (labelled other), the gateway's memo of its last
+// lookups answers as the table does, and a request-log line is one
 // JSON object without tensor data.
 #include <gtest/gtest.h>
 
@@ -101,6 +102,37 @@ TEST(tenants, models_and_priority_ceiling) {
   EXPECT_EQ(t.cap_priority(l, 0), 7);
   EXPECT_EQ(t.cap_priority(l, 9), 9);
   EXPECT_EQ(t.cap_priority(t.resolve("").index, 0), 0);
+}
+
+// The gateway asks through a memo of its last lookups: whatever the order
+// of tenants and models, it must answer as the table does (a stale answer
+// would let one tenant through on another's allowlist).
+TEST(tenants, the_gateway_memo_answers_as_the_table) {
+  auto t = table();
+  tenant_memo memo{t};
+  const char* names[] = {"echoer", "echoer", "metered", "",       "stranger",
+                         "echoer", "echo",   "echoerr", "metered"};
+  const char* models[] = {"echo", "resnet", "echo", ""};
+  for (int round = 0; round < 3; ++round) {
+    for (auto* n : names) {
+      for (auto* m : models) {
+        auto got = memo.resolve(n);
+        auto want = t.resolve(n);
+        ASSERT_EQ(got.index, want.index) << n;
+        ASSERT_EQ(got.label, want.label) << n;
+        ASSERT_EQ(memo.allows_model(got.index, m),
+                  t.allows_model(want.index, m))
+            << n << " " << m;
+      }
+    }
+  }
+  auto echoer = memo.resolve("echoer").index;
+  EXPECT_TRUE(memo.allows_model(echoer, "echo"));
+  EXPECT_FALSE(memo.allows_model(echoer, "resnet"));
+  // The same model name under another tenant is that tenant's answer.
+  auto metered = memo.resolve("metered").index;
+  EXPECT_TRUE(memo.allows_model(metered, "resnet"));
+  EXPECT_FALSE(memo.allows_model(echoer, "resnet"));
 }
 
 TEST(tenants, counters_by_label) {
