@@ -185,6 +185,18 @@ struct router_config {
   std::shared_ptr<request_log> requests;
 };
 
+// A router's first ticket: the wall clock in nanoseconds when it starts
+// (at least 1). Tickets name executions on workers too, and a worker may
+// still finish a ticket of a head that died when the restarted head hands
+// out its own: numbered from 1 each time, the new head's ticket 5 would
+// take the old head's result for ticket 5 (and cache it under the new
+// request's key). Started from the clock, a later head's tickets lie above
+// every ticket an earlier one issued, unless it handed out more than one
+// a nanosecond or the clock went back.
+constexpr uint64_t first_ticket(int64_t wall_ns) noexcept {
+  return wall_ns > 0 ? static_cast<uint64_t>(wall_ns) : 1;
+}
+
 struct router_state {
   // A client waiting for a ticket's result.
   struct waiter {
@@ -268,7 +280,10 @@ struct router_state {
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> coalesce;
   // Retry key (client identity + request id) -> ticket, for open requests.
   std::unordered_map<std::string, uint64_t> open_requests;
-  uint64_t next_ticket = 1;
+  uint64_t next_ticket =
+      first_ticket(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count());
   uint64_t next_seq = 1;
   bool tick_scheduled = false;
   bool draining = false;
