@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -65,6 +66,9 @@ struct options {
   int repeats = 3;                 // runs of each failover scenario
   uint64_t short_timeout_ms = 300; // second SIGKILL series; 0: skip
   bool failover_only = false;      // skip the miss path phases
+  // Settings for every cluster node, "KEY=VALUE ..." (e.g. an empty
+  // cluster.secret, to see what CURVE and the HMAC cost on the link).
+  std::string node_set;
 };
 
 void declare(arg_parser& p, options& o) {
@@ -86,6 +90,8 @@ void declare(arg_parser& p, options& o) {
            "cluster.timeout_ms of the second SIGKILL series (300; 0 skips)");
   p.option("--models", "DIR", o.models,
            "models.root of every node (default: shoald's)");
+  p.option("--node-set", "'K=V ...'", o.node_set,
+           "settings for every head and worker, space-separated");
   p.flag("--keep", o.keep, "keep the temporary directories with the logs");
   p.flag("--failover-only", o.failover_only,
          "only the failover phase (no miss path latency or throughput)");
@@ -194,6 +200,13 @@ private:
     co.dir_prefix = "bench_cluster-" + tag_;
     co.keep_dir = opts_.keep;
     co.spawn.own_process_group = true;
+    // A standalone node takes no cluster settings.
+    if (timeout_ms_ != 0) {
+      std::istringstream kvs{opts_.node_set};
+      for (std::string kv; kvs >> kv;) {
+        co.extra_args.insert(co.extra_args.end(), {"--set", kv});
+      }
+    }
     return co;
   }
 

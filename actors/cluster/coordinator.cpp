@@ -193,10 +193,21 @@ void retry_waiting(self_ptr self) {
   }
 }
 
+// Results of a replica whose proxy quits come through this actor again,
+// which no longer knows it.
+void drop_route(self_ptr self, const std::string& name, uint64_t replica) {
+  if (auto& routes = self->state.cfg.routes) {
+    routes->remove(name, replica);
+  }
+}
+
 // Quits every proxy of a worker (the router re-dispatches their work) and
 // re-places the spawns it had not answered.
 void lose_replicas(self_ptr self, worker& w, const std::string& name,
                    const std::string& why) {
+  if (auto& routes = self->state.cfg.routes) {
+    routes->remove_worker(name);
+  }
   for (auto& [id, r] : w.replicas) {
     if (r.proxy) {
       self->send_exit(
@@ -234,6 +245,9 @@ void adopt(self_ptr self, const std::string& name, worker& w,
   // what the budgets are kept in.
   auto bytes = d.memory_bytes > 0 ? d.memory_bytes : spec->memory_bytes;
   w.replicas[d.id] = {d.model, d.version, proxy, bytes, false, d.device};
+  if (st.cfg.routes) {
+    st.cfg.routes->add(name, w.incarnation, d.id, proxy, st.router);
+  }
   if (on_gpu(d.device)) {
     w.gpu_unreported.emplace_back(d.device, bytes);
   }
@@ -407,6 +421,7 @@ void on_replica_down(self_ptr self, worker& w, const std::string& name,
   if (r == w.replicas.end()) {
     return;
   }
+  drop_route(self, name, m.replica);
   if (r->second.proxy) {
     self->send_exit(r->second.proxy,
                     make_error(errc::internal,
@@ -517,6 +532,7 @@ void on_idle(self_ptr self, const std::string& model, uint64_t version) {
     bool any = false;
     for (auto it = w.replicas.begin(); it != w.replicas.end();) {
       if (it->second.model == model && it->second.version == version) {
+        drop_route(self, name, it->first);
         self->send_exit(it->second.proxy, caf::exit_reason::normal);
         it = w.replicas.erase(it);
         any = true;
@@ -540,6 +556,7 @@ void on_retire(self_ptr self, const replica_handle& proxy) {
       }
       st.link->send(
           name, retire_msg{it->first, it->second.model, it->second.version});
+      drop_route(self, name, it->first);
       self->send_exit(it->second.proxy, caf::exit_reason::normal);
       w.replicas.erase(it);
       return;

@@ -37,6 +37,7 @@
 #include "actors/cluster/cluster_view.hpp"
 #include "actors/cluster/link_box.hpp"
 #include "actors/cluster/remote_replica.hpp"
+#include "actors/cluster/result_routes.hpp"
 #include "actors/messages.hpp"
 #include "actors/serving/router.hpp"
 #include "actors/serving/serving_metrics.hpp"
@@ -83,6 +84,9 @@ struct coordinator_config {
   std::vector<std::pair<std::string, std::string>> labels;
   // A down worker stays listed (state down) this long.
   std::chrono::milliseconds forget_after{std::chrono::minutes{5}};
+  // Where the link thread finds each replica's proxy, so that results skip
+  // this actor (null: they come through it).
+  std::shared_ptr<result_routes> routes;
 };
 
 struct coordinator_state {

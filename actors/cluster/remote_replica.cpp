@@ -24,6 +24,50 @@ void send_worker(self_ptr self, const Body& body) {
   }
 }
 
+// A burst shares a message only up to these: the link's frames have 1 MiB
+// of room over the gateway's (node_cluster's link_config), so a message of
+// several items stays far below it, and one item alone fits as before.
+constexpr size_t max_batch_bytes = size_t{256} << 10;
+constexpr size_t max_batch_items = 256;
+
+// About what an item takes in an `exec` body.
+size_t wire_bytes(const exec_item& item) {
+  size_t n = 64;
+  for (auto& t : item.inputs) {
+    n += 64 + t.name.size() + 8 * t.shape.size() + t.data.size();
+  }
+  return n;
+}
+
+// The items collected so far, in one message.
+void flush(self_ptr self) {
+  auto& st = self->state;
+  st.flush_scheduled = false;
+  st.pending_bytes = 0;
+  if (st.pending.empty()) {
+    return;
+  }
+  exec_msg msg;
+  msg.replica = st.replica;
+  msg.items.swap(st.pending);
+  send_worker(self, msg);
+}
+
+void on_exec(self_ptr self, exec_item& item) {
+  auto& st = self->state;
+  auto bytes = wire_bytes(item);
+  if (!st.pending.empty() && (st.pending_bytes + bytes > max_batch_bytes ||
+                              st.pending.size() >= max_batch_items)) {
+    flush(self);
+  }
+  st.pending.push_back(std::move(item));
+  st.pending_bytes += bytes;
+  if (!st.flush_scheduled) {
+    st.flush_scheduled = true;
+    self->send(self, flush_atom::value);
+  }
+}
+
 } // namespace
 
 remote_replica_handle::behavior_type remote_replica_actor(
@@ -36,13 +80,11 @@ remote_replica_handle::behavior_type remote_replica_actor(
   st.replica = replica;
   st.router = std::move(router);
   return {
-      [=](exec_atom, exec_item& item) {
-        exec_msg msg;
-        msg.replica = self->state.replica;
-        msg.items.push_back(std::move(item));
-        send_worker(self, msg);
-      },
+      [=](exec_atom, exec_item& item) { on_exec(self, item); },
+      [=](flush_atom) { flush(self); },
       [=](cancel_atom, uint64_t ticket) {
+        // Its exec goes first, so that the worker knows what to cancel.
+        flush(self);
         // The router posted it on this process's board for a local
         // replica; the worker's agent posts it on the worker's.
         cancel_board::instance().forget(ticket);

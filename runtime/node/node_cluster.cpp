@@ -63,11 +63,17 @@ worker_hello make_hello(const node_config& c, const model_catalog& catalog) {
 }
 
 // The link thread's events, posted to the role's actor. A head also hands
-// the coordinator the worker's hello when its session comes up.
-link_handlers make_link_handlers(node::impl& d, link_events_handle target) {
+// the coordinator the worker's hello when its session comes up; results go
+// straight to the router where `routes` knows their replica.
+link_handlers make_link_handlers(node::impl& d, link_events_handle target,
+                                 std::shared_ptr<result_routes> routes) {
   link_handlers lh;
-  lh.on_message = [target](const std::string& peer, uint64_t inc,
-                           std::string_view type, std::string_view body) {
+  lh.on_message = [target, routes](const std::string& peer, uint64_t inc,
+                                   std::string_view type,
+                                   std::string_view body) {
+    if (routes && routes->deliver(peer, inc, type, body)) {
+      return;
+    }
     caf::anon_send(target, link_msg_atom::value, peer, inc, std::string{type},
                    std::string{body});
   };
@@ -112,6 +118,7 @@ caf::error node::impl::start_cluster() {
   }
   box = std::make_shared<link_box>();
   link_events_handle target;
+  std::shared_ptr<result_routes> routes;
   if (worker()) {
     auto hello = make_hello(cfg, *catalog->get());
     std::string body;
@@ -126,11 +133,14 @@ caf::error node::impl::start_cluster() {
     coordinator_config cc;
     cc.node_name = cfg.node.name;
     cc.labels = parse_labels(cfg.node.labels);
+    routes = std::make_shared<result_routes>();
+    cc.routes = routes;
     coordinator =
         system->spawn(coordinator_actor, cc, box, catalog, sink, metrics, view);
     target = coordinator;
   }
-  auto started = node_link::start(lc, make_link_handlers(*this, target));
+  auto started =
+      node_link::start(lc, make_link_handlers(*this, target, routes));
   if (!started) {
     return started.error();
   }
