@@ -6,7 +6,8 @@
 // sockets' ZMQ_FDs) that speaks the real node link protocol with the link's
 // own envelope and cluster codec functions: CURVE keys derived from the
 // cluster secret, a hello listing one replica of the zero-cost model `echo`
-// v2 (which the head adopts), heartbeats every 100 ms, `ready` for every
+// v2 (which the head adopts), heartbeats every 100 ms or the longer interval
+// the head announces (as a member link does), `ready` for every
 // `spawn`, and `done` with the correct outputs (y = 3x + 1) for every `exec`.
 //
 // Measured with one simulated worker (the baseline) and again with all of
@@ -72,7 +73,7 @@ struct options {
   double duration_s = 3;      // throughput window
   uint64_t inflight = 64;     // throughput
   uint64_t timeout_ms = 1000; // cluster.timeout_ms of the head
-  int ping_ms = 1000;         // ZMTP heartbeat interval of the members
+  int ping_ms = 10000;        // ZMTP heartbeat interval of the members
 };
 
 options parse_args(int argc, char** argv) {
@@ -89,8 +90,9 @@ options parse_args(int argc, char** argv) {
   p.option("--inflight", "N", o.inflight,
            "requests in flight for throughput (64)");
   p.option("--member-ping-ms", "MS", o.ping_ms,
-           "ZMTP ping interval of the simulated workers (1000, as a "
-           "member link's; 100 for shoald before it)");
+           "ZMTP ping interval of the simulated workers (10000, as a "
+           "member link's: 10 x the timeout; 1000 and 100 for shoald "
+           "before it)");
   p.flag("--keep", o.keep, "keep the temporary directory with the head's log");
   p.parse(argc, argv);
   if (o.common.quick) {
@@ -145,6 +147,10 @@ struct sim_member {
   uint64_t last_hello_seq = 0;
   bool joined = false;
   bool frozen = false;
+  // The heartbeat interval: 100 ms, or what the head announced.
+  std::chrono::milliseconds ivl{100};
+  // Its own heartbeat timer waits until then: it answers the head's.
+  bench_clock::time_point hold_until{};
   uint64_t next_replica = 2; // 1 is the adopted echo replica
   zmq::socket_t sock;
   int fd = -1;
@@ -156,10 +162,10 @@ struct sim_member {
 class member_driver {
 public:
   member_driver(std::string endpoint, std::string secret, size_t max_members,
-                int ping_ms)
+                int ping_ms, std::chrono::milliseconds max_ivl)
       : endpoint_(std::move(endpoint)), secret_(std::move(secret)),
-        ping_ms_(ping_ms), execs_(new std::atomic<uint64_t>[max_members]),
-        max_(max_members) {
+        ping_ms_(ping_ms), max_ivl_(max_ivl),
+        execs_(new std::atomic<uint64_t>[max_members]), max_(max_members) {
     for (size_t i = 0; i < max_; ++i) {
       execs_[i] = 0;
     }
@@ -297,9 +303,38 @@ private:
     }
     if (!m.joined) {
       send_hello(i);
-    } else if (now - m.last_sent >= 50ms) {
+    } else if (now - m.last_sent >= m.ivl / 2) {
       transmit(i, "link.hb", m.hub_inc, {});
     }
+  }
+
+  // The interval the head announced with a welcome or heartbeat, as a
+  // member link takes it (100 ms from a head that announces none).
+  void learn_ivl(sim_member& m, std::string_view body) {
+    m.ivl = 100ms;
+    if (body.size() != 9 || static_cast<uint8_t>(body[0]) != 0xcf) {
+      return;
+    }
+    uint64_t ms = 0;
+    for (size_t k = 1; k < 9; ++k) {
+      ms = (ms << 8) | static_cast<uint8_t>(body[k]);
+    }
+    m.ivl = std::clamp(std::chrono::milliseconds{static_cast<int64_t>(
+                           std::min<uint64_t>(ms, 1u << 30))},
+                       std::chrono::milliseconds{100}, max_ivl_);
+  }
+
+  // The head's heartbeat, answered at once as a member link does (unless
+  // something else went to the head during the last half interval); the
+  // member's own timer waits for 1.25 intervals.
+  void answer_hb(size_t i, std::string_view body) {
+    auto& m = *members_[i];
+    learn_ivl(m, body);
+    auto now = bench_clock::now();
+    if (m.joined && now - m.last_sent >= m.ivl / 2) {
+      transmit(i, "link.hb", m.hub_inc, {});
+    }
+    m.hold_until = now + m.ivl + m.ivl / 4;
   }
 
   // The hub asks for a hello: it restarted, or declared this member down.
@@ -386,7 +421,10 @@ private:
     if (env->type == "link.welcome") {
       m.joined = true;
       m.hub_inc = env->inc;
-      return;
+      return learn_ivl(m, env->body);
+    }
+    if (env->type == "link.hb") {
+      return answer_hb(i, env->body);
     }
     if (env->type == "link.rejoin") {
       return on_rejoin(i, env->body);
@@ -437,9 +475,14 @@ private:
     while (!timers_.empty() && timers_.top().first <= now) {
       auto [at, i] = timers_.top();
       timers_.pop();
+      if (members_[i]->hold_until > now) {
+        timers_.push({members_[i]->hold_until, i});
+        continue;
+      }
       on_timer(i, now);
-      auto next = at + 100ms;
-      timers_.push({next <= now ? now + 100ms : next, i});
+      auto ivl = members_[i]->ivl;
+      auto next = at + ivl;
+      timers_.push({next <= now ? now + ivl : next, i});
     }
     if (timers_.empty()) {
       return 100;
@@ -480,6 +523,7 @@ private:
 
   std::string endpoint_, secret_;
   int ping_ms_;
+  std::chrono::milliseconds max_ivl_;
   shoal::curve_key_pair own_;
   shoal::curve_key hub_public_{};
   shoal::envelope_limits limits_;
@@ -838,8 +882,12 @@ int run(const options& opts) {
     std::printf("head log and caches kept in %s\n", cl.dir().c_str());
   }
   zmq::context_t ctx{1};
-  member_driver drv{cl.link_endpoint(), cl.secret(), opts.workers,
-                    opts.ping_ms};
+  // A member link's longest heartbeat interval: a quarter of the timeout.
+  auto max_ivl = std::max<std::chrono::milliseconds>(
+      100ms,
+      std::chrono::milliseconds{static_cast<int64_t>(opts.timeout_ms / 4)});
+  member_driver drv{cl.link_endpoint(), cl.secret(), opts.workers, opts.ping_ms,
+                    max_ivl};
   status_client sc{ctx, cl.endpoint()};
   phase_result one, all;
   std::printf("phase 1: one simulated worker (the baseline)\n");

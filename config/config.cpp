@@ -193,7 +193,10 @@ std::vector<setting> cluster_settings() {
               "Worker, with cluster.curve_secret_key_file: the head's public "
               "key (Z85, or a .pub file).",
               &c::cluster, &c::cluster_section::head_public_key),
-      declare("cluster.heartbeat_ms", "Heartbeat interval of node links.",
+      declare("cluster.heartbeat_ms",
+              "Heartbeat interval of node links; a head whose workers would "
+              "need over 1000 heartbeats a second lengthens it (up to "
+              "cluster.timeout_ms / 4) and tells them.",
               &c::cluster, &c::cluster_section::heartbeat_ms),
       declare("cluster.suspect_ms",
               "Silence after which a node is suspect (shown, still used).",

@@ -50,6 +50,15 @@ constexpr size_t copy_threshold = 4096;
 // heartbeat timeouts was stable, and no hold lasts longer than the cap.
 constexpr int flap_window_timeouts = 10;
 constexpr int max_hold_timeouts = 30;
+// The longest heartbeat interval is heartbeat_timeout / this, so that a
+// peer is declared down only after this many heartbeats in a row failed to
+// arrive (less one).
+constexpr int min_beats_per_timeout = 4;
+// The hub's interval grows in steps of this, so that a member more or less
+// does not have the hub retell every member.
+constexpr milliseconds interval_step{10};
+// ZMTP pings go every this many heartbeat timeouts (see open()).
+constexpr int ping_timeouts = 10;
 // The socket monitor's address: inproc names are per context, and each
 // link has its own.
 constexpr const char* monitor_endpoint = "inproc://link-monitor";
@@ -81,8 +90,9 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// link.rejoin body: msgpack uint64 in its fixed 0xcf form.
-std::string seq_body(uint64_t seq) {
+// The body of link.rejoin (a seq) and of the hub's link.welcome and link.hb
+// (the heartbeat interval in ms): a msgpack uint64 in its fixed 0xcf form.
+std::string uint_body(uint64_t seq) {
   std::string b(9, '\0');
   b[0] = static_cast<char>(0xcf);
   for (int i = 0; i < 8; ++i) {
@@ -91,7 +101,7 @@ std::string seq_body(uint64_t seq) {
   return b;
 }
 
-bool parse_seq_body(std::string_view b, uint64_t& seq) {
+bool parse_uint_body(std::string_view b, uint64_t& seq) {
   if (b.size() != 9 || static_cast<uint8_t>(b[0]) != 0xcf) {
     return false;
   }
@@ -109,6 +119,7 @@ struct peer_rec {
   time_point last_seen{}; // under peers_mtx (peers() reads it)
   time_point down_at{};
   time_point last_sent{};
+  milliseconds told{0}; // hub: the heartbeat interval it last told the member
   uint64_t last_seq = 0;
   std::string routing_id; // hub: the member's ROUTER identity
   std::string hello;      // hub: the member's last hello body
@@ -289,6 +300,17 @@ struct node_link::impl {
   time_point next_hb{};
   time_point last_tick{};
   time_point detect_due{}; // the earliest peer deadline, or earlier
+  // The heartbeat interval in force (node_link.hpp, "Heartbeat cadence"):
+  // the hub's choice; on a member, what its hub announced.
+  milliseconds ivl{};
+  std::string ivl_body; // hub: ivl as the body of welcomes and heartbeats
+  // Hub: the interval before it last shrank, which the detector allows for
+  // until prev_ivl_until: a member learns the shorter one from the next
+  // heartbeat it gets, and its own next one may still come the old way.
+  milliseconds prev_ivl{};
+  time_point prev_ivl_until{};
+  // Silence after which a live peer is suspect.
+  clock_type::duration suspect_span{};
   std::string frame;
   std::vector<command> batch;
   std::vector<zmq::message_t> parts;
@@ -544,6 +566,10 @@ struct node_link::impl {
     }
     if (e.type == t_hb) {
       bump(st.heartbeats_received);
+      if (!is_hub()) {
+        learn_ivl(e.body);
+        answer_hb(p);
+      }
       return;
     }
     if (e.type.substr(0, reserved_prefix.size()) == reserved_prefix) {
@@ -602,7 +628,7 @@ struct node_link::impl {
       return;
     }
     last = now;
-    transmit(&rid, t_rejoin, e.inc, seq_body(e.seq));
+    transmit(&rid, t_rejoin, e.inc, uint_body(e.seq));
   }
 
   void hub_hello(const std::string& rid, const link_envelope& e) {
@@ -645,7 +671,9 @@ struct node_link::impl {
     schedule(it->second);
     note_fd(it->second);
     rejoin_sent.erase(rid);
-    send_to(it->second, t_welcome, {});
+    if (send_to(it->second, t_welcome, ivl_body)) {
+      it->second.told = ivl;
+    }
     if (report) {
       notify(it->second, peer_state::up, reason);
     }
@@ -691,7 +719,7 @@ struct node_link::impl {
     }
     if (e.type == t_rejoin) {
       uint64_t refused = 0;
-      if (!parse_seq_body(e.body, refused)) {
+      if (!parse_uint_body(e.body, refused)) {
         return drop(d_malformed, e.from, "link.rejoin without a seq");
       }
       // Refers to a message sent before our latest hello: answered already.
@@ -733,6 +761,9 @@ struct node_link::impl {
   void member_welcome(const link_envelope& e, peer_rec* cur, bool same) {
     if (same && e.seq <= cur->last_seq) {
       return drop(d_stale, e.from, "replayed welcome");
+    }
+    if (e.type == t_welcome) {
+      learn_ivl(e.body);
     }
     // A close of the connection before this one must not end the session
     // this welcome opens: its event is read while the hub is not live.
@@ -876,6 +907,25 @@ struct node_link::impl {
     p.held_until = now + std::min(t * (1 << doublings), t * max_hold_timeouts);
   }
 
+  // Member: a hub silent for the timeout may be behind a dead TCP connection
+  // (a vanished host sends no FIN), which ZeroMQ would keep until a ZMTP
+  // ping failed, and those are rare. The next hello goes over a fresh one,
+  // under the new incarnation's identity; the hub ends the old session
+  // either way.
+  void reconnect() {
+    try {
+      sock.disconnect(cfg.endpoint);
+      sock.set(zmq::sockopt::routing_id, cfg.name + "/" + inc_str(inc));
+      sock.connect(cfg.endpoint);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == ETERM) {
+        throw;
+      }
+      spdlog::warn("link {}: reconnecting to {}: {}", cfg.name, cfg.endpoint,
+                   e.what());
+    }
+  }
+
   // -- timers ----------------------------------------------------------------
 
   void tick(time_point now) {
@@ -888,9 +938,8 @@ struct node_link::impl {
     // is a stall of this process, and what peers sent meanwhile may still
     // be in kernel buffers that ZeroMQ's I/O thread has not read yet: the
     // stall is not counted as their silence.
-    if (last_tick != time_point{} &&
-        now - last_tick > 2 * cfg.heartbeat_interval) {
-      auto stall = now - last_tick - cfg.heartbeat_interval;
+    if (last_tick != time_point{} && now - last_tick > 2 * ivl) {
+      auto stall = now - last_tick - ivl;
       std::lock_guard<std::mutex> guard{peers_mtx};
       for (auto& [name, p] : peers) {
         if (p.state != peer_state::down) {
@@ -900,20 +949,7 @@ struct node_link::impl {
     }
     last_tick = now;
     if (now >= next_hb) {
-      for (auto& [name, p] : peers) {
-        if (p.state != peer_state::down &&
-            now - p.last_sent >= cfg.heartbeat_interval / 2 &&
-            send_to(p, t_hb, {})) {
-          bump(st.heartbeats_sent);
-        }
-      }
-      std::erase_if(rejoin_sent, [&](const auto& kv) {
-        return now - kv.second >= cfg.heartbeat_interval;
-      });
-      next_hb += cfg.heartbeat_interval;
-      if (next_hb <= now) {
-        next_hb = now + cfg.heartbeat_interval;
-      }
+      heartbeat(now);
     }
     detect(now);
     if (!is_hub() && !hub_live() && now >= hello_due) {
@@ -921,11 +957,116 @@ struct node_link::impl {
     }
   }
 
+  // Every interval: a heartbeat to each live peer that was sent nothing
+  // else during the last half interval or (hub) was not told the interval
+  // in force; then the hub fits the interval to its number of members.
+  void heartbeat(time_point now) {
+    size_t live = 0;
+    for (auto& [name, p] : peers) {
+      if (p.state == peer_state::down) {
+        continue;
+      }
+      ++live;
+      bool retell = is_hub() && p.told != ivl;
+      if ((retell || now - p.last_sent >= ivl / 2) &&
+          send_to(p, t_hb, is_hub() ? ivl_body : std::string_view{})) {
+        p.told = ivl;
+        bump(st.heartbeats_sent);
+      }
+    }
+    std::erase_if(rejoin_sent, [&](const auto& kv) {
+      return now - kv.second >= cfg.heartbeat_interval;
+    });
+    next_hb += ivl;
+    if (next_hb <= now) {
+      next_hb = now + ivl;
+    }
+    if (!is_hub()) {
+      return;
+    }
+    if (prev_ivl_until != time_point{} && now >= prev_ivl_until) {
+      prev_ivl_until = time_point{};
+      rescale(now);
+    }
+    set_ivl(ivl_for(live), now);
+  }
+
+  milliseconds max_ivl() const {
+    return std::max(cfg.heartbeat_interval,
+                    cfg.heartbeat_timeout / min_beats_per_timeout);
+  }
+
+  // Hub: the interval at which `members` members cost it at most
+  // hub_heartbeat_rate heartbeats a second each way, within bounds.
+  milliseconds ivl_for(size_t members) const {
+    uint64_t rate = cfg.hub_heartbeat_rate;
+    if (rate == 0) {
+      return cfg.heartbeat_interval;
+    }
+    milliseconds want{static_cast<int64_t>((members * 1000 + rate - 1) / rate)};
+    want = (want + interval_step - milliseconds{1}) / interval_step *
+           interval_step;
+    return std::clamp(want, cfg.heartbeat_interval, max_ivl());
+  }
+
+  // Member: the hub's heartbeat is answered at once rather than at a phase
+  // of our own, so that all members heartbeat right after the hub's round,
+  // which the hub then reads in a few wake-ups instead of one per member
+  // (on a VM, a wake-up costs more than the message). Our own timer is put
+  // off: it fires only when the hub's heartbeats stop coming (it sent
+  // other messages instead, or it is gone).
+  void answer_hb(peer_rec& p) {
+    auto now = clock_type::now();
+    if (now - p.last_sent >= ivl / 2 && send_to(p, t_hb, {})) {
+      bump(st.heartbeats_sent);
+    }
+    next_hb = now + ivl + ivl / 4;
+  }
+
+  // Member: the interval the hub announced with a welcome or a heartbeat;
+  // a hub that announces none (an older version) gets the configured one.
+  void learn_ivl(std::string_view body) {
+    uint64_t ms = 0;
+    auto want = cfg.heartbeat_interval;
+    if (parse_uint_body(body, ms)) {
+      auto capped = static_cast<int64_t>(std::min<uint64_t>(ms, 1u << 30));
+      want =
+          std::clamp(milliseconds{capped}, cfg.heartbeat_interval, max_ivl());
+    }
+    set_ivl(want, clock_type::now());
+  }
+
+  void set_ivl(milliseconds next, time_point now) {
+    if (next == ivl) {
+      return;
+    }
+    if (is_hub() && next < ivl) {
+      prev_ivl = ivl;
+      prev_ivl_until = now + cfg.heartbeat_timeout;
+    }
+    ivl = next;
+    ivl_body = uint_body(static_cast<uint64_t>(ivl.count()));
+    rescale(now);
+    next_hb = std::min(next_hb, now + ivl);
+  }
+
+  // A peer is suspect after as many intervals as configured (suspect_after
+  // / heartbeat_interval) of the longest interval it may be using. The
+  // threshold may have shrunk, so the next detect() scans every peer.
+  void rescale(time_point now) {
+    auto widest = now < prev_ivl_until ? std::max(ivl, prev_ivl) : ivl;
+    auto scaled =
+        cfg.suspect_after * widest.count() / cfg.heartbeat_interval.count();
+    suspect_span =
+        std::min<clock_type::duration>(scaled, cfg.heartbeat_timeout);
+    detect_due = time_point{};
+  }
+
   // When a peer's timer (suspect, down, forget) is next due, or earlier.
   time_point deadline_of(const peer_rec& p) const {
     switch (p.state) {
     case peer_state::up:
-      return p.last_seen + cfg.suspect_after;
+      return p.last_seen + suspect_span;
     case peer_state::suspect:
       return p.last_seen + cfg.heartbeat_timeout;
     case peer_state::down:
@@ -965,8 +1106,9 @@ struct node_link::impl {
           set_state(p, peer_state::down, silent());
         } else {
           hub_lost(p, silent());
+          reconnect();
         }
-      } else if (p.state == peer_state::up && age >= cfg.suspect_after) {
+      } else if (p.state == peer_state::up && age >= suspect_span) {
         set_state(p, peer_state::suspect, silent());
       }
       schedule(p);
@@ -1056,6 +1198,9 @@ struct node_link::impl {
         {static_cast<void*>(mon), 0, ZMQ_POLLIN, 0},
     };
     next_hb = hello_due = clock_type::now();
+    ivl = cfg.heartbeat_interval;
+    ivl_body = uint_body(static_cast<uint64_t>(ivl.count()));
+    suspect_span = cfg.suspect_after;
     for (;;) {
       try {
         auto wait = std::chrono::ceil<milliseconds>(next_deadline() -
@@ -1164,12 +1309,15 @@ struct node_link::impl {
       sock.set(zmq::sockopt::maxmsgsize,
                static_cast<int64_t>(cfg.max_frame_bytes));
       // ZMTP pings drop dead TCP connections (a vanished host sends no
-      // FIN), so that a member reconnects to a hub that comes back. Every
-      // timeout is enough for that (the link's heartbeats detect failures):
-      // each ping is a CURVE message both ways for the hub, per member,
-      // and libzmq cancels a ping's timer with a scan of every timer of
-      // its I/O thread, so pings every interval cost the hub O(members^2).
-      sock.set(zmq::sockopt::heartbeat_ivl, ms(cfg.heartbeat_timeout));
+      // FIN). They are not the failure detector, and each is a CURVE
+      // message both ways per member for the hub, at a phase of its own
+      // (a wake-up of its I/O thread); libzmq also cancels a ping's timer
+      // with a scan of every timer of its I/O thread. So they are rare: a
+      // member reconnects by itself when its hub goes silent (reconnect()),
+      // and the hub's only free the connections of members that vanished,
+      // which it declared down long before and no longer sends to.
+      sock.set(zmq::sockopt::heartbeat_ivl,
+               ms(cfg.heartbeat_timeout * ping_timeouts));
       sock.set(zmq::sockopt::heartbeat_timeout, ms(cfg.heartbeat_timeout));
       if (cfg.curve.enabled) {
         if (auto err = set_curve()) {

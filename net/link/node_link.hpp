@@ -14,13 +14,17 @@
 //  - link.hello   member -> hub. Body: the member's hello (registration
 //                 info, opaque, set with config.hello / set_hello). Sent
 //                 every heartbeat_interval until welcomed, with to_inc 0.
-//  - link.welcome hub -> member, answers a hello; empty body. It opens a
+//  - link.welcome hub -> member, answers a hello. Body: the heartbeat
+//                 interval in ms (see "Heartbeat cadence"), as the msgpack
+//                 uint64 0xcf form; a member ignores any other. It opens a
 //                 session: (member name, member inc) x (hub inc). A member
 //                 also takes any hub message addressed to its current
 //                 incarnation as the welcome: after a reconnect the welcome
 //                 may come over the old connection, or never.
 //  - link.hb      both ways, to every live peer that was sent nothing else
-//                 during the last half interval; empty body.
+//                 during the last half interval. The hub's carries the
+//                 interval as the welcome does (also sent to a member that
+//                 was not told the current one yet); a member's is empty.
 //  - link.rejoin  hub -> member, answers a non-hello message that belongs
 //                 to no live session (the hub restarted, or declared the
 //                 member down). Body: the msgpack uint64 (0xcf form) `seq`
@@ -60,11 +64,36 @@
 // hellos every interval. A member told to rejoin reports the hub down
 // ("declared down by the hub") and up again once re-welcomed. Defaults:
 // heartbeats every 100 ms, suspect after 300 ms, down after 1 s.
-// ZeroMQ's own ZMTP heartbeats (a ping every heartbeat_timeout, the same
-// timeout) additionally drop dead TCP connections so that the member
-// reconnects (every 100 ms or less, backing off to 1 s) to a hub that came
-// back; they are not the failure detector, so they are sparse: each is a
-// message both ways per member on the hub.
+//
+// Heartbeat cadence. Each heartbeat costs the hub a message (and a CURVE
+// box and a syscall) per member each way, so the hub bounds their number:
+// with more members than hub_heartbeat_rate x heartbeat_interval it
+// lengthens the interval (in 10 ms steps) to what keeps it at about
+// hub_heartbeat_rate heartbeats a second each way, up to heartbeat_timeout
+// / 4, so that a peer is declared down only after at least three
+// heartbeats in a row failed to arrive. The hub announces its interval
+// in welcomes and heartbeats; a member heartbeats at the interval it was
+// told (within heartbeat_interval .. heartbeat_timeout / 4; the configured
+// one with a hub that announces none), and answers each of the hub's
+// heartbeats at once (unless it sent something during the last half
+// interval) instead of at a phase of its own: the hub sends its round in
+// one go, and reads the answers in a few wake-ups instead of one per
+// member. The member's own timer only fires when the hub's heartbeats
+// stop coming for 1.25 intervals. Both sides keep the configured
+// number of intervals before suspect: suspect after suspect_after x
+// (interval / heartbeat_interval), at most heartbeat_timeout. The timeout
+// itself never changes, so a silent peer is down heartbeat_timeout after
+// its last message, whatever the interval. When the hub shortens it, it
+// allows for the longer one for another heartbeat_timeout, while the
+// members learn the new one.
+// A member whose hub is silent for heartbeat_timeout also drops its
+// connection and connects again (under its new incarnation), so that a dead
+// TCP connection (a vanished host sends no FIN) does not keep it from a hub
+// that came back; ZeroMQ reconnects every 100 ms or less, backing off to
+// 1 s. ZeroMQ's own ZMTP heartbeats (a ping every 10 heartbeat timeouts,
+// timing out after one) are the backstop for connections that die
+// otherwise; they are not the failure detector, so they are sparse: each
+// is a message both ways per member on the hub.
 //
 // Closed connections. A process that dies (SIGKILL, a crash) has its TCP
 // connection closed by the kernel, which the link sees at once through
@@ -149,6 +178,9 @@ struct node_link_config {
   std::chrono::milliseconds heartbeat_interval{100};
   std::chrono::milliseconds suspect_after{300};
   std::chrono::milliseconds heartbeat_timeout{1000};
+  // Hub: heartbeats a second (each way) past which it lengthens the
+  // interval (see "Heartbeat cadence"); 0: always heartbeat_interval.
+  uint32_t hub_heartbeat_rate = 1000;
   // Hub: a down member is forgotten (leaves peers()) after this long.
   std::chrono::milliseconds forget_after{std::chrono::minutes{5}};
   // Largest frame; bodies may use all but link_envelope_overhead of it.

@@ -665,6 +665,65 @@ TEST(node_link, frozen_member_goes_down_and_rejoins_without_late_messages) {
   EXPECT_EQ(r2.count("head", peer_state::down), 0u);
 }
 
+// More members than the hub's heartbeat rate allows for at the configured
+// interval: it lengthens the interval and tells them, so heartbeats go an
+// order of magnitude less often both ways, nobody turns suspect in between
+// (suspect scales with the interval), and a frozen member is still down
+// one timeout after its last message.
+TEST(node_link, hub_lengthens_the_heartbeat_interval_for_many_members) {
+  recorder rh, r1, r2;
+  auto slow = [](node_link_config c) {
+    c.suspect_after = 3 * hb;
+    c.heartbeat_timeout = 1000ms;
+    c.hub_heartbeat_rate = 10; // 2 members: every 200 ms, not 20 ms
+    return c;
+  };
+  auto h = start(slow(config(link_role::hub, "head", "tcp://127.0.0.1:0")), rh);
+  ASSERT_TRUE(h);
+  auto m1 =
+      start(slow(config(link_role::member, "worker-1", h->endpoint())), r1);
+  auto m2 =
+      start(slow(config(link_role::member, "worker-2", h->endpoint())), r2);
+  ASSERT_TRUE(m1 && m2);
+  ASSERT_TRUE(rh.got("worker-1", peer_state::up));
+  ASSERT_TRUE(rh.got("worker-2", peer_state::up));
+  std::this_thread::sleep_for(300ms); // the interval settles
+  auto before_h = h->stats(), before_1 = m1->stats();
+  std::this_thread::sleep_for(2s);
+  auto got_h = h->stats().heartbeats_received - before_h.heartbeats_received;
+  auto got_1 = m1->stats().heartbeats_received - before_1.heartbeats_received;
+  // 2 s at 200 ms: about 20 from both members, 10 from the hub (200 and
+  // 100 at the configured 20 ms).
+  EXPECT_GE(got_h, 10u);
+  EXPECT_LE(got_h, 40u);
+  EXPECT_GE(got_1, 5u);
+  EXPECT_LE(got_1, 20u);
+  EXPECT_EQ(rh.count("worker-1", peer_state::suspect) +
+                rh.count("worker-2", peer_state::suspect) +
+                r1.count("head", peer_state::suspect),
+            0u);
+  auto t0 = steady::now();
+  m1->pause_for_test(3s);
+  ASSERT_TRUE(rh.got("worker-1", peer_state::down, 0, 3s));
+  steady::time_point down_at;
+  {
+    std::lock_guard<std::mutex> g{rh.m};
+    down_at = rh.states[rh.find("worker-1", peer_state::down)].at;
+  }
+  // Its last heartbeat went up to an interval before the freeze.
+  EXPECT_GE(down_at - t0, 1000ms - 250ms);
+  EXPECT_LE(down_at - t0, 1000ms + 150ms);
+  // One member left: back to 100 ms, which worker-2 learns while the hub
+  // still allows for 200 ms.
+  auto before_2 = h->stats().heartbeats_received;
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_GE(h->stats().heartbeats_received - before_2, 10u);
+  EXPECT_EQ(rh.count("worker-2", peer_state::suspect) +
+                rh.count("worker-2", peer_state::down) +
+                r2.count("head", peer_state::suspect),
+            0u);
+}
+
 TEST(node_link, restarted_member_replaces_its_old_incarnation) {
   recorder rh, r1, r1b;
   auto h = hub(rh);
