@@ -32,8 +32,9 @@ namespace shoal {
 // results the coordinator decodes for it.
 using remote_replica_handle = caf::typed_actor<
     // From the router: one request, sent to the worker in an `exec`
-    // message. Its result comes back later as done_atom from the
-    // coordinator, and goes on to the router as this proxy's.
+    // message. Its result reaches the router as this proxy's: sent so by
+    // the head's link thread (result_routes), or as done_atom through the
+    // coordinator for a replica the routes do not know.
     caf::reacts_to<exec_atom, exec_item>,
     // From itself, behind the exec_atoms already queued: the items
     // collected so far go to the worker in one `exec`.
@@ -42,8 +43,9 @@ using remote_replica_handle = caf::typed_actor<
     // `cancel` message; its executor stops between steps. The result still
     // comes (done_atom), and the router drops it. Nothing comes back.
     caf::reacts_to<cancel_atom, uint64_t>,
-    // From the coordinator (a decoded `done` from the worker): forwarded
-    // to the router, with this proxy as the sender. Nothing comes back.
+    // From the coordinator (a decoded `done` from the worker, when the
+    // link thread left it to the coordinator): forwarded to the router,
+    // with this proxy as the sender. Nothing comes back.
     caf::reacts_to<done_atom, std::vector<exec_result>>,
     // From the coordinator (a decoded `progress` from the worker): the
     // tickets, done and total, forwarded to the router as a local
