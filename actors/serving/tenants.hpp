@@ -152,25 +152,27 @@ private:
 // gateway thread; not thread-safe.
 class tenant_memo {
 public:
-  explicit tenant_memo(const tenant_table& table) : table_(&table) {
+  // Starts as the answers for empty names, so that the first lookup of any
+  // other name asks the table.
+  explicit tenant_memo(const tenant_table& table)
+      : table_(&table), id_(table.resolve({})),
+        allowed_(table.allows_model(0, {})) {
     // nop
   }
 
   tenant_table::id resolve(std::string_view name) {
-    if (!has_name_ || name != name_) {
+    if (name != name_) {
       id_ = table_->resolve(name);
       name_.assign(name);
-      has_name_ = true;
     }
     return id_;
   }
 
   bool allows_model(uint16_t index, std::string_view model) {
-    if (!has_model_ || index != model_index_ || model != model_) {
+    if (index != model_index_ || model != model_) {
       allowed_ = table_->allows_model(index, model);
       model_.assign(model);
       model_index_ = index;
-      has_model_ = true;
     }
     return allowed_;
   }
@@ -179,11 +181,9 @@ private:
   const tenant_table* table_;
   std::string name_;
   tenant_table::id id_;
-  bool has_name_ = false;
   std::string model_;
   uint16_t model_index_ = 0;
-  bool allowed_ = false;
-  bool has_model_ = false;
+  bool allowed_;
 };
 
 } // namespace shoal
