@@ -372,6 +372,12 @@ std::vector<setting> runtime_settings() {
       declare("runtime.drain_grace_ms",
               "On SIGTERM, how long in-flight work may take before exit.",
               &c::runtime, &c::runtime_section::drain_grace_ms),
+      declare("runtime.poll_spin_us",
+              "How long the gateway and node-link threads keep polling after "
+              "a request before they sleep, yielding to any thread that "
+              "wants the CPU (0: sleep at once); a request arriving meanwhile "
+              "skips a thread wake-up.",
+              &c::runtime, &c::runtime_section::poll_spin_us),
   };
 }
 
@@ -832,6 +838,9 @@ caf::error validate_serving(const node_config& cfg) {
   }
   if (cfg.gateway.max_frame_bytes < 64) {
     return invalid("gateway.max_frame_bytes", "must be at least 64");
+  }
+  if (cfg.runtime.poll_spin_us > 10000) {
+    return invalid("runtime.poll_spin_us", "must be at most 10000");
   }
   if (cfg.gateway.io_threads < 1) {
     return invalid("gateway.io_threads", "must be at least 1");

@@ -95,6 +95,7 @@ struct node_config {
   struct runtime_section {
     uint64_t scheduler_threads = 0;
     uint64_t drain_grace_ms = 30000;
+    uint64_t poll_spin_us = 100;
   } runtime;
   struct security_section {
     std::string curve_secret_key_file;

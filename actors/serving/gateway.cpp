@@ -448,6 +448,7 @@ client_socket_config socket_config_of(const gateway_config& c) {
   client_socket_config sc;
   sc.endpoint = c.endpoint;
   sc.io_threads = c.io_threads;
+  sc.poll_spin = c.poll_spin;
   sc.max_frame_bytes = c.limits.max_frame_bytes;
   if (c.clients) {
     sc.curve = true;

@@ -31,6 +31,8 @@ struct gateway_config {
   std::string endpoint = "tcp://127.0.0.1:5555";
   uint64_t default_timeout_ms = 30000;
   int io_threads = 1;
+  // After its last frame, how long the gateway thread polls before it sleeps.
+  std::chrono::microseconds poll_spin{0};
   std::string node_name;
   codec_limits limits;
   // CURVE: set `clients` to require it. The node's secret key; the allowed

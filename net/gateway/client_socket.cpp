@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "net/poll/spin_poll.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/error.hpp"
 
@@ -243,7 +244,7 @@ struct client_socket::impl {
     const size_t n_items = monitor ? 4 : 3;
     for (;;) {
       try {
-        zmq::poll(items, n_items, std::chrono::milliseconds{-1});
+        spin_poll(items, n_items, std::chrono::milliseconds{-1}, cfg.poll_spin);
         if (n_items == 4 && (items[3].revents & ZMQ_POLLIN)) {
           read_monitor();
         }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "net/poll/spin_poll.hpp"
 #include "net/security/zap_handler.hpp"
 #include "net/wire/error.hpp"
 
@@ -298,6 +299,8 @@ struct node_link::impl {
   // Link thread only.
   uint64_t seq = 0;
   time_point next_hb{};
+  // Whether the last round carried a message other than a heartbeat.
+  bool busy = false;
   time_point last_tick{};
   time_point detect_due{}; // the earliest peer deadline, or earlier
   // The heartbeat interval in force (node_link.hpp, "Heartbeat cadence"):
@@ -576,6 +579,7 @@ struct node_link::impl {
       return; // a link message this version does not use here
     }
     bump(st.messages_received);
+    busy = true;
     if (!handlers.on_message) {
       return;
     }
@@ -1146,6 +1150,7 @@ struct node_link::impl {
     }
     if (send_to(*p, c.type, c.body)) {
       bump(st.messages_sent);
+      busy = true;
       return;
     }
     // ZeroMQ had no connection for it (a reconnect after a stall, a
@@ -1205,7 +1210,9 @@ struct node_link::impl {
       try {
         auto wait = std::chrono::ceil<milliseconds>(next_deadline() -
                                                     clock_type::now());
-        zmq::poll(items, 4, std::max(wait, milliseconds{0}));
+        spin_poll(items, 4, std::max(wait, milliseconds{0}),
+                  busy ? cfg.poll_spin : std::chrono::microseconds{0});
+        busy = false;
         if (items[2].revents & ZMQ_POLLIN) {
           return;
         }

@@ -270,6 +270,7 @@ caf::error start_serving(impl& d) {
   gc.endpoint = c.gateway.endpoint;
   gc.default_timeout_ms = c.gateway.default_timeout_ms;
   gc.io_threads = c.gateway.io_threads;
+  gc.poll_spin = std::chrono::microseconds{c.runtime.poll_spin_us};
   gc.node_name = c.node.name;
   gc.limits.max_frame_bytes = c.gateway.max_frame_bytes;
   gc.limits.max_bin_bytes = c.gateway.max_frame_bytes;

@@ -153,6 +153,14 @@ TEST(config, validate_rejects_impossible_values) {
   err = validate(*cfg);
   ASSERT_TRUE(err);
   EXPECT_NE(reason_of(err).find("models.root"), std::string::npos);
+  cfg = load_config("");
+  ASSERT_TRUE(cfg);
+  cfg->runtime.poll_spin_us = 1'000'000;
+  err = validate(*cfg);
+  ASSERT_TRUE(err);
+  EXPECT_NE(reason_of(err).find("runtime.poll_spin_us: must be at most 10000"),
+            std::string::npos)
+      << reason_of(err);
 }
 
 TEST(config, printed_config_reads_back_identically) {
