@@ -67,6 +67,9 @@ bool is_loopback_address(std::string_view address) noexcept {
   return address.substr(0, 4) == "127." || address == "::1";
 }
 
+// The most messages in a poll round after which the thread still spins.
+constexpr size_t light_round = 2;
+
 struct client_socket::impl {
   client_socket_config cfg;
   std::shared_ptr<reply_sink> sink;
@@ -226,12 +229,15 @@ struct client_socket::impl {
     h->on_malformed();
   }
 
-  void flush_replies() {
+  // Returns how many replies it sent.
+  size_t flush_replies() {
     sink->drain(replies);
     for (auto& o : replies) {
       send(o.route, o.body);
     }
+    auto n = replies.size();
     replies.clear();
+    return n;
   }
 
   void run() {
@@ -242,19 +248,26 @@ struct client_socket::impl {
         {static_cast<void*>(monitor), 0, ZMQ_POLLIN, 0},
     };
     const size_t n_items = monitor ? 4 : 3;
+    size_t handled = 0;
     for (;;) {
       try {
-        spin_poll(items, n_items, std::chrono::milliseconds{-1}, cfg.poll_spin);
+        // Only light traffic spins: under load, rounds carry many messages
+        // and one wake-up serves them all, while a spin would take CPU
+        // from the threads that do the work.
+        auto spin = handled <= light_round ? cfg.poll_spin
+                                           : std::chrono::microseconds{0};
+        spin_poll(items, n_items, std::chrono::milliseconds{-1}, spin);
+        handled = 0;
         if (n_items == 4 && (items[3].revents & ZMQ_POLLIN)) {
           read_monitor();
         }
         if (items[1].revents & ZMQ_POLLIN) {
-          flush_replies();
+          handled += flush_replies();
         }
         if (items[0].revents & ZMQ_POLLIN) {
           // Bounded, so replies are not starved by a flood of requests.
           for (int i = 0; i < 256 && read_one(); ++i) {
-            // nop
+            ++handled;
           }
         }
         if (items[2].revents & ZMQ_POLLIN) {
