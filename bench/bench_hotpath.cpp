@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,6 +57,7 @@ struct options {
   uint64_t mem_requests = 1000000;
   uint64_t cache_bytes = 64 * mib;
   bool no_memory = false;
+  std::string node_set; // space-separated K=V settings for every node
 };
 
 options parse_args(int argc, char** argv) {
@@ -78,6 +80,9 @@ options parse_args(int argc, char** argv) {
   p.option("--cache-bytes", "N", o.cache_bytes,
            "cache.max_bytes of the memory node (64 MiB)");
   p.flag("--no-memory", o.no_memory, "skip the memory phase");
+  p.option("--node-set", "'K=V ...'", o.node_set,
+           "settings for the node, space-separated (e.g. "
+           "'runtime.poll_spin_us=0')");
   p.parse(argc, argv);
   if (o.common.quick) {
     o.requests = p.given("--requests") ? o.requests : 3000;
@@ -101,6 +106,10 @@ std::unique_ptr<node_process> start_node(const options& opts,
   no.shoald = opts.common.shoald;
   no.name = "standalone";
   no.spawn.own_process_group = true;
+  std::istringstream given{opts.node_set};
+  for (std::string kv; given >> kv;) {
+    no.args.insert(no.args.end(), {"--set", kv});
+  }
   for (const auto& s : sets) {
     no.args.insert(no.args.end(), {"--set", s});
   }
@@ -384,7 +393,8 @@ json config_json(const options& opts) {
       .set("inflight", opts.inflight)
       .set("mem_requests", opts.mem_requests)
       .set("cache_bytes", opts.cache_bytes)
-      .set("shoald", opts.common.shoald);
+      .set("shoald", opts.common.shoald)
+      .set("node_set", opts.node_set);
 }
 
 json memory_json(const options& opts, const results& res) {

@@ -373,9 +373,9 @@ std::vector<setting> runtime_settings() {
               "On SIGTERM, how long in-flight work may take before exit.",
               &c::runtime, &c::runtime_section::drain_grace_ms),
       declare("runtime.poll_spin_us",
-              "How long the gateway and node-link threads keep polling after "
-              "a request before they sleep, yielding to any thread that "
-              "wants the CPU (0: sleep at once); a request arriving meanwhile "
+              "How long the gateway thread keeps polling after a light round "
+              "before it sleeps, yielding to any thread that wants the "
+              "CPU (0: sleep at once); a request or reply arriving meanwhile "
               "skips a thread wake-up.",
               &c::runtime, &c::runtime_section::poll_spin_us),
   };

@@ -19,7 +19,6 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
-#include "net/poll/spin_poll.hpp"
 #include "net/security/zap_handler.hpp"
 #include "net/wire/error.hpp"
 
@@ -34,8 +33,6 @@ using std::chrono::milliseconds;
 constexpr std::string_view t_hello = "link.hello";
 constexpr std::string_view t_welcome = "link.welcome";
 constexpr std::string_view t_hb = "link.hb";
-// The most messages in a poll round after which the link thread spins.
-constexpr size_t light_round = 2;
 constexpr std::string_view t_rejoin = "link.rejoin";
 constexpr std::string_view reserved_prefix = "link.";
 
@@ -301,9 +298,6 @@ struct node_link::impl {
   // Link thread only.
   uint64_t seq = 0;
   time_point next_hb{};
-  // Messages other than heartbeats in the last round: the thread spins
-  // after a round of one or two (light traffic; see runtime.poll_spin_us).
-  size_t busy = 0;
   time_point last_tick{};
   time_point detect_due{}; // the earliest peer deadline, or earlier
   // The heartbeat interval in force (node_link.hpp, "Heartbeat cadence"):
@@ -582,7 +576,6 @@ struct node_link::impl {
       return; // a link message this version does not use here
     }
     bump(st.messages_received);
-    ++busy;
     if (!handlers.on_message) {
       return;
     }
@@ -1153,7 +1146,6 @@ struct node_link::impl {
     }
     if (send_to(*p, c.type, c.body)) {
       bump(st.messages_sent);
-      ++busy;
       return;
     }
     // ZeroMQ had no connection for it (a reconnect after a stall, a
@@ -1213,11 +1205,7 @@ struct node_link::impl {
       try {
         auto wait = std::chrono::ceil<milliseconds>(next_deadline() -
                                                     clock_type::now());
-        spin_poll(items, 4, std::max(wait, milliseconds{0}),
-                  busy > 0 && busy <= light_round
-                      ? cfg.poll_spin
-                      : std::chrono::microseconds{0});
-        busy = 0;
+        zmq::poll(items, 4, std::max(wait, milliseconds{0}));
         if (items[2].revents & ZMQ_POLLIN) {
           return;
         }

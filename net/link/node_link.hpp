@@ -181,10 +181,6 @@ struct node_link_config {
   // Hub: heartbeats a second (each way) past which it lengthens the
   // interval (see "Heartbeat cadence"); 0: always heartbeat_interval.
   uint32_t hub_heartbeat_rate = 1000;
-  // After a message other than a heartbeat, how long the link thread polls
-  // before it sleeps: the next request or result then needs no wake-up.
-  // Heartbeats alone never make it spin (a hub hears a thousand a second).
-  std::chrono::microseconds poll_spin{0};
   // Hub: a down member is forgotten (leaves peers()) after this long.
   std::chrono::milliseconds forget_after{std::chrono::minutes{5}};
   // Largest frame; bodies may use all but link_envelope_overhead of it.

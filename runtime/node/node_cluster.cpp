@@ -45,7 +45,6 @@ node_link_config link_config(const node_config& c, std::string secret) {
   lc.secret = std::move(secret);
   lc.endpoint = head ? c.cluster.listen : c.cluster.join;
   lc.heartbeat_interval = std::chrono::milliseconds{c.cluster.heartbeat_ms};
-  lc.poll_spin = std::chrono::microseconds{c.runtime.poll_spin_us};
   lc.suspect_after = std::chrono::milliseconds{c.cluster.suspect_ms};
   lc.heartbeat_timeout = std::chrono::milliseconds{c.cluster.timeout_ms};
   lc.max_frame_bytes = c.gateway.max_frame_bytes + (1u << 20);

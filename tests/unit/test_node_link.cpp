@@ -602,43 +602,6 @@ TEST(node_link, a_burst_arrives_complete_and_in_order) {
   EXPECT_EQ(h->stats().send_failed, 0u);
 }
 
-// Links that poll for a while after each message (runtime.poll_spin_us)
-// must behave as blocking ones: every message of a ping-pong and of a burst
-// arrives, in order, and heartbeats keep both ends up meanwhile.
-TEST(node_link, spinning_links_deliver_everything_in_order) {
-  recorder rh, r1;
-  auto hc = config(link_role::hub, "head", "tcp://127.0.0.1:0");
-  hc.poll_spin = 2ms;
-  auto h = start(std::move(hc), rh);
-  ASSERT_TRUE(h);
-  auto mc = config(link_role::member, "worker-1", h->endpoint());
-  mc.poll_spin = 2ms;
-  auto m1 = start(std::move(mc), r1);
-  ASSERT_TRUE(r1.got("head", peer_state::up));
-  ASSERT_TRUE(rh.got("worker-1", peer_state::up));
-  constexpr int rounds = 200;
-  for (int i = 0; i < rounds; ++i) {
-    ASSERT_FALSE(h->send("worker-1", "app.ping", std::to_string(i)));
-    ASSERT_TRUE(r1.got_msg("app.ping", std::to_string(i)));
-    ASSERT_FALSE(m1->send("head", "app.pong", std::to_string(i)));
-    ASSERT_TRUE(rh.got_msg("app.pong", std::to_string(i)));
-  }
-  for (int i = 0; i < rounds; ++i) {
-    ASSERT_FALSE(m1->send("head", "app.burst", std::to_string(i)));
-  }
-  ASSERT_TRUE(rh.wait([&] { return rh.msgs.size() == 2 * rounds; }, 5s));
-  {
-    std::lock_guard<std::mutex> g{rh.m};
-    for (int i = 0; i < rounds; ++i) {
-      EXPECT_EQ(rh.msgs[rounds + i].body, std::to_string(i));
-    }
-  }
-  // A few heartbeat timeouts of quiet: the spin ends and nobody goes down.
-  std::this_thread::sleep_for(3 * timeout);
-  EXPECT_EQ(rh.count("worker-1", peer_state::down), 0u);
-  EXPECT_EQ(r1.count("head", peer_state::down), 0u);
-}
-
 TEST(node_link, frozen_member_goes_down_and_rejoins_without_late_messages) {
   recorder rh, r1, r2;
   auto h = hub(rh);
