@@ -29,7 +29,6 @@
 #include <memory>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -202,10 +201,8 @@ private:
     co.spawn.own_process_group = true;
     // A standalone node takes no cluster settings.
     if (timeout_ms_ != 0) {
-      std::istringstream kvs{opts_.node_set};
-      for (std::string kv; kvs >> kv;) {
-        co.extra_args.insert(co.extra_args.end(), {"--set", kv});
-      }
+      auto sets = set_args(opts_.node_set);
+      co.extra_args.insert(co.extra_args.end(), sets.begin(), sets.end());
     }
     return co;
   }

@@ -21,7 +21,6 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -106,10 +105,7 @@ std::unique_ptr<node_process> start_node(const options& opts,
   no.shoald = opts.common.shoald;
   no.name = "standalone";
   no.spawn.own_process_group = true;
-  std::istringstream given{opts.node_set};
-  for (std::string kv; given >> kv;) {
-    no.args.insert(no.args.end(), {"--set", kv});
-  }
+  no.args = set_args(opts.node_set);
   for (const auto& s : sets) {
     no.args.insert(no.args.end(), {"--set", s});
   }

@@ -31,7 +31,7 @@ struct gateway_config {
   std::string endpoint = "tcp://127.0.0.1:5555";
   uint64_t default_timeout_ms = 30000;
   int io_threads = 1;
-  // After its last frame, how long the gateway thread polls before it sleeps.
+  // After a light round, how long the gateway thread polls before it sleeps.
   std::chrono::microseconds poll_spin{0};
   std::string node_name;
   codec_limits limits;

@@ -1,6 +1,7 @@
 #include "bench/harness/cli.hpp"
 
 #include <cstdlib>
+#include <sstream>
 #include <stdexcept>
 
 #include <sys/stat.h>
@@ -13,6 +14,15 @@
 #endif
 
 namespace shoal::bench {
+
+std::vector<std::string> set_args(const std::string& settings) {
+  std::vector<std::string> args;
+  std::istringstream words{settings};
+  for (std::string kv; words >> kv;) {
+    args.insert(args.end(), {"--set", kv});
+  }
+  return args;
+}
 
 std::string default_shoald() {
   if (const char* env = std::getenv("SHOALD"); env != nullptr && *env != 0) {

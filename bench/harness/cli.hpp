@@ -22,6 +22,10 @@ struct common_options {
 // tree it was built in, else <dir of this binary>/../shoald.
 std::string default_shoald();
 
+// shoald arguments for a --node-set value: "--set K=V" for each of its
+// space-separated K=V words.
+std::vector<std::string> set_args(const std::string& settings);
+
 // Throws bench_error unless `path` is an executable file.
 void require_executable(const std::string& path, const std::string& hint);
 

@@ -22,7 +22,7 @@ namespace shoal {
 struct client_socket_config {
   std::string endpoint = "tcp://127.0.0.1:5555";
   int io_threads = 1;
-  // How long the thread polls after its last message before it sleeps.
+  // How long the thread polls after a light round before it sleeps.
   std::chrono::microseconds poll_spin{0};
   // ZeroMQ itself drops a peer that sends a larger frame (ZMQ_MAXMSGSIZE).
   uint64_t max_frame_bytes = 64u << 20;

@@ -27,34 +27,31 @@ struct event_fd {
   }
 };
 
-// Signals `ev` after `delay` on another thread.
-std::thread signal_after(const event_fd& ev, std::chrono::milliseconds delay) {
-  return std::thread{[&ev, delay] {
+// Polls an eventfd that another thread signals after `delay`, with no
+// timeout: whatever the spin, the event is what must come back.
+void expect_the_event(std::chrono::milliseconds delay,
+                      std::chrono::microseconds spin) {
+  event_fd ev;
+  zmq::pollitem_t item{nullptr, ev.fd, ZMQ_POLLIN, 0};
+  std::thread signaller{[&ev, delay] {
     std::this_thread::sleep_for(delay);
     ev.signal();
   }};
+  EXPECT_EQ(spin_poll(&item, 1, -1ms, spin), 1);
+  EXPECT_TRUE(item.revents & ZMQ_POLLIN);
+  signaller.join();
 }
 
 } // namespace
 
 TEST(spin_poll, an_event_during_the_spin_is_returned) {
-  event_fd ev;
-  zmq::pollitem_t item{nullptr, ev.fd, ZMQ_POLLIN, 0};
-  auto t = signal_after(ev, 5ms);
   // The spin outlasts the delay (unless another thread wants the CPU,
-  // when it blocks instead): either way the event is what returns.
-  EXPECT_EQ(spin_poll(&item, 1, -1ms, 2s), 1);
-  EXPECT_TRUE(item.revents & ZMQ_POLLIN);
-  t.join();
+  // when it blocks instead).
+  expect_the_event(5ms, 2s);
 }
 
 TEST(spin_poll, an_event_after_the_spin_wakes_the_blocking_poll) {
-  event_fd ev;
-  zmq::pollitem_t item{nullptr, ev.fd, ZMQ_POLLIN, 0};
-  auto t = signal_after(ev, 100ms);
-  EXPECT_EQ(spin_poll(&item, 1, -1ms, 100us), 1);
-  EXPECT_TRUE(item.revents & ZMQ_POLLIN);
-  t.join();
+  expect_the_event(100ms, 100us);
 }
 
 TEST(spin_poll, a_timeout_shorter_than_the_spin_is_kept) {
