@@ -171,20 +171,6 @@ void schedule_tick(self_ptr self) {
   self->delayed_send(self, st.cfg.tick, tick_atom::value);
 }
 
-model_entry& entry_for(self_ptr self, const model_spec_ptr& spec) {
-  auto& st = self->state;
-  auto& m = st.models[{spec->name, spec->version}];
-  // A version removed from the repository and published again is a new
-  // spec; the old one's entry holds no replica by then.
-  if (!m.spec || (m.spec != spec && m.replicas.empty() && !m.spawn_requested)) {
-    m.spec = spec;
-    m.pinned = spec->pinned;
-    m.vfinish.resize(st.cfg.tenants->size());
-    m.queued_by_tenant.resize(st.cfg.tenants->size());
-  }
-  return m;
-}
-
 void request_replica(self_ptr self, model_entry& m,
                      const char* reason = "lazy") {
   if (m.spawn_requested || !m.replicas.empty()) {
@@ -508,7 +494,7 @@ void on_infer(self_ptr self, infer_job& job) {
                     " not found");
     return;
   }
-  auto& m = entry_for(self, spec);
+  auto& m = self->state.entry_for(spec);
   if (m.replicas.empty() && !m.spawn_requested &&
       m.failed_until_ns > now_ns()) {
     fail_waiter(self, w, job.model, status::unavailable, m.last_failure);
@@ -633,7 +619,7 @@ void on_ready(self_ptr self, const std::string& model, uint64_t version,
     self->send(st.replicas, idle_atom::value, model, version);
     return;
   }
-  auto& m = entry_for(self, spec);
+  auto& m = self->state.entry_for(spec);
   m.spawn_requested = false;
   m.scale_requested_ns = 0;
   m.queue_high_since_ns = 0;
@@ -878,7 +864,7 @@ void on_catalog_changed(self_ptr self) {
   for (auto& [name, versions] : catalog->models) {
     for (auto& [v, spec] : versions) {
       if (spec->pinned) {
-        request_replica(self, entry_for(self, spec), "load");
+        request_replica(self, self->state.entry_for(spec), "load");
       }
     }
   }
@@ -962,6 +948,19 @@ void on_progress(self_ptr self, const std::vector<uint64_t>& tickets,
 } // namespace
 
 void router_admin(self_ptr self, admin_job& job);
+
+model_entry& router_state::entry_for(const model_spec_ptr& spec) {
+  auto& m = models[{spec->name, spec->version}];
+  // A version removed from the repository and published again is a new
+  // spec; the old one's entry holds no replica by then.
+  if (!m.spec || (m.spec != spec && m.replicas.empty() && !m.spawn_requested)) {
+    m.spec = spec;
+    m.pinned = spec->pinned;
+    m.vfinish.resize(cfg.tenants->size());
+    m.queued_by_tenant.resize(cfg.tenants->size());
+  }
+  return m;
+}
 
 router_handle::behavior_type router_actor(
     self_ptr self, router_config cfg, live_catalog_ptr catalog,

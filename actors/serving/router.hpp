@@ -289,6 +289,11 @@ struct router_state {
   bool draining = false;
   std::string encode_buf;
 
+  // The entry of a model version, made (or given the newer spec of a
+  // version published again) with its per-tenant tables sized. Every
+  // handler that needs an entry takes it here.
+  model_entry& entry_for(const model_spec_ptr& spec);
+
   static inline const char* name = "router";
 };
 

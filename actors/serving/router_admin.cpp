@@ -166,10 +166,7 @@ void router_admin(self_ptr self, admin_job& job) {
                     (version ? " v" + std::to_string(*version) : "") +
                     " not found");
   }
-  auto& m = st.models[{spec->name, spec->version}];
-  if (!m.spec) {
-    m.spec = spec;
-  }
+  auto& m = st.entry_for(spec);
   if (op == op_kind::load) {
     return load_model(self, job, m);
   }

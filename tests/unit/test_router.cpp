@@ -216,6 +216,33 @@ TEST_F(router_test, identical_misses_coalesce_into_one_execution) {
   EXPECT_EQ(replies.size(), 10u) << "no request is answered twice";
 }
 
+// `shoalctl load m` before any request makes the model's entry; the
+// requests that follow must find it ready for them (its per-tenant
+// fairness tables sized), as when a request made it.
+TEST_F(router_test, a_model_loaded_before_any_request_serves_requests) {
+  start({});
+  admin_job load;
+  load.id = request_id::of(1);
+  load.op = static_cast<uint8_t>(op_kind::load);
+  load.model = "m";
+  caf::anon_send(router, std::move(load));
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  collect(1);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].code, status::ok) << replies[0].error;
+  // Two, the replica's share in flight: both go to it at once.
+  caf::anon_send(router, job(2, 2.0f));
+  caf::anon_send(router, job(3, 3.0f));
+  EXPECT_EQ(seen(2).size(), 2u);
+  caf::anon_send(exec, release_atom::value);
+  collect(3);
+  ASSERT_EQ(replies.size(), 3u);
+  for (auto& r : replies) {
+    EXPECT_EQ(r.code, status::ok) << r.error;
+  }
+}
+
 // Workers run executions under the head's tickets and may finish one of a
 // head that died after its successor started: the successor's tickets must
 // never repeat the earlier ones, or it would take a stale result as its
