@@ -36,5 +36,6 @@ using reload_atom = caf::atom_constant<caf::atom("reload")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using progress_atom = caf::atom_constant<caf::atom("progress")>;
 using job_atom = caf::atom_constant<caf::atom("job")>;
+using abandon_atom = caf::atom_constant<caf::atom("abandon")>;
 
 } // namespace shoal

@@ -370,7 +370,8 @@ std::vector<setting> runtime_settings() {
               "CAF scheduler threads (0: one per core).", &c::runtime,
               &c::runtime_section::scheduler_threads),
       declare("runtime.drain_grace_ms",
-              "On SIGTERM, how long in-flight work may take before exit.",
+              "On SIGTERM, how long in-flight work may take before exit "
+              "(what is still open then is answered CANCELLED).",
               &c::runtime, &c::runtime_section::drain_grace_ms),
       declare("runtime.poll_spin_us",
               "How long the gateway thread keeps polling after a light round "

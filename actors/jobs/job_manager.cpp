@@ -512,6 +512,29 @@ void expire_waits(self_ptr self) {
   std::erase_if(st.waiters, [](auto& kv) { return kv.second.empty(); });
 }
 
+// The node stops: a client waiting on a job hears that now, with a status
+// it may retry on once the node is back, instead of no reply at all.
+uint64_t abandon_waits(self_ptr self) {
+  auto& st = self->state;
+  uint64_t answered = 0;
+  for (auto& [key, ws] : st.waiters) {
+    auto o = st.open.find(key);
+    for (auto& w : ws) {
+      reply r;
+      if (o != st.open.end()) {
+        r = reply_of(record_of(o->second));
+      }
+      r.code = status::unavailable;
+      r.error = "the node is shutting down; the job stays stored and "
+                "resumes when the node is back";
+      answer_waiter(self, w, r);
+      ++answered;
+    }
+  }
+  st.waiters.clear();
+  return answered;
+}
+
 void on_tick(self_ptr self) {
   auto& st = self->state;
   flush_progress(self);
@@ -591,6 +614,7 @@ job_manager_actor(self_ptr self, job_manager_config cfg, job_store_ptr store,
       [=](count_atom) {
         return static_cast<uint64_t>(self->state.open.size());
       },
+      [=](abandon_atom) { return abandon_waits(self); },
   };
 }
 

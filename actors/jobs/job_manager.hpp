@@ -96,7 +96,11 @@ using job_manager_handle = caf::typed_actor<
     // start), new ones are stored but not run. Nothing comes back.
     caf::reacts_to<drain_atom>,
     // From the node, tests, benchmarks: the number of open jobs.
-    caf::replies_to<count_atom>::with<uint64_t>>;
+    caf::replies_to<count_atom>::with<uint64_t>,
+    // From the node as it stops: each open `wait` is answered UNAVAILABLE
+    // (the job stays stored and resumes at the next start). Returns how
+    // many were answered.
+    caf::replies_to<abandon_atom>::with<uint64_t>>;
 
 struct job_manager_state {
   struct open_job {

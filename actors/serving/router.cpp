@@ -899,6 +899,13 @@ void on_cancel(self_ptr self, const reply_route& route, const request_id& id) {
     return;
   }
   if (p.running) {
+    // An identical request that comes now must not join an execution that
+    // is being stopped: it would get this cancel's CANCELLED instead of a
+    // result. It opens an execution of its own.
+    if (p.indexed) {
+      st.coalesce.erase({p.job.key.hash_lo, p.job.key.hash_hi});
+      p.indexed = false;
+    }
     // The result is dropped when it comes; the replica stops early when
     // it can (between steps).
     if (auto h = caf::actor_cast<replica_handle>(p.replica)) {
@@ -913,6 +920,25 @@ void on_cancel(self_ptr self, const reply_route& route, const request_id& id) {
     update_waiting(self, mi->second);
   }
   erase_ticket(self, ticket);
+}
+
+// The node stops with these requests open: every client gets its one reply
+// now rather than none. A job's request is left alone: failing it would
+// end the job, which instead stays stored and runs at the next start.
+uint64_t on_abandon(self_ptr self) {
+  auto& st = self->state;
+  uint64_t answered = 0;
+  for (auto& [ticket, p] : st.tickets) {
+    for (auto& w : p.waiters) {
+      if (!w.listener) {
+        fail_waiter(self, w, p.job.model, status::cancelled,
+                    "cancelled: the node is shutting down");
+        ++answered;
+      }
+    }
+    std::erase_if(p.waiters, [](const waiter& w) { return !w.listener; });
+  }
+  return answered;
 }
 
 // Progress of running tickets: a frame to each streaming waiter, an event
@@ -1021,6 +1047,7 @@ router_handle::behavior_type router_actor(
       [=](count_atom) {
         return static_cast<uint64_t>(self->state.tickets.size());
       },
+      [=](abandon_atom) { return on_abandon(self); },
   };
 }
 

@@ -155,7 +155,12 @@ using router_handle = caf::typed_actor<
     // requests still open.
     caf::replies_to<drain_atom>::with<uint64_t>,
     // From the node while draining: returns the number of requests open.
-    caf::replies_to<count_atom>::with<uint64_t>>;
+    caf::replies_to<count_atom>::with<uint64_t>,
+    // From the node when the drain ended with requests still open (grace
+    // over, or a second signal): each client still waiting is answered
+    // CANCELLED; jobs' requests are not (their jobs stay stored for the
+    // next start). Returns how many were answered.
+    caf::replies_to<abandon_atom>::with<uint64_t>>;
 
 struct router_config {
   uint64_t queue_capacity = 1024;

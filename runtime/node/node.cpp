@@ -60,6 +60,27 @@ uint64_t node::impl::open_requests(caf::scoped_actor& self) {
   return n;
 }
 
+// Every request and wait still open gets its reply before the gateway
+// stops (a worker has no clients: the head re-runs its requests).
+void node::impl::abandon_open(caf::scoped_actor& self) {
+  uint64_t answered = 0;
+  auto abandon = [&](const auto& target) {
+    self->request(target, std::chrono::seconds{5}, abandon_atom::value)
+        .receive([&](uint64_t n) { answered += n; }, [](caf::error&) {});
+  };
+  if (router) {
+    abandon(router);
+  }
+  if (jobs) {
+    abandon(jobs);
+  }
+  if (answered > 0) {
+    spdlog::warn("node {}: answered {} open request(s) CANCELLED or "
+                 "UNAVAILABLE at shutdown",
+                 cfg.node.name, answered);
+  }
+}
+
 std::string node::impl::drain_node(const std::string& target) {
   auto& own = cfg.node.name;
   if (target == own) {
@@ -522,6 +543,7 @@ int node::run() {
     spdlog::warn("node {}: {} {} still open at shutdown", d.cfg.node.name, open,
                  d.agent ? "replica(s) or request(s)" : "request(s)");
   }
+  d.abandon_open(self);
   if (d.agent && d.link) {
     // Saying goodbye spares the head a heartbeat timeout.
     send(*d.link, "", leave_msg{});

@@ -80,6 +80,10 @@ struct node::impl {
   // the replicas the head has not retired yet.
   uint64_t open_requests(caf::scoped_actor& self);
 
+  // At the end of a drain: answers what is still open (requests
+  // CANCELLED, job waits UNAVAILABLE) so that no client goes unanswered.
+  void abandon_open(caf::scoped_actor& self);
+
   // The `drain NODE` op: an error reason, or empty when a drain started
   // (this node's own, or a worker's through the coordinator).
   std::string drain_node(const std::string& target);

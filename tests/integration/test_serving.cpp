@@ -497,6 +497,49 @@ TEST_F(serving, sigterm_under_load_answers_everything_and_exits_zero) {
   EXPECT_EQ(node_->wait_exit(10s), 0);
 }
 
+// The grace period ends (here: short, with a queue of slow requests)
+// before everything is served: what is still open is answered CANCELLED
+// and a `wait` on a job UNAVAILABLE, rather than left without a reply.
+TEST_F(serving, requests_open_when_the_grace_ends_are_answered) {
+  start({"--set", "runtime.drain_grace_ms=100"});
+  auto c = connect(*node_);
+  std::map<status, size_t> codes;
+  size_t ended = 0;
+  const size_t n = 120; // about 15 batches of 28 ms: well past the grace
+  for (size_t i = 0; i < n; ++i) {
+    c->submit(infer("slow", f32_input("x", 16, 900.0f + i)),
+              [&](caf::expected<reply> r) {
+                ++ended;
+                ++codes[r ? r->code : status::internal];
+              });
+  }
+  request submit = infer("slow", f32_input("x", 16, 7.0f));
+  submit.op = op_kind::submit;
+  submit.job = "held";
+  auto sub = c->call(submit);
+  ASSERT_TRUE(sub);
+  ASSERT_EQ(sub->code, status::ok) << sub->error;
+  request wait;
+  wait.op = op_kind::wait;
+  wait.job = "held";
+  wait.timeout_ms = 60000;
+  std::optional<reply> waited;
+  c->submit(wait, [&](caf::expected<reply> r) { waited = r ? *r : reply{}; });
+  c->poll(30ms);
+  ::kill(node_->pid(), SIGTERM);
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((ended < n || !waited) &&
+         std::chrono::steady_clock::now() < deadline) {
+    c->poll(50ms);
+  }
+  EXPECT_EQ(ended, n) << "every request gets its one reply";
+  EXPECT_GT(codes[status::cancelled], 0u) << "the grace was too long";
+  EXPECT_EQ(codes[status::ok] + codes[status::cancelled], n);
+  ASSERT_TRUE(waited) << "the wait on a job got no reply";
+  EXPECT_EQ(waited->code, status::unavailable) << waited->error;
+  EXPECT_EQ(node_->wait_exit(10s), 0);
+}
+
 TEST_F(serving, drain_op_stops_only_the_named_node_and_exits_zero) {
   start();
   auto c = connect(*node_);

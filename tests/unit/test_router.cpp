@@ -26,6 +26,7 @@ using born_atom = caf::atom_constant<caf::atom("born")>;
 // Holds every item until released, then answers each with its inputs.
 struct fake_exec_state {
   std::vector<exec_item> held;
+  std::set<uint64_t> cancelled;
   replica_listener_handle listener;
 };
 
@@ -42,11 +43,21 @@ caf::behavior fake_executor(caf::stateful_actor<fake_exec_state>* self,
                    caf::actor_cast<caf::actor>(self));
         self->state.held.push_back(std::move(item));
       },
+      // As an executor does, a cancelled item ends CANCELLED.
+      [=](cancel_atom, uint64_t ticket) {
+        self->state.cancelled.insert(ticket);
+      },
       [=](release_atom) {
         std::vector<exec_result> out;
         for (auto& item : self->state.held) {
           exec_result r;
           r.ticket = item.ticket;
+          if (self->state.cancelled.count(item.ticket) > 0) {
+            r.code = static_cast<uint8_t>(status::cancelled);
+            r.error = "cancelled after step 1 of 20";
+            out.push_back(std::move(r));
+            continue;
+          }
           r.code = static_cast<uint8_t>(status::ok);
           encode_tensors(item.inputs, r.outputs_encoded);
           r.batch_size = 1;
@@ -263,6 +274,38 @@ TEST_F(router_test, a_restarted_router_numbers_its_tickets_above_the_old_ones) {
   ASSERT_EQ(second.size(), 1u);
   EXPECT_GT(second[0], first[0] + 1000)
       << "the second router's first ticket repeats or follows the first's";
+}
+
+// A client cancels a request while it runs, then sends the same inputs
+// again: the new request runs on its own, rather than joining the
+// execution being stopped and sharing its CANCELLED.
+TEST_F(router_test, a_request_identical_to_a_cancelled_one_gets_its_result) {
+  start({});
+  auto first = job(1, 3.0f);
+  first.route.identity = "client";
+  caf::anon_send(router, first);
+  auto exec = next_born();
+  ASSERT_TRUE(exec);
+  ASSERT_EQ(seen(1).size(), 1u);
+  reply_route route;
+  route.identity = "client";
+  caf::anon_send(router, cancel_atom::value, route, request_id::of(1));
+  auto again = job(2, 3.0f);
+  again.route.identity = "client";
+  caf::anon_send(router, again);
+  EXPECT_EQ(seen(1).size(), 1u) << "the new request runs on its own";
+  caf::anon_send(exec, release_atom::value);
+  collect(2);
+  ASSERT_EQ(replies.size(), 2u);
+  std::map<uint64_t, reply> by_id;
+  for (auto& r : replies) {
+    by_id[r.id.num] = r;
+  }
+  EXPECT_EQ(by_id[1].code, status::cancelled);
+  EXPECT_EQ(by_id[2].code, status::ok) << by_id[2].error;
+  EXPECT_EQ(by_id[2].outputs.size(), 1u);
+  collect(3, 200ms);
+  EXPECT_EQ(replies.size(), 2u) << "no request is answered twice";
 }
 
 TEST_F(router_test, bypass_and_distinct_inputs_do_not_coalesce) {
