@@ -213,9 +213,11 @@ std::vector<setting> gateway_settings() {
   return {
       declare("gateway.endpoint", "ZeroMQ ROUTER endpoint clients connect to.",
               &c::gateway, &c::gateway_section::endpoint),
-      declare("gateway.max_frame_bytes",
-              "Largest request frame accepted; larger ones are refused.",
-              &c::gateway, &c::gateway_section::max_frame_bytes),
+      declare(
+          "gateway.max_frame_bytes",
+          "Largest request frame decoded; larger ones get INVALID_ARGUMENT, "
+          "and past twice this the connection is dropped.",
+          &c::gateway, &c::gateway_section::max_frame_bytes),
       declare("gateway.default_timeout_ms",
               "Deadline for requests that carry no timeout_ms.", &c::gateway,
               &c::gateway_section::default_timeout_ms),

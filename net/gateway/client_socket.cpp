@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -65,6 +66,18 @@ bool is_loopback_address(std::string_view address) noexcept {
     address.remove_prefix(mapped.size());
   }
   return address.substr(0, 4) == "127." || address == "::1";
+}
+
+uint64_t transport_frame_bound(uint64_t max_frame_bytes) noexcept {
+  // ZeroMQ allocates a message at the size its header announces, before
+  // reading it: this bound is what keeps a peer from making the node
+  // allocate what it likes, so it must stay a small multiple of the limit.
+  // Twice the limit lets a client that overshoots (a batch row too many, a
+  // larger image) learn why from the codec, which caps what one frame costs
+  // at twice what the operator sized the node for. Saturates: ZeroMQ takes
+  // an int64.
+  constexpr uint64_t most = std::numeric_limits<int64_t>::max();
+  return max_frame_bytes > most / 2 ? most : 2 * max_frame_bytes;
 }
 
 // The most messages in a poll round after which the thread still spins.
@@ -292,8 +305,9 @@ struct client_socket::impl {
       sock.set(zmq::sockopt::linger, 0);
       sock.set(zmq::sockopt::sndhwm, 0);
       sock.set(zmq::sockopt::rcvhwm, 0);
-      sock.set(zmq::sockopt::maxmsgsize,
-               static_cast<int64_t>(cfg.max_frame_bytes));
+      sock.set(
+          zmq::sockopt::maxmsgsize,
+          static_cast<int64_t>(transport_frame_bound(cfg.max_frame_bytes)));
       if (cfg.curve) {
         if (auto err = enable_curve()) {
           return err;

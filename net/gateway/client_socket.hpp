@@ -24,7 +24,9 @@ struct client_socket_config {
   int io_threads = 1;
   // How long the thread polls after a light round before it sleeps.
   std::chrono::microseconds poll_spin{0};
-  // ZeroMQ itself drops a peer that sends a larger frame (ZMQ_MAXMSGSIZE).
+  // The codec's frame limit. Larger frames up to transport_frame_bound()
+  // reach the handler (which answers them INVALID_ARGUMENT); ZeroMQ itself
+  // drops a peer that sends more than that (ZMQ_MAXMSGSIZE).
   uint64_t max_frame_bytes = 64u << 20;
   // CURVE: when set, the endpoint takes CURVE clients only and asks
   // `authorize` (on the ZAP thread) about each client key. Its verdict's
@@ -55,6 +57,11 @@ struct client_peer {
   // transport has no address (ipc, inproc): the same machine.
   bool local = false;
 };
+
+// The largest message ZeroMQ reads for a codec frame limit of
+// `max_frame_bytes`: twice the limit. A peer that sends more is
+// disconnected without a reply.
+uint64_t transport_frame_bound(uint64_t max_frame_bytes) noexcept;
 
 // Whether a ZeroMQ Peer-Address value is on this machine's loopback.
 bool is_loopback_address(std::string_view address) noexcept;

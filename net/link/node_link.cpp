@@ -9,13 +9,17 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sodium.h>
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.hpp>
 
@@ -63,6 +67,16 @@ constexpr int ping_timeouts = 10;
 // link has its own.
 constexpr const char* monitor_endpoint = "inproc://link-monitor";
 
+// The monitor events of a failed handshake (node_link.hpp, "Failed
+// handshakes"), and how often one peer's failures are logged.
+constexpr int handshake_failed_events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                        ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+constexpr std::chrono::seconds handshake_log_every{10};
+// Peers remembered for that rate limit. Addresses come from the network;
+// forgetting them all costs at most one more line each.
+constexpr size_t max_handshake_gates = 1024;
+
 int64_t ms_of(clock_type::duration d) {
   return std::chrono::duration_cast<milliseconds>(d).count();
 }
@@ -88,6 +102,60 @@ std::string printable(std::string_view s) {
     out += "...";
   }
   return out;
+}
+
+// What went wrong in a failed handshake, from its monitor event and value
+// (a ZMTP protocol code, a ZAP status or an errno).
+std::string handshake_detail(uint16_t event, int32_t value) {
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+    return fmt::format("the key was refused, ZAP status {}", value);
+  }
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      return "one side speaks CURVE, the other not";
+    }
+    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC) {
+      return "CURVE could not decrypt the peer's handshake";
+    }
+    return fmt::format("ZMTP protocol error {:#x}", value);
+  }
+  if (value == 0) {
+    return "the connection closed during the handshake";
+  }
+  return fmt::format("the connection closed during the handshake: {}",
+                     std::strerror(value));
+}
+
+// What an operator should check first.
+std::string_view handshake_cause(uint16_t event) {
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+    return "this node's key is not in the head's cluster.workers_file";
+  }
+  return "the peer's cluster.secret differs, or one side has none (with "
+         "CURVE key files: cluster.head_public_key is not the head's key)";
+}
+
+// The host at the other end of an accepted connection, or "" when the
+// connection is gone already. No port: a member retries from a new one
+// each time, and the log's rate limit is per host.
+std::string peer_host(int fd) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof(sa);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
+    return {};
+  }
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (sa.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+    return buf;
+  }
+  if (sa.ss_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&sa);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+    return buf;
+  }
+  return {};
 }
 
 // The body of link.rejoin (a seq) and of the hub's link.welcome and link.hb
@@ -187,7 +255,7 @@ struct counters {
   std::atomic<uint64_t> heartbeats_sent{0}, heartbeats_received{0};
   std::atomic<uint64_t> dropped_malformed{0}, dropped_unauthenticated{0};
   std::atomic<uint64_t> dropped_stale{0}, send_failed{0};
-  std::atomic<uint64_t> refused_keys{0};
+  std::atomic<uint64_t> refused_keys{0}, handshake_failures{0};
 };
 
 void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
@@ -321,6 +389,12 @@ struct node_link::impl {
   std::unordered_map<std::string, time_point> rejoin_sent; // hub, by id
   int msg_fd = -1; // the connection of the message being handled
   std::unordered_map<int, fd_owner> fd_owners; // hub
+  // Failed handshakes: the log's rate limit per peer; on the hub, the host
+  // of each connection accepted and a failure waiting for the DISCONNECTED
+  // that names its connection (see on_handshake_failed).
+  std::unordered_map<std::string, log_gate> handshake_gates;
+  std::unordered_map<int, std::string> accepted_from;           // hub
+  std::optional<std::pair<uint16_t, int32_t>> failed_handshake; // hub
   // Sessions whose connection closed, ended once what they sent before the
   // close has been read (member: at most the hub's).
   std::vector<fd_owner> closed;
@@ -814,22 +888,27 @@ struct node_link::impl {
         [[maybe_unused]] auto r = mon.recv(address, zmq::recv_flags::dontwait);
       }
       uint16_t event = 0;
-      uint32_t fd = 0;
-      if (head.size() >= sizeof(event) + sizeof(fd)) {
+      int32_t value = 0; // the fd, or a failed handshake's error
+      if (head.size() >= sizeof(event) + sizeof(value)) {
         std::memcpy(&event, head.data(), sizeof(event));
-        std::memcpy(&fd, head.data<char>() + sizeof(event), sizeof(fd));
-        on_event(event, static_cast<int>(fd));
+        std::memcpy(&value, head.data<char>() + sizeof(event), sizeof(value));
+        on_event(event, value);
       }
     }
   }
 
-  void on_event(uint16_t event, int fd) {
+  void on_event(uint16_t event, int32_t value) {
+    if ((event & handshake_failed_events) != 0) {
+      return on_handshake_failed(event, value);
+    }
     if (!is_hub()) {
       if (event == ZMQ_EVENT_DISCONNECTED && hub_live()) {
         closed.push_back({hub, current_hub()->inc});
       }
       return;
     }
+    int fd = value;
+    track_handshake(event, fd);
     auto it = fd_owners.find(fd);
     if (it == fd_owners.end()) {
       return;
@@ -838,6 +917,71 @@ struct node_link::impl {
       closed.push_back(std::move(it->second));
     }
     fd_owners.erase(it);
+  }
+
+  // A failed handshake: counted and logged (node_link.hpp, "Failed
+  // handshakes"). A member's event names the hub's endpoint; a hub's names
+  // only its own, so the hub reports at the DISCONNECTED that libzmq emits
+  // right after, from the same (single) I/O thread, with the connection's
+  // fd.
+  void on_handshake_failed(uint16_t event, int32_t value) {
+    bump(st.handshake_failures);
+    if (is_hub()) {
+      failed_handshake = std::pair{event, value};
+      return;
+    }
+    report_handshake(event, value, "the head at " + cfg.endpoint);
+  }
+
+  // Hub: which host each connection came from, read when it is accepted
+  // (a connection that failed its handshake may be closed by the time the
+  // failure is read), and the failed handshake its close completes.
+  void track_handshake(uint16_t event, int fd) {
+    if (event == ZMQ_EVENT_ACCEPTED) {
+      accepted_from[fd] = peer_host(fd);
+      return;
+    }
+    if (event != ZMQ_EVENT_DISCONNECTED) {
+      return;
+    }
+    auto it = accepted_from.find(fd);
+    std::string host = it == accepted_from.end() ? "" : std::move(it->second);
+    if (it != accepted_from.end()) {
+      accepted_from.erase(it);
+    }
+    if (auto failed = std::exchange(failed_handshake, std::nullopt)) {
+      // The ZAP handler logged a refused key already, with the key.
+      if (failed->first != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        report_handshake(failed->first, failed->second,
+                         "a node at " +
+                             (host.empty() ? "an unknown address" : host));
+      }
+    }
+  }
+
+  // Logs the first failure with `peer`, then at most one line per
+  // handshake_log_every with the number of failures since the last.
+  void report_handshake(uint16_t event, int32_t value,
+                        const std::string& peer) {
+    if (handshake_gates.size() >= max_handshake_gates &&
+        !handshake_gates.contains(peer)) {
+      handshake_gates.clear();
+    }
+    auto& g = handshake_gates[peer];
+    auto now = clock_type::now();
+    if (g.used && now - g.last < handshake_log_every) {
+      ++g.suppressed;
+      return;
+    }
+    std::string again;
+    if (g.suppressed > 0) {
+      again = fmt::format(" ({} more since the last report)", g.suppressed);
+    }
+    spdlog::warn("link {}: handshake with {} failed ({}), so {} node cannot "
+                 "join{}; probable cause: {}",
+                 cfg.name, peer, handshake_detail(event, value),
+                 is_hub() ? "that" : "this", again, handshake_cause(event));
+    g = log_gate{now, 0, true};
   }
 
   // Hub: `p`'s latest message came over connection msg_fd. The events not
@@ -1279,9 +1423,10 @@ struct node_link::impl {
 
   // The events of the socket's connections, before it binds or connects so
   // that none is missed: on the hub which connections are accepted and
-  // closed, on a member when its connection to the hub closes.
+  // closed, on a member when its connection to the hub closes, and on both
+  // the handshakes that fail.
   caf::error start_monitor() {
-    int events = ZMQ_EVENT_DISCONNECTED;
+    int events = ZMQ_EVENT_DISCONNECTED | handshake_failed_events;
     if (is_hub()) {
       events |= ZMQ_EVENT_ACCEPTED;
     }
@@ -1528,7 +1673,7 @@ link_stats node_link::stats() const {
           get(c.heartbeats_sent),   get(c.heartbeats_received),
           get(c.dropped_malformed), get(c.dropped_unauthenticated),
           get(c.dropped_stale),     get(c.send_failed),
-          get(c.refused_keys)};
+          get(c.refused_keys),      get(c.handshake_failures)};
 }
 
 const std::string& node_link::endpoint() const noexcept {

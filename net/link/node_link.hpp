@@ -116,6 +116,18 @@
 // nothing, and a flapping or crash-looping member is tried ever less often
 // instead of having work re-dispatched off it on every flap.
 //
+// Failed handshakes. A peer with another cluster secret (so other CURVE
+// keys), or without one where this side has one, fails the CURVE or ZMTP
+// handshake before any frame or ZAP check: nothing else would ever say so.
+// Both roles watch for it with the socket monitor, count it
+// (handshake_failures) and log a warning naming the peer (the member: the
+// hub's endpoint; the hub: the member's host, or "an unknown address" when
+// the connection was closed before the link thread could read it: libzmq
+// names only the hub's own endpoint) and the probable cause: the
+// first failure from a peer, then at most one line per 10 s with the
+// number since the last. The hub leaves a refused key to the ZAP handler's
+// own line ("refused a node key").
+//
 // Bad input: malformed, unauthenticated, wrong-version and oversized frames
 // are dropped, counted, and logged (warn) at most once per second per
 // reason, with the number suppressed in between. Frames over
@@ -237,6 +249,8 @@ struct link_stats {
   uint64_t dropped_stale = 0; // no live session, old incarnation, replay
   uint64_t send_failed = 0;   // peer gone, not connected, or HWM reached
   uint64_t refused_keys = 0;  // hub: CURVE handshakes with a key not allowed
+  // Handshakes that failed, either role (see "Failed handshakes").
+  uint64_t handshake_failures = 0;
 };
 
 class node_link {

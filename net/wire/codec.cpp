@@ -304,6 +304,10 @@ public:
   std::string run(const uint8_t* data, size_t size, const codec_limits& lim,
                   std::string_view root, request_id* id_out) {
     if (size > lim.max_frame_bytes) {
+      // The transport lets frames somewhat over the limit through so that
+      // they get this answer; the scan (bounded by the same per-value
+      // limits and budget as any rejected frame) finds their id for it.
+      scan(data, size, lim, root, id_out);
       return "frame of " + std::to_string(size) + " bytes exceeds limit " +
              std::to_string(lim.max_frame_bytes);
     }

@@ -392,7 +392,7 @@ void log_started(const impl& d) {
               std::to_string(d.http->port()) + "/metrics";
   }
   spdlog::info("node {} ({}) {}{}", c.node.name, c.node.role,
-               d.worker() ? "joined " + c.cluster.join
+               d.worker() ? "joining " + c.cluster.join
                           : "serving on " + d.endpoint,
                metrics);
 }

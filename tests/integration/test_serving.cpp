@@ -255,6 +255,49 @@ TEST_F(serving, garbage_frames_each_get_invalid_argument) {
   EXPECT_EQ(node_->wait_exit(0ms), std::nullopt);
 }
 
+TEST_F(serving, oversize_frame_is_answered_and_the_connection_kept) {
+  start({"--set", "gateway.max_frame_bytes=4096"});
+  zmq::context_t ctx;
+  zmq::socket_t s{ctx, zmq::socket_type::dealer};
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(node_->endpoint());
+  // A request still in flight when the oversize frame arrives: if the
+  // connection were dropped, its reply would be lost with it.
+  auto slow = infer("slow", f32_input("x", 16, 1.0f));
+  slow.id = request_id::of(std::string{"slow-1"});
+  auto big = infer("echo", f32_input("x", 1500, 2.0f));
+  big.id = request_id::of(std::string{"big-1"});
+  std::string slow_frame, big_frame;
+  encode_request(slow, slow_frame);
+  encode_request(big, big_frame);
+  ASSERT_GT(big_frame.size(), 4096u);
+  s.send(zmq::buffer(slow_frame), zmq::send_flags::none);
+  s.send(zmq::buffer(big_frame), zmq::send_flags::none);
+  std::map<std::string, reply> replies;
+  auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (replies.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    zmq::pollitem_t items[] = {{static_cast<void*>(s), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, 200ms);
+    zmq::message_t msg;
+    while (s.recv(msg, zmq::recv_flags::dontwait)) {
+      reply r;
+      ASSERT_FALSE(decode_reply(static_cast<const uint8_t*>(msg.data()),
+                                msg.size(), codec_limits{}, r));
+      replies[r.id.str] = std::move(r);
+    }
+  }
+  ASSERT_EQ(replies.size(), 2u) << "both frames must get a reply";
+  EXPECT_EQ(replies["slow-1"].code, status::ok) << replies["slow-1"].error;
+  EXPECT_EQ(replies["big-1"].code, status::invalid_argument);
+  EXPECT_NE(replies["big-1"].error.find("exceeds limit 4096"),
+            std::string::npos)
+      << replies["big-1"].error;
+  auto m = node_->metrics();
+  EXPECT_EQ(sample(m, "shoal_op_requests_total{op=\"invalid\","
+                      "status=\"INVALID_ARGUMENT\"}"),
+            1.0);
+}
+
 TEST_F(serving, req_socket_delimiter_is_mirrored) {
   start();
   zmq::context_t ctx;

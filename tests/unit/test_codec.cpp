@@ -1021,7 +1021,10 @@ TEST(codec_malformed, oversized_frame) {
   codec_limits lim;
   lim.max_frame_bytes = 1024;
   auto frame = infer_frame(1, 512);
-  EXPECT_REJECTED(decode_req(frame, lim), "frame of", "exceeds limit 1024");
+  auto over = decode_req(frame, lim);
+  EXPECT_REJECTED(over, "frame of", "exceeds limit 1024");
+  // Its reply still carries its id, so the client can match it.
+  EXPECT_EQ(over.req.id, request_id::of(uint64_t{1}));
   EXPECT_REJECTED(decode_rep(frame, lim), "frame of", "exceeds limit 1024");
   // A bin over max_bin_bytes is refused by size, not by allocation.
   codec_limits small_bin;

@@ -1,7 +1,8 @@
 // Node links with CURVE: what crosses the network is unreadable (a tapping
 // TCP proxy between member and hub sees neither the message types nor the
-// bodies, while without CURVE it sees both), and a member whose key the hub
-// does not accept never gets a session.
+// bodies, while without CURVE it sees both), a member whose key the hub
+// does not accept never gets a session, and a member with another cluster
+// secret (or none) never joins, with both sides saying why.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -18,6 +19,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "net/link/node_link.hpp"
 #include "net/security/curve_keys.hpp"
@@ -205,7 +208,137 @@ std::string capture(bool curve) {
   return t.seen();
 }
 
+// The keys a node derives from its cluster secret (as the node does);
+// CURVE off without one.
+link_curve_keys keys_of(const std::string& secret, link_role role) {
+  if (secret.empty()) {
+    return {};
+  }
+  auto hub = derive_key_pair(secret, "hub");
+  auto member = derive_key_pair(secret, "member");
+  return {true,
+          role == link_role::hub ? hub : member,
+          hub.public_key,
+          {member.public_key}};
+}
+
+// Keeps the warn lines about failed handshakes, to check what they name and
+// how often they come.
+class handshake_lines : public spdlog::sinks::base_sink<std::mutex> {
+public:
+  std::vector<std::string> taken() {
+    std::lock_guard<std::mutex> g{mutex_};
+    return lines_;
+  }
+
+protected:
+  void sink_it_(const spdlog::details::log_msg& m) override {
+    std::string s{m.payload.data(), m.payload.size()};
+    if (s.find("handshake with") != std::string::npos) {
+      lines_.push_back(std::move(s));
+    }
+  }
+  void flush_() override {}
+
+private:
+  std::vector<std::string> lines_;
+};
+
+struct mismatch_outcome {
+  int hub_ups = 0;
+  int member_ups = 0;
+  link_stats hub_stats;
+  link_stats member_stats;
+  std::vector<std::string> lines;
+  std::string hub_endpoint;
+};
+
+// A hub with `hub_secret` and a member with `member_secret`, given 1.5 s
+// (time for several of the member's retries) to join.
+mismatch_outcome join_with(const std::string& hub_secret,
+                           const std::string& member_secret) {
+  auto sink = std::make_shared<handshake_lines>();
+  // Restores the logger after the links below are gone (declared first).
+  struct logger_swap {
+    std::shared_ptr<spdlog::logger> saved = spdlog::default_logger();
+    ~logger_swap() { spdlog::set_default_logger(saved); }
+  } swap;
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("t", sink));
+  auto hc = link_config(link_role::hub, "head", "tcp://127.0.0.1:0");
+  hc.secret = hub_secret;
+  hc.curve = keys_of(hub_secret, link_role::hub);
+  inbox hub_in, member_in;
+  auto hub = node_link::start(hc, hub_in.handlers());
+  EXPECT_TRUE(hub);
+  auto mc = link_config(link_role::member, "worker-1", (*hub)->endpoint());
+  mc.secret = member_secret;
+  mc.curve = keys_of(member_secret, link_role::member);
+  auto member = node_link::start(mc, member_in.handlers());
+  EXPECT_TRUE(member);
+  for (int i = 0; i < 75 && member_in.ups == 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  mismatch_outcome out{
+      hub_in.ups, member_in.ups, (*hub)->stats(), (*member)->stats(), {}};
+  (*member)->stop();
+  (*hub)->stop();
+  out.lines = sink->taken();
+  out.hub_endpoint = (*hub)->endpoint();
+  return out;
+}
+
+void expect_refused_with_reports(const mismatch_outcome& o) {
+  EXPECT_EQ(o.member_ups, 0);
+  EXPECT_EQ(o.hub_ups, 0);
+  EXPECT_GE(o.member_stats.handshake_failures, 1u);
+  EXPECT_GE(o.hub_stats.handshake_failures, 1u);
+  // One line on the worker, naming the head's endpoint, and on the head
+  // one per address it could read (a connection may be closed before the
+  // hub reads its address, so there may be an "unknown address" one).
+  int head_lines = 0, worker_lines = 0;
+  for (auto& l : o.lines) {
+    EXPECT_NE(l.find("cluster.secret differs, or one side has none"),
+              std::string::npos)
+        << l;
+    if (l.starts_with("link head: handshake with a node at ")) {
+      ++head_lines;
+    } else if (l.starts_with("link worker-1: handshake with the head at " +
+                             o.hub_endpoint + " failed")) {
+      ++worker_lines;
+    } else {
+      ADD_FAILURE() << "unexpected line: " << l;
+    }
+  }
+  EXPECT_GE(head_lines, 1);
+  EXPECT_LE(head_lines, 2);
+  EXPECT_EQ(worker_lines, 1);
+}
+
 } // namespace
+
+TEST(link_curve, a_member_with_another_secret_never_joins_and_both_say_so) {
+  auto o = join_with("cluster-secret", "another-secret");
+  expect_refused_with_reports(o);
+  // The member retried (every 100 ms, backing off to 1 s), yet each side
+  // logged once: the rest wait for the 10 s rate limit.
+  EXPECT_GE(o.member_stats.handshake_failures, 2u);
+  EXPECT_GE(o.hub_stats.handshake_failures, 2u);
+}
+
+TEST(link_curve, a_member_without_the_secret_never_joins_and_both_say_so) {
+  // The head has a secret (so CURVE) and the worker none (plain ZMTP), and
+  // the other way round.
+  expect_refused_with_reports(join_with("cluster-secret", ""));
+  expect_refused_with_reports(join_with("", "cluster-secret"));
+}
+
+TEST(link_curve, a_member_with_the_same_secret_joins_without_reports) {
+  auto o = join_with("cluster-secret", "cluster-secret");
+  EXPECT_GE(o.member_ups, 1);
+  EXPECT_EQ(o.member_stats.handshake_failures, 0u);
+  EXPECT_EQ(o.hub_stats.handshake_failures, 0u);
+  EXPECT_TRUE(o.lines.empty());
+}
 
 TEST(link_curve, nothing_readable_crosses_the_network) {
   auto plain = capture(false);
