@@ -394,10 +394,11 @@ std::vector<setting> security_settings() {
               "(Z85), tenant, role = \"client\" | \"admin\"; re-read on "
               "change or SIGHUP.",
               &c::security, &c::security_section::clients_file),
-      declare("security.admin_from",
-              "Without CURVE, where admin ops (load, unload, drain) may come "
-              "from: \"loopback\" or \"any\" (warned about at start).",
-              &c::security, &c::security_section::admin_from),
+      declare(
+          "security.admin_from",
+          "Without CURVE, where admin ops (load, unload, drain, reload) may "
+          "come from: \"loopback\" or \"any\" (warned about at start).",
+          &c::security, &c::security_section::admin_from),
   };
 }
 

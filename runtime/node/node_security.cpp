@@ -44,7 +44,7 @@ caf::error configure_gateway_security(const node_config& cfg,
   if (s.curve_secret_key_file.empty()) {
     if (gc.admin_from_any) {
       spdlog::warn("security.admin_from = \"any\" and no CURVE keys: anyone "
-                   "who reaches {} may load, unload and drain",
+                   "who reaches {} may load, unload, drain and reload",
                    cfg.gateway.endpoint);
     }
     return {};

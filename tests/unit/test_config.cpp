@@ -197,6 +197,15 @@ TEST(config, range_errors_name_where_the_value_was_set) {
       << why;
 }
 
+TEST(config, admin_from_names_every_admin_op) {
+  auto cfg = load_config("");
+  ASSERT_TRUE(cfg);
+  auto text = render_config(*cfg);
+  EXPECT_NE(text.find("admin ops (load, unload, drain, reload)"),
+            std::string::npos)
+      << text;
+}
+
 TEST(config, printed_config_reads_back_identically) {
   auto cfg = load_config("");
   ASSERT_TRUE(cfg);
