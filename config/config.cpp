@@ -397,10 +397,11 @@ std::vector<setting> security_settings() {
               "(Z85), tenant, role = \"client\" | \"admin\"; re-read on "
               "change or SIGHUP.",
               &c::security, &c::security_section::clients_file),
-      declare("security.admin_from",
-              "Without CURVE, where admin ops (load, unload, drain) may come "
-              "from: \"loopback\" or \"any\" (warned about at start).",
-              &c::security, &c::security_section::admin_from),
+      declare(
+          "security.admin_from",
+          "Without CURVE, where admin ops (load, unload, drain, reload) may "
+          "come from: \"loopback\" or \"any\" (warned about at start).",
+          &c::security, &c::security_section::admin_from),
   };
 }
 
@@ -778,43 +779,67 @@ caf::error set_config_value(node_config& cfg, const std::string& dotted,
 
 namespace {
 
-caf::error invalid(const std::string& key, const std::string& what) {
-  return make_error(errc::config_invalid, key + ": " + what);
+// Where `key` was set (a file, --set, an environment variable), or empty
+// for a default. A tenant's name has no source of its own: its table's
+// first field set says where the table is.
+std::string origin_of(const node_config& cfg, const std::string& key) {
+  if (auto i = cfg.sources.find(key); i != cfg.sources.end()) {
+    return i->second;
+  }
+  auto i = cfg.sources.lower_bound(key + ".");
+  if (i != cfg.sources.end() && i->first.rfind(key + ".", 0) == 0) {
+    return i->second;
+  }
+  return {};
+}
+
+// A value out of range, named as a type error names it: with the origin
+// first, so that a value from a later --config file or from --set is found
+// where it was set rather than searched for.
+caf::error invalid(const node_config& cfg, const std::string& key,
+                   const std::string& what) {
+  auto origin = origin_of(cfg, key);
+  if (origin.empty()) {
+    return make_error(errc::config_invalid, key + ": " + what);
+  }
+  return bad(origin, key, what);
 }
 
 // The node's role, its cluster settings and its labels.
 caf::error validate_cluster(const node_config& cfg) {
   auto& role = cfg.node.role;
   if (role != "all" && role != "head" && role != "worker") {
-    return invalid("node.role",
+    return invalid(cfg, "node.role",
                    "must be head, worker or all, got '" + role + "'");
   }
   if (role == "worker" && cfg.cluster.join.empty()) {
-    return invalid("cluster.join", "a worker needs the head's endpoint "
-                                   "(--join tcp://HEAD:5556)");
+    return invalid(cfg, "cluster.join",
+                   "a worker needs the head's endpoint "
+                   "(--join tcp://HEAD:5556)");
   }
   if (role != "worker" && !cfg.cluster.join.empty()) {
-    return invalid("cluster.join",
+    return invalid(cfg, "cluster.join",
                    "only a worker joins a head (--role worker)");
   }
   if (cfg.node.preemption_poll_ms < 100) {
-    return invalid("node.preemption_poll_ms", "must be at least 100");
+    return invalid(cfg, "node.preemption_poll_ms", "must be at least 100");
   }
   if (!cfg.node.preemption_notice_url.empty() &&
       cfg.node.preemption_notice_url.rfind("http://", 0) != 0 &&
       cfg.node.preemption_notice_url.rfind("https://", 0) != 0) {
-    return invalid("node.preemption_notice_url",
+    return invalid(cfg, "node.preemption_notice_url",
                    "expected an http:// or https:// URL, got '" +
                        cfg.node.preemption_notice_url + "'");
   }
   if (cfg.cluster.heartbeat_ms == 0 ||
       cfg.cluster.timeout_ms <= cfg.cluster.heartbeat_ms) {
-    return invalid("cluster.timeout_ms",
+    return invalid(cfg, "cluster.timeout_ms",
                    "must be larger than cluster.heartbeat_ms (> 0)");
   }
   if (cfg.cluster.suspect_ms == 0 ||
       cfg.cluster.suspect_ms > cfg.cluster.timeout_ms) {
-    return invalid("cluster.suspect_ms", "must be in 1..cluster.timeout_ms");
+    return invalid(cfg, "cluster.suspect_ms",
+                   "must be in 1..cluster.timeout_ms");
   }
   std::string_view rest{cfg.node.labels};
   while (!rest.empty()) {
@@ -822,7 +847,7 @@ caf::error validate_cluster(const node_config& cfg) {
     auto item = rest.substr(0, comma);
     auto eq = item.find('=');
     if (eq == std::string_view::npos || eq == 0) {
-      return invalid("node.labels",
+      return invalid(cfg, "node.labels",
                      "expected k=v,k=v, got '" + cfg.node.labels + "'");
     }
     rest = comma == std::string_view::npos ? std::string_view{}
@@ -834,50 +859,51 @@ caf::error validate_cluster(const node_config& cfg) {
 // The gateway, HTTP, cache, router, supervisor and log settings.
 caf::error validate_serving(const node_config& cfg) {
   if (cfg.gateway.endpoint.find("://") == std::string::npos) {
-    return invalid("gateway.endpoint",
+    return invalid(cfg, "gateway.endpoint",
                    "expected a ZeroMQ endpoint like tcp://127.0.0.1:5555, "
                    "got '" +
                        cfg.gateway.endpoint + "'");
   }
   if (cfg.gateway.max_frame_bytes < 64) {
-    return invalid("gateway.max_frame_bytes", "must be at least 64");
+    return invalid(cfg, "gateway.max_frame_bytes", "must be at least 64");
   }
   if (cfg.runtime.poll_spin_us > 10000) {
-    return invalid("runtime.poll_spin_us", "must be at most 10000");
+    return invalid(cfg, "runtime.poll_spin_us", "must be at most 10000");
   }
   if (cfg.gateway.io_threads < 1) {
-    return invalid("gateway.io_threads", "must be at least 1");
+    return invalid(cfg, "gateway.io_threads", "must be at least 1");
   }
   if (cfg.http.threads < 1) {
-    return invalid("http.threads", "must be at least 1");
+    return invalid(cfg, "http.threads", "must be at least 1");
   }
   if (!cfg.http.listen.empty() &&
       cfg.http.listen.rfind(':') == std::string::npos) {
-    return invalid("http.listen",
+    return invalid(cfg, "http.listen",
                    "expected HOST:PORT, got '" + cfg.http.listen + "'");
   }
   if (cfg.cache.window_fraction <= 0 || cfg.cache.window_fraction >= 1) {
-    return invalid("cache.window_fraction", "must be in (0, 1)");
+    return invalid(cfg, "cache.window_fraction", "must be in (0, 1)");
   }
   if (cfg.router.queue_capacity == 0) {
-    return invalid("router.queue_capacity", "must be at least 1");
+    return invalid(cfg, "router.queue_capacity", "must be at least 1");
   }
   if (cfg.router.tick_ms == 0) {
-    return invalid("router.tick_ms", "must be at least 1");
+    return invalid(cfg, "router.tick_ms", "must be at least 1");
   }
   if (cfg.supervisor.period_ms == 0) {
-    return invalid("supervisor.period_ms", "must be at least 1");
+    return invalid(cfg, "supervisor.period_ms", "must be at least 1");
   }
   if (cfg.supervisor.backoff_max_ms < cfg.supervisor.backoff_initial_ms) {
-    return invalid("supervisor.backoff_max_ms",
+    return invalid(cfg, "supervisor.backoff_max_ms",
                    "must not be below supervisor.backoff_initial_ms");
   }
   static const std::vector<std::string> levels{"trace", "debug", "info",
                                                "warn",  "error", "off"};
   if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end()) {
-    return invalid("log.level", "must be one of trace, debug, info, warn, "
-                                "error, off; got '" +
-                                    cfg.log.level + "'");
+    return invalid(cfg, "log.level",
+                   "must be one of trace, debug, info, warn, "
+                   "error, off; got '" +
+                       cfg.log.level + "'");
   }
   return {};
 }
@@ -886,12 +912,13 @@ caf::error validate_serving(const node_config& cfg) {
 caf::error validate_security(const node_config& cfg) {
   auto& s = cfg.security;
   if (s.admin_from != "loopback" && s.admin_from != "any") {
-    return invalid("security.admin_from",
+    return invalid(cfg, "security.admin_from",
                    "must be \"loopback\" or \"any\", got '" + s.admin_from +
                        "'");
   }
   if (s.curve_secret_key_file.empty() != s.clients_file.empty()) {
-    return invalid(s.clients_file.empty() ? "security.clients_file"
+    return invalid(cfg,
+                   s.clients_file.empty() ? "security.clients_file"
                                           : "security.curve_secret_key_file",
                    "CURVE needs both security.curve_secret_key_file and "
                    "security.clients_file");
@@ -899,12 +926,12 @@ caf::error validate_security(const node_config& cfg) {
   auto& c = cfg.cluster;
   if (!c.curve_secret_key_file.empty()) {
     if (cfg.node.role == "head" && c.workers_file.empty()) {
-      return invalid("cluster.workers_file",
+      return invalid(cfg, "cluster.workers_file",
                      "a head with cluster.curve_secret_key_file needs the "
                      "workers' public keys");
     }
     if (cfg.node.role == "worker" && c.head_public_key.empty()) {
-      return invalid("cluster.head_public_key",
+      return invalid(cfg, "cluster.head_public_key",
                      "a worker with cluster.curve_secret_key_file needs the "
                      "head's public key");
     }
@@ -923,44 +950,47 @@ caf::error validate_models(const node_config& cfg) {
   if (lower.rfind("file://", 0) == 0) {
     root = root.substr(7);
   } else if (!url && root.find("://") != std::string::npos) {
-    return invalid("models.root", "unsupported scheme in '" + root +
-                                      "' (a directory, file:// or http(s)://)");
+    return invalid(cfg, "models.root",
+                   "unsupported scheme in '" + root +
+                       "' (a directory, file:// or http(s)://)");
   }
   std::error_code ec;
   if (!url && !std::filesystem::is_directory(root, ec)) {
-    return invalid("models.root",
+    return invalid(cfg, "models.root",
                    "'" + cfg.models.root + "' is not a directory");
   }
   if (cfg.models.cache_dir.empty()) {
-    return invalid("models.cache_dir", "must not be empty");
+    return invalid(cfg, "models.cache_dir", "must not be empty");
   }
   if (cfg.models.parallel_ranges == 0 || cfg.models.parallel_ranges > 64) {
-    return invalid("models.parallel_ranges", "must be in 1..64");
+    return invalid(cfg, "models.parallel_ranges", "must be in 1..64");
   }
   if (cfg.models.fetch_timeout_ms < 100) {
-    return invalid("models.fetch_timeout_ms", "must be at least 100");
+    return invalid(cfg, "models.fetch_timeout_ms", "must be at least 100");
   }
   if (cfg.models.poll_ms > 0 && cfg.models.poll_ms < 100) {
-    return invalid("models.poll_ms", "must be 0 (off) or at least 100");
+    return invalid(cfg, "models.poll_ms", "must be 0 (off) or at least 100");
   }
   return {};
 }
 
 // Tenant names become metric label values: short, plain, and never the
 // label of the tenants that are not configured.
-caf::error validate_tenant_name(const std::string& name) {
+caf::error validate_tenant_name(const node_config& cfg,
+                                const std::string& name) {
   auto plain = [](char ch) {
     return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' ||
            ch == '-' || ch == '.';
   };
   if (name.empty() || name.size() > 64 ||
       !std::all_of(name.begin(), name.end(), plain)) {
-    return invalid("tenants." + name,
+    return invalid(cfg, "tenants." + name,
                    "a tenant name is 1..64 letters, digits, '_', '-' or '.'");
   }
   if (name == "other") {
-    return invalid("tenants.other", "'other' is reserved: it labels the "
-                                    "metrics of tenants not configured");
+    return invalid(cfg, "tenants.other",
+                   "'other' is reserved: it labels the "
+                   "metrics of tenants not configured");
   }
   return {};
 }
@@ -968,25 +998,26 @@ caf::error validate_tenant_name(const std::string& name) {
 // [tenants.NAME] tables and the request log.
 caf::error validate_tenants(const node_config& cfg) {
   if (cfg.tenants.size() > 1000) {
-    return invalid("tenants", "at most 1000 tenants");
+    return invalid(cfg, "tenants", "at most 1000 tenants");
   }
   for (auto& [name, t] : cfg.tenants) {
     auto key = "tenants." + name + ".";
-    if (auto err = validate_tenant_name(name)) {
+    if (auto err = validate_tenant_name(cfg, name)) {
       return err;
     }
     if (!(t.rate >= 0) || t.rate > 1e9) {
-      return invalid(key + "rate", "must be in 0..1e9 requests per second");
+      return invalid(cfg, key + "rate",
+                     "must be in 0..1e9 requests per second");
     }
     if (t.max_priority > 9) {
-      return invalid(key + "max_priority", "must be in 0..9");
+      return invalid(cfg, key + "max_priority", "must be in 0..9");
     }
     if (t.weight < 1 || t.weight > 1000) {
-      return invalid(key + "weight", "must be in 1..1000");
+      return invalid(cfg, key + "weight", "must be in 1..1000");
     }
   }
   if (!(cfg.log.requests_sample >= 0) || cfg.log.requests_sample > 1) {
-    return invalid("log.requests_sample", "must be in 0..1");
+    return invalid(cfg, "log.requests_sample", "must be in 0..1");
   }
   return {};
 }

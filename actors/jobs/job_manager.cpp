@@ -363,8 +363,33 @@ void on_cancel(self_ptr self, const job_request& rq) {
   send(self, rq.route, r);
 }
 
+// Whether `after` names a job of the tenant; answers the request when not.
+// The store pages from the job it names, and from the top when it names
+// none: a client that passed an unknown `after` would get its first page
+// again, and a paginating client would loop.
+bool known_after(self_ptr self, const job_request& rq) {
+  if (rq.after.empty()) {
+    return true;
+  }
+  auto j = self->state.store->get(rq.tenant, rq.after, false);
+  if (!j) {
+    send_error(self, rq, status::internal, reason_of(j.error()));
+    return false;
+  }
+  if (!*j) {
+    send_error(self, rq, status::not_found,
+               "jobs: after: no job " + rq.after +
+                   " (pass the last job of the previous page)");
+    return false;
+  }
+  return true;
+}
+
 void on_list(self_ptr self, const job_request& rq) {
   auto& st = self->state;
+  if (!known_after(self, rq)) {
+    return;
+  }
   auto limit = rq.limit == 0 ? 100 : std::min<uint64_t>(rq.limit, 1000);
   auto list = st.store->list(rq.tenant, limit, rq.after);
   if (!list) {
@@ -445,7 +470,10 @@ void on_finished(self_ptr self, const std::string& key, open_job& o,
   j.error = std::move(ev.error);
   j.result = std::move(ev.reply);
   j.updated_ms = unix_ms();
-  if (o.total > 0) {
+  // A job that is done did all of its steps, whatever the last progress
+  // said; a failed one keeps how far it got, which is what its owner needs
+  // to tell a late failure from an early one.
+  if (j.state == job_state::done && o.total > 0) {
     j.done = j.total;
   }
   auto ok = st.store->finish(j);

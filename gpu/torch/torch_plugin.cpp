@@ -4,11 +4,13 @@
 // exception (nor any libtorch type) ever reaches shoald.
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -370,6 +372,58 @@ void run_model(shoal_torch_model& m, const shoal_torch_tensor* in,
   fill(m.outputs, out);
 }
 
+// Whether a line reads "SomeError: why" (or "...Exception: why"): how the
+// TorchScript interpreter ends its message with the exception's own words.
+bool is_exception_line(const std::string& line) {
+  auto colon = line.find(": ");
+  if (colon == std::string::npos || colon == 0) {
+    return false;
+  }
+  auto name = line.substr(0, colon);
+  auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' ||
+           c == '.';
+  };
+  if (!std::all_of(name.begin(), name.end(), word_char)) {
+    return false;
+  }
+  return name.ends_with("Error") || name.ends_with("Exception");
+}
+
+// A forward's failure in one bounded line. An interpreter error's first
+// line is boilerplate ("The following operation failed in the TorchScript
+// interpreter.") and the cause ("RuntimeError: boom") is its last
+// "XxxError: ..." line, after the TorchScript traceback; other errors say
+// it on their first line.
+std::string forward_reason(const std::string& what) {
+  constexpr size_t max_len = 400;
+  std::string pick;
+  size_t begin = 0;
+  while (begin < what.size()) {
+    auto end = what.find('\n', begin);
+    if (end == std::string::npos) {
+      end = what.size();
+    }
+    auto line = what.substr(begin, end - begin);
+    auto first = line.find_first_not_of(" \t");
+    if (first != std::string::npos && is_exception_line(line.substr(first))) {
+      pick = line.substr(first);
+    }
+    begin = end + 1;
+  }
+  if (pick.empty()) {
+    pick = first_line(what.c_str());
+  }
+  // A `raise` in TorchScript names Python's builtins module, noise here.
+  if (pick.starts_with("builtins.")) {
+    pick.erase(0, std::string_view{"builtins."}.size());
+  }
+  if (pick.size() > max_len) {
+    pick = pick.substr(0, max_len) + "...";
+  }
+  return pick;
+}
+
 int32_t api_run(shoal_torch_model* m, const shoal_torch_tensor* in,
                 uint32_t n_in, shoal_torch_tensor* out, uint32_t n_out,
                 char* err, size_t err_len) {
@@ -377,9 +431,10 @@ int32_t api_run(shoal_torch_model* m, const shoal_torch_tensor* in,
     run_model(*m, in, n_in, out, n_out);
     return 0;
   } catch (const c10::Error& e) {
-    set_error(err, err_len, first_line(e.what()));
+    // Without the C++ backtrace, whose frames would bury the cause.
+    set_error(err, err_len, forward_reason(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    set_error(err, err_len, first_line(e.what()));
+    set_error(err, err_len, forward_reason(e.what()));
   }
   return -1;
 }

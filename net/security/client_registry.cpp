@@ -15,8 +15,8 @@ caf::error bad_entry(const std::string& path, size_t index,
                      const std::string& name, const std::string& what) {
   auto which = "[[client]] #" + std::to_string(index + 1) +
                (name.empty() ? "" : " (" + name + ")");
-  return make_error(errc::config_invalid,
-                    "clients file " + path + ": " + which + ": " + what);
+  return make_error(errc::config_invalid, "security.clients_file: " + path +
+                                              ": " + which + ": " + what);
 }
 
 caf::expected<client_entry> parse_entry(const std::string& path, size_t index,
@@ -58,7 +58,7 @@ parse_clients(const std::string& path, const toml::table& root) {
   std::vector<client_entry> out;
   for (auto& [k, v] : root) {
     if (k.str() != "client") {
-      return make_error(errc::config_invalid, "clients file " + path +
+      return make_error(errc::config_invalid, "security.clients_file: " + path +
                                                   ": unknown key '" +
                                                   std::string{k.str()} + "'");
     }
@@ -102,10 +102,11 @@ load_clients_file(const std::string& path) {
     return parse_clients(path, root);
   } catch (const toml::parse_error& e) {
     auto& where = e.source().begin;
-    return make_error(
-        errc::config_invalid,
-        "clients file " + path + ":" + std::to_string(where.line) + ":" +
-            std::to_string(where.column) + ": " + std::string{e.description()});
+    return make_error(errc::config_invalid,
+                      "security.clients_file: " + path + ":" +
+                          std::to_string(where.line) + ":" +
+                          std::to_string(where.column) + ": " +
+                          std::string{e.description()});
   }
 }
 

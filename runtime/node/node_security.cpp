@@ -9,6 +9,25 @@
 
 namespace shoal {
 
+namespace {
+
+// The gateway's CURVE key pair and the clients it accepts.
+caf::expected<std::pair<curve_key_pair, std::shared_ptr<client_registry>>>
+read_gateway_keys(const node_config::security_section& s) {
+  auto pair = read_secret_key_file(s.curve_secret_key_file,
+                                   "security.curve_secret_key_file");
+  if (!pair) {
+    return pair.error();
+  }
+  auto clients = client_registry::open(s.clients_file);
+  if (!clients) {
+    return clients.error();
+  }
+  return std::make_pair(*pair, std::move(*clients));
+}
+
+} // namespace
+
 caf::error configure_gateway_security(const node_config& cfg,
                                       metrics::registry& reg,
                                       gateway_config& gc) {
@@ -25,28 +44,24 @@ caf::error configure_gateway_security(const node_config& cfg,
   if (s.curve_secret_key_file.empty()) {
     if (gc.admin_from_any) {
       spdlog::warn("security.admin_from = \"any\" and no CURVE keys: anyone "
-                   "who reaches {} may load, unload and drain",
+                   "who reaches {} may load, unload, drain and reload",
                    cfg.gateway.endpoint);
     }
     return {};
   }
-  auto pair = read_secret_key_file(s.curve_secret_key_file,
-                                   "security.curve_secret_key_file");
-  if (!pair) {
-    return pair.error();
+  auto keys = read_gateway_keys(s);
+  if (!keys) {
+    return keys.error();
   }
-  auto clients = client_registry::open(s.clients_file);
-  if (!clients) {
-    return clients.error();
-  }
-  gc.secret_key = pair->secret_key;
-  gc.clients = std::move(*clients);
+  auto& [pair, clients] = *keys;
+  gc.secret_key = pair.secret_key;
+  gc.clients = clients;
   gc.on_auth_failure = [&failures](std::string_view reason) {
     failures.with({std::string{reason}}).inc();
   };
   spdlog::info("security: gateway requires CURVE; public key {}, {} client(s) "
                "from {}",
-               z85_of(pair->public_key), gc.clients->size(), s.clients_file);
+               z85_of(pair.public_key), gc.clients->size(), s.clients_file);
   if (gc.admin_from_any) {
     spdlog::warn("security.admin_from = \"any\" has no effect with CURVE: "
                  "admin ops need an admin key");
@@ -141,6 +156,26 @@ caf::error configure_link_security(const node_config& cfg,
   lc.curve.hub_public_key = hub.public_key;
   lc.curve.allowed = {member.public_key};
   return {};
+}
+
+caf::error check_security_files(const node_config& cfg) {
+  if (!cfg.security.curve_secret_key_file.empty()) {
+    if (auto keys = read_gateway_keys(cfg.security); !keys) {
+      return keys.error();
+    }
+  }
+  // A standalone node starts no node link and reads none of its files.
+  if (cfg.node.role != "head" && cfg.node.role != "worker") {
+    return {};
+  }
+  auto secret = read_cluster_secret(cfg);
+  if (!secret) {
+    return secret.error();
+  }
+  node_link_config lc;
+  lc.role = cfg.node.role == "head" ? link_role::hub : link_role::member;
+  lc.secret = std::move(*secret);
+  return configure_link_security(cfg, lc);
 }
 
 } // namespace shoal

@@ -29,4 +29,10 @@ caf::expected<std::string> read_cluster_secret(const node_config& cfg);
 caf::error configure_link_security(const node_config& cfg,
                                    node_link_config& lc);
 
+// What --check-config reads of the above, without starting anything: the
+// key files, the clients file, the cluster secret and the workers' keys
+// that starting this node would read, with the same errors (which name the
+// setting and the file, never a secret).
+caf::error check_security_files(const node_config& cfg);
+
 } // namespace shoal

@@ -11,6 +11,7 @@
 #include "runtime/model/repository.hpp"
 #include "runtime/node/log.hpp"
 #include "runtime/node/node.hpp"
+#include "runtime/node/node_security.hpp"
 
 namespace shoal {
 
@@ -83,9 +84,15 @@ caf::expected<node_config> configuration(const command_line& cl) {
   return cfg;
 }
 
-// Starts nothing, but reads every manifest (fetching them from a remote
-// repository).
-int check_models(const node_config& cfg) {
+// Starts nothing and binds nothing, but reads every file that starting
+// would read (the key, clients, secret and workers files, every manifest,
+// fetching them from a remote repository), so that "configuration OK"
+// means the node gets past reading its configuration.
+int check_config(const node_config& cfg) {
+  if (auto err = check_security_files(cfg)) {
+    std::cerr << "shoald: " << reason_of(err) << "\n";
+    return 2;
+  }
   auto catalog = open_repository(store_config_of(cfg));
   if (!catalog) {
     std::cerr << "shoald: " << reason_of(catalog.error()) << "\n";
@@ -117,7 +124,7 @@ int shoald_main(int argc, char** argv) {
     return 2;
   }
   if (cl.check_config) {
-    return check_models(*cfg);
+    return check_config(*cfg);
   }
   block_signals();
   auto n = node::start(*cfg);

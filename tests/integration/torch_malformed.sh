@@ -11,6 +11,11 @@
 #   nodict     forward returns a dict without the declared 'embedding'
 #   newer      saved by a torch newer than the node's libtorch (the
 #              archive's format version raised to 99)
+# Models that load but whose forward fails on some input are answered
+# INTERNAL with the exception's own words, not the interpreter's
+# boilerplate first line, and answer OK on the next good input:
+#   raises     forward raises RuntimeError("boom") for a large input
+#   embed      an embedding indexed out of range
 source "$(dirname "$0")/lib.sh"
 
 require_python_modules
@@ -62,6 +67,22 @@ class BadDtype(torch.nn.Module):
         return x[:, :4].double()
 
 
+class Raises(torch.nn.Module):
+    def forward(self, x):
+        if bool(x.sum() > 1000.0):
+            raise RuntimeError("boom: the input sum is too large")
+        return x[:, :4] * 2.0
+
+
+class Embed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, t):
+        return self.table(t).sum(1)
+
+
 class NoDict(torch.nn.Module):
     def forward(self, x) -> Dict[str, torch.Tensor]:
         return {"logits": x[:, :4]}
@@ -76,14 +97,15 @@ def saved(module):
     return blob
 
 
-def write(name, blob, outputs, sha=None):
+def write(name, blob, outputs, sha=None, input_=("x", "f32", "[-1, 8]")):
     d = os.path.join(root, name, "1")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "model.pt"), "wb") as f:
         f.write(blob)
     sha = sha or hashlib.sha256(blob).hexdigest()
     toml = ['backend = "torch"', "",
-            "[[inputs]]", 'name = "x"', 'dtype = "f32"', "shape = [-1, 8]"]
+            "[[inputs]]", f'name = "{input_[0]}"', f'dtype = "{input_[1]}"',
+            f"shape = {input_[2]}"]
     for out, shape in outputs:
         toml += ["", "[[outputs]]", f'name = "{out}"', 'dtype = "f32"', f"shape = {shape}"]
     toml += ["", "[batching]", "max_batch = 4", "max_delay_us = 1000",
@@ -117,6 +139,9 @@ write("badshape", saved(BadShape()), [("logits", "[-1, 4]")])
 write("baddtype", saved(BadDtype()), [("logits", "[-1, 4]")])
 write("nodict", saved(NoDict()), dict_outputs)
 write("newer", newer(good), dict_outputs)
+write("raises", saved(Raises()), [("logits", "[-1, 4]")])
+write("embed", saved(Embed()), [("logits", "[-1, 4]")],
+      input_=("t", "i64", "[-1, 3]"))
 EOF
 "$PYTHON" "$GEN_DIR/make_bad_models.py" "$MODELS_DIR"
 
@@ -166,10 +191,26 @@ def call(**fields):
 x = np.arange(32, dtype="<f4").reshape(4, 8)
 
 
-def infer(model, data=x, name="x"):
+def infer(model, data=x, name="x", dtype="f32"):
     return call(op="infer", model=model, timeout_ms=120000,
-                inputs=[{"name": name, "dtype": "f32", "shape": list(data.shape),
+                inputs=[{"name": name, "dtype": dtype, "shape": list(data.shape),
                          "data": data.tobytes()}])
+
+
+def forward_fails(model, bad, good, words, **kw):
+    """INTERNAL naming the exception's own words on one line, then OK."""
+    rep = infer(model, bad, **kw)
+    err = rep.get("error") or ""
+    missing = [w for w in words if w not in err]
+    if rep.get("status") != "INTERNAL" or missing or "\n" in err \
+            or "TorchScript interpreter" in err:
+        failures.append(f"{model}: {rep.get('status')}: {err!r} (missing {missing})")
+        print(f"FAIL {model}: {rep.get('status')}: {err!r}")
+    else:
+        print(f"ok   {model}: INTERNAL: {err}")
+    rep = infer(model, good, **kw)
+    if rep.get("status") != "OK":
+        failures.append(f"{model} after its failure: {rep.get('status')}: {rep.get('error')}")
 
 
 for model, words in CASES.items():
@@ -182,6 +223,12 @@ for model, words in CASES.items():
         print(f"FAIL {model}: {rep.get('status')}: {err}")
     else:
         print(f"ok   {model}: UNAVAILABLE: {err}")
+
+forward_fails("raises", x * 100, x,
+              ["RuntimeError: boom: the input sum is too large"])
+tokens = np.array([[1, 2, 10**9]], dtype="<i8")
+forward_fails("embed", tokens, np.array([[1, 2, 3]], dtype="<i8"),
+              ["index out of range"], name="t", dtype="i64")
 
 rep = infer("good")
 outs = {o["name"]: o for o in rep.get("outputs") or []}

@@ -163,6 +163,49 @@ TEST(config, validate_rejects_impossible_values) {
       << reason_of(err);
 }
 
+TEST(config, range_errors_name_where_the_value_was_set) {
+  temp_dir d;
+  auto base = d.write("base.toml", "[gateway]\nmax_frame_bytes = 4096\n");
+  auto f = d.write("f.toml", "[gateway]\nmax_frame_bytes = 10\n");
+  auto cfg = load_config(std::vector<std::string>{base, f});
+  ASSERT_TRUE(cfg) << reason_of(cfg.error());
+  auto why = reason_of(validate(*cfg));
+  EXPECT_NE(why.find(f + ": gateway.max_frame_bytes: must be at least 64"),
+            std::string::npos)
+      << why;
+  ASSERT_FALSE(
+      set_config_value(*cfg, "gateway.max_frame_bytes", "4096", "--set"));
+  ASSERT_FALSE(set_config_value(*cfg, "router.tick_ms", "0", "--set"));
+  why = reason_of(validate(*cfg));
+  EXPECT_NE(why.find("--set: router.tick_ms: must be at least 1"),
+            std::string::npos)
+      << why;
+  ::setenv("SHOAL_HTTP_THREADS", "0", 1);
+  cfg = load_config("");
+  ::unsetenv("SHOAL_HTTP_THREADS");
+  ASSERT_TRUE(cfg) << reason_of(cfg.error());
+  why = reason_of(validate(*cfg));
+  EXPECT_NE(why.find("SHOAL_HTTP_THREADS: http.threads: must be at least 1"),
+            std::string::npos)
+      << why;
+  // A tenant's bad name is found in the file of its table.
+  auto t = d.write("t.toml", "[tenants.\"a b\"]\nrate = 1.0\n");
+  cfg = load_config(t);
+  ASSERT_TRUE(cfg) << reason_of(cfg.error());
+  why = reason_of(validate(*cfg));
+  EXPECT_NE(why.find(t + ": tenants.a b: a tenant name"), std::string::npos)
+      << why;
+}
+
+TEST(config, admin_from_names_every_admin_op) {
+  auto cfg = load_config("");
+  ASSERT_TRUE(cfg);
+  auto text = render_config(*cfg);
+  EXPECT_NE(text.find("admin ops (load, unload, drain, reload)"),
+            std::string::npos)
+      << text;
+}
+
 TEST(config, printed_config_reads_back_identically) {
   auto cfg = load_config("");
   ASSERT_TRUE(cfg);

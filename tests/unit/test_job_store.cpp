@@ -1,10 +1,15 @@
 // The SQLite job store (runtime/jobs/sqlite_job_store.hpp) and the wire
-// encoding of the job ops: what the job manager relies on.
+// encoding of the job ops: what the job manager relies on; and the job
+// manager's answers over that store, with the router's events sent by hand.
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
+#include <caf/all.hpp>
 #include <gtest/gtest.h>
 
+#include "actors/jobs/job_manager.hpp"
 #include "net/wire/codec.hpp"
 #include "net/wire/error.hpp"
 #include "runtime/jobs/sqlite_job_store.hpp"
@@ -33,6 +38,106 @@ struct store_fixture : ::testing::Test {
     c.path = dir.path() + "/jobs.db";
     c.max_result_bytes = 16;
     return c;
+  }
+};
+
+struct no_job_metrics : job_metrics {
+  void states(const std::vector<uint64_t>&) override {}
+  void finished(const std::string&, double) override {}
+  void recovered(uint64_t) override {}
+};
+
+// A job manager over a real store; its router takes the jobs and ignores
+// them, and the test plays the router's part with job_events.
+struct manager_fixture : store_fixture {
+  caf::actor_system_config sys_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::shared_ptr<reply_sink> sink = std::make_shared<reply_sink>();
+  job_manager_handle manager;
+  uint64_t next_id = 1;
+
+  void SetUp() override {
+    sys = std::make_unique<caf::actor_system>(sys_cfg);
+    auto store = open_sqlite_job_store(cfg());
+    ASSERT_TRUE(store) << reason_of(store.error());
+    // An error back (as for an unexpected message) would stop the manager.
+    auto router = sys->spawn([]() { return caf::behavior{[](infer_job&) {}}; });
+    auto rebuild = [](const std::string&, uint64_t) {
+      return caf::expected<infer_job>{infer_job{}};
+    };
+    manager = sys->spawn(job_manager_actor, job_manager_config{}, *store,
+                         caf::actor_cast<router_handle>(router), sink,
+                         std::make_shared<no_job_metrics>(), rebuild);
+  }
+
+  void TearDown() override {
+    caf::anon_send_exit(manager, caf::exit_reason::user_shutdown);
+    sys.reset();
+  }
+
+  // The manager's reply to `rq`, within 5 s.
+  reply ask(job_request rq) {
+    rq.id = request_id::of(next_id++);
+    auto want = rq.id;
+    caf::anon_send(manager, std::move(rq));
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{5};
+    std::vector<reply_sink::outgoing> out;
+    while (std::chrono::steady_clock::now() < until) {
+      sink->drain(out);
+      for (auto& o : out) {
+        reply r;
+        auto* data = reinterpret_cast<const uint8_t*>(o.body.data());
+        if (!decode_reply(data, o.body.size(), codec_limits{}, r) &&
+            r.id == want) {
+          return r;
+        }
+      }
+      out.clear();
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+    ADD_FAILURE() << "no reply from the job manager";
+    return reply{};
+  }
+
+  job_request op(op_kind kind, const std::string& job) {
+    job_request rq;
+    rq.op = static_cast<uint8_t>(kind);
+    rq.tenant = "t";
+    rq.job = job;
+    if (kind == op_kind::submit) {
+      rq.infer.model = "echo";
+      rq.infer.version = 1;
+      rq.frame = "frame-of-" + job;
+    }
+    return rq;
+  }
+
+  // What the router says about job `job`'s request.
+  void event(const std::string& job, job_event ev) {
+    std::string key = "t";
+    key += '\0';
+    key += job;
+    ev.id = request_id::of(key);
+    caf::anon_send(manager, job_atom::value, std::move(ev));
+  }
+
+  // Runs `job` to 3 of 10 steps, then ends it with `code`.
+  void run_and_end(const std::string& job, status code) {
+    ASSERT_EQ(ask(op(op_kind::submit, job)).job.state, "queued");
+    job_event p;
+    p.kind = job_event_kind::progress;
+    p.done = 3;
+    p.total = 10;
+    event(job, p);
+    reply final_reply;
+    final_reply.code = code;
+    final_reply.error = code == status::ok ? "" : "boom";
+    job_event f;
+    f.kind = job_event_kind::finished;
+    f.code = static_cast<uint8_t>(code);
+    f.error = final_reply.error;
+    encode_reply(final_reply, f.reply);
+    event(job, f);
   }
 };
 
@@ -157,4 +262,46 @@ TEST(job_codec, job_ops_and_frames_round_trip) {
       decode_request(reinterpret_cast<const uint8_t*>(wait_without_job.data()),
                      wait_without_job.size(), codec_limits{}, bad);
   EXPECT_EQ(reason_of(err), "job: required for op wait");
+}
+
+TEST_F(manager_fixture, a_failed_job_keeps_the_progress_it_reached) {
+  run_and_end("fails", status::internal);
+  auto j = ask(op(op_kind::job, "fails"));
+  EXPECT_EQ(j.job.state, "failed");
+  EXPECT_EQ(j.code, status::internal);
+  EXPECT_EQ(j.job.done, 3u) << "a failure after 3 of 10 steps shows 10";
+  EXPECT_EQ(j.job.total, 10u);
+  // A job that is done did every step, whatever its last progress said.
+  run_and_end("works", status::ok);
+  j = ask(op(op_kind::job, "works"));
+  EXPECT_EQ(j.job.state, "done");
+  EXPECT_EQ(j.job.done, 10u);
+  // The list shows the same.
+  auto list = ask(op(op_kind::jobs, ""));
+  ASSERT_EQ(list.jobs.size(), 2u);
+  EXPECT_EQ(list.jobs[1].job, "fails");
+  EXPECT_EQ(list.jobs[1].done, 3u);
+}
+
+TEST_F(manager_fixture, a_page_after_an_unknown_job_is_not_found) {
+  for (auto* id : {"a", "b", "c"}) {
+    ASSERT_EQ(ask(op(op_kind::submit, id)).job.state, "queued");
+  }
+  auto list = op(op_kind::jobs, "");
+  list.limit = 2;
+  auto first = ask(list);
+  ASSERT_EQ(first.jobs.size(), 2u);
+  EXPECT_EQ(first.jobs[0].job, "c");
+  list.after = first.jobs[1].job;
+  auto second = ask(list);
+  ASSERT_EQ(second.jobs.size(), 1u);
+  EXPECT_EQ(second.jobs[0].job, "a");
+  // An unknown `after` would page from the top again: a client that pages
+  // until the list runs out would never stop.
+  list.after = "no-such-job";
+  auto bad = ask(list);
+  EXPECT_EQ(bad.code, status::not_found);
+  EXPECT_NE(bad.error.find("after: no job no-such-job"), std::string::npos)
+      << bad.error;
+  EXPECT_TRUE(bad.jobs.empty());
 }
