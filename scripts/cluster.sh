@@ -140,11 +140,13 @@ port_busy() {
   (exec 3<>"/dev/tcp/$CLUSTER_HOST/$1") 2>/dev/null
 }
 
-# A port above CLUSTER_HTTP_PORT that nothing listens on and no node of
-# this cluster was given (a frozen or stopped node keeps its claim).
+# A port above CLUSTER_HTTP_PORT that nothing listens on, no node of this
+# cluster was given (a frozen or stopped node keeps its claim) and no node
+# failed to bind before (an outgoing connection's local port looks free to
+# port_busy but cannot be bound while that connection lasts).
 pick_http_port() {
   local p=$((CLUSTER_HTTP_PORT + 1)) taken
-  taken=$(cat "$NODES"/*.http 2>/dev/null || true)
+  taken=$(cat "$NODES"/*.http "$NODES"/*.bad_ports 2>/dev/null || true)
   while ((p < 65535)); do
     if ! grep -qx "$p" <<<"$taken" && ! port_busy "$p"; then
       echo "$p"
@@ -243,10 +245,11 @@ relaunch_on_port_clash() {
   tail -n 3 "$NODES/$name.log" | grep -q "for HTTP: Address already in use" ||
     return 1
   [[ -e $tries_file ]] && tries=$(<"$tries_file")
-  ((tries < 3)) || return 1
+  ((tries < 5)) || return 1
   echo $((tries + 1)) >"$tries_file"
   echo "cluster.sh: $name lost its HTTP port to another socket; trying another" >&2
-  # pick_http_port skips ports recorded for nodes, this one's included.
+  # pick_http_port skips the ports recorded for nodes and those that failed.
+  cat "$NODES/$name.http" >>"$NODES/$name.bad_ports"
   local port
   port=$(pick_http_port)
   echo "$port" >"$NODES/$name.http"

@@ -326,10 +326,15 @@ void on_peer(self_ptr self, const std::string& name, uint64_t inc,
              uint8_t state, const std::string& reason,
              const std::string& hello_body) {
   auto ps = static_cast<peer_state>(state);
-  auto& w = self->state.workers[name];
+  auto& workers = self->state.workers;
   if (ps == peer_state::up) {
-    return on_worker_up(self, name, w, inc, hello_body);
+    return on_worker_up(self, name, workers[name], inc, hello_body);
   }
+  auto wi = workers.find(name);
+  if (wi == workers.end()) {
+    return; // it left (forgotten) before its connection closed
+  }
+  auto& w = wi->second;
   if (w.incarnation != inc && w.incarnation != 0) {
     return; // about an incarnation already replaced
   }
@@ -441,12 +446,31 @@ void on_devices(worker& w, const std::string& name, const std::string& body) {
   w.gpu_unreported.clear();
 }
 
+// Drops a worker from the membership at once (status, shoal_cluster_nodes).
+void forget_worker(self_ptr self, const std::string& name) {
+  auto& st = self->state;
+  auto it = st.workers.find(name);
+  if (it == st.workers.end()) {
+    return;
+  }
+  st.view->erase(name);
+  if (!it->second.counted_state.empty()) {
+    --st.worker_counts[it->second.counted_state];
+  }
+  st.workers.erase(it);
+  publish(self);
+}
+
+// A worker that said goodbye (a drain, a handled preemption, a scale-down)
+// is forgotten at once rather than listed `down` until forget_after: it is
+// not a failure, and `down` is what the node-down alert watches, so every
+// rolling update would page someone.
 void on_leave(self_ptr self, worker& w, const std::string& name) {
   spdlog::info("coordinator: worker {} left", name);
   w.state = "down";
   w.down_since_ns = now_ns();
   lose_replicas(self, w, name, "left");
-  publish(self, name);
+  forget_worker(self, name);
 }
 
 void on_link_msg(self_ptr self, const std::string& name, uint64_t inc,
@@ -581,22 +605,14 @@ void on_tick(self_ptr self) {
   auto& st = self->state;
   auto now = now_ns();
   auto forget_ns = std::chrono::nanoseconds{st.cfg.forget_after}.count();
-  bool changed = false;
-  for (auto it = st.workers.begin(); it != st.workers.end();) {
-    if (it->second.state == "down" &&
-        now - it->second.down_since_ns > forget_ns) {
-      st.view->erase(it->first);
-      if (!it->second.counted_state.empty()) {
-        --st.worker_counts[it->second.counted_state];
-      }
-      it = st.workers.erase(it);
-      changed = true;
-    } else {
-      ++it;
+  std::vector<std::string> forget;
+  for (auto& [name, w] : st.workers) {
+    if (w.state == "down" && now - w.down_since_ns > forget_ns) {
+      forget.push_back(name);
     }
   }
-  if (changed) {
-    publish(self);
+  for (auto& name : forget) {
+    forget_worker(self, name);
   }
   if (!st.waiting.empty()) {
     retry_waiting(self);

@@ -727,6 +727,19 @@ TEST_F(chaos, sigterm_worker_drains_without_errors) {
           << "id " << id << " served by the drained worker 1 s after SIGTERM";
     }
   }
+  // A worker that left is not a failure: it is dropped from the status at
+  // once and never counted down (what the node-down alert watches), also
+  // once its connection has closed and its heartbeats stopped (past
+  // cluster.timeout_ms).
+  EXPECT_EQ(seen_states.count("down"), 0u) << victim << " listed down";
+  std::this_thread::sleep_for(1500ms);
+  auto rep = cluster_->status();
+  ASSERT_TRUE(rep && rep->code == status::ok);
+  for (auto& n : rep->nodes) {
+    EXPECT_NE(n.name, victim)
+        << "still listed (" << n.state << ") after it left";
+  }
+  EXPECT_EQ(head_metric("shoal_cluster_nodes{state=\"down\"}"), 0.0);
 }
 
 // (d) A worker added while serving gets placements: once the only old
