@@ -67,6 +67,12 @@ worker_agent_state::local_replica* by_executor(self_ptr self,
   return nullptr;
 }
 
+void count_executor(self_ptr self, const std::string& model, int64_t delta) {
+  if (self->state.metrics) {
+    self->state.metrics->executors(model, delta);
+  }
+}
+
 void retire(self_ptr self, const retire_msg& m) {
   auto& st = self->state;
   for (auto it = st.replicas.begin(); it != st.replicas.end();) {
@@ -83,6 +89,7 @@ void retire(self_ptr self, const retire_msg& m) {
     // The supervisor stops it without a restart (the same path as an idle
     // retirement on a standalone node).
     self->send(st.supervisor, idle_atom::value, d.model, d.version);
+    count_executor(self, d.model, -1);
     it = st.replicas.erase(it);
   }
   refresh_hello(self);
@@ -224,6 +231,7 @@ void on_executor_down(self_ptr self, caf::down_msg& dm) {
       continue;
     }
     send_head(self, replica_down_msg{it->first, reason_of(dm.reason)});
+    count_executor(self, it->second.desc.model, -1);
     st.replicas.erase(it);
     refresh_hello(self);
     return;
@@ -249,6 +257,7 @@ void on_ready(self_ptr self, const std::string& model, uint64_t version,
   self->monitor(handle);
   replica_desc d{id, model, version, device, 0};
   st.replicas[id] = {std::move(handle), d};
+  count_executor(self, model, 1);
   spdlog::info("worker: replica {} of {} v{} ready on {}", id, model, version,
                device);
   send_head(self, d);
@@ -291,9 +300,11 @@ void on_progress(self_ptr self, std::vector<uint64_t>& tickets, uint64_t done,
 worker_agent_handle::behavior_type
 worker_agent_actor(self_ptr self, std::shared_ptr<link_box> link,
                    replica_source_handle supervisor, worker_hello hello,
-                   std::function<void()> on_drain, live_catalog_ptr catalog) {
+                   std::function<void()> on_drain, live_catalog_ptr catalog,
+                   std::shared_ptr<serving_metrics> metrics) {
   auto& st = self->state;
   st.catalog = std::move(catalog);
+  st.metrics = std::move(metrics);
   st.on_drain = std::move(on_drain);
   st.link = std::move(link);
   st.supervisor = std::move(supervisor);

@@ -21,6 +21,7 @@
 #include "actors/cluster/link_box.hpp"
 #include "actors/messages.hpp"
 #include "actors/serving/executor.hpp"
+#include "actors/serving/serving_metrics.hpp"
 #include "actors/serving/supervisor.hpp"
 #include "gpu/model/live_catalog.hpp"
 #include "net/link/cluster_codec.hpp"
@@ -75,6 +76,9 @@ struct worker_agent_state {
   // This worker's view of the repository: a spawn of a version not in it
   // re-reads it first, so that a version the head has just read is found.
   live_catalog_ptr catalog;
+  // shoal_executors of this node: a worker counts the executors it runs (the
+  // head's router counts only its own node's).
+  std::shared_ptr<serving_metrics> metrics;
   worker_hello hello; // kept current: a restarted head adopts from it
   std::map<uint64_t, local_replica> replicas;
   uint64_t next_id = 1;
@@ -93,6 +97,6 @@ worker_agent_handle::behavior_type worker_agent_actor(
     worker_agent_handle::stateful_pointer<worker_agent_state> self,
     std::shared_ptr<link_box> link, replica_source_handle supervisor,
     worker_hello hello, std::function<void()> on_drain,
-    live_catalog_ptr catalog);
+    live_catalog_ptr catalog, std::shared_ptr<serving_metrics> metrics);
 
 } // namespace shoal

@@ -107,6 +107,16 @@ void fail_waiter(self_ptr self, const waiter& w, const std::string& model,
   send_reply(self, w, r);
 }
 
+// shoal_executors counts the executors that run on this node: a head's
+// replicas on workers are counted by those workers (each node is scraped).
+void count_executor(self_ptr self, const std::string& model,
+                    const std::string& node, int64_t delta) {
+  auto& st = self->state;
+  if (node.empty() || node == st.cfg.node_name) {
+    st.metrics->executors(model, delta);
+  }
+}
+
 void update_waiting(self_ptr self, const model_entry& m) {
   self->state.metrics->waiting(m.spec->name, m.queue.size());
 }
@@ -289,7 +299,7 @@ void retire_drained(self_ptr self, const router_state::model_key& key,
   for (auto r = m.replicas.begin(); r != m.replicas.end();) {
     if (r->retiring && r->outstanding == 0) {
       self->demonitor(r->handle.address());
-      st.metrics->executors(key.first, -1);
+      count_executor(self, key.first, r->node, -1);
       self->send(st.replicas, retire_atom::value, r->handle);
       r = m.replicas.erase(r);
     } else {
@@ -626,7 +636,7 @@ void on_ready(self_ptr self, const std::string& model, uint64_t version,
   m.failed_until_ns = 0;
   self->monitor(handle);
   m.replicas.push_back({handle, 0, now_ns(), std::move(device), node, false});
-  st.metrics->executors(model, 1);
+  count_executor(self, model, node, 1);
   for (auto& w : m.load_waiters) {
     reply r;
     r.model = model;
@@ -684,8 +694,8 @@ void on_down(self_ptr self, caf::down_msg& dm) {
     if (r == m.replicas.end()) {
       continue;
     }
+    count_executor(self, key.first, r->node, -1);
     m.replicas.erase(r);
-    st.metrics->executors(key.first, -1);
     if (dm.reason && dm.reason != caf::exit_reason::user_shutdown) {
       spdlog::warn("router: replica of {} v{} died: {}", key.first, key.second,
                    reason_of(dm.reason));
@@ -824,7 +834,7 @@ void retire_idle(self_ptr self) {
                  removed ? "removed" : "idle", key.first, key.second);
     for (auto& r : m.replicas) {
       self->demonitor(r.handle.address());
-      st.metrics->executors(key.first, -1);
+      count_executor(self, key.first, r.node, -1);
     }
     m.replicas.clear();
     self->send(st.replicas, idle_atom::value, key.first, key.second);

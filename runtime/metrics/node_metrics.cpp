@@ -59,9 +59,11 @@ node_metrics::node_metrics(metrics::registry& reg, std::string node_name)
                           "Requests queued for a model and not yet running "
                           "(the autoscaling signal).",
                           {"model"})),
-      executors_(reg.gauges("shoal_executors",
-                            "Executor replicas serving a model on a node.",
-                            {"model", "node"})),
+      executors_(
+          reg.gauges("shoal_executors",
+                     "Executor replicas serving a model, reported by the node "
+                     "that runs them.",
+                     {"model", "node"})),
       spawns_(reg.counters("shoal_executor_spawns_total",
                            "Executors started, by reason (lazy, restart, "
                            "load).",

@@ -126,7 +126,7 @@ caf::error node::impl::start_cluster() {
     lc.hello = std::move(body);
     agent = system->spawn(
         worker_agent_actor, box, supervisor, std::move(hello),
-        [this] { drain_requested = true; }, catalog);
+        [this] { drain_requested = true; }, catalog, metrics);
     target = agent;
   } else {
     view = std::make_shared<cluster_view>();

@@ -520,6 +520,14 @@ TEST_F(chaos, sigkill_worker_under_load_loses_nothing) {
   ASSERT_FALSE(victim.empty()) << "no worker reports a replica of slow";
   std::cout << "[info] replicas: echo on " << holder_of("echo") << ", slow on "
             << victim << "; killing " << victim << std::endl;
+  // shoal_executors: each node counts the executors it runs, so a sum over
+  // every scraped node is the cluster's, and a node's own is right.
+  auto series = [](const std::string& node) {
+    return "shoal_executors{model=\"slow\",node=\"" + node + "\"}";
+  };
+  EXPECT_GE(sample(cluster_->node(victim)->metrics(), series(victim)), 1.0);
+  EXPECT_EQ(sample(cluster_->head_metrics(), series("head")).value_or(0), 0.0)
+      << "the head counts a worker's executor as its own";
   auto before = std::max(0.0, head_metric("shoal_requests_redispatched_total"));
 
   auto opts = load_opts();
