@@ -337,6 +337,23 @@ std::pair<bool, std::string> readiness(const impl& d) {
   return out;
 }
 
+// /sd hands each node's http.listen to Prometheus as its target, and a
+// wildcard host is no address to scrape: said once at start, where an
+// operator looks when a target stays down.
+void warn_wildcard_listen(const node_config& c) {
+  if (c.node.role == "all") {
+    return; // a standalone node is in no /sd
+  }
+  auto host = c.http.listen.substr(0, c.http.listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") {
+    spdlog::warn("node {}: http.listen {} is a wildcard address, which the "
+                 "head's /sd hands to Prometheus as this node's metrics "
+                 "target; set it to an address Prometheus can reach (on "
+                 "Kubernetes: SHOAL_HTTP_LISTEN=$(POD_IP):9310)",
+                 c.node.name, c.http.listen);
+  }
+}
+
 // The head's own metrics target and every live worker's.
 std::string service_discovery(const impl& d) {
   auto& c = d.cfg;
@@ -358,6 +375,7 @@ caf::error start_http(impl& d) {
   if (d.head()) {
     h.service_discovery = [&d] { return service_discovery(d); };
   }
+  warn_wildcard_listen(d.cfg);
   http_limits limits;
   limits.threads = d.cfg.http.threads;
   limits.timeout_ms = d.cfg.http.timeout_ms;

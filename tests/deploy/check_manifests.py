@@ -98,6 +98,17 @@ def check_pod(obj, by_kind, drain_grace_ms):
                          f"sleep ({sleep} s) plus runtime.drain_grace_ms ({drain_grace_ms} ms)")
         if not get(c, "resources.requests"):
             problem(obj, f"container {c.get('name')} has no resource requests")
+        # The head's /sd hands Prometheus each node's http.listen as its
+        # target: a wildcard (the config's 0.0.0.0) is unreachable, so every
+        # shoald pod must listen on (and so advertise) its pod IP.
+        if c.get("name") == "shoald":
+            env = {e["name"]: e for e in c.get("env", [])}
+            listen = env.get("SHOAL_HTTP_LISTEN", {}).get("value", "")
+            pod_ip = get(env.get("POD_IP", {}), "valueFrom.fieldRef.fieldPath")
+            if listen != "$(POD_IP):9310" or pod_ip != "status.podIP":
+                problem(obj, "shoald must get SHOAL_HTTP_LISTEN=$(POD_IP):9310 "
+                             "(POD_IP from status.podIP) so /sd advertises a "
+                             "reachable metrics target")
     volumes = {v["name"] for v in spec.get("volumes", [])}
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         for m in c.get("volumeMounts", []):
