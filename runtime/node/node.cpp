@@ -1,6 +1,7 @@
 #include "runtime/node/node.hpp"
 
 #include <csignal>
+#include <cstdlib>
 #include <thread>
 
 #include <caf/all.hpp>
@@ -358,12 +359,21 @@ void warn_wildcard_listen(const node_config& c) {
 std::string service_discovery(const impl& d) {
   auto& c = d.cfg;
   auto host = c.http.listen.substr(0, c.http.listen.rfind(':'));
+  // A cluster's pods share the head's namespace (the Kubernetes downward
+  // API's POD_NAMESPACE); Prometheus' HTTP discovery cannot know it.
+  static const std::string ns = [] {
+    const char* v = std::getenv("POD_NAMESPACE");
+    return std::string{v == nullptr ? "" : v};
+  }();
   std::vector<sd_target> targets;
-  targets.push_back(
-      {host + ":" + std::to_string(d.http->port()), c.node.name, "head", {}});
+  targets.push_back({host + ":" + std::to_string(d.http->port()),
+                     c.node.name,
+                     "head",
+                     {},
+                     ns});
   for (auto& [name, e] : d.view->snapshot()) {
     if (e.state != "down" && !e.metrics_target.empty()) {
-      targets.push_back({e.metrics_target, name, "worker", e.labels});
+      targets.push_back({e.metrics_target, name, "worker", e.labels, ns});
     }
   }
   return render_service_discovery(targets);

@@ -36,6 +36,10 @@ std::string group(const sd_target& t) {
   out += quote(t.node);
   out += ",\"role\":";
   out += quote(t.role);
+  if (!t.k8s_namespace.empty()) {
+    out += ",\"namespace\":";
+    out += quote(t.k8s_namespace);
+  }
   // Appends rather than "literal" + temporary: GCC 12 warns falsely
   // (-Wrestrict) on the inlined operator+(const char*, string&&).
   for (auto& [k, v] : t.labels) {

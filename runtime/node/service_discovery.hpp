@@ -14,6 +14,9 @@ struct sd_target {
   std::string node;
   std::string role; // head or worker
   std::vector<std::pair<std::string, std::string>> labels;
+  // The Kubernetes namespace, as label `namespace` (what autoscalers
+  // select on); empty outside Kubernetes: no label.
+  std::string k8s_namespace;
 };
 
 // The body of /sd: one target group per node. A node label k becomes

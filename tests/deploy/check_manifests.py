@@ -109,6 +109,11 @@ def check_pod(obj, by_kind, drain_grace_ms):
                 problem(obj, "shoald must get SHOAL_HTTP_LISTEN=$(POD_IP):9310 "
                              "(POD_IP from status.podIP) so /sd advertises a "
                              "reachable metrics target")
+            # The namespace label of /sd, which the autoscaling queries select.
+            ns = get(env.get("POD_NAMESPACE", {}), "valueFrom.fieldRef.fieldPath")
+            if ns != "metadata.namespace":
+                problem(obj, "shoald must get POD_NAMESPACE from metadata.namespace "
+                             "(the namespace label of /sd's targets)")
     volumes = {v["name"] for v in spec.get("volumes", [])}
     for c in spec.get("initContainers", []) + spec.get("containers", []):
         for m in c.get("volumeMounts", []):

@@ -31,6 +31,17 @@ TEST(service_discovery, quotes_and_control_characters_cannot_break_the_json) {
       "\"role\":\"worker\",\"label_k\":\"v\\\"\"}}]\n");
 }
 
+// On Kubernetes the targets carry the namespace, which the autoscaling
+// queries select on.
+TEST(service_discovery, a_namespace_becomes_a_label) {
+  std::vector<sd_target> targets{
+      {"10.0.0.7:9310", "w1", "worker", {}, "shoal-staging"},
+  };
+  EXPECT_EQ(render_service_discovery(targets),
+            "[{\"targets\":[\"10.0.0.7:9310\"],\"labels\":{\"node\":\"w1\","
+            "\"role\":\"worker\",\"namespace\":\"shoal-staging\"}}]\n");
+}
+
 TEST(service_discovery, no_nodes_is_an_empty_list) {
   EXPECT_EQ(render_service_discovery({}), "[]\n");
 }
