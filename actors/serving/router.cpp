@@ -121,6 +121,15 @@ void update_waiting(self_ptr self, const model_entry& m) {
   self->state.metrics->waiting(m.spec->name, m.queue.size());
 }
 
+// Takes a ticket out of the coalescing index: no identical request joins
+// it from now on.
+void unindex(router_state& st, pending& p) {
+  if (p.indexed) {
+    st.coalesce.erase({p.job.key.hash_lo, p.job.key.hash_hi});
+    p.indexed = false;
+  }
+}
+
 // Forgets a ticket that has no waiters left and is not running.
 void erase_ticket(self_ptr self, uint64_t ticket) {
   auto& st = self->state;
@@ -128,9 +137,7 @@ void erase_ticket(self_ptr self, uint64_t ticket) {
   if (i == st.tickets.end()) {
     return;
   }
-  if (i->second.indexed) {
-    st.coalesce.erase({i->second.job.key.hash_lo, i->second.job.key.hash_hi});
-  }
+  unindex(st, i->second);
   st.tickets.erase(i);
 }
 
@@ -912,10 +919,7 @@ void on_cancel(self_ptr self, const reply_route& route, const request_id& id) {
     // An identical request that comes now must not join an execution that
     // is being stopped: it would get this cancel's CANCELLED instead of a
     // result. It opens an execution of its own.
-    if (p.indexed) {
-      st.coalesce.erase({p.job.key.hash_lo, p.job.key.hash_hi});
-      p.indexed = false;
-    }
+    unindex(st, p);
     // The result is dropped when it comes; the replica stops early when
     // it can (between steps).
     if (auto h = caf::actor_cast<replica_handle>(p.replica)) {

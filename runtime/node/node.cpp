@@ -338,6 +338,11 @@ std::pair<bool, std::string> readiness(const impl& d) {
   return out;
 }
 
+// The host part of http.listen (HOST:PORT).
+std::string listen_host(const node_config& c) {
+  return c.http.listen.substr(0, c.http.listen.rfind(':'));
+}
+
 // /sd hands each node's http.listen to Prometheus as its target, and a
 // wildcard host is no address to scrape: said once at start, where an
 // operator looks when a target stays down.
@@ -345,7 +350,7 @@ void warn_wildcard_listen(const node_config& c) {
   if (c.node.role == "all") {
     return; // a standalone node is in no /sd
   }
-  auto host = c.http.listen.substr(0, c.http.listen.rfind(':'));
+  auto host = listen_host(c);
   if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") {
     spdlog::warn("node {}: http.listen {} is a wildcard address, which the "
                  "head's /sd hands to Prometheus as this node's metrics "
@@ -358,7 +363,7 @@ void warn_wildcard_listen(const node_config& c) {
 // The head's own metrics target and every live worker's.
 std::string service_discovery(const impl& d) {
   auto& c = d.cfg;
-  auto host = c.http.listen.substr(0, c.http.listen.rfind(':'));
+  auto host = listen_host(c);
   // A cluster's pods share the head's namespace (the Kubernetes downward
   // API's POD_NAMESPACE); Prometheus' HTTP discovery cannot know it.
   static const std::string ns = [] {
@@ -415,8 +420,7 @@ void log_started(const impl& d) {
   auto& c = d.cfg;
   std::string metrics;
   if (d.http) {
-    metrics = ", metrics on http://" +
-              c.http.listen.substr(0, c.http.listen.rfind(':')) + ":" +
+    metrics = ", metrics on http://" + listen_host(c) + ":" +
               std::to_string(d.http->port()) + "/metrics";
   }
   spdlog::info("node {} ({}) {}{}", c.node.name, c.node.role,

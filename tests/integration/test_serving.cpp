@@ -86,6 +86,24 @@ std::vector<caf::expected<reply>> run_all(client& c, std::vector<request> reqs,
   return out;
 }
 
+// Reads the replies to frames sent on a raw socket until `n` came or
+// `limit` passed; every one must decode.
+void read_replies(zmq::socket_t& s, size_t n, std::chrono::seconds limit,
+                  std::vector<reply>& out) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (out.size() < n && std::chrono::steady_clock::now() < deadline) {
+    zmq::pollitem_t items[] = {{static_cast<void*>(s), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, 200ms);
+    zmq::message_t msg;
+    while (s.recv(msg, zmq::recv_flags::dontwait)) {
+      reply r;
+      ASSERT_FALSE(decode_reply(static_cast<const uint8_t*>(msg.data()),
+                                msg.size(), codec_limits{}, r));
+      out.push_back(std::move(r));
+    }
+  }
+}
+
 class serving : public ::testing::Test {
 protected:
   void start(std::vector<std::string> args = {}) {
@@ -226,23 +244,15 @@ TEST_F(serving, garbage_frames_each_get_invalid_argument) {
     }
     s.send(zmq::buffer(frame), zmq::send_flags::none);
   }
+  std::vector<reply> got;
+  ASSERT_NO_FATAL_FAILURE(read_replies(s, n, 30s, got));
   int invalid = 0, other = 0;
-  auto deadline = std::chrono::steady_clock::now() + 30s;
-  codec_limits limits;
-  while (invalid + other < n && std::chrono::steady_clock::now() < deadline) {
-    zmq::pollitem_t items[] = {{static_cast<void*>(s), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, 200ms);
-    zmq::message_t msg;
-    while (s.recv(msg, zmq::recv_flags::dontwait)) {
-      reply r;
-      ASSERT_FALSE(decode_reply(static_cast<const uint8_t*>(msg.data()),
-                                msg.size(), limits, r));
-      if (r.code == status::invalid_argument) {
-        ++invalid;
-        EXPECT_FALSE(r.error.empty());
-      } else {
-        ++other; // a flipped byte may still leave a valid request
-      }
+  for (auto& r : got) {
+    if (r.code == status::invalid_argument) {
+      ++invalid;
+      EXPECT_FALSE(r.error.empty());
+    } else {
+      ++other; // a flipped byte may still leave a valid request
     }
   }
   EXPECT_EQ(invalid + other, n) << "every frame must get a reply";
@@ -273,18 +283,11 @@ TEST_F(serving, oversize_frame_is_answered_and_the_connection_kept) {
   ASSERT_GT(big_frame.size(), 4096u);
   s.send(zmq::buffer(slow_frame), zmq::send_flags::none);
   s.send(zmq::buffer(big_frame), zmq::send_flags::none);
+  std::vector<reply> got;
+  ASSERT_NO_FATAL_FAILURE(read_replies(s, 2, 15s, got));
   std::map<std::string, reply> replies;
-  auto deadline = std::chrono::steady_clock::now() + 15s;
-  while (replies.size() < 2 && std::chrono::steady_clock::now() < deadline) {
-    zmq::pollitem_t items[] = {{static_cast<void*>(s), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, 200ms);
-    zmq::message_t msg;
-    while (s.recv(msg, zmq::recv_flags::dontwait)) {
-      reply r;
-      ASSERT_FALSE(decode_reply(static_cast<const uint8_t*>(msg.data()),
-                                msg.size(), codec_limits{}, r));
-      replies[r.id.str] = std::move(r);
-    }
+  for (auto& r : got) {
+    replies[r.id.str] = std::move(r);
   }
   ASSERT_EQ(replies.size(), 2u) << "both frames must get a reply";
   EXPECT_EQ(replies["slow-1"].code, status::ok) << replies["slow-1"].error;
